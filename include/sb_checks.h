@@ -1,0 +1,66 @@
+/*
+ * Local checks made before anything is sent: the known params of the known
+ * models (../shared/API.md), remote image URLs, and local reference images
+ * (format by content, size, dimensions, aspect ratio).
+ */
+#ifndef SB_CHECKS_H
+#define SB_CHECKS_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "sb_imageinfo.h"
+
+enum sb_provider { SB_PROVIDER_ATLAS = 0, SB_PROVIDER_RUNCOMFY = 1 };
+
+#define SB_MAX_REF_IMAGES 14
+#define SB_MAX_TOTAL_IMAGES 15          /* reference images + outputs */
+#define SB_MAX_IMAGE_BYTES (10u * 1024 * 1024) /* a reference image must be under this */
+#define SB_MIN_IMAGE_SIDE 15            /* width and height must be over 14 px */
+#define SB_MAX_ASPECT 16                /* 1:16 .. 16:1 */
+
+/* What the runner needs to know of a model. */
+struct sb_model_info {
+    int known;                /* params of this model are checked */
+    const char *images_field; /* "images" or "image" */
+    int images_as_string;     /* Atlas /edit takes one URL string */
+    double default_price;     /* USD per output image */
+};
+
+const char *sb_provider_name(enum sb_provider p);
+int sb_provider_parse(const char *s, enum sb_provider *out);
+void sb_model_lookup(enum sb_provider p, const char *model, struct sb_model_info *out);
+
+/*
+ * Called for each problem found: is_error says whether it refuses the
+ * manifest (else it is a warning); key names the param (NULL for the job).
+ */
+typedef void (*sb_check_report_fn)(void *ud, int is_error, const char *key, const char *msg);
+
+/*
+ * Checks a job's merged params, prompt and reference image count against the
+ * model. Sets *images_requested to the outputs the job asks for. Returns the
+ * number of errors reported.
+ */
+int sb_check_job_params(enum sb_provider p, const char *model, const char *prompt,
+                        const cJSON *params, int n_images, int *images_requested,
+                        sb_check_report_fn report, void *ud);
+
+/* A remote image must be an http(s) URL with a host. Returns 0 or fills why. */
+int sb_check_url(const char *url, char *why, size_t whylen);
+
+/* A local reference image, read once and shared by every job that names it. */
+struct sb_localfile {
+    char *path;               /* as opened */
+    char sha256[65];          /* content hash, "" when unreadable */
+    size_t size;
+    struct sb_imageinfo info;
+    char *problem;            /* why it cannot be used, or NULL */
+};
+
+/* Reads, hashes and checks one local image. Never fails: problems go in ->problem. */
+struct sb_localfile *sb_localfile_load(const char *path);
+void sb_localfile_free(struct sb_localfile *f);
+
+#endif

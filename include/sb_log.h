@@ -1,0 +1,23 @@
+/*
+ * Log lines on stderr, as text or one JSON object per line. Messages never
+ * carry secrets: callers log ids, paths and states, never headers or keys.
+ */
+#ifndef SB_LOG_H
+#define SB_LOG_H
+
+#include "sb_common.h"
+
+enum sb_log_level { SB_LOG_DEBUG, SB_LOG_INFO, SB_LOG_WARN, SB_LOG_ERROR };
+enum sb_log_format { SB_LOG_TEXT, SB_LOG_JSON };
+
+void sb_log_setup(enum sb_log_format fmt, enum sb_log_level min_level);
+void sb_log(enum sb_log_level lvl, const char *fmt, ...) SB_PRINTF(2, 3);
+/* Number of warnings logged so far (validate reports it). */
+unsigned sb_log_warnings(void);
+
+#define sb_debug(...) sb_log(SB_LOG_DEBUG, __VA_ARGS__)
+#define sb_info(...) sb_log(SB_LOG_INFO, __VA_ARGS__)
+#define sb_warn(...) sb_log(SB_LOG_WARN, __VA_ARGS__)
+#define sb_error(...) sb_log(SB_LOG_ERROR, __VA_ARGS__)
+
+#endif

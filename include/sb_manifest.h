@@ -1,0 +1,100 @@
+/*
+ * The manifest: a YAML file describing a batch of edit jobs (SPEC section 1).
+ * sb_manifest_load parses it, expands foreach entries, checks every job and
+ * every reference image, and computes each job's fingerprint. The result is
+ * plain configuration data, read by the planner, the store and the engine.
+ */
+#ifndef SB_MANIFEST_H
+#define SB_MANIFEST_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "sb_checks.h"
+#include "sb_common.h"
+
+#define SB_MANIFEST_MAX_BYTES (32u * 1024 * 1024)
+#define SB_YAML_MAX_DEPTH 64
+#define SB_YAML_MAX_SCALAR (1u * 1024 * 1024)
+#define SB_YAML_ALIAS_BUDGET 10000 /* expanded nodes, or 10x the document's events */
+
+enum sb_upload_mode { SB_UPLOAD_PROVIDER, SB_UPLOAD_URL_PREFIX, SB_UPLOAD_NONE };
+
+struct sb_limits {
+    int concurrency;          /* predictions submitted and not yet finished */
+    double requests_per_second; /* all API calls together; 0 = unlimited */
+    int max_attempts;         /* per HTTP call */
+    int64_t poll_interval_ms;
+    int64_t job_timeout_ms;
+    double max_cost;          /* USD; < 0 when unset */
+};
+
+struct sb_media {
+    enum sb_upload_mode upload;
+    char *url_prefix;         /* with SB_UPLOAD_URL_PREFIX */
+    char *root;               /* directory local paths are relative to for url_prefix */
+    int64_t upload_ttl_ms;    /* a cached upload older than this is uploaded again */
+};
+
+/* One reference image of a job. Exactly one of file and url is set. */
+struct sb_image_ref {
+    char *spec;                     /* as written, after foreach templates */
+    const struct sb_localfile *file; /* local file, shared with other jobs */
+    char *url;                      /* remote URL, or url_prefix + relative path */
+};
+
+struct sb_jobspec {
+    char *id;
+    int id_given;             /* set in the manifest, not derived from the fingerprint */
+    char *prompt;
+    cJSON *params;            /* defaults merged with the job's params */
+    struct sb_image_ref *images;
+    int n_images;
+    int images_requested;     /* outputs asked for: the cost quote counts these */
+    int line, column;         /* where the job is written */
+    char fingerprint[65];
+    char *invalid;            /* why the job cannot run (a bad image), or NULL */
+};
+
+struct sb_manifest {
+    char *path;               /* as given */
+    char *dir;                /* the manifest's directory */
+    int version;
+    enum sb_provider provider;
+    char *model;
+    struct sb_model_info model_info;
+    char *output_dir;         /* resolved against dir */
+    char *api_key_file;       /* resolved against dir, or NULL */
+    struct sb_limits limits;
+    struct sb_media media;
+    double price_per_image;
+    struct sb_jobspec *jobs;
+    int n_jobs;
+    struct sb_map *files;     /* local path -> struct sb_localfile */
+};
+
+/*
+ * Loads and checks a manifest. Every problem is logged as it is found (file,
+ * line, column and job); err receives a one-line summary. Returns 0, or a
+ * negative code when the manifest is invalid. Bad images do not make it
+ * invalid: they mark their job ->invalid.
+ */
+int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size_t errlen);
+void sb_manifest_free(struct sb_manifest *m);
+
+/* Loads from memory (for tests and fuzzing); dir resolves relative paths. */
+int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
+                      struct sb_manifest **out, char *err, size_t errlen);
+
+/* Refuses an api_key_file readable by group or others. */
+int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen);
+
+/* Canonical JSON (keys sorted at every level), newly allocated. */
+char *sb_canonical_json(const cJSON *v);
+/* The job fingerprint (SPEC section 1). */
+void sb_fingerprint(enum sb_provider p, const char *model, const char *prompt,
+                    const cJSON *params, const struct sb_image_ref *images, int n_images,
+                    char hex[65]);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * The plan: what a run of a manifest would do given what its state database
+ * already holds. `run --dry-run` prints it with the cost quote; `status`
+ * prints the per-state counts, spend and failures.
+ */
+#ifndef SB_PLAN_H
+#define SB_PLAN_H
+
+#include <stdio.h>
+
+#include "sb_manifest.h"
+#include "sb_store.h"
+
+struct sb_plan {
+    int jobs;
+    int counts[SB_JOB_NSTATES]; /* jobs per state, as a run would start from */
+    int to_submit;              /* jobs a run would submit (and pay for) */
+    int to_resume;              /* jobs with a prediction to poll or outputs to fetch */
+    int invalid;                /* failing at once on a bad reference image */
+    int changed;                /* in the state with another fingerprint: re-queued */
+    int removed;                /* in the state, gone from the manifest */
+    long images_requested;      /* outputs the jobs to submit ask for */
+    double quote;               /* images_requested x price_per_image, USD */
+    double spent;               /* recorded cost of this manifest's jobs, USD */
+    int image_refs, local_refs, remote_refs, distinct_files, uploads_needed;
+};
+
+/*
+ * Computes the plan. st may be NULL (no state yet). retry_failed is NULL (no
+ * retry), "" (every failed job) or an error kind.
+ */
+void sb_plan_compute(const struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
+                     struct sb_plan *p);
+void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan *p,
+                   const char *state_path);
+/* status: counts, spend, failures with reasons and removed jobs. */
+void sb_status_print(FILE *out, const struct sb_manifest *m, struct sb_store *st,
+                     const char *state_path);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * The persistent queue: one SQLite database (WAL) per output directory,
+ * holding every job's state, fingerprint, attempts, prediction id, outputs,
+ * error and cost, and the cache of uploaded files keyed by content hash.
+ * Every job state change goes through sb_store_transition.
+ */
+#ifndef SB_STORE_H
+#define SB_STORE_H
+
+#include <stdint.h>
+
+#include "sb_manifest.h"
+
+#define SB_SCHEMA_VERSION 1
+
+/* A job's life (SPEC section 4). Stored by name. */
+enum sb_job_state {
+    SB_JOB_PENDING = 0,   /* queued: nothing sent yet */
+    SB_JOB_UPLOADING,     /* waiting for its local files to be uploaded */
+    SB_JOB_SUBMITTING,    /* submit intent committed; the request may be in flight */
+    SB_JOB_RUNNING,       /* prediction id known: polled, never resubmitted */
+    SB_JOB_DOWNLOADING,   /* prediction done; outputs being fetched */
+    SB_JOB_SUCCEEDED,     /* every output is on disk under its final name */
+    SB_JOB_FAILED,        /* gave up: error kind and message say why */
+    SB_JOB_CANCELLED,     /* cancelled by the user */
+    SB_JOB_NSTATES
+};
+
+/* Error kinds of results.jsonl (SPEC section 3). */
+#define SB_EK_INVALID_INPUT "invalid_input"
+#define SB_EK_REJECTED "rejected"
+#define SB_EK_TIMEOUT "timeout"
+#define SB_EK_NETWORK "network"
+#define SB_EK_SERVER "server"
+#define SB_EK_RATE_LIMITED "rate_limited"
+#define SB_EK_AUTH "auth"
+#define SB_EK_QUOTA "quota"
+
+const char *sb_job_state_name(enum sb_job_state s);
+int sb_job_state_parse(const char *s, enum sb_job_state *out);
+/* The SPEC's result status for a state: in-flight states read as "running". */
+const char *sb_job_status_name(enum sb_job_state s);
+
+struct sb_job_error {
+    const char *kind;     /* one of SB_EK_* */
+    int http_status;      /* 0 when none */
+    const char *code;     /* provider's error code, or NULL */
+    const char *message;
+};
+
+/* A job's row, as read back. Strings are owned by the row; free with sb_jobrow_clear. */
+struct sb_jobrow {
+    char *id;
+    int64_t seq;
+    char fingerprint[65];
+    enum sb_job_state state;
+    int in_manifest;
+    int images_requested;
+    int attempts;
+    char *prediction_id;
+    int possible_duplicate;
+    char *outputs;        /* JSON array of file names, or NULL */
+    char *output_urls;    /* JSON array, or NULL */
+    char *error_kind, *error_code, *error_message;
+    int error_http;
+    int64_t submitted_at, finished_at; /* ms, 0 when unset */
+    double predict_time;  /* seconds, < 0 when unknown */
+    double cost;
+};
+void sb_jobrow_clear(struct sb_jobrow *r);
+
+struct sb_store;
+
+/* Opens (creating and migrating) the state database. readonly never creates or writes. */
+int sb_store_open(const char *path, int readonly, struct sb_store **out, char *err, size_t errlen);
+void sb_store_close(struct sb_store *st);
+/* Default state path for a manifest: <output_dir>/.seedbatch/state.db */
+char *sb_store_default_path(const struct sb_manifest *m);
+
+struct sb_sync_report {
+    int added;      /* new jobs, queued */
+    int changed;    /* fingerprint changed: re-queued */
+    int kept;       /* unchanged */
+    int invalid;    /* failed at once: a reference image is unusable */
+    int removed;    /* in the state, no longer in the manifest */
+    char **removed_ids;
+};
+void sb_sync_report_clear(struct sb_sync_report *r);
+
+/* Brings the queue in line with the manifest, in one transaction. */
+int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sync_report *rep,
+                  char *err, size_t errlen);
+
+/*
+ * The one place a job changes state: persists the new state (and the error
+ * when given, or clears it), and logs old -> new. Returns SB_ENOENT when no
+ * such job exists.
+ */
+int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
+                        const struct sb_job_error *e);
+
+/* Reads one job; SB_ENOENT when absent. */
+int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out);
+/* Calls fn for every job in manifest order (removed ones last). Stops when fn returns non-zero. */
+int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+
+/* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
+char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);
+int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url, int64_t size);
+
+#endif

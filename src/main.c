@@ -1,0 +1,309 @@
+/*
+ * main.c is the command line: it parses the subcommand and options, loads
+ * every manifest given, and dispatches to validate, status, run --dry-run
+ * and the others, mapping outcomes to the exit codes of SPEC section 2.
+ */
+#include "sb_common.h"
+#include "sb_log.h"
+#include "sb_manifest.h"
+#include "sb_plan.h"
+#include "sb_store.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+static const char usage_text[] =
+    "usage: seedbatch COMMAND [OPTIONS] MANIFEST...\n"
+    "\n"
+    "commands:\n"
+    "  run MANIFEST...        run to completion; resumes what an earlier run left\n"
+    "  validate MANIFEST...   all checks, no network; exit 0 or 2\n"
+    "  status MANIFEST...     counts per state, spend, failures with reasons\n"
+    "  cancel MANIFEST...     cancel remote requests that can still be cancelled\n"
+    "  results MANIFEST...    rewrite results.jsonl from the state database\n"
+    "\n"
+    "options:\n"
+    "  --state PATH                  state database (default <output_dir>/.seedbatch/state.db)\n"
+    "  --concurrency N               override limits.concurrency\n"
+    "  --rps R                       override limits.requests_per_second (0 = unlimited)\n"
+    "  --dry-run                     validate, print the plan and the cost quote, send nothing\n"
+    "  --retry-failed[=KIND]         re-queue failed jobs (all, or one error kind)\n"
+    "  --progress auto|always|never  live progress line\n"
+    "  --log-format text|json        log lines on stderr\n"
+    "  --quiet                       only warnings and errors\n"
+    "  -h, --help                    this help\n"
+    "  --version                     print the version\n"
+    "\n"
+    "exit codes: 0 all jobs succeeded, 1 some jobs failed, 2 usage error or invalid manifest,\n"
+    "3 authentication/permission/balance, 4 stopped by max_cost, 75 interrupted or locked.\n"
+    "environment: ATLASCLOUD_API_KEY, RUNCOMFY_API_TOKEN, ATLASCLOUD_BASE_URL, RUNCOMFY_BASE_URL.\n";
+
+struct options {
+    const char *command;
+    const char *state;
+    int concurrency;      /* 0 = manifest's */
+    double rps;           /* < 0 = manifest's */
+    int dry_run;
+    const char *retry_failed;
+    const char *progress;
+    char **manifests;
+    int n_manifests;
+};
+
+static int SB_PRINTF(1, 2) usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "seedbatch: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'seedbatch --help'.\n");
+    va_end(ap);
+    return SB_EXIT_USAGE;
+}
+
+static const char *kinds[] = {SB_EK_INVALID_INPUT, SB_EK_REJECTED, SB_EK_TIMEOUT, SB_EK_NETWORK,
+                              SB_EK_SERVER, SB_EK_RATE_LIMITED, SB_EK_AUTH, SB_EK_QUOTA, "cancelled", NULL};
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET };
+    static const struct option longopts[] = {
+        {"state", required_argument, NULL, O_STATE},
+        {"concurrency", required_argument, NULL, O_CONC},
+        {"rps", required_argument, NULL, O_RPS},
+        {"dry-run", no_argument, NULL, O_DRY},
+        {"retry-failed", optional_argument, NULL, O_RETRY},
+        {"progress", required_argument, NULL, O_PROGRESS},
+        {"log-format", required_argument, NULL, O_LOGFMT},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    enum sb_log_format fmt = SB_LOG_TEXT;
+    enum sb_log_level lvl = SB_LOG_INFO;
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case O_STATE:
+            o->state = optarg;
+            break;
+        case O_CONC:
+            o->concurrency = (int)strtol(optarg, &end, 10);
+            if (*end || o->concurrency < 1 || o->concurrency > 10000)
+                return usage_error("--concurrency must be a whole number from 1 to 10000, not '%s'", optarg);
+            break;
+        case O_RPS:
+            o->rps = strtod(optarg, &end);
+            if (*end || !(o->rps >= 0 && o->rps <= 100000))
+                return usage_error("--rps must be a number from 0 (unlimited) to 100000, not '%s'", optarg);
+            break;
+        case O_DRY:
+            o->dry_run = 1;
+            break;
+        case O_RETRY:
+            o->retry_failed = optarg ? optarg : "";
+            if (optarg) {
+                int ok = 0;
+                for (int i = 0; kinds[i]; i++)
+                    ok |= strcmp(kinds[i], optarg) == 0;
+                if (!ok)
+                    return usage_error("--retry-failed=%s: not an error kind (invalid_input, rejected, timeout, "
+                                       "network, server, rate_limited, auth, quota, cancelled)", optarg);
+            }
+            break;
+        case O_PROGRESS:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "always") && strcmp(optarg, "never"))
+                return usage_error("--progress must be auto, always or never, not '%s'", optarg);
+            o->progress = optarg;
+            break;
+        case O_LOGFMT:
+            if (strcmp(optarg, "text") == 0)
+                fmt = SB_LOG_TEXT;
+            else if (strcmp(optarg, "json") == 0)
+                fmt = SB_LOG_JSON;
+            else
+                return usage_error("--log-format must be text or json, not '%s'", optarg);
+            break;
+        case O_QUIET:
+            lvl = SB_LOG_WARN;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            exit(SB_EXIT_OK);
+        default:
+            fprintf(stderr, "Try 'seedbatch --help'.\n");
+            return SB_EXIT_USAGE;
+        }
+    }
+    sb_log_setup(fmt, lvl);
+    o->manifests = argv + optind;
+    o->n_manifests = argc - optind;
+    if (o->n_manifests == 0)
+        return usage_error("%s needs at least one manifest", o->command);
+    if (o->state && o->n_manifests > 1)
+        return usage_error("%s", "--state names one state database: give one manifest with it");
+    return SB_EXIT_OK;
+}
+
+/* Loads every manifest; returns 0 when all are valid (bad images aside). */
+static int load_all(const struct options *o, struct sb_manifest **ms)
+{
+    int bad = 0;
+    for (int i = 0; i < o->n_manifests; i++) {
+        char err[SB_ERRLEN];
+        if (sb_manifest_load(o->manifests[i], &ms[i], err, sizeof err) != SB_OK) {
+            fprintf(stderr, "seedbatch: %s is invalid; nothing was sent\n", o->manifests[i]);
+            bad = 1;
+            continue;
+        }
+        if (o->concurrency)
+            ms[i]->limits.concurrency = o->concurrency;
+        if (o->rps >= 0)
+            ms[i]->limits.requests_per_second = o->rps;
+    }
+    return bad;
+}
+
+static char *state_path(const struct options *o, const struct sb_manifest *m)
+{
+    return o->state ? sb_strdup(o->state) : sb_store_default_path(m);
+}
+
+/* Opens the state read-only if it exists; *st stays NULL when there is none yet. */
+static int open_state_ro(const char *path, struct sb_store **st)
+{
+    char err[SB_ERRLEN];
+    int rc = sb_store_open(path, 1, st, err, sizeof err);
+    if (rc == SB_ENOENT)
+        return SB_OK;
+    if (rc != SB_OK)
+        sb_error("%s", err);
+    return rc;
+}
+
+static int cmd_validate(const struct options *o, struct sb_manifest **ms)
+{
+    int rc = SB_EXIT_OK;
+    for (int i = 0; i < o->n_manifests; i++) {
+        struct sb_manifest *m = ms[i];
+        char err[SB_ERRLEN];
+        int invalid = 0;
+        if (sb_manifest_check_keyfile(m, err, sizeof err) != SB_OK) {
+            sb_error("%s: %s", m->path, err);
+            rc = SB_EXIT_USAGE;
+        }
+        for (int k = 0; k < m->n_jobs; k++) {
+            const struct sb_jobspec *j = &m->jobs[k];
+            if (j->invalid) {
+                sb_error("%s:%d:%d: job %s: %s", m->path, j->line, j->column, j->id, j->invalid);
+                invalid++;
+            }
+        }
+        if (invalid) {
+            printf("%s: %d jobs, %d with an unusable reference image\n", m->path, m->n_jobs, invalid);
+            rc = SB_EXIT_USAGE;
+        } else {
+            long images = 0;
+            for (int k = 0; k < m->n_jobs; k++)
+                images += m->jobs[k].images_requested;
+            printf("%s: ok: %d jobs, %zu local files, up to %ld output images\n", m->path, m->n_jobs,
+                   sb_map_count(m->files), images);
+        }
+    }
+    return rc;
+}
+
+static int cmd_status(const struct options *o, struct sb_manifest **ms)
+{
+    int rc = SB_EXIT_OK;
+    for (int i = 0; i < o->n_manifests; i++) {
+        char *path = state_path(o, ms[i]);
+        struct sb_store *st = NULL;
+        if (open_state_ro(path, &st) != SB_OK) {
+            rc = SB_EXIT_USAGE;
+        } else {
+            sb_status_print(stdout, ms[i], st, path);
+            sb_store_close(st);
+        }
+        free(path);
+    }
+    return rc;
+}
+
+static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
+{
+    int rc = SB_EXIT_OK;
+    double total = 0;
+    for (int i = 0; i < o->n_manifests; i++) {
+        char *path = state_path(o, ms[i]);
+        struct sb_store *st = NULL;
+        if (open_state_ro(path, &st) != SB_OK) {
+            rc = SB_EXIT_USAGE;
+        } else {
+            struct sb_plan p;
+            sb_plan_compute(ms[i], st, o->retry_failed, &p);
+            sb_plan_print(stdout, ms[i], &p, path);
+            total += p.quote;
+            sb_store_close(st);
+        }
+        free(path);
+    }
+    if (o->n_manifests > 1)
+        printf("total cost quote: $%.2f\n", total);
+    printf("dry run: nothing was sent\n");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return SB_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage_text, stdout);
+        return SB_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("seedbatch %s\n", SB_VERSION);
+        return SB_EXIT_OK;
+    }
+    struct options o = {.command = argv[1], .rps = -1};
+    static const char *commands[] = {"run", "validate", "status", "cancel", "results", NULL};
+    int known = 0;
+    for (int i = 0; commands[i]; i++)
+        known |= strcmp(commands[i], o.command) == 0;
+    if (!known)
+        return usage_error("unknown command '%s'", o.command);
+    int rc = parse_options(argc, argv, &o);
+    if (rc != SB_EXIT_OK)
+        return rc;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        sb_error("cannot initialise libcurl");
+        return SB_EXIT_USAGE;
+    }
+    struct sb_manifest **ms = sb_calloc((size_t)o.n_manifests, sizeof *ms);
+    if (load_all(&o, ms) != 0) {
+        rc = SB_EXIT_USAGE;
+    } else if (strcmp(o.command, "validate") == 0) {
+        rc = cmd_validate(&o, ms);
+    } else if (strcmp(o.command, "status") == 0) {
+        rc = cmd_status(&o, ms);
+    } else if (strcmp(o.command, "run") == 0 && o.dry_run) {
+        rc = cmd_dry_run(&o, ms);
+    } else {
+        sb_error("%s%s: sending requests is not available in this build yet; "
+                 "use validate, status or run --dry-run", o.command, strcmp(o.command, "run") == 0 ? "" : "");
+        rc = SB_EXIT_USAGE;
+    }
+    for (int i = 0; i < o.n_manifests; i++)
+        sb_manifest_free(ms[i]);
+    free(ms);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,996 @@
+/*
+ * manifest.c turns a YAML manifest into checked jobs. libyaml's event parser
+ * feeds a small node tree that this file builds itself, because libyaml 0.2.5
+ * sets no limits of its own: nesting is capped at SB_YAML_MAX_DEPTH, aliases
+ * are shared references whose expanded size is counted against a budget (so
+ * a billion-laughs document is refused before anything walks it), an alias
+ * to a node that is still open (a cycle) is refused, and the file size and
+ * each scalar are capped. Every error names file:line:column and the job.
+ */
+#include "sb_manifest.h"
+#include "sb_log.h"
+
+#include <errno.h>
+#include <glob.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <curl/curl.h>
+#include <yaml.h>
+
+#define MAX_LOGGED_ERRORS 50
+
+/* ---- the YAML node tree ---- */
+
+enum ytype { Y_SCALAR, Y_SEQ, Y_MAP };
+
+struct ynode {
+    enum ytype type;
+    int line, col;
+    char *value;          /* scalar text */
+    size_t len;
+    int plain;            /* plain (unquoted) scalar, typed by its text */
+    int str_tag;          /* explicit !!str */
+    char *anchor;         /* a collection's anchor, registered when it closes */
+    struct ynode **kids;  /* sequence items, or mapping key, value, key, value... */
+    size_t n, cap;
+    size_t weight;        /* nodes in the subtree with aliases expanded (saturating) */
+};
+
+struct ytree {
+    const char *name;
+    struct ynode **all;   /* every node, freed together: aliases share nodes */
+    size_t nall, capall;
+    struct sb_map *anchors;
+    struct ynode *stack[SB_YAML_MAX_DEPTH + 1];
+    int depth;
+    struct ynode *root;
+    size_t events;
+    size_t alias_nodes;
+};
+
+static struct ynode *ynew(struct ytree *t, enum ytype type, const yaml_mark_t *mark)
+{
+    struct ynode *n = sb_calloc(1, sizeof *n);
+    n->type = type;
+    n->line = (int)mark->line + 1;
+    n->col = (int)mark->column + 1;
+    n->weight = 1;
+    if (t->nall == t->capall) {
+        t->capall = t->capall ? t->capall * 2 : 256;
+        t->all = sb_realloc(t->all, t->capall * sizeof *t->all);
+    }
+    t->all[t->nall++] = n;
+    return n;
+}
+
+static void yfree(struct ytree *t)
+{
+    for (size_t i = 0; i < t->nall; i++) {
+        free(t->all[i]->value);
+        free(t->all[i]->kids);
+        free(t->all[i]->anchor);
+        free(t->all[i]);
+    }
+    free(t->all);
+    sb_map_free(t->anchors, NULL);
+}
+
+static size_t sat_add(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static int yadd(struct ytree *t, struct ynode *n, char *err, size_t errlen)
+{
+    if (t->depth == 0) {
+        if (t->root)
+            return sb_seterr(err, errlen, "%s:%d:%d: unexpected second root node", t->name, n->line, n->col);
+        t->root = n;
+        return SB_OK;
+    }
+    struct ynode *p = t->stack[t->depth - 1];
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 4;
+        p->kids = sb_realloc(p->kids, p->cap * sizeof *p->kids);
+    }
+    p->kids[p->n++] = n;
+    return SB_OK;
+}
+
+/* Builds the node tree of the one document in text. */
+static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size_t errlen)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int rc = SB_ERR, docs = 0, done = 0;
+
+    t->anchors = sb_map_new();
+    if (!yaml_parser_initialize(&parser))
+        return sb_seterr(err, errlen, "%s: cannot initialise the YAML parser", t->name);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            sb_seterr(err, errlen, "%s:%zu:%zu: YAML syntax error: %s%s%s", t->name,
+                      parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+                      parser.problem ? parser.problem : "unknown problem",
+                      parser.context ? " " : "", parser.context ? parser.context : "");
+            goto out;
+        }
+        t->events++;
+        const yaml_mark_t *mk = &ev.start_mark;
+        int bad = 0;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: only one YAML document is allowed", t->name,
+                          mk->line + 1, mk->column + 1);
+                bad = 1;
+            }
+            break;
+        case YAML_SCALAR_EVENT: {
+            if (ev.data.scalar.length > SB_YAML_MAX_SCALAR) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: a value of %zu bytes is over the %u byte limit",
+                          t->name, mk->line + 1, mk->column + 1, ev.data.scalar.length, SB_YAML_MAX_SCALAR);
+                bad = 1;
+                break;
+            }
+            struct ynode *n = ynew(t, Y_SCALAR, mk);
+            n->value = sb_strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
+            n->len = ev.data.scalar.length;
+            n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+            n->str_tag = ev.data.scalar.tag &&
+                         strcmp((const char *)ev.data.scalar.tag, "tag:yaml.org,2002:str") == 0;
+            if (ev.data.scalar.anchor)
+                sb_map_put(t->anchors, (const char *)ev.data.scalar.anchor, n);
+            bad = yadd(t, n, err, errlen) != SB_OK;
+            break;
+        }
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT: {
+            if (t->depth >= SB_YAML_MAX_DEPTH) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: nesting deeper than %d levels", t->name,
+                          mk->line + 1, mk->column + 1, SB_YAML_MAX_DEPTH);
+                bad = 1;
+                break;
+            }
+            int seq = ev.type == YAML_SEQUENCE_START_EVENT;
+            struct ynode *n = ynew(t, seq ? Y_SEQ : Y_MAP, mk);
+            const yaml_char_t *a = seq ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
+            if (a)
+                n->anchor = sb_strdup((const char *)a);
+            t->stack[t->depth++] = n;
+            break;
+        }
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT: {
+            struct ynode *n = t->stack[--t->depth];
+            for (size_t i = 0; i < n->n; i++)
+                n->weight = sat_add(n->weight, n->kids[i]->weight);
+            /* Registered only now, so an alias inside its own anchor (a cycle) is unknown. */
+            if (n->anchor)
+                sb_map_put(t->anchors, n->anchor, n);
+            bad = yadd(t, n, err, errlen) != SB_OK;
+            break;
+        }
+        case YAML_ALIAS_EVENT: {
+            const char *name = (const char *)ev.data.alias.anchor;
+            struct ynode *n = sb_map_get(t->anchors, name);
+            if (!n) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: alias *%s is undefined or refers to a node that "
+                          "contains it (recursive aliases are refused)", t->name, mk->line + 1,
+                          mk->column + 1, name);
+                bad = 1;
+                break;
+            }
+            t->alias_nodes = sat_add(t->alias_nodes, n->weight);
+            if (t->alias_nodes > SB_YAML_ALIAS_BUDGET && t->alias_nodes / 10 > t->events) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: aliases expand to more than %zu nodes "
+                          "(an alias bomb?); refused", t->name, mk->line + 1, mk->column + 1,
+                          t->alias_nodes == SIZE_MAX ? SIZE_MAX : t->alias_nodes);
+                bad = 1;
+                break;
+            }
+            bad = yadd(t, n, err, errlen) != SB_OK;
+            break;
+        }
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+        if (bad)
+            goto out;
+    }
+    if (!t->root)
+        sb_seterr(err, errlen, "%s: the manifest is empty", t->name);
+    else
+        rc = SB_OK;
+out:
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+/* ---- interpretation ---- */
+
+struct tvars {          /* foreach template values */
+    const char *path, *name, *stem, *ext, *dir;
+    int index;
+};
+
+struct mctx {
+    struct sb_manifest *m;
+    const char *name;
+    int errors;
+    const char *job;    /* current job's label, for messages */
+    char first[SB_ERRLEN];
+    struct sb_map *ids; /* id -> (line number cast to pointer) */
+    char *root_real;    /* realpath of media.root, for url_prefix */
+};
+
+static void SB_PRINTF(3, 4) merr(struct mctx *c, const struct ynode *n, const char *fmt, ...)
+{
+    char msg[1024], line[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->job)
+        snprintf(line, sizeof line, "%.200s:%d:%d: job %.150s: %s", c->name, n ? n->line : 1, n ? n->col : 1, c->job, msg);
+    else
+        snprintf(line, sizeof line, "%.200s:%d:%d: %s", c->name, n ? n->line : 1, n ? n->col : 1, msg);
+    if (c->errors == 0)
+        snprintf(c->first, sizeof c->first, "%.*s", (int)sizeof c->first - 1, line);
+    if (c->errors < MAX_LOGGED_ERRORS)
+        sb_error("%s", line);
+    else if (c->errors == MAX_LOGGED_ERRORS)
+        sb_error("%s: more errors follow; not shown", c->name);
+    c->errors++;
+}
+
+static const char *type_name(const struct ynode *n)
+{
+    return n->type == Y_MAP ? "a mapping" : n->type == Y_SEQ ? "a list" : "a value";
+}
+
+static int is_null(const struct ynode *n)
+{
+    return n->type == Y_SCALAR && n->plain &&
+           (n->len == 0 || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
+            strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0);
+}
+
+static const struct ynode *map_get(const struct ynode *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->n; i += 2)
+        if (map->kids[i]->type == Y_SCALAR && strcmp(map->kids[i]->value, key) == 0)
+            return map->kids[i + 1];
+    return NULL;
+}
+
+static const struct ynode *map_key(const struct ynode *map, const char *key)
+{
+    for (size_t i = 0; i + 1 < map->n; i += 2)
+        if (map->kids[i]->type == Y_SCALAR && strcmp(map->kids[i]->value, key) == 0)
+            return map->kids[i];
+    return NULL;
+}
+
+/* Every key a scalar, none repeated, and (when allowed is given) each one known. */
+static void check_keys(struct mctx *c, const struct ynode *map, const char *const *allowed, const char *what)
+{
+    struct sb_map *seen = sb_map_new();
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        const struct ynode *k = map->kids[i];
+        if (k->type != Y_SCALAR) {
+            merr(c, k, "keys in %s must be plain names, not %s", what, type_name(k));
+            continue;
+        }
+        if (sb_map_get(seen, k->value)) {
+            merr(c, k, "key %s appears twice in %s", k->value, what);
+            continue;
+        }
+        sb_map_put(seen, k->value, (void *)k);
+        if (!allowed)
+            continue;
+        int ok = 0;
+        for (int j = 0; allowed[j]; j++)
+            ok |= strcmp(allowed[j], k->value) == 0;
+        if (!ok) {
+            struct sb_buf b;
+            sb_buf_init(&b, 1024);
+            for (int j = 0; allowed[j]; j++)
+                sb_buf_printf(&b, "%s%s", j ? ", " : "", allowed[j]);
+            merr(c, k, "unknown key %s in %s (known: %s)", k->value, what, b.data);
+            sb_buf_free(&b);
+        }
+    }
+    sb_map_free(seen, NULL);
+}
+
+static const char *get_str(struct mctx *c, const struct ynode *n, const char *what)
+{
+    if (n->type != Y_SCALAR || is_null(n)) {
+        merr(c, n, "%s must be a string, not %s", what, is_null(n) ? "empty" : type_name(n));
+        return NULL;
+    }
+    return n->value;
+}
+
+static int parse_number(const struct ynode *n, double *out)
+{
+    if (n->type != Y_SCALAR || !n->plain || n->str_tag || n->len == 0)
+        return SB_EINVAL;
+    char *end;
+    errno = 0;
+    double d = strtod(n->value, &end);
+    if (*end || errno || !isfinite(d) || !(n->value[0] == '-' || n->value[0] == '+' ||
+                                          n->value[0] == '.' || (n->value[0] >= '0' && n->value[0] <= '9')))
+        return SB_EINVAL;
+    *out = d;
+    return SB_OK;
+}
+
+static int get_num(struct mctx *c, const struct ynode *n, const char *what, double lo, double hi, double *out)
+{
+    double d;
+    if (parse_number(n, &d) != SB_OK) {
+        merr(c, n, "%s must be a number", what);
+        return SB_EINVAL;
+    }
+    if (d < lo || d > hi) {
+        merr(c, n, "%s must be from %g to %g", what, lo, hi);
+        return SB_EINVAL;
+    }
+    *out = d;
+    return SB_OK;
+}
+
+static int get_int(struct mctx *c, const struct ynode *n, const char *what, int lo, int hi, int *out)
+{
+    double d;
+    if (parse_number(n, &d) != SB_OK || d != floor(d)) {
+        merr(c, n, "%s must be a whole number", what);
+        return SB_EINVAL;
+    }
+    if (d < lo || d > hi) {
+        merr(c, n, "%s must be from %d to %d", what, lo, hi);
+        return SB_EINVAL;
+    }
+    *out = (int)d;
+    return SB_OK;
+}
+
+static int get_duration(struct mctx *c, const struct ynode *n, const char *what, int64_t lo, int64_t *out)
+{
+    int64_t ms;
+    if (n->type != Y_SCALAR || sb_parse_duration_ms(n->value, &ms) != SB_OK) {
+        merr(c, n, "%s must be a duration such as 500ms, 2s, 5m or 1h", what);
+        return SB_EINVAL;
+    }
+    if (ms < lo) {
+        merr(c, n, "%s must be at least %lldms", what, (long long)lo);
+        return SB_EINVAL;
+    }
+    *out = ms;
+    return SB_OK;
+}
+
+/* A YAML scalar typed as the YAML 1.2 core schema says: null, bool, number or string. */
+static cJSON *scalar_json(const struct ynode *n)
+{
+    if (!n->plain || n->str_tag)
+        return cJSON_CreateString(n->value);
+    if (is_null(n))
+        return cJSON_CreateNull();
+    const char *v = n->value;
+    if (!strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "TRUE"))
+        return cJSON_CreateTrue();
+    if (!strcmp(v, "false") || !strcmp(v, "False") || !strcmp(v, "FALSE"))
+        return cJSON_CreateFalse();
+    double d;
+    if (parse_number(n, &d) == SB_OK)
+        return cJSON_CreateNumber(d);
+    return cJSON_CreateString(v);
+}
+
+static cJSON *to_json(struct mctx *c, const struct ynode *n)
+{
+    if (n->type == Y_SCALAR)
+        return scalar_json(n);
+    if (n->type == Y_SEQ) {
+        cJSON *a = cJSON_CreateArray();
+        for (size_t i = 0; i < n->n; i++)
+            cJSON_AddItemToArray(a, to_json(c, n->kids[i]));
+        return a;
+    }
+    check_keys(c, n, NULL, "params");
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; i + 1 < n->n; i += 2) {
+        if (n->kids[i]->type == Y_SCALAR)
+            cJSON_AddItemToObject(o, n->kids[i]->value, to_json(c, n->kids[i + 1]));
+    }
+    return o;
+}
+
+/* Replaces {path} {name} {stem} {ext} {dir} {index}; other braces stay as written. */
+static char *expand(const char *s, const struct tvars *v)
+{
+    if (!v)
+        return sb_strdup(s);
+    struct sb_buf b;
+    sb_buf_init(&b, SB_YAML_MAX_SCALAR * 4);
+    while (*s) {
+        const char *rep = NULL;
+        size_t skip = 0;
+        char num[16];
+        if (*s == '{') {
+            static const char *names[] = {"{path}", "{name}", "{stem}", "{ext}", "{dir}", "{index}"};
+            for (int i = 0; i < 6 && !rep; i++) {
+                size_t l = strlen(names[i]);
+                if (strncmp(s, names[i], l) == 0) {
+                    skip = l;
+                    switch (i) {
+                    case 0: rep = v->path; break;
+                    case 1: rep = v->name; break;
+                    case 2: rep = v->stem; break;
+                    case 3: rep = v->ext; break;
+                    case 4: rep = v->dir; break;
+                    default: snprintf(num, sizeof num, "%d", v->index); rep = num; break;
+                    }
+                }
+            }
+        }
+        if (rep) {
+            sb_buf_puts(&b, rep);
+            s += skip;
+        } else {
+            sb_buf_append(&b, s, 1);
+            s++;
+        }
+    }
+    if (!b.data)
+        sb_buf_append(&b, "", 0);
+    return b.data;
+}
+
+struct report_ctx {
+    struct mctx *c;
+    const struct ynode *job, *params, *defaults;
+};
+
+/* Maps a param problem to the line of the param that caused it. */
+static void on_check(void *ud, int is_error, const char *key, const char *msg)
+{
+    struct report_ctx *r = ud;
+    const struct ynode *at = r->job;
+    if (key) {
+        const struct ynode *k = r->params ? map_key(r->params, key) : NULL;
+        if (!k && r->defaults)
+            k = map_key(r->defaults, key);
+        if (k)
+            at = k;
+    }
+    if (is_error) {
+        merr(r->c, at, "%s", msg);
+    } else {
+        sb_warn("%s:%d:%d: job %s: %s", r->c->name, at->line, at->col, r->c->job ? r->c->job : "?", msg);
+    }
+}
+
+/* The URL for a local file under media.root, with each path segment escaped. */
+static char *prefix_url(struct mctx *c, const struct ynode *at, const char *path)
+{
+    char real[PATH_MAX];
+    if (!c->root_real || !realpath(path, real))
+        return NULL; /* a missing file is reported as the job's image problem */
+    size_t rl = strlen(c->root_real);
+    if (strncmp(real, c->root_real, rl) != 0 || (real[rl] != '/' && strcmp(c->root_real, "/") != 0)) {
+        merr(c, at, "%s is not under media.root (%s): url_prefix cannot name it", path, c->root_real);
+        return NULL;
+    }
+    const char *rel = real + rl + (strcmp(c->root_real, "/") != 0);
+    struct sb_buf b;
+    sb_buf_init(&b, 64 * 1024);
+    const char *pre = c->m->media.url_prefix;
+    sb_buf_puts(&b, pre);
+    if (pre[0] && pre[strlen(pre) - 1] != '/')
+        sb_buf_puts(&b, "/");
+    while (*rel) {
+        const char *slash = strchr(rel, '/');
+        size_t n = slash ? (size_t)(slash - rel) : strlen(rel);
+        char *esc = curl_easy_escape(NULL, rel, (int)n);
+        sb_buf_puts(&b, esc ? esc : "");
+        curl_free(esc);
+        rel += n;
+        if (*rel == '/') {
+            sb_buf_puts(&b, "/");
+            rel++;
+        }
+    }
+    return b.data;
+}
+
+static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
+                    const struct ynode *defaults_node, const struct tvars *v, int ordinal)
+{
+    struct sb_manifest *m = c->m;
+    char label[160];
+    int errors_before = c->errors;
+
+    snprintf(label, sizeof label, "#%d", ordinal);
+    c->job = label;
+    const struct ynode *idn = map_get(jn, "id"), *pn = map_get(jn, "prompt");
+    const struct ynode *imn = map_get(jn, "images"), *parn = map_get(jn, "params");
+
+    struct sb_jobspec j;
+    memset(&j, 0, sizeof j);
+    j.line = jn->line;
+    j.column = jn->col;
+
+    if (idn) {
+        const char *s = get_str(c, idn, "id");
+        if (s) {
+            j.id = expand(s, v);
+            j.id_given = 1;
+            snprintf(label, sizeof label, "%.150s", j.id);
+            if (!sb_valid_id(j.id))
+                merr(c, idn, "id \"%s\" is not valid: use 1 to 128 of A-Z a-z 0-9 . _ - , not starting with a dot", j.id);
+        }
+    }
+    if (!pn) {
+        merr(c, jn, "prompt is required");
+    } else {
+        const char *s = get_str(c, pn, "prompt");
+        if (s)
+            j.prompt = expand(s, v);
+    }
+    if (!imn) {
+        merr(c, jn, "images is required (1 to %d reference images)", SB_MAX_REF_IMAGES);
+    } else if (imn->type != Y_SEQ) {
+        merr(c, imn, "images must be a list, not %s", type_name(imn));
+    } else if (imn->n > SB_MAX_REF_IMAGES) {
+        merr(c, imn, "a job takes at most %d reference images, this one has %zu", SB_MAX_REF_IMAGES, imn->n);
+    } else {
+        j.images = sb_calloc(imn->n ? imn->n : 1, sizeof *j.images);
+        for (size_t i = 0; i < imn->n; i++) {
+            const struct ynode *in = imn->kids[i];
+            const char *s = get_str(c, in, "an image");
+            if (!s)
+                continue;
+            struct sb_image_ref *r = &j.images[j.n_images++];
+            r->spec = expand(s, v);
+            char why[SB_ERRLEN];
+            if (strstr(r->spec, "://")) {
+                if (sb_check_url(r->spec, why, sizeof why) != SB_OK)
+                    merr(c, in, "%s", why);
+                r->url = sb_strdup(r->spec);
+                continue;
+            }
+            if (strncmp(r->spec, "data:", 5) == 0) {
+                merr(c, in, "data: URIs are not supported in images; give a file path or an http(s) URL");
+                continue;
+            }
+            char *path = sb_path_join(m->dir, r->spec);
+            struct sb_localfile *f = sb_map_get(m->files, path);
+            if (!f) {
+                f = sb_localfile_load(path);
+                sb_map_put(m->files, path, f);
+            }
+            r->file = f;
+            if (m->media.upload == SB_UPLOAD_NONE) {
+                merr(c, in, "local file %s needs a URL, but media.upload is none: set media.upload "
+                     "to provider or url_prefix, or give an http(s) URL", r->spec);
+            } else if (m->media.upload == SB_UPLOAD_PROVIDER && m->provider == SB_PROVIDER_RUNCOMFY) {
+                merr(c, in, "local file %s cannot be sent: RunComfy has no upload call. Set "
+                     "media.upload: url_prefix and media.url_prefix (where media.root is published), "
+                     "or give https URLs", r->spec);
+            } else if (m->media.upload == SB_UPLOAD_URL_PREFIX) {
+                r->url = prefix_url(c, in, path);
+            }
+            if (f->problem && !j.invalid)
+                j.invalid = sb_asprintf("image %d: %s", j.n_images, f->problem);
+            free(path);
+        }
+    }
+    cJSON *params = defaults ? cJSON_Duplicate(defaults, 1) : cJSON_CreateObject();
+    if (parn && !is_null(parn)) {
+        if (parn->type != Y_MAP) {
+            merr(c, parn, "params must be a mapping, not %s", type_name(parn));
+        } else {
+            cJSON *own = to_json(c, parn);
+            cJSON *it = own->child;
+            while (it) {
+                cJSON *next = it->next;
+                cJSON_DetachItemViaPointer(own, it);
+                /* cJSON frees the replacement's own key before copying the one given: pass a copy. */
+                char *key = sb_strdup(it->string);
+                if (cJSON_GetObjectItemCaseSensitive(params, key))
+                    cJSON_ReplaceItemInObjectCaseSensitive(params, key, it);
+                else
+                    cJSON_AddItemToObject(params, key, it);
+                free(key);
+                it = next;
+            }
+            cJSON_Delete(own);
+        }
+    }
+    j.params = params;
+    if (c->errors == errors_before && j.prompt) {
+        struct report_ctx rc = {c, jn, parn && parn->type == Y_MAP ? parn : NULL, defaults_node};
+        sb_check_job_params(m->provider, m->model, j.prompt, params, j.n_images,
+                            &j.images_requested, on_check, &rc);
+    }
+    if (c->errors == errors_before) {
+        sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
+        if (!j.id)
+            j.id = sb_strndup(j.fingerprint, 12);
+        void *prev = sb_map_get(c->ids, j.id);
+        if (prev)
+            merr(c, idn ? idn : jn, "job id %s is used twice (first at line %d)%s", j.id,
+                 (int)(intptr_t)prev, j.id_given ? "" : ": the two jobs are identical");
+        else
+            sb_map_put(c->ids, j.id, (void *)(intptr_t)jn->line);
+    }
+    if (c->errors != errors_before) {
+        /* The manifest is invalid: keep nothing of this job. */
+        for (int i = 0; i < j.n_images; i++) {
+            free(j.images[i].spec);
+            free(j.images[i].url);
+        }
+        free(j.images);
+        free(j.id);
+        free(j.prompt);
+        free(j.invalid);
+        cJSON_Delete(j.params);
+    } else {
+        if ((m->n_jobs & (m->n_jobs - 1)) == 0)
+            m->jobs = sb_realloc(m->jobs, (size_t)(m->n_jobs ? m->n_jobs * 2 : 1) * sizeof *m->jobs);
+        m->jobs[m->n_jobs++] = j;
+    }
+    c->job = NULL;
+}
+
+/* Expands one foreach entry: a job per matching file, in sorted order. */
+static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
+                        const struct ynode *defaults_node, int *ordinal)
+{
+    const struct ynode *fn = map_get(jn, "foreach");
+    const char *pat = get_str(c, fn, "foreach");
+    if (!pat)
+        return;
+    char *full = sb_path_join(c->m->dir, pat);
+    glob_t g;
+    int grc = glob(full, GLOB_ERR, NULL, &g);
+    if (grc == GLOB_NOMATCH) {
+        merr(c, fn, "foreach pattern \"%s\" matches no files", pat);
+    } else if (grc != 0) {
+        merr(c, fn, "foreach pattern \"%s\" could not be read (%s)", pat,
+             grc == GLOB_ABORTED ? "a directory is unreadable" : "out of memory");
+    } else {
+        size_t prefix = strcmp(full, pat) == 0 ? 0 : strlen(full) - strlen(pat);
+        int index = 0;
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            struct stat st;
+            if (stat(g.gl_pathv[i], &st) != 0 || !S_ISREG(st.st_mode))
+                continue;
+            const char *path = g.gl_pathv[i] + prefix;
+            const char *slash = strrchr(path, '/');
+            const char *name = slash ? slash + 1 : path;
+            const char *dot = strrchr(name, '.');
+            char *stem = dot && dot != name ? sb_strndup(name, (size_t)(dot - name)) : sb_strdup(name);
+            char *parent = sb_dirname(g.gl_pathv[i]);
+            char real[PATH_MAX];
+            const char *pr = realpath(parent, real) ? real : parent;
+            const char *ps = strrchr(pr, '/');
+            struct tvars v = {path, name, stem, dot && dot != name ? dot + 1 : "", ps && ps[1] ? ps + 1 : pr, ++index};
+            add_job(c, jn, defaults, defaults_node, &v, ++*ordinal);
+            free(stem);
+            free(parent);
+        }
+        if (index == 0)
+            merr(c, fn, "foreach pattern \"%s\" matches no regular files", pat);
+        globfree(&g);
+    }
+    free(full);
+}
+
+static void read_limits(struct mctx *c, const struct ynode *n)
+{
+    static const char *keys[] = {"concurrency", "requests_per_second", "max_attempts",
+                                 "poll_interval", "job_timeout", "max_cost", NULL};
+    struct sb_limits *l = &c->m->limits;
+    const struct ynode *v;
+    if (n->type != Y_MAP) {
+        merr(c, n, "limits must be a mapping, not %s", type_name(n));
+        return;
+    }
+    check_keys(c, n, keys, "limits");
+    if ((v = map_get(n, "concurrency")))
+        get_int(c, v, "limits.concurrency", 1, 10000, &l->concurrency);
+    if ((v = map_get(n, "requests_per_second")))
+        get_num(c, v, "limits.requests_per_second", 0, 100000, &l->requests_per_second);
+    if ((v = map_get(n, "max_attempts")))
+        get_int(c, v, "limits.max_attempts", 1, 100, &l->max_attempts);
+    if ((v = map_get(n, "poll_interval")))
+        get_duration(c, v, "limits.poll_interval", 100, &l->poll_interval_ms);
+    if ((v = map_get(n, "job_timeout")))
+        get_duration(c, v, "limits.job_timeout", 1000, &l->job_timeout_ms);
+    if ((v = map_get(n, "max_cost")) && !is_null(v))
+        get_num(c, v, "limits.max_cost", 0, 1e9, &l->max_cost);
+}
+
+static void read_media(struct mctx *c, const struct ynode *n)
+{
+    static const char *keys[] = {"upload", "url_prefix", "root", "upload_ttl", NULL};
+    struct sb_media *md = &c->m->media;
+    const struct ynode *v;
+    if (n->type != Y_MAP) {
+        merr(c, n, "media must be a mapping, not %s", type_name(n));
+        return;
+    }
+    check_keys(c, n, keys, "media");
+    if ((v = map_get(n, "upload"))) {
+        const char *s = get_str(c, v, "media.upload");
+        if (s && strcmp(s, "provider") == 0)
+            md->upload = SB_UPLOAD_PROVIDER;
+        else if (s && strcmp(s, "url_prefix") == 0)
+            md->upload = SB_UPLOAD_URL_PREFIX;
+        else if (s && strcmp(s, "none") == 0)
+            md->upload = SB_UPLOAD_NONE;
+        else if (s)
+            merr(c, v, "media.upload must be provider, url_prefix or none");
+    }
+    if ((v = map_get(n, "url_prefix"))) {
+        const char *s = get_str(c, v, "media.url_prefix");
+        char why[SB_ERRLEN];
+        if (s && sb_check_url(s, why, sizeof why) != SB_OK)
+            merr(c, v, "media.url_prefix: %s", why);
+        else if (s)
+            md->url_prefix = sb_strdup(s);
+    }
+    if ((v = map_get(n, "root"))) {
+        const char *s = get_str(c, v, "media.root");
+        if (s) {
+            free(md->root);
+            md->root = sb_path_join(c->m->dir, s);
+        }
+    }
+    if ((v = map_get(n, "upload_ttl")))
+        get_duration(c, v, "media.upload_ttl", 1000, &md->upload_ttl_ms);
+    if (md->upload == SB_UPLOAD_URL_PREFIX && !md->url_prefix && !map_get(n, "url_prefix"))
+        merr(c, n, "media.upload is url_prefix but media.url_prefix is not set");
+}
+
+static void interpret(struct mctx *c, const struct ynode *root)
+{
+    static const char *keys[] = {"version", "provider", "model", "output_dir", "defaults", "limits",
+                                 "price_per_image", "media", "jobs", "api_key_file", NULL};
+    struct sb_manifest *m = c->m;
+    const struct ynode *v, *defaults_node = NULL;
+    cJSON *defaults = NULL;
+
+    if (root->type != Y_MAP) {
+        merr(c, root, "the manifest must be a mapping with version, provider, model and jobs");
+        return;
+    }
+    check_keys(c, root, keys, "the manifest");
+    if (!(v = map_get(root, "version")))
+        merr(c, root, "version is required (version: 1)");
+    else if (get_int(c, v, "version", 1, 1, &m->version) != SB_OK)
+        return;
+    if (!(v = map_get(root, "provider"))) {
+        merr(c, root, "provider is required (atlascloud or runcomfy)");
+    } else {
+        const char *s = get_str(c, v, "provider");
+        if (s && sb_provider_parse(s, &m->provider) != SB_OK)
+            merr(c, v, "provider must be atlascloud or runcomfy, not \"%s\"", s);
+    }
+    if (!(v = map_get(root, "model"))) {
+        merr(c, root, "model is required");
+    } else {
+        const char *s = get_str(c, v, "model");
+        if (s)
+            m->model = sb_strdup(s);
+    }
+    if (c->errors)
+        return;
+    sb_model_lookup(m->provider, m->model, &m->model_info);
+    if (!m->model_info.known)
+        sb_warn("%s:%d:%d: model %s is not one seedbatch knows for %s: its params are not checked",
+                c->name, v->line, v->col, m->model, sb_provider_name(m->provider));
+    m->price_per_image = m->model_info.default_price;
+
+    if ((v = map_get(root, "output_dir"))) {
+        const char *s = get_str(c, v, "output_dir");
+        if (s) {
+            free(m->output_dir);
+            m->output_dir = sb_path_join(m->dir, s);
+        }
+    }
+    if ((v = map_get(root, "api_key_file")) && get_str(c, v, "api_key_file"))
+        m->api_key_file = sb_path_join(m->dir, v->value);
+    if ((v = map_get(root, "price_per_image")))
+        get_num(c, v, "price_per_image", 0, 1000, &m->price_per_image);
+    if ((v = map_get(root, "limits")) && !is_null(v))
+        read_limits(c, v);
+    if ((v = map_get(root, "media")) && !is_null(v))
+        read_media(c, v);
+    if (m->media.upload == SB_UPLOAD_URL_PREFIX) {
+        char real[PATH_MAX];
+        if (realpath(m->media.root, real))
+            c->root_real = sb_strdup(real);
+        else
+            merr(c, map_get(root, "media"), "media.root %s: %s", m->media.root, strerror(errno));
+    }
+    if ((v = map_get(root, "defaults")) && !is_null(v)) {
+        if (v->type != Y_MAP) {
+            merr(c, v, "defaults must be a mapping, not %s", type_name(v));
+        } else {
+            defaults_node = v;
+            defaults = to_json(c, v);
+        }
+    }
+    if (!(v = map_get(root, "jobs"))) {
+        merr(c, root, "jobs is required: a list of jobs");
+    } else if (v->type != Y_SEQ || v->n == 0) {
+        merr(c, v, "jobs must be a non-empty list");
+    } else if (c->errors == 0) {
+        int ordinal = 0;
+        for (size_t i = 0; i < v->n; i++) {
+            const struct ynode *jn = v->kids[i];
+            static const char *jkeys[] = {"id", "prompt", "images", "params", "foreach", NULL};
+            if (jn->type != Y_MAP) {
+                merr(c, jn, "each job must be a mapping with prompt and images");
+                continue;
+            }
+            int before = c->errors;
+            check_keys(c, jn, jkeys, "a job");
+            if (c->errors != before)
+                continue;
+            if (map_get(jn, "foreach"))
+                add_foreach(c, jn, defaults, defaults_node, &ordinal);
+            else
+                add_job(c, jn, defaults, defaults_node, NULL, ++ordinal);
+        }
+    }
+    cJSON_Delete(defaults);
+}
+
+static void free_localfile(void *p)
+{
+    sb_localfile_free(p);
+}
+
+void sb_manifest_free(struct sb_manifest *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_jobs; i++) {
+        struct sb_jobspec *j = &m->jobs[i];
+        for (int k = 0; k < j->n_images; k++) {
+            free(j->images[k].spec);
+            free(j->images[k].url);
+        }
+        free(j->images);
+        free(j->id);
+        free(j->prompt);
+        free(j->invalid);
+        cJSON_Delete(j->params);
+    }
+    free(m->jobs);
+    sb_map_free(m->files, free_localfile);
+    free(m->path);
+    free(m->dir);
+    free(m->model);
+    free(m->output_dir);
+    free(m->api_key_file);
+    free(m->media.url_prefix);
+    free(m->media.root);
+    free(m);
+}
+
+static char *default_output_dir(const char *name, const char *dir)
+{
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    const char *dot = strrchr(base, '.');
+    char *stem = dot && dot != base ? sb_strndup(base, (size_t)(dot - base)) : sb_strdup(base);
+    char *rel = sb_asprintf("%s.out", stem);
+    char *out = sb_path_join(dir, rel);
+    free(stem);
+    free(rel);
+    return out;
+}
+
+int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
+                      struct sb_manifest **out, char *err, size_t errlen)
+{
+    struct ytree t;
+    memset(&t, 0, sizeof t);
+    t.name = name;
+    *out = NULL;
+
+    struct sb_manifest *m = sb_calloc(1, sizeof *m);
+    m->path = sb_strdup(name);
+    m->dir = sb_strdup(dir);
+    m->output_dir = default_output_dir(name, dir);
+    m->limits = (struct sb_limits){16, 5.0, 6, 2000, 20 * 60 * 1000, -1.0};
+    m->media.upload = SB_UPLOAD_PROVIDER;
+    m->media.root = sb_strdup(dir);
+    m->media.upload_ttl_ms = 6LL * 3600 * 1000;
+    m->files = sb_map_new();
+
+    if (ybuild(&t, text, len, err, errlen) != SB_OK) {
+        sb_error("%s", err);
+        yfree(&t);
+        sb_manifest_free(m);
+        return SB_EINVAL;
+    }
+    struct mctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.name = name;
+    c.ids = sb_map_new();
+    interpret(&c, t.root);
+    sb_map_free(c.ids, NULL);
+    free(c.root_real);
+    yfree(&t);
+    if (c.errors) {
+        if (c.errors == 1)
+            sb_seterr(err, errlen, "%s", c.first);
+        else
+            sb_seterr(err, errlen, "%s: %d errors, the first: %s", name, c.errors, c.first);
+        sb_manifest_free(m);
+        return SB_EINVAL;
+    }
+    *out = m;
+    return SB_OK;
+}
+
+int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    char rerr[SB_ERRLEN];
+    *out = NULL;
+    int rc = sb_read_file(path, SB_MANIFEST_MAX_BYTES, &text, &len, rerr, sizeof rerr);
+    if (rc == SB_ETOOBIG) {
+        sb_seterr(err, errlen, "%s: %zu bytes, over the manifest size limit of %u MiB", path, len,
+                  SB_MANIFEST_MAX_BYTES >> 20);
+        sb_error("%s", err);
+        return SB_ETOOBIG;
+    }
+    if (rc != SB_OK) {
+        sb_seterr(err, errlen, "cannot read manifest %s", rerr);
+        sb_error("%s", err);
+        return rc;
+    }
+    char *dir = sb_dirname(path);
+    rc = sb_manifest_parse(path, dir, text, len, out, err, errlen);
+    free(dir);
+    free(text);
+    return rc;
+}
+
+int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen)
+{
+    struct stat st;
+    if (!m->api_key_file)
+        return SB_OK;
+    if (stat(m->api_key_file, &st) != 0)
+        return sb_seterr(err, errlen, "api_key_file %s: %s", m->api_key_file, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return sb_seterr(err, errlen, "api_key_file %s is not a regular file", m->api_key_file);
+    if (st.st_mode & 077)
+        return sb_seterr(err, errlen, "api_key_file %s is readable by group or others (mode %03o): "
+                         "run chmod 600 on it", m->api_key_file, (unsigned)(st.st_mode & 0777));
+    return SB_OK;
+}

@@ -1,0 +1,490 @@
+/*
+ * store.c owns the SQLite state database: opening it in WAL mode with a busy
+ * timeout, creating and migrating the schema, syncing a manifest into the
+ * job queue, the single job-state transition function, and the upload cache.
+ * Writes that belong together share one transaction (BEGIN IMMEDIATE, so the
+ * busy handler applies).
+ */
+#include "sb_store.h"
+#include "sb_log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+struct sb_store {
+    sqlite3 *db;
+    char *path;
+    int readonly;
+    sqlite3_stmt *get_job;
+    sqlite3_stmt *set_state;
+};
+
+static const char *state_names[SB_JOB_NSTATES] = {
+    "pending", "uploading", "submitting", "running", "downloading", "succeeded", "failed", "cancelled"};
+
+const char *sb_job_state_name(enum sb_job_state s)
+{
+    return (unsigned)s < SB_JOB_NSTATES ? state_names[s] : "invalid";
+}
+
+int sb_job_state_parse(const char *s, enum sb_job_state *out)
+{
+    for (int i = 0; i < SB_JOB_NSTATES; i++) {
+        if (strcmp(s, state_names[i]) == 0) {
+            *out = (enum sb_job_state)i;
+            return SB_OK;
+        }
+    }
+    return SB_EINVAL;
+}
+
+const char *sb_job_status_name(enum sb_job_state s)
+{
+    switch (s) {
+    case SB_JOB_PENDING: return "pending";
+    case SB_JOB_SUCCEEDED: return "succeeded";
+    case SB_JOB_FAILED: return "failed";
+    case SB_JOB_CANCELLED: return "cancelled";
+    default: return "running";
+    }
+}
+
+/* Each entry migrates from schema version i to i + 1. */
+static const char *migrations[] = {
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE batches("
+    "  id INTEGER PRIMARY KEY, manifest TEXT NOT NULL, synced_at INTEGER NOT NULL,"
+    "  jobs INTEGER NOT NULL, added INTEGER NOT NULL, changed INTEGER NOT NULL,"
+    "  removed INTEGER NOT NULL);"
+    "CREATE TABLE jobs("
+    "  id TEXT PRIMARY KEY, seq INTEGER NOT NULL, fingerprint TEXT NOT NULL,"
+    "  state TEXT NOT NULL, in_manifest INTEGER NOT NULL DEFAULT 1,"
+    "  images_requested INTEGER NOT NULL DEFAULT 1, attempts INTEGER NOT NULL DEFAULT 0,"
+    "  prediction_id TEXT, submit_intent_at INTEGER, possible_duplicate INTEGER NOT NULL DEFAULT 0,"
+    "  outputs TEXT, output_urls TEXT,"
+    "  error_kind TEXT, error_http INTEGER, error_code TEXT, error_message TEXT,"
+    "  submitted_at INTEGER, finished_at INTEGER, predict_time REAL, cost REAL NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX jobs_state ON jobs(state);"
+    "CREATE TABLE uploads(sha256 TEXT PRIMARY KEY, url TEXT NOT NULL, size INTEGER,"
+    "  uploaded_at INTEGER NOT NULL);",
+};
+
+static int exec(struct sb_store *st, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sb_seterr(err, errlen, "%s: %s", st->path, msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        return SB_EIO;
+    }
+    return SB_OK;
+}
+
+static int schema_version(struct sb_store *st, int *out)
+{
+    sqlite3_stmt *s;
+    *out = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='schema_version'", -1, &s, NULL) != SQLITE_OK)
+        return SB_OK; /* no meta table: a new database */
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *out = atoi((const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return SB_OK;
+}
+
+static int migrate(struct sb_store *st, char *err, size_t errlen)
+{
+    int v;
+    schema_version(st, &v);
+    int target = (int)SB_ARRAY_LEN(migrations);
+    if (v > target)
+        return sb_seterr(err, errlen, "%s was written by a newer seedbatch (schema %d, this one knows %d)",
+                         st->path, v, target);
+    if (v == target || st->readonly)
+        return v == target || v == 0 ? SB_OK : sb_seterr(err, errlen, "%s needs a migration: run seedbatch run first", st->path);
+    if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
+        return SB_EIO;
+    for (int i = v; i < target; i++) {
+        if (exec(st, migrations[i], err, errlen) != SB_OK)
+            goto fail;
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO meta VALUES('schema_version','%d')", target);
+    if (exec(st, sql, err, errlen) != SB_OK || exec(st, "COMMIT", err, errlen) != SB_OK)
+        goto fail;
+    return SB_OK;
+fail:
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return SB_EIO;
+}
+
+char *sb_store_default_path(const struct sb_manifest *m)
+{
+    return sb_asprintf("%s/.seedbatch/state.db", m->output_dir);
+}
+
+int sb_store_open(const char *path, int readonly, struct sb_store **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (readonly && access(path, F_OK) != 0)
+        return SB_ENOENT;
+    if (!readonly) {
+        char *dir = sb_dirname(path);
+        int rc = sb_mkdirs(dir, err, errlen);
+        free(dir);
+        if (rc != SB_OK)
+            return rc;
+    }
+    struct sb_store *st = sb_calloc(1, sizeof *st);
+    st->path = sb_strdup(path);
+    st->readonly = readonly;
+    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        sb_seterr(err, errlen, "cannot open state database %s: %s", path,
+                  st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_extended_result_codes(st->db, 1);
+    if (!readonly && (exec(st, "PRAGMA journal_mode=WAL", err, errlen) != SB_OK ||
+                      exec(st, "PRAGMA synchronous=FULL", err, errlen) != SB_OK))
+        goto fail;
+    if (exec(st, "PRAGMA foreign_keys=ON", err, errlen) != SB_OK)
+        goto fail;
+    if (migrate(st, err, errlen) != SB_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(st->db,
+            "SELECT id, seq, fingerprint, state, in_manifest, images_requested, attempts,"
+            " prediction_id, possible_duplicate, outputs, output_urls, error_kind, error_http,"
+            " error_code, error_message, submitted_at, finished_at, predict_time, cost"
+            " FROM jobs WHERE id=?", -1, &st->get_job, NULL) != SQLITE_OK ||
+        (!readonly && sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET state=?2, error_kind=?3, error_http=?4, error_code=?5, error_message=?6,"
+            " finished_at=CASE WHEN ?2 IN ('succeeded','failed','cancelled') THEN ?7 ELSE NULL END,"
+            " updated_at=?7 WHERE id=?1", -1, &st->set_state, NULL) != SQLITE_OK)) {
+        sb_seterr(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
+        goto fail;
+    }
+    *out = st;
+    return SB_OK;
+fail:
+    sb_store_close(st);
+    return SB_EIO;
+}
+
+void sb_store_close(struct sb_store *st)
+{
+    if (!st)
+        return;
+    sqlite3_finalize(st->get_job);
+    sqlite3_finalize(st->set_state);
+    if (st->db && sqlite3_close(st->db) != SQLITE_OK)
+        sb_error("closing %s: %s", st->path, sqlite3_errmsg(st->db));
+    free(st->path);
+    free(st);
+}
+
+static char *col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? sb_strdup((const char *)t) : NULL;
+}
+
+static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = col_text(s, 0);
+    r->seq = sqlite3_column_int64(s, 1);
+    const unsigned char *fp = sqlite3_column_text(s, 2);
+    snprintf(r->fingerprint, sizeof r->fingerprint, "%s", fp ? (const char *)fp : "");
+    const unsigned char *state = sqlite3_column_text(s, 3);
+    if (!state || sb_job_state_parse((const char *)state, &r->state) != SB_OK)
+        r->state = SB_JOB_PENDING;
+    r->in_manifest = sqlite3_column_int(s, 4);
+    r->images_requested = sqlite3_column_int(s, 5);
+    r->attempts = sqlite3_column_int(s, 6);
+    r->prediction_id = col_text(s, 7);
+    r->possible_duplicate = sqlite3_column_int(s, 8);
+    r->outputs = col_text(s, 9);
+    r->output_urls = col_text(s, 10);
+    r->error_kind = col_text(s, 11);
+    r->error_http = sqlite3_column_int(s, 12);
+    r->error_code = col_text(s, 13);
+    r->error_message = col_text(s, 14);
+    r->submitted_at = sqlite3_column_int64(s, 15);
+    r->finished_at = sqlite3_column_int64(s, 16);
+    r->predict_time = sqlite3_column_type(s, 17) == SQLITE_NULL ? -1 : sqlite3_column_double(s, 17);
+    r->cost = sqlite3_column_double(s, 18);
+}
+
+void sb_jobrow_clear(struct sb_jobrow *r)
+{
+    free(r->id);
+    free(r->prediction_id);
+    free(r->outputs);
+    free(r->output_urls);
+    free(r->error_kind);
+    free(r->error_code);
+    free(r->error_message);
+    memset(r, 0, sizeof *r);
+}
+
+int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out)
+{
+    sqlite3_stmt *s = st->get_job;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        read_row(s, out);
+        sqlite3_reset(s);
+        return SB_OK;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return SB_ENOENT;
+    sb_error("reading job %s from %s: %s", id, st->path, sqlite3_errmsg(st->db));
+    return SB_EIO;
+}
+
+int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
+                        const struct sb_job_error *e)
+{
+    struct sb_jobrow row;
+    int rc = sb_store_get_job(st, id, &row);
+    if (rc != SB_OK)
+        return rc;
+    sqlite3_stmt *s = st->set_state;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, sb_job_state_name(to), -1, SQLITE_STATIC);
+    if (e) {
+        sqlite3_bind_text(s, 3, e->kind, -1, SQLITE_STATIC);
+        if (e->http_status)
+            sqlite3_bind_int(s, 4, e->http_status);
+        else
+            sqlite3_bind_null(s, 4);
+        sqlite3_bind_text(s, 5, e->code, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 6, e->message, -1, SQLITE_STATIC);
+    } else {
+        for (int i = 3; i <= 6; i++)
+            sqlite3_bind_null(s, i);
+    }
+    sqlite3_bind_int64(s, 7, sb_now_ms());
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        sb_error("job %s: cannot record %s -> %s in %s: %s", id, sb_job_state_name(row.state),
+                 sb_job_state_name(to), st->path, sqlite3_errmsg(st->db));
+        sb_jobrow_clear(&row);
+        return SB_EIO;
+    }
+    sb_debug("job %s: %s -> %s%s%s", id, sb_job_state_name(row.state), sb_job_state_name(to),
+             e ? ": " : "", e ? e->message : "");
+    sb_jobrow_clear(&row);
+    return SB_OK;
+}
+
+void sb_sync_report_clear(struct sb_sync_report *r)
+{
+    for (int i = 0; i < r->removed; i++)
+        free(r->removed_ids[i]);
+    free(r->removed_ids);
+    memset(r, 0, sizeof *r);
+}
+
+int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sync_report *rep,
+                  char *err, size_t errlen)
+{
+    sqlite3_stmt *ins = NULL, *keep = NULL, *reset = NULL, *gone = NULL, *batch = NULL;
+    int rc = SB_EIO;
+    int64_t now = sb_now_ms();
+    memset(rep, 0, sizeof *rep);
+    if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
+        return SB_EIO;
+    if (sqlite3_prepare_v2(st->db,
+            "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at)"
+            " VALUES(?1, ?2, ?3, 'pending', ?4, ?5, ?5)", -1, &ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?3 WHERE id=?1", -1, &keep, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, attempts=0,"
+            " prediction_id=NULL, submit_intent_at=NULL, possible_duplicate=0, outputs=NULL,"
+            " output_urls=NULL, submitted_at=NULL, predict_time=NULL, cost=0 WHERE id=?1",
+            -1, &reset, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET in_manifest=0, seq=?2 WHERE id=?1", -1, &gone, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "INSERT INTO batches(manifest, synced_at, jobs, added, changed, removed) VALUES(?,?,?,?,?,?)",
+            -1, &batch, NULL) != SQLITE_OK) {
+        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    struct sb_map *ids = sb_map_new();
+    for (int i = 0; i < m->n_jobs; i++) {
+        const struct sb_jobspec *j = &m->jobs[i];
+        sb_map_put(ids, j->id, (void *)j);
+        struct sb_jobrow row;
+        int g = sb_store_get_job(st, j->id, &row);
+        sqlite3_stmt *s;
+        int need_pending = 0;
+        if (g == SB_ENOENT) {
+            s = ins;
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 2, i);
+            sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 4, j->images_requested);
+            sqlite3_bind_int64(s, 5, now);
+            rep->added++;
+        } else if (g != SB_OK) {
+            sb_seterr(err, errlen, "%s: cannot read job %s", st->path, j->id);
+            sb_map_free(ids, NULL);
+            goto out;
+        } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
+            s = keep;
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 2, i);
+            sqlite3_bind_int(s, 3, j->images_requested);
+            rep->kept++;
+        } else {
+            if (row.prediction_id && (row.state == SB_JOB_RUNNING || row.state == SB_JOB_DOWNLOADING))
+                sb_warn("job %s changed while its prediction %s was running: it is queued again",
+                        j->id, row.prediction_id);
+            s = reset;
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 2, i);
+            sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 4, j->images_requested);
+            need_pending = 1;
+            rep->changed++;
+        }
+        int was_failed_invalid = g == SB_OK && row.state == SB_JOB_FAILED && row.error_kind &&
+                                 strcmp(row.error_kind, SB_EK_INVALID_INPUT) == 0 && !need_pending;
+        sb_jobrow_clear(&row);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            sb_seterr(err, errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
+            sb_map_free(ids, NULL);
+            goto out;
+        }
+        int trc = SB_OK;
+        if (j->invalid) {
+            if (!was_failed_invalid) {
+                struct sb_job_error e = {SB_EK_INVALID_INPUT, 0, NULL, j->invalid};
+                trc = sb_store_transition(st, j->id, SB_JOB_FAILED, &e);
+                rep->invalid++;
+            }
+        } else if (need_pending || was_failed_invalid) {
+            trc = sb_store_transition(st, j->id, SB_JOB_PENDING, NULL);
+        }
+        if (trc != SB_OK) {
+            sb_seterr(err, errlen, "%s: cannot update job %s", st->path, j->id);
+            sb_map_free(ids, NULL);
+            goto out;
+        }
+    }
+    /* Jobs that left the manifest stay in the state, flagged, and are reported. */
+    sqlite3_stmt *all = NULL;
+    sqlite3_prepare_v2(st->db, "SELECT id FROM jobs WHERE in_manifest=1 ORDER BY seq", -1, &all, NULL);
+    int64_t seq = m->n_jobs;
+    while (all && sqlite3_step(all) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(all, 0);
+        if (sb_map_get(ids, id))
+            continue;
+        rep->removed_ids = sb_realloc(rep->removed_ids, (size_t)(rep->removed + 1) * sizeof(char *));
+        rep->removed_ids[rep->removed++] = sb_strdup(id);
+    }
+    sqlite3_finalize(all);
+    sb_map_free(ids, NULL);
+    for (int i = 0; i < rep->removed; i++) {
+        sqlite3_reset(gone);
+        sqlite3_bind_text(gone, 1, rep->removed_ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(gone, 2, seq++);
+        if (sqlite3_step(gone) != SQLITE_DONE) {
+            sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+            goto out;
+        }
+    }
+    sqlite3_bind_text(batch, 1, m->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(batch, 2, now);
+    sqlite3_bind_int(batch, 3, m->n_jobs);
+    sqlite3_bind_int(batch, 4, rep->added);
+    sqlite3_bind_int(batch, 5, rep->changed);
+    sqlite3_bind_int(batch, 6, rep->removed);
+    if (sqlite3_step(batch) != SQLITE_DONE) {
+        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    if (exec(st, "COMMIT", err, errlen) != SB_OK)
+        goto out;
+    rc = SB_OK;
+out:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(keep);
+    sqlite3_finalize(reset);
+    sqlite3_finalize(gone);
+    sqlite3_finalize(batch);
+    if (rc != SB_OK)
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db,
+            "SELECT id, seq, fingerprint, state, in_manifest, images_requested, attempts,"
+            " prediction_id, possible_duplicate, outputs, output_urls, error_kind, error_http,"
+            " error_code, error_message, submitted_at, finished_at, predict_time, cost"
+            " FROM jobs ORDER BY in_manifest DESC, seq", -1, &s, NULL) != SQLITE_OK) {
+        sb_error("%s: %s", st->path, sqlite3_errmsg(st->db));
+        return SB_EIO;
+    }
+    int rc, stop = 0;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct sb_jobrow r;
+        read_row(s, &r);
+        stop = fn(&r, ud);
+        sb_jobrow_clear(&r);
+    }
+    sqlite3_finalize(s);
+    return SB_OK;
+}
+
+char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms)
+{
+    sqlite3_stmt *s;
+    char *url = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT url FROM uploads WHERE sha256=? AND uploaded_at>=?",
+                           -1, &s, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(s, 1, sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, sb_now_ms() - ttl_ms);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        url = col_text(s, 0);
+    sqlite3_finalize(s);
+    return url;
+}
+
+int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url, int64_t size)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO uploads VALUES(?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_bind_text(s, 1, sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, url, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, size);
+    sqlite3_bind_int64(s, 4, sb_now_ms());
+    int rc = sqlite3_step(s) == SQLITE_DONE ? SB_OK : SB_EIO;
+    if (rc != SB_OK)
+        sb_error("%s: cannot record upload: %s", st->path, sqlite3_errmsg(st->db));
+    sqlite3_finalize(s);
+    return rc;
+}

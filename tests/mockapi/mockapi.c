@@ -1,0 +1,1075 @@
+/*
+ * mockapi: the test double of both providers' APIs, as ../shared/API.md
+ * describes them, on libmicrohttpd. It serves Atlas Cloud (upload, submit,
+ * poll, with both documented answer shapes) and RunComfy (submit, status,
+ * result, cancel), real PNG/JPEG outputs, and injects faults on request. It
+ * counts everything it sees and serves the counts on GET /_mock/stats.
+ *
+ *   mockapi [--port N] [--port-file F] [--key K] [--latency MS] [--rate-limit R]
+ *           [--retry-after S] [--fault EP:KIND:P]... [--slow-ms MS] [--fail-rate P]
+ *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
+ *           [--threads N] [--no-variants]
+ *
+ *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
+ *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
+ *         lost (submit accepted, answer dropped) err200 (HTTP 200 carrying an error)
+ *   P:    a probability (0.2), or #N for the first N matching requests
+ *
+ * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "mockimg.h"
+#include "sb_common.h"
+
+#define MAX_BODY (60u * 1024 * 1024)
+#define ATLAS_MAX_BODY (50u * 1024 * 1024)
+#define MAX_FAULTS 32
+
+enum ep { EP_UPLOAD, EP_SUBMIT, EP_POLL, EP_DOWNLOAD, EP_RC_SUBMIT, EP_RC_STATUS, EP_RC_RESULT,
+          EP_RC_CANCEL, EP_FILES, EP_CONTROL, EP_OTHER, EP_N, EP_ANY = 100 };
+static const char *ep_names[EP_N] = {"upload", "submit", "poll", "download", "rc_submit", "rc_status",
+                                     "rc_result", "rc_cancel", "files", "control", "other"};
+
+enum kind { K_400, K_401, K_402, K_403, K_404, K_429, K_429RA, K_500, K_502, K_503, K_504, K_DROP,
+            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_N };
+static const char *kind_names[K_N] = {"400", "401", "402", "403", "404", "429", "429ra", "500", "502", "503",
+                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200"};
+static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200};
+
+struct fault {
+    int ep;
+    enum kind kind;
+    double prob;      /* when first_n is 0 */
+    long first_n;     /* #N: the first N matching requests */
+    long seen;
+};
+
+struct pred {
+    char id[40];
+    int runcomfy;
+    int64_t created_ms;
+    int n_outputs;
+    char format[8];
+    int fail;
+    int expire;
+    int cancelled;
+};
+
+static struct {
+    const char *key;
+    int64_t latency_ms, slow_ms, early404_ms, expire_after_ms;
+    double rate_limit, fail_rate;
+    int retry_after, outputs, variants;
+    struct fault faults[MAX_FAULTS];
+    int nfaults;
+    unsigned port;
+    uint64_t rng;
+
+    pthread_mutex_t mu;
+    struct sb_map *preds;        /* id -> struct pred */
+    struct sb_map *bodies;       /* sha256 of submit body -> count */
+    struct sb_map *uploads;      /* sha256 -> struct upload */
+    long requests[EP_N];
+    long faults_by_kind[K_N];
+    long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
+    long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, counter;
+    int64_t *win;                /* timestamps of API requests in the last second (ring) */
+    size_t win_head, win_len, win_cap, peak_1s;
+    int64_t *acc;                /* accepted API requests, for the rate limit */
+    size_t acc_head, acc_len, acc_cap;
+} g = {.key = "test-key", .variants = 1, .retry_after = 1, .rng = 88172645463325252ULL};
+
+struct upload {
+    unsigned char *data;
+    size_t len;
+    char type[64];
+};
+
+/* Per-request state, kept across the access handler's calls. */
+struct conn {
+    enum ep ep;
+    struct sb_buf body;
+    int too_big;
+    struct MHD_PostProcessor *pp;
+    struct sb_buf file;
+    int got_file;
+    int delayed;               /* a slow answer's delay has been scheduled */
+    int pending_fault;         /* the fault to apply when it resumes */
+    struct MHD_Connection *mc;
+};
+
+/* Connections waiting for a slow answer's delay to pass. */
+struct sleeper {
+    struct MHD_Connection *mc;
+    int64_t wake_ms;
+    struct sleeper *next;
+};
+static pthread_mutex_t sleep_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sleeper *sleepers;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double rnd(void)
+{
+    g.rng ^= g.rng << 13;
+    g.rng ^= g.rng >> 7;
+    g.rng ^= g.rng << 17;
+    return (double)(g.rng >> 11) / (double)(1ULL << 53);
+}
+
+static void ring_push(int64_t **r, size_t *head, size_t *len, size_t *cap, int64_t v)
+{
+    if (*len == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 1024;
+        int64_t *n = sb_malloc(ncap * sizeof *n);
+        for (size_t i = 0; i < *len; i++)
+            n[i] = (*r)[(*head + i) % *cap];
+        free(*r);
+        *r = n;
+        *head = 0;
+        *cap = ncap;
+    }
+    (*r)[(*head + *len) % *cap] = v;
+    (*len)++;
+}
+
+static void ring_expire(int64_t *r, size_t *head, size_t *len, size_t cap, int64_t before)
+{
+    while (*len && r[*head] <= before) {
+        *head = (*head + 1) % cap;
+        (*len)--;
+    }
+}
+
+/* Records an API request; returns 1 when the server-side rate limit refuses it. Holds g.mu. */
+static int count_api_request(int64_t t)
+{
+    g.api_requests++;
+    ring_expire(g.win, &g.win_head, &g.win_len, g.win_cap, t - 1000);
+    ring_push(&g.win, &g.win_head, &g.win_len, &g.win_cap, t);
+    if (g.win_len > g.peak_1s)
+        g.peak_1s = g.win_len;
+    if (g.rate_limit <= 0)
+        return 0;
+    ring_expire(g.acc, &g.acc_head, &g.acc_len, g.acc_cap, t - 1000);
+    if ((double)g.acc_len >= g.rate_limit) {
+        g.refused_rate++;
+        return 1;
+    }
+    ring_push(&g.acc, &g.acc_head, &g.acc_len, &g.acc_cap, t);
+    return 0;
+}
+
+static void rand_id(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i + 1 < n; i++)
+        out[i] = hex[(int)(rnd() * 16) & 15];
+    out[n - 1] = '\0';
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, const char *type,
+                                 const void *data, size_t len, const char *retry_after)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    char rid[25];
+    pthread_mutex_lock(&g.mu);
+    rand_id(rid, sizeof rid);
+    pthread_mutex_unlock(&g.mu);
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "X-Request-ID", rid);
+    if (retry_after)
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    enum MHD_Result r = send_body(c, status, "application/json", s, strlen(s), NULL);
+    free(s);
+    return r;
+}
+
+/* An error in the provider's own shape. */
+static enum MHD_Result send_error(struct MHD_Connection *c, int runcomfy, unsigned status, long code,
+                                  const char *msg, const char *retry_after)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (runcomfy) {
+        cJSON_AddNumberToObject(j, "error_code", (double)code);
+        cJSON_AddStringToObject(j, "error_message", msg);
+    } else {
+        cJSON_AddNumberToObject(j, "code", (double)status);
+        cJSON_AddStringToObject(j, "msg", msg);
+        char rid[25];
+        pthread_mutex_lock(&g.mu);
+        rand_id(rid, sizeof rid);
+        pthread_mutex_unlock(&g.mu);
+        cJSON_AddStringToObject(j, "request_id", rid);
+        cJSON_AddNullToObject(j, "data");
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    enum MHD_Result r = send_body(c, status, "application/json", s, strlen(s), retry_after);
+    free(s);
+    return r;
+}
+
+struct trunc {
+    char *data;
+    size_t len;
+};
+
+static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct trunc *t = cls;
+    size_t half = t->len / 2;
+    if (pos >= half)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t n = half - (size_t)pos < max ? half - (size_t)pos : max;
+    memcpy(buf, t->data + pos, n);
+    return (ssize_t)n;
+}
+
+static void trunc_free(void *cls)
+{
+    struct trunc *t = cls;
+    free(t->data);
+    free(t);
+}
+
+/* Announces the whole length, sends half, then closes the connection. */
+static enum MHD_Result send_truncated(struct MHD_Connection *c, const char *data, size_t len)
+{
+    struct trunc *t = sb_malloc(sizeof *t);
+    t->data = sb_strndup(data, len);
+    t->len = len;
+    struct MHD_Response *r = MHD_create_response_from_callback(len, 4096, trunc_reader, t, trunc_free);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- faults ---- */
+
+static int fault_matches(const struct fault *f, enum ep ep)
+{
+    if (f->ep == EP_ANY)
+        return ep != EP_DOWNLOAD && ep != EP_FILES && ep != EP_CONTROL && ep != EP_OTHER;
+    return f->ep == (int)ep;
+}
+
+/* Picks the fault (other than slow) this request gets, or -1; sets *slow. Holds g.mu. */
+static int pick_fault(enum ep ep, int *slow)
+{
+    int chosen = -1;
+    *slow = 0;
+    for (int i = 0; i < g.nfaults; i++) {
+        struct fault *f = &g.faults[i];
+        if (!fault_matches(f, ep))
+            continue;
+        int hit;
+        if (f->first_n)
+            hit = f->seen++ < f->first_n;
+        else
+            hit = rnd() < f->prob;
+        if (!hit)
+            continue;
+        if (f->kind == K_SLOW)
+            *slow = 1;
+        else if (chosen < 0)
+            chosen = (int)f->kind;
+    }
+    if (chosen >= 0)
+        g.faults_by_kind[chosen]++;
+    if (*slow)
+        g.faults_by_kind[K_SLOW]++;
+    return chosen;
+}
+
+/* ---- handlers ---- */
+
+static enum MHD_Result handle_stats(struct MHD_Connection *c)
+{
+    cJSON *j = cJSON_CreateObject(), *req = cJSON_CreateObject(), *fk = cJSON_CreateObject();
+    pthread_mutex_lock(&g.mu);
+    for (int i = 0; i < EP_N; i++)
+        cJSON_AddNumberToObject(req, ep_names[i], (double)g.requests[i]);
+    for (int i = 0; i < K_N; i++)
+        cJSON_AddNumberToObject(fk, kind_names[i], (double)g.faults_by_kind[i]);
+    cJSON_AddItemToObject(j, "requests", req);
+    cJSON_AddItemToObject(j, "faults", fk);
+    cJSON_AddNumberToObject(j, "api_requests", (double)g.api_requests);
+    cJSON_AddNumberToObject(j, "refused_rate", (double)g.refused_rate);
+    cJSON_AddNumberToObject(j, "unauthorized", (double)g.unauthorized);
+    cJSON_AddNumberToObject(j, "submissions", (double)g.submissions);
+    cJSON_AddNumberToObject(j, "distinct_submissions", (double)sb_map_count(g.bodies));
+    cJSON_AddNumberToObject(j, "duplicate_submissions", (double)g.duplicate_submissions);
+    cJSON_AddNumberToObject(j, "uploads", (double)g.uploads_total);
+    cJSON_AddNumberToObject(j, "distinct_uploads", (double)sb_map_count(g.uploads));
+    cJSON_AddNumberToObject(j, "predictions", (double)g.predictions);
+    cJSON_AddNumberToObject(j, "cancelled", (double)g.cancelled);
+    cJSON_AddNumberToObject(j, "downloads_with_auth", (double)g.downloads_with_auth);
+    cJSON_AddNumberToObject(j, "expired_downloads", (double)g.expired_downloads);
+    cJSON_AddNumberToObject(j, "peak_requests_1s", (double)g.peak_1s);
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, 200, j);
+}
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                 const char *content_type, const char *encoding, const char *data,
+                                 uint64_t off, size_t size)
+{
+    struct conn *cn = cls;
+    (void)kind, (void)filename, (void)encoding, (void)off, (void)content_type;
+    if (strcmp(key, "file") != 0)
+        return MHD_YES;
+    cn->got_file = 1;
+    if (size && sb_buf_append(&cn->file, data, size) != SB_OK)
+        cn->too_big = 1;
+    return MHD_YES;
+}
+
+static enum MHD_Result handle_upload(struct MHD_Connection *c, struct conn *cn, int fault)
+{
+    if (!cn->got_file)
+        return send_error(c, 0, 400, 400, "multipart part named file is required", NULL);
+    if (cn->too_big)
+        return send_error(c, 0, 413, 413, "file too large", NULL);
+    char sha[65];
+    sb_sha256_hex(cn->file.data ? cn->file.data : "", cn->file.len, sha);
+    long variant;
+    pthread_mutex_lock(&g.mu);
+    g.uploads_total++;
+    variant = g.counter++;
+    if (!sb_map_get(g.uploads, sha)) {
+        struct upload *u = sb_calloc(1, sizeof *u);
+        u->data = sb_malloc(cn->file.len + 1);
+        memcpy(u->data, cn->file.data ? cn->file.data : "", cn->file.len);
+        u->len = cn->file.len;
+        sb_map_put(g.uploads, sha, u);
+    }
+    pthread_mutex_unlock(&g.mu);
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/files/%s", g.port, sha);
+    cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "code", 200);
+    cJSON_AddStringToObject(j, "message", "success");
+    int v = g.variants ? (int)(variant % 3) : 0;
+    cJSON_AddStringToObject(d, v == 2 ? "url" : "download_url", url);
+    cJSON_AddStringToObject(d, v == 0 ? "file_name" : "filename", sha);
+    cJSON_AddStringToObject(d, v == 1 ? "type" : "content_type", "image/*");
+    cJSON_AddNumberToObject(d, "size", (double)cn->file.len);
+    cJSON_AddItemToObject(j, "data", d);
+    if (fault == K_GARBAGE) {
+        cJSON_Delete(j);
+        return send_body(c, 200, "application/json", "{\"code\":200,\"data\":{\"download_u", 31, NULL);
+    }
+    return send_json(c, 200, j);
+}
+
+/* Outputs requested by a submit's params: --outputs, else max_images (RunComfy: with auto). */
+static int outputs_for(const cJSON *params, int runcomfy)
+{
+    if (g.outputs > 0)
+        return g.outputs;
+    const cJSON *mi = cJSON_GetObjectItemCaseSensitive(params, "max_images");
+    if (runcomfy) {
+        const cJSON *sig = cJSON_GetObjectItemCaseSensitive(params, "sequential_image_generation");
+        if (!cJSON_IsString(sig) || strcmp(sig->valuestring, "auto") != 0)
+            return 1;
+    }
+    if (cJSON_IsNumber(mi) && mi->valuedouble >= 1 && mi->valuedouble <= 15)
+        return (int)mi->valuedouble;
+    return 1;
+}
+
+/* Checks that an image URL naming this server's /files/ was uploaded. */
+static int image_ok(const char *url)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "http://127.0.0.1:%u/files/", g.port);
+    if (strncmp(url, prefix, strlen(prefix)) != 0)
+        return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+    pthread_mutex_lock(&g.mu);
+    int ok = sb_map_get(g.uploads, url + strlen(prefix)) != NULL;
+    pthread_mutex_unlock(&g.mu);
+    return ok;
+}
+
+static struct pred *new_prediction(const cJSON *params, int runcomfy, const char *body, size_t len)
+{
+    struct pred *p = sb_calloc(1, sizeof *p);
+    p->runcomfy = runcomfy;
+    p->created_ms = now_ms();
+    p->n_outputs = outputs_for(params, runcomfy);
+    const cJSON *of = cJSON_GetObjectItemCaseSensitive(params, "output_format");
+    snprintf(p->format, sizeof p->format, "%s",
+             cJSON_IsString(of) && strcmp(of->valuestring, "png") == 0 ? "png" :
+             cJSON_IsString(of) ? "jpeg" : runcomfy ? "png" : "jpeg");
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(params, "prompt");
+    const char *prompt = cJSON_IsString(pr) ? pr->valuestring : "";
+    char sha[65];
+    sb_sha256_hex(body, len, sha);
+    pthread_mutex_lock(&g.mu);
+    rand_id(p->id, 25);
+    p->fail = strstr(prompt, "mock:fail") != NULL || (g.fail_rate > 0 && rnd() < g.fail_rate);
+    p->expire = strstr(prompt, "mock:expire") != NULL;
+    sb_map_put(g.preds, p->id, p);
+    g.submissions++;
+    g.predictions++;
+    long n = (long)(intptr_t)sb_map_get(g.bodies, sha);
+    if (n)
+        g.duplicate_submissions++;
+    sb_map_put(g.bodies, sha, (void *)(intptr_t)(n + 1));
+    pthread_mutex_unlock(&g.mu);
+    return p;
+}
+
+static enum MHD_Result handle_submit(struct MHD_Connection *c, struct conn *cn, int fault)
+{
+    if (cn->too_big)
+        return send_error(c, 0, 413, 413, "request body over 50 MB", NULL);
+    cJSON *root = cJSON_ParseWithLength(cn->body.data ? cn->body.data : "", cn->body.len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return send_error(c, 0, 400, 400, "request body is not a JSON object", NULL);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (!cJSON_IsObject(params))
+        params = root;
+    enum MHD_Result r;
+    int seq = cJSON_IsString(model) && strcmp(model->valuestring, "bytedance/seedream-v5.0-lite/edit-sequential") == 0;
+    int single = cJSON_IsString(model) && strcmp(model->valuestring, "bytedance/seedream-v5.0-lite/edit") == 0;
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(params, "prompt");
+    if (!seq && !single) {
+        r = send_error(c, 0, 404, 404, "model not found", NULL);
+        goto out;
+    }
+    if (!cJSON_IsString(prompt) || !*prompt->valuestring) {
+        r = send_error(c, 0, 400, 400, "prompt is required", NULL);
+        goto out;
+    }
+    if (seq) {
+        const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(params, "images"), *it;
+        int n = cJSON_GetArraySize(imgs);
+        if (!cJSON_IsArray(imgs) || n < 1 || n > 14) {
+            r = send_error(c, 0, 400, 400, "images must be an array of 1 to 14 URLs", NULL);
+            goto out;
+        }
+        cJSON_ArrayForEach(it, imgs) {
+            if (!cJSON_IsString(it) || !image_ok(it->valuestring)) {
+                r = send_error(c, 0, 400, 400, "an image URL is not accessible", NULL);
+                goto out;
+            }
+        }
+    } else {
+        const cJSON *img = cJSON_GetObjectItemCaseSensitive(params, "image");
+        if (!cJSON_IsString(img) || !image_ok(img->valuestring)) {
+            r = send_error(c, 0, 400, 400, "image must be one accessible URL", NULL);
+            goto out;
+        }
+    }
+    struct pred *p = new_prediction(params, 0, cn->body.data, cn->body.len);
+    if (fault == K_LOST) {
+        r = MHD_NO; /* accepted and billed, but the answer never arrives */
+        goto out;
+    }
+    cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "id", p->id);
+    cJSON_AddStringToObject(d, "status", "starting");
+    cJSON_AddStringToObject(d, "model", model->valuestring);
+    pthread_mutex_lock(&g.mu);
+    long v = g.counter++;
+    pthread_mutex_unlock(&g.mu);
+    if (g.variants && v % 2) {
+        cJSON_Delete(j);
+        j = d; /* the flat shape some guides read */
+    } else {
+        cJSON_AddNumberToObject(j, "code", 200);
+        cJSON_AddItemToObject(j, "data", d);
+    }
+    if (fault == K_GARBAGE) {
+        cJSON_Delete(j);
+        r = send_body(c, 200, "application/json", "{\"code\":200,\"data\":{\"id\":", 24, NULL);
+    } else if (fault == K_TRUNCATE) {
+        char *s = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        r = send_truncated(c, s, strlen(s));
+        free(s);
+    } else {
+        r = send_json(c, 200, j);
+    }
+out:
+    cJSON_Delete(root);
+    return r;
+}
+
+/* Where a prediction stands now: 0 queued, 1 processing, 2 done (failed or succeeded), 3 cancelled. */
+static int pred_phase(const struct pred *p, int64_t t)
+{
+    if (p->cancelled)
+        return 3;
+    int64_t el = t - p->created_ms;
+    if (el >= g.latency_ms)
+        return 2;
+    return el < g.latency_ms / 2 ? 0 : 1;
+}
+
+static cJSON *output_urls(const struct pred *p)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 1; k <= p->n_outputs; k++) {
+        char url[256];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/outputs/%s/%d.%s", g.port, p->id, k,
+                 strcmp(p->format, "png") == 0 ? "png" : "jpeg");
+        cJSON_AddItemToArray(a, cJSON_CreateString(url));
+    }
+    return a;
+}
+
+static struct pred *find_pred(const char *id)
+{
+    pthread_mutex_lock(&g.mu);
+    struct pred *p = sb_map_get(g.preds, id);
+    pthread_mutex_unlock(&g.mu);
+    return p;
+}
+
+static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int fault)
+{
+    struct pred *p = find_pred(id);
+    int64_t t = now_ms();
+    if (!p || p->runcomfy)
+        return send_error(c, 0, 404, 404, "prediction not found", NULL);
+    if (t - p->created_ms < g.early404_ms)
+        return send_error(c, 0, 404, 404, "prediction not found", NULL);
+    cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "code", 200);
+    cJSON_AddStringToObject(d, "id", p->id);
+    pthread_mutex_lock(&g.mu);
+    long v = g.counter++;
+    pthread_mutex_unlock(&g.mu);
+    int phase = pred_phase(p, t);
+    if (phase == 0 || phase == 1) {
+        cJSON_AddStringToObject(d, "status", phase == 0 ? "starting" : "processing");
+        cJSON_AddItemToObject(d, "outputs", cJSON_CreateArray());
+    } else if (p->fail) {
+        cJSON_AddStringToObject(d, "status", "failed");
+        cJSON_AddStringToObject(d, "error", "The request was rejected by content moderation");
+        cJSON_AddNumberToObject(d, "error_code", 1039);
+    } else {
+        cJSON_AddStringToObject(d, "status", g.variants && v % 2 ? "succeeded" : "completed");
+        cJSON *urls = output_urls(p);
+        int shape = g.variants ? (int)(v % 3) : 0;
+        if (shape == 1) {
+            cJSON_AddItemToObject(d, "output", urls);
+        } else if (shape == 2 && p->n_outputs == 1) {
+            cJSON_AddStringToObject(d, "output", cJSON_GetArrayItem(urls, 0)->valuestring);
+            cJSON_Delete(urls);
+        } else {
+            cJSON_AddItemToObject(d, "outputs", urls);
+        }
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddNumberToObject(m, "predict_time", (double)g.latency_ms / 1000.0);
+        cJSON_AddItemToObject(d, "metrics", m);
+        cJSON_AddNullToObject(d, "error");
+    }
+    cJSON_AddItemToObject(j, "data", d);
+    if (fault == K_GARBAGE) {
+        cJSON_Delete(j);
+        return send_body(c, 200, "application/json", "<html>502 Bad Gateway</html>", 28, NULL);
+    }
+    if (fault == K_TRUNCATE) {
+        char *s = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        enum MHD_Result r = send_truncated(c, s, strlen(s));
+        free(s);
+        return r;
+    }
+    return send_json(c, 200, j);
+}
+
+static enum MHD_Result handle_rc_submit(struct MHD_Connection *c, struct conn *cn, const char *model, int fault)
+{
+    if (strcmp(model, "bytedance/seedream-5/lite/edit") != 0)
+        return send_error(c, 1, 400, 400001, "bad model id", NULL);
+    cJSON *root = cJSON_ParseWithLength(cn->body.data ? cn->body.data : "", cn->body.len);
+    enum MHD_Result r;
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(root, "image"), *it;
+    int n = cJSON_GetArraySize(imgs), ok = cJSON_IsArray(imgs) && n >= 1 && n <= 14;
+    cJSON_ArrayForEach(it, imgs) ok &= cJSON_IsString(it) && image_ok(it->valuestring);
+    if (!cJSON_IsObject(root) || !cJSON_IsString(prompt) || !ok) {
+        r = send_error(c, 1, 400, 400000, "prompt and image (1 to 14 URLs) are required", NULL);
+        goto out;
+    }
+    struct pred *p = new_prediction(root, 1, cn->body.data, cn->body.len);
+    if (fault == K_LOST) {
+        r = MHD_NO;
+        goto out;
+    }
+    char base[128], buf[256];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1/requests/%s", g.port, p->id);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "request_id", p->id);
+    snprintf(buf, sizeof buf, "%s/status", base);
+    cJSON_AddStringToObject(j, "status_url", buf);
+    snprintf(buf, sizeof buf, "%s/result", base);
+    cJSON_AddStringToObject(j, "result_url", buf);
+    snprintf(buf, sizeof buf, "%s/cancel", base);
+    cJSON_AddStringToObject(j, "cancel_url", buf);
+    if (fault == K_GARBAGE) {
+        cJSON_Delete(j);
+        r = send_body(c, 200, "application/json", "{\"request_id\":", 14, NULL);
+    } else {
+        r = send_json(c, 200, j);
+    }
+out:
+    cJSON_Delete(root);
+    return r;
+}
+
+static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, const char *id, int fault)
+{
+    struct pred *p = find_pred(id);
+    if (!p || !p->runcomfy)
+        return send_error(c, 1, 404, 404001, "request not found or expired", NULL);
+    int64_t t = now_ms();
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "request_id", p->id);
+    pthread_mutex_lock(&g.mu);
+    int phase = pred_phase(p, t);
+    long v = g.counter++;
+    if (ep == EP_RC_CANCEL) {
+        const char *outcome = "not_cancellable";
+        if (phase == 0) {
+            p->cancelled = 1;
+            g.cancelled++;
+            outcome = "cancelled";
+            phase = 3;
+        }
+        pthread_mutex_unlock(&g.mu);
+        static const char *st[] = {"in_queue", "in_progress", "completed", "cancelled"};
+        cJSON_AddStringToObject(j, "status", st[phase]);
+        cJSON_AddStringToObject(j, "outcome", outcome);
+        return send_json(c, 202, j);
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (ep == EP_RC_STATUS) {
+        static const char *st[] = {"in_queue", "in_progress", "completed", "cancelled"};
+        cJSON_AddStringToObject(j, "status", st[phase]);
+        if (phase == 0)
+            cJSON_AddNumberToObject(j, "queue_position", 1);
+    } else {
+        static const char *st[] = {"in_queue", "in_progress", NULL, "cancelled"};
+        if (phase != 2) {
+            cJSON_AddStringToObject(j, "status", st[phase]);
+        } else if (p->fail) {
+            cJSON_AddStringToObject(j, "status", "failed");
+            cJSON_AddStringToObject(j, "error", "The request was rejected by content moderation");
+        } else {
+            cJSON_AddStringToObject(j, "status", "succeeded");
+            cJSON *o = cJSON_CreateObject();
+            cJSON *urls = output_urls(p);
+            if (p->n_outputs == 1 && g.variants && v % 2) {
+                cJSON_AddStringToObject(o, "image", cJSON_GetArrayItem(urls, 0)->valuestring);
+                cJSON_Delete(urls);
+            } else {
+                cJSON_AddItemToObject(o, "images", urls);
+            }
+            cJSON_AddItemToObject(j, "output", o);
+            cJSON_AddStringToObject(j, "created_at", "2026-11-21T00:00:00Z");
+            cJSON_AddStringToObject(j, "finished_at", "2026-11-21T00:00:01Z");
+        }
+    }
+    if (fault == K_GARBAGE) {
+        cJSON_Delete(j);
+        return send_body(c, 200, "application/json", "not json at all", 15, NULL);
+    }
+    return send_json(c, 200, j);
+}
+
+static enum MHD_Result handle_download(struct MHD_Connection *c, const char *rest, int fault)
+{
+    char id[40];
+    int k = 0;
+    const char *slash = strchr(rest, '/');
+    if (!slash || (size_t)(slash - rest) >= sizeof id)
+        return send_body(c, 404, "text/plain", "not found\n", 10, NULL);
+    memcpy(id, rest, (size_t)(slash - rest));
+    id[slash - rest] = '\0';
+    k = atoi(slash + 1);
+    struct pred *p = find_pred(id);
+    int64_t t = now_ms();
+    if (!p || k < 1 || k > p->n_outputs || pred_phase(p, t) != 2 || p->fail)
+        return send_body(c, 404, "text/plain", "not found\n", 10, NULL);
+    if (p->expire || (g.expire_after_ms > 0 && t - p->created_ms - g.latency_ms > g.expire_after_ms)) {
+        pthread_mutex_lock(&g.mu);
+        g.expired_downloads++;
+        pthread_mutex_unlock(&g.mu);
+        return send_body(c, 404, "application/xml", "<Error><Code>NoSuchKey</Code></Error>", 37, NULL);
+    }
+    size_t len;
+    unsigned char *img = mockimg_make(p->id, k, p->format, &len);
+    if (!img)
+        return send_body(c, 500, "text/plain", "encoder failed\n", 15, NULL);
+    enum MHD_Result r;
+    if (fault == K_TRUNCATE) {
+        r = send_truncated(c, (const char *)img, len);
+    } else {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(len, img, MHD_RESPMEM_MUST_COPY);
+        MHD_add_response_header(resp, "Content-Type", strcmp(p->format, "png") == 0 ? "image/png" : "image/jpeg");
+        r = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp);
+    }
+    free(img);
+    return r;
+}
+
+static enum ep classify(const char *url, const char *method, const char **arg)
+{
+    int post = strcmp(method, "POST") == 0, get = strcmp(method, "GET") == 0;
+    *arg = NULL;
+    if (strncmp(url, "/_mock/", 7) == 0)
+        return EP_CONTROL;
+    if (get && strncmp(url, "/outputs/", 9) == 0)
+        return *arg = url + 9, EP_DOWNLOAD;
+    if (get && strncmp(url, "/files/", 7) == 0)
+        return *arg = url + 7, EP_FILES;
+    if (post && strcmp(url, "/api/v1/model/uploadMedia") == 0)
+        return EP_UPLOAD;
+    if (post && strcmp(url, "/api/v1/model/generateImage") == 0)
+        return EP_SUBMIT;
+    if (get && strncmp(url, "/api/v1/model/prediction/", 25) == 0 && url[25] && !strchr(url + 25, '/'))
+        return *arg = url + 25, EP_POLL;
+    if (post && strncmp(url, "/v1/models/", 11) == 0 && url[11])
+        return *arg = url + 11, EP_RC_SUBMIT;
+    if (strncmp(url, "/v1/requests/", 13) == 0) {
+        const char *s = strchr(url + 13, '/');
+        *arg = url + 13;
+        if (s && get && strcmp(s, "/status") == 0)
+            return EP_RC_STATUS;
+        if (s && get && strcmp(s, "/result") == 0)
+            return EP_RC_RESULT;
+        if (s && post && strcmp(s, "/cancel") == 0)
+            return EP_RC_CANCEL;
+    }
+    return EP_OTHER;
+}
+
+static void sleep_until(struct MHD_Connection *mc, int64_t wake)
+{
+    struct sleeper *s = sb_malloc(sizeof *s);
+    s->mc = mc;
+    s->wake_ms = wake;
+    pthread_mutex_lock(&sleep_mu);
+    s->next = sleepers;
+    sleepers = s;
+    pthread_mutex_unlock(&sleep_mu);
+}
+
+static void *waker(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        usleep(2000);
+        int64_t t = now_ms();
+        pthread_mutex_lock(&sleep_mu);
+        struct sleeper **pp = &sleepers;
+        while (*pp) {
+            struct sleeper *s = *pp;
+            if (s->wake_ms <= t) {
+                *pp = s->next;
+                MHD_resume_connection(s->mc);
+                free(s);
+            } else {
+                pp = &s->next;
+            }
+        }
+        pthread_mutex_unlock(&sleep_mu);
+    }
+    return NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size,
+                                  void **con_cls)
+{
+    (void)cls, (void)version;
+    struct conn *cn = *con_cls;
+    const char *arg;
+    if (!cn) {
+        cn = sb_calloc(1, sizeof *cn);
+        cn->mc = c;
+        cn->ep = classify(url, method, &arg);
+        sb_buf_init(&cn->body, MAX_BODY);
+        sb_buf_init(&cn->file, ATLAS_MAX_BODY);
+        if (cn->ep == EP_UPLOAD)
+            cn->pp = MHD_create_post_processor(c, 64 * 1024, post_iter, cn);
+        *con_cls = cn;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (cn->pp) {
+            if (MHD_post_process(cn->pp, upload_data, *upload_size) != MHD_YES)
+                cn->too_big = cn->too_big || cn->file.len >= cn->file.max;
+        } else if (sb_buf_append(&cn->body, upload_data, *upload_size) != SB_OK ||
+                   cn->body.len > ATLAS_MAX_BODY) {
+            cn->too_big = 1;
+            sb_buf_reset(&cn->body);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    enum ep ep = classify(url, method, &arg);
+    if (ep == EP_CONTROL) {
+        if (strcmp(url, "/_mock/stats") == 0)
+            return handle_stats(c);
+        return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
+    }
+    if (ep == EP_FILES) {
+        pthread_mutex_lock(&g.mu);
+        g.requests[ep]++;
+        struct upload *u = sb_map_get(g.uploads, arg);
+        pthread_mutex_unlock(&g.mu);
+        if (!u)
+            return send_body(c, 404, "text/plain", "not found\n", 10, NULL);
+        return send_body(c, 200, "application/octet-stream", u->data, u->len, NULL);
+    }
+    int runcomfy = ep == EP_RC_SUBMIT || ep == EP_RC_STATUS || ep == EP_RC_RESULT || ep == EP_RC_CANCEL ||
+                   strncmp(url, "/v1/", 4) == 0;
+    int fault = -1, slow = 0, refused = 0;
+    if (!cn->delayed) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        char want[512];
+        snprintf(want, sizeof want, "Bearer %s", g.key);
+        int authed = auth && strcmp(auth, want) == 0;
+        pthread_mutex_lock(&g.mu);
+        g.requests[ep]++;
+        if (ep == EP_DOWNLOAD) {
+            if (auth)
+                g.downloads_with_auth++;
+        } else if (!authed) {
+            g.unauthorized++;
+        } else {
+            refused = count_api_request(now_ms());
+        }
+        if (ep == EP_DOWNLOAD || (authed && !refused))
+            fault = pick_fault(ep, &slow);
+        pthread_mutex_unlock(&g.mu);
+        /* Atlas answers 401 for a wrong path too; unauthorised requests never reach a handler. */
+        if (ep != EP_DOWNLOAD && !authed)
+            return send_error(c, runcomfy, 401, runcomfy ? 400004 : 401, "unauthorized", NULL);
+        if (refused) {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", g.retry_after);
+            return send_error(c, runcomfy, 429, 429, "too many requests", g.rate_limit > 0 && g.retry_after > 0 ? ra : NULL);
+        }
+        if (slow) {
+            /* Answer later: the handler runs again once the waker resumes the connection. */
+            cn->delayed = 1;
+            cn->pending_fault = fault;
+            MHD_suspend_connection(c);
+            sleep_until(c, now_ms() + g.slow_ms);
+            return MHD_YES;
+        }
+    } else {
+        fault = cn->pending_fault;
+    }
+    if (ep == EP_OTHER)
+        return send_error(c, runcomfy, runcomfy ? 404 : 401, runcomfy ? 404001 : 401,
+                          runcomfy ? "not found" : "unauthorized", NULL);
+    if (fault >= 0) {
+        switch ((enum kind)fault) {
+        case K_DROP:
+            return MHD_NO;
+        case K_429RA: {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", g.retry_after);
+            return send_error(c, runcomfy, 429, 429, "too many requests", ra);
+        }
+        case K_ERR200:
+            return send_error(c, 1, 200, runcomfy ? 400004 : 500, "token or account problem", NULL);
+        case K_400: case K_401: case K_402: case K_403: case K_404: case K_429:
+        case K_500: case K_502: case K_503: case K_504: {
+            long code = kind_status[fault];
+            if (runcomfy)
+                code = fault == K_402 ? 400002 : fault == K_403 ? 403001 : fault == K_404 ? 404001 :
+                       fault == K_401 ? 400004 : code * 1000;
+            return send_error(c, runcomfy, (unsigned)kind_status[fault], code,
+                              fault == K_402 ? "insufficient balance" : "injected fault", NULL);
+        }
+        default:
+            break; /* garbage, truncate and lost are shaped by the handler */
+        }
+    }
+    switch (ep) {
+    case EP_UPLOAD: return handle_upload(c, cn, fault);
+    case EP_SUBMIT: return handle_submit(c, cn, fault);
+    case EP_POLL: return handle_poll(c, arg, fault);
+    case EP_RC_SUBMIT: return handle_rc_submit(c, cn, arg, fault);
+    case EP_RC_STATUS: case EP_RC_RESULT: case EP_RC_CANCEL: {
+        char id[64];
+        const char *s = strchr(arg, '/');
+        snprintf(id, sizeof id, "%.*s", (int)(s - arg), arg);
+        return handle_rc_request(c, ep, id, fault);
+    }
+    case EP_DOWNLOAD: return handle_download(c, arg, fault);
+    default: return MHD_NO;
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)c, (void)toe;
+    struct conn *cn = *con_cls;
+    if (!cn)
+        return;
+    if (cn->pp)
+        MHD_destroy_post_processor(cn->pp);
+    sb_buf_free(&cn->body);
+    sb_buf_free(&cn->file);
+    free(cn);
+    *con_cls = NULL;
+}
+
+static int parse_fault(const char *spec)
+{
+    char ep[32], kind[32], p[32];
+    if (g.nfaults >= MAX_FAULTS || sscanf(spec, "%31[^:]:%31[^:]:%31s", ep, kind, p) != 3)
+        return -1;
+    struct fault *f = &g.faults[g.nfaults];
+    memset(f, 0, sizeof *f);
+    f->ep = -1;
+    if (strcmp(ep, "any") == 0)
+        f->ep = EP_ANY;
+    for (int i = 0; i < EP_N; i++)
+        if (strcmp(ep, ep_names[i]) == 0)
+            f->ep = i;
+    f->kind = K_N;
+    for (int i = 0; i < K_N; i++)
+        if (strcmp(kind, kind_names[i]) == 0)
+            f->kind = (enum kind)i;
+    if (f->ep < 0 || f->kind == K_N)
+        return -1;
+    if (p[0] == '#')
+        f->first_n = atol(p + 1);
+    else
+        f->prob = atof(p);
+    g.nfaults++;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned port = 0;
+    int threads = 2;
+    const char *port_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define OPT(name) (strcmp(a, name) == 0 && v && (++i, 1))
+        if (OPT("--port")) port = (unsigned)atoi(v);
+        else if (OPT("--port-file")) port_file = v;
+        else if (OPT("--key")) g.key = v;
+        else if (OPT("--latency")) g.latency_ms = atoll(v);
+        else if (OPT("--rate-limit")) g.rate_limit = atof(v);
+        else if (OPT("--retry-after")) g.retry_after = atoi(v);
+        else if (OPT("--slow-ms")) g.slow_ms = atoll(v);
+        else if (OPT("--fail-rate")) g.fail_rate = atof(v);
+        else if (OPT("--early-404")) g.early404_ms = atoll(v);
+        else if (OPT("--outputs")) g.outputs = atoi(v);
+        else if (OPT("--expire-after")) g.expire_after_ms = atoll(v);
+        else if (OPT("--seed")) g.rng = strtoull(v, NULL, 10) * 2654435761ULL + 1;
+        else if (OPT("--threads")) threads = atoi(v);
+        else if (OPT("--fault")) {
+            if (parse_fault(v) != 0) {
+                fprintf(stderr, "mockapi: bad --fault %s (EP:KIND:P)\n", v);
+                return 2;
+            }
+        } else if (strcmp(a, "--no-variants") == 0) g.variants = 0;
+        else {
+            fprintf(stderr, "mockapi: unknown or incomplete option %s\n", a);
+            return 2;
+        }
+#undef OPT
+    }
+    signal(SIGPIPE, SIG_IGN);
+    pthread_mutex_init(&g.mu, NULL);
+    g.preds = sb_map_new();
+    g.bodies = sb_map_new();
+    g.uploads = sb_map_new();
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads started below inherit the mask */
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, on_request, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 0 ? threads : 1),
+        MHD_OPTION_CONNECTION_LIMIT, 8192u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "mockapi: cannot listen on 127.0.0.1:%u: %s\n", port, strerror(errno));
+        return 1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    g.port = info ? info->port : port;
+    pthread_t tid;
+    pthread_create(&tid, NULL, waker, NULL);
+    printf("mockapi listening on http://127.0.0.1:%u\n", g.port);
+    fflush(stdout);
+    if (port_file) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%u\n", g.port) < 0 || fclose(f) != 0 || rename(tmp, port_file) != 0) {
+            fprintf(stderr, "mockapi: cannot write %s\n", port_file);
+            return 1;
+        }
+    }
+    int sig;
+    sigwait(&set, &sig);
+    MHD_stop_daemon(d);
+    return 0;
+}
