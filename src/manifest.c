@@ -658,6 +658,13 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
     c->job = NULL;
 }
 
+/* A directory in the pattern that does not exist just matches nothing; others abort. */
+static int glob_error(const char *path, int eerrno)
+{
+    (void)path;
+    return eerrno != ENOENT && eerrno != ENOTDIR;
+}
+
 /* Expands one foreach entry: a job per matching file, in sorted order. */
 static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
                         const struct ynode *defaults_node, int *ordinal)
@@ -668,7 +675,7 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
         return;
     char *full = sb_path_join(c->m->dir, pat);
     glob_t g;
-    int grc = glob(full, GLOB_ERR, NULL, &g);
+    int grc = glob(full, 0, glob_error, &g);
     if (grc == GLOB_NOMATCH) {
         merr(c, fn, "foreach pattern \"%s\" matches no files", pat);
     } else if (grc != 0) {
@@ -852,7 +859,15 @@ static void interpret(struct mctx *c, const struct ynode *root)
                 continue;
             }
             int before = c->errors;
+            char label[160];
+            const struct ynode *idn = map_get(jn, "id");
+            if (idn && idn->type == Y_SCALAR)
+                snprintf(label, sizeof label, "%.150s", idn->value);
+            else
+                snprintf(label, sizeof label, "#%d", ordinal + 1);
+            c->job = label;
             check_keys(c, jn, jkeys, "a job");
+            c->job = NULL;
             if (c->errors != before)
                 continue;
             if (map_get(jn, "foreach"))

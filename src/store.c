@@ -330,6 +330,7 @@ int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sy
         const struct sb_jobspec *j = &m->jobs[i];
         sb_map_put(ids, j->id, (void *)j);
         struct sb_jobrow row;
+        memset(&row, 0, sizeof row);
         int g = sb_store_get_job(st, j->id, &row);
         sqlite3_stmt *s;
         int need_pending = 0;

@@ -1,0 +1,293 @@
+/* manifest: parsing, typing, foreach, defaults, and every refusal with its file:line:column. */
+#include "sb_manifest.h"
+#include "sb_log.h"
+#include "t.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+static char *dir;
+
+static struct sb_manifest *parse(const char *text, char *err)
+{
+    struct sb_manifest *m = NULL;
+    err[0] = '\0';
+    sb_manifest_parse("m.yaml", dir, text, strlen(text), &m, err, SB_ERRLEN);
+    return m;
+}
+
+/* The manifest must be refused with an error containing want. */
+static void refused(const char *text, const char *want, int line)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *m = parse(text, err);
+    if (m) {
+        fprintf(stderr, "test at line %d: accepted, expected \"%s\"\n", line, want);
+        t_fail++;
+        sb_manifest_free(m);
+        return;
+    }
+    if (!strstr(err, want)) {
+        fprintf(stderr, "test at line %d: error \"%s\" lacks \"%s\"\n", line, err, want);
+        t_fail++;
+    } else {
+        t_pass++;
+    }
+}
+#define REFUSED(text, want) refused(text, want, __LINE__)
+
+#define HEAD "version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n"
+
+static void test_full(void)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *m = parse(
+        HEAD
+        "output_dir: out/spring\n"
+        "defaults:\n  size: \"2048*2048\"\n  output_format: jpeg\n  max_images: 2\n"
+        "limits:\n  concurrency: 8\n  requests_per_second: 2.5\n  max_attempts: 3\n"
+        "  poll_interval: 500ms\n  job_timeout: 5m\n  max_cost: 10.5\n"
+        "price_per_image: 0.05\n"
+        "jobs:\n"
+        "  - id: sku-1\n    prompt: \"Make it red.\"\n"
+        "    images: [p/1/front.jpg, https://cdn.example.com/b.png]\n"
+        "    params: {max_images: 3, seed: 42, flag: true, ratio: 1.5, note: null, label: !!str 12}\n"
+        "  - foreach: \"p/*/front.jpg\"\n    id: \"{dir}-{stem}-{index}\"\n"
+        "    prompt: \"Put {name} ({ext}, {path}) on marble {{literal}}.\"\n"
+        "    images: [\"{path}\", logo.png]\n"
+        "  - prompt: no id here\n    images: [tiny.png]\n", err);
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "error: %s\n", err);
+        return;
+    }
+    CHECK_INT(m->version, 1);
+    CHECK_INT(m->provider, SB_PROVIDER_ATLAS);
+    CHECK_STR(m->model, "bytedance/seedream-v5.0-lite/edit-sequential");
+    CHECK_HAS(m->output_dir, "/out/spring");
+    CHECK_INT(m->limits.concurrency, 8);
+    CHECK(m->limits.requests_per_second == 2.5);
+    CHECK_INT(m->limits.max_attempts, 3);
+    CHECK_INT(m->limits.poll_interval_ms, 500);
+    CHECK_INT(m->limits.job_timeout_ms, 300000);
+    CHECK(m->limits.max_cost == 10.5);
+    CHECK(m->price_per_image == 0.05);
+    CHECK_INT(m->n_jobs, 4);
+    struct sb_jobspec *j = &m->jobs[0];
+    CHECK_STR(j->id, "sku-1");
+    CHECK_INT(j->images_requested, 3);
+    CHECK_INT(j->n_images, 2);
+    CHECK(j->images[0].file != NULL && j->images[0].url == NULL);
+    CHECK_STR(j->images[1].url, "https://cdn.example.com/b.png");
+    char *canon = sb_canonical_json(j->params);
+    CHECK_STR(canon, "{\"flag\":true,\"label\":\"12\",\"max_images\":3,\"note\":null,\"output_format\":\"jpeg\","
+                     "\"ratio\":1.5,\"seed\":42,\"size\":\"2048*2048\"}");
+    free(canon);
+    CHECK_INT(j->line, 18);
+    CHECK_STR(m->jobs[1].id, "1-front-1");
+    CHECK_STR(m->jobs[2].id, "2-front-2");
+    CHECK_STR(m->jobs[1].prompt, "Put front.jpg (jpg, p/1/front.jpg) on marble {{literal}}.");
+    CHECK_STR(m->jobs[2].images[0].spec, "p/2/front.jpg");
+    CHECK_INT(m->jobs[1].images_requested, 2);
+    /* The same file named by two jobs is read once. */
+    CHECK(m->jobs[0].images[0].file == m->jobs[1].images[0].file);
+    CHECK_INT(sb_map_count(m->files), 4);
+    /* No id: the first 12 hex digits of the fingerprint. */
+    CHECK_INT(strlen(m->jobs[3].id), 12);
+    CHECK(strncmp(m->jobs[3].id, m->jobs[3].fingerprint, 12) == 0);
+    CHECK_HAS(m->jobs[3].invalid, "width and height must be over 14");
+    CHECK(m->jobs[0].invalid == NULL);
+    sb_manifest_free(m);
+}
+
+static void test_defaults_and_media(void)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *m = parse(HEAD "jobs:\n  - prompt: x\n    images: [logo.png]\n", err);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_INT(m->limits.concurrency, 16);
+        CHECK(m->limits.requests_per_second == 5);
+        CHECK_INT(m->limits.max_attempts, 6);
+        CHECK_INT(m->limits.poll_interval_ms, 2000);
+        CHECK_INT(m->limits.job_timeout_ms, 1200000);
+        CHECK(m->limits.max_cost < 0);
+        CHECK(m->price_per_image == 0.032);
+        CHECK_HAS(m->output_dir, "/m.out");
+        CHECK_INT(m->media.upload, SB_UPLOAD_PROVIDER);
+        CHECK_INT(m->media.upload_ttl_ms, 6 * 3600 * 1000);
+        CHECK_INT(m->jobs[0].images_requested, 1);
+        sb_manifest_free(m);
+    }
+    m = parse("version: 1\nprovider: runcomfy\nmodel: bytedance/seedream-5/lite/edit\n"
+              "media:\n  upload: url_prefix\n  url_prefix: https://cdn.example.com/cat\n  root: p\n"
+              "jobs:\n  - prompt: x\n    images: [\"p/1/front.jpg\", \"p/sp ace/a&b.jpg\"]\n"
+              "    params: {sequential_image_generation: auto, max_images: 2}\n", err);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_STR(m->jobs[0].images[0].url, "https://cdn.example.com/cat/1/front.jpg");
+        CHECK_STR(m->jobs[0].images[1].url, "https://cdn.example.com/cat/sp%20ace/a%26b.jpg");
+        CHECK(m->jobs[0].images[0].file != NULL);
+        CHECK_INT(m->jobs[0].images_requested, 2);
+        CHECK(m->price_per_image == 0.028);
+        sb_manifest_free(m);
+    } else {
+        fprintf(stderr, "error: %s\n", err);
+    }
+}
+
+static void test_fingerprints(void)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *a = parse(HEAD "jobs:\n  - prompt: x\n    images: [logo.png]\n"
+                                  "    params: {size: \"2048*2048\", max_images: 2}\n", err);
+    struct sb_manifest *b = parse(HEAD "defaults: {max_images: 2}\njobs:\n  - prompt: x\n    images: [logo.png]\n"
+                                  "    params: {size: \"2048*2048\"}\n", err);
+    struct sb_manifest *c = parse(HEAD "jobs:\n  - prompt: y\n    images: [logo.png]\n"
+                                  "    params: {size: \"2048*2048\", max_images: 2}\n", err);
+    struct sb_manifest *d = parse(HEAD "jobs:\n  - prompt: x\n    images: [logo2.png]\n"
+                                  "    params: {size: \"2048*2048\", max_images: 2}\n", err);
+    struct sb_manifest *e = parse(HEAD "jobs:\n  - prompt: x\n    images: [p/1/front.jpg]\n"
+                                  "    params: {size: \"2048*2048\", max_images: 2}\n", err);
+    CHECK(a && b && c && d && e);
+    if (a && b && c && d && e) {
+        /* Key order and where a param is set do not matter; prompt and image content do. */
+        CHECK_STR(a->jobs[0].fingerprint, b->jobs[0].fingerprint);
+        CHECK(strcmp(a->jobs[0].fingerprint, c->jobs[0].fingerprint) != 0);
+        /* logo2.png is a copy of logo.png: same content, same fingerprint. */
+        CHECK_STR(a->jobs[0].fingerprint, d->jobs[0].fingerprint);
+        CHECK(strcmp(a->jobs[0].fingerprint, e->jobs[0].fingerprint) != 0);
+        CHECK_INT(strlen(a->jobs[0].fingerprint), 64);
+    }
+    sb_manifest_free(a);
+    sb_manifest_free(b);
+    sb_manifest_free(c);
+    sb_manifest_free(d);
+    sb_manifest_free(e);
+}
+
+static void test_refusals(void)
+{
+    REFUSED("version: 1\n", "m.yaml:1:1: provider is required");
+    REFUSED("provider: atlascloud\nmodel: x\njobs: []\n", "version is required");
+    REFUSED("version: 2\nprovider: atlascloud\nmodel: x\njobs: []\n", "m.yaml:1:10: version must be from 1 to 1");
+    REFUSED("version: 1\nprovider: openai\nmodel: x\njobs: []\n", "m.yaml:2:11: provider must be atlascloud or runcomfy");
+    REFUSED(HEAD "jobz: []\n", "m.yaml:4:1: unknown key jobz in the manifest");
+    REFUSED(HEAD "jobs: []\n", "m.yaml:4:7: jobs must be a non-empty list");
+    REFUSED(HEAD "limits:\n  concurrency: lots\njobs:\n  - {prompt: x, images: [logo.png]}\n",
+            "m.yaml:5:16: limits.concurrency must be a whole number");
+    REFUSED(HEAD "limits:\n  poll_interval: soon\njobs:\n  - {prompt: x, images: [logo.png]}\n",
+            "m.yaml:5:18: limits.poll_interval must be a duration");
+    REFUSED(HEAD "limits: [1]\njobs:\n  - {prompt: x, images: [logo.png]}\n", "limits must be a mapping");
+    REFUSED(HEAD "jobs:\n  - id: a\n    images: [logo.png]\n", "m.yaml:5:5: job a: prompt is required");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: logo.png\n", "m.yaml:7:13: job a: images must be a list");
+    REFUSED(HEAD "jobs:\n  - id: ../../x\n    prompt: x\n    images: [logo.png]\n", "m.yaml:5:9: job ../../x: id \"../../x\" is not valid");
+    REFUSED(HEAD "jobs:\n  - id: /abs\n    prompt: x\n    images: [logo.png]\n", "is not valid");
+    REFUSED(HEAD "jobs:\n  - id: .hidden\n    prompt: x\n    images: [logo.png]\n", "is not valid");
+    REFUSED(HEAD "jobs:\n  - {id: a, prompt: x, images: [logo.png]}\n  - {id: a, prompt: y, images: [logo.png]}\n",
+            "m.yaml:6:10: job a: job id a is used twice (first at line 5)");
+    REFUSED(HEAD "jobs:\n  - {prompt: x, images: [logo.png]}\n  - {prompt: x, images: [logo.png]}\n",
+            "the two jobs are identical");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n    params:\n      size: huge\n",
+            "m.yaml:9:7: job a: size must be one of");
+    REFUSED(HEAD "defaults:\n  output_format: gif\njobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n",
+            "m.yaml:5:3: job a: output_format must be one of");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: [logo.png,logo.png,logo.png,logo.png,logo.png,"
+            "logo.png,logo.png,logo.png,logo.png,logo.png,logo.png,logo.png,logo.png,logo.png]\n"
+            "    params: {max_images: 2}\n", "14 reference images + max_images 2 is over 15");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: [ftp://example.com/a.png]\n",
+            "m.yaml:7:14: job a: only http and https URLs are allowed");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: [\"data:image/png;base64,AAAA\"]\n", "data: URIs are not supported");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n    color: red\n",
+            "m.yaml:8:5: job a: unknown key color in a job");
+    REFUSED(HEAD "jobs:\n  - foreach: \"nothing/*.jpg\"\n    prompt: x\n    images: [\"{path}\"]\n",
+            "m.yaml:5:14: foreach pattern \"nothing/*.jpg\" matches no files");
+    REFUSED(HEAD "jobs:\n  - id: a\n    prompt: [x]\n    images: [logo.png]\n", "m.yaml:6:13: job a: prompt must be a string, not a list");
+    REFUSED(HEAD "jobs:\n  - {id: a, prompt: x, images: [logo.png]}\n  - {id: b, prompt: x, images: [logo.png], id: c}\n",
+            "key id appears twice");
+    REFUSED("version: 1\nprovider: runcomfy\nmodel: bytedance/seedream-5/lite/edit\n"
+            "jobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n",
+            "m.yaml:7:14: job a: local file logo.png cannot be sent: RunComfy has no upload call. Set media.upload: url_prefix");
+    REFUSED(HEAD "media: {upload: none}\njobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n",
+            "media.upload is none");
+    REFUSED(HEAD "media: {upload: url_prefix}\njobs:\n  - {prompt: x, images: [logo.png]}\n",
+            "media.url_prefix is not set");
+    REFUSED(HEAD "media: {upload: url_prefix, url_prefix: \"https://c.example/\", root: p}\n"
+            "jobs:\n  - {id: a, prompt: x, images: [logo.png]}\n", "is not under media.root");
+    /* YAML-level attacks and limits. */
+    REFUSED(HEAD "jobs: [\n", "YAML syntax error");
+    REFUSED(HEAD "jobs:\n  - prompt: \"unterminated\n", "m.yaml:");
+    REFUSED("---\nversion: 1\n---\nversion: 1\n", "m.yaml:3:1: only one YAML document is allowed");
+    REFUSED(HEAD "x: &a [*a]\njobs: []\n", "m.yaml:4:8: alias *a is undefined or refers to a node that contains it");
+    REFUSED(HEAD "x: *nope\n", "alias *nope is undefined");
+    REFUSED("a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+            "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+            "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+            "h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]\n", "alias bomb");
+    size_t depth = 10000;
+    char *deep = malloc(depth * 2 + 16);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    deep[2 * depth] = '\0';
+    REFUSED(deep, "m.yaml:1:65: nesting deeper than 64 levels");
+    free(deep);
+    size_t big = 2u * 1024 * 1024;
+    char *huge = malloc(big + 64);
+    strcpy(huge, "version: 1\nprovider: \"");
+    memset(huge + strlen(huge), 'a', big);
+    strcpy(huge + strlen("version: 1\nprovider: \"") + big, "\"\n");
+    REFUSED(huge, "m.yaml:2:11: a value of 2097152 bytes is over the 1048576 byte limit");
+    free(huge);
+}
+
+static void test_load_limits(void)
+{
+    char path[512], err[SB_ERRLEN];
+    struct sb_manifest *m = NULL;
+    snprintf(path, sizeof path, "%s/big.yaml", dir);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0 && ftruncate(fd, SB_MANIFEST_MAX_BYTES + 1) == 0);
+    close(fd);
+    CHECK_INT(sb_manifest_load(path, &m, err, sizeof err), SB_ETOOBIG);
+    CHECK_HAS(err, "over the manifest size limit of 32 MiB");
+    snprintf(path, sizeof path, "%s/none.yaml", dir);
+    CHECK(sb_manifest_load(path, &m, err, sizeof err) != SB_OK);
+    CHECK_HAS(err, "none.yaml");
+    CHECK(m == NULL);
+    /* api_key_file must not be readable by group or others. */
+    snprintf(path, sizeof path, "%s/k.yaml", dir);
+    t_write(dir, "k.yaml", HEAD "api_key_file: key.txt\njobs:\n  - {prompt: x, images: [logo.png]}\n");
+    t_write(dir, "key.txt", "secret\n");
+    char keypath[512];
+    snprintf(keypath, sizeof keypath, "%s/key.txt", dir);
+    chmod(keypath, 0644);
+    CHECK_INT(sb_manifest_load(path, &m, err, sizeof err), SB_OK);
+    CHECK(sb_manifest_check_keyfile(m, err, sizeof err) != SB_OK);
+    CHECK_HAS(err, "readable by group or others (mode 644)");
+    CHECK(strstr(err, "secret") == NULL);
+    chmod(keypath, 0600);
+    CHECK_INT(sb_manifest_check_keyfile(m, err, sizeof err), SB_OK);
+    sb_manifest_free(m);
+}
+
+int main(void)
+{
+    sb_log_setup(SB_LOG_TEXT, SB_LOG_ERROR + 1); /* the errors are asserted, not printed */
+    dir = t_tmpdir();
+    t_image("jpeg", 64, 64, dir, "p/1/front.jpg");
+    t_image("jpeg", 80, 64, dir, "p/2/front.jpg");
+    t_image("jpeg", 80, 64, dir, "p/sp ace/a&b.jpg");
+    t_image("png", 32, 32, dir, "logo.png");
+    t_image("png", 32, 32, dir, "logo2.png");
+    t_image("png", 10, 100, dir, "tiny.png");
+    test_full();
+    test_defaults_and_media();
+    test_fingerprints();
+    test_refusals();
+    test_load_limits();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_INT(system(cmd), 0);
+    return t_done("manifest");
+}

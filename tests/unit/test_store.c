@@ -1,0 +1,196 @@
+/* store: schema and migrations, sync (keep, re-queue, report removed), transitions, upload cache. */
+#include "sb_store.h"
+#include "sb_log.h"
+#include "t.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+static char *dir;
+
+static struct sb_manifest *manifest(const char *text)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *m = NULL;
+    if (sb_manifest_parse("m.yaml", dir, text, strlen(text), &m, err, sizeof err) != SB_OK)
+        fprintf(stderr, "manifest refused: %s\n", err);
+    return m;
+}
+
+/* One integer from an SQL query on the database file, through a separate connection. */
+static long long q(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    sqlite3_stmt *s;
+    long long v = -1;
+    if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        return -2;
+    if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(h);
+    return v;
+}
+
+static char *qs(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    sqlite3_stmt *s;
+    char *v = NULL;
+    sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL);
+    if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
+        sqlite3_column_text(s, 0))
+        v = sb_strdup((const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    sqlite3_close(h);
+    return v;
+}
+
+#define HEAD "version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n"
+
+int main(void)
+{
+    sb_log_setup(SB_LOG_TEXT, SB_LOG_WARN);
+    dir = t_tmpdir();
+    t_image("png", 32, 32, dir, "a.png");
+    t_image("png", 10, 10, dir, "tiny.png");
+    char db[512], err[SB_ERRLEN];
+    snprintf(db, sizeof db, "%s/out/.seedbatch/state.db", dir);
+
+    struct sb_store *st = NULL;
+    CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_ENOENT); /* read-only never creates */
+    CHECK(access(db, F_OK) != 0);
+    CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
+    CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), SB_SCHEMA_VERSION);
+    char *mode = qs(db, "PRAGMA journal_mode");
+    CHECK_STR(mode, "wal");
+    free(mode);
+
+    struct sb_manifest *m1 = manifest(HEAD "jobs:\n"
+        "  - {id: a, prompt: one, images: [a.png]}\n"
+        "  - {id: b, prompt: two, images: [a.png], params: {max_images: 3}}\n"
+        "  - {id: c, prompt: three, images: [\"https://x.example/c.png\"]}\n"
+        "  - {id: bad, prompt: four, images: [tiny.png]}\n");
+    struct sb_sync_report r;
+    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(r.added, 4);
+    CHECK_INT(r.kept, 0);
+    CHECK_INT(r.invalid, 1);
+    CHECK_INT(r.removed, 0);
+    sb_sync_report_clear(&r);
+    CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE state='pending'"), 3);
+    CHECK_INT(q(db, "SELECT images_requested FROM jobs WHERE id='b'"), 3);
+    CHECK_INT(q(db, "SELECT seq FROM jobs WHERE id='c'"), 2);
+    char *kind = qs(db, "SELECT error_kind FROM jobs WHERE id='bad' AND state='failed'");
+    CHECK_STR(kind, "invalid_input");
+    free(kind);
+    char *msg = qs(db, "SELECT error_message FROM jobs WHERE id='bad'");
+    CHECK_HAS(msg, "tiny.png: 10x10 pixels");
+    free(msg);
+    CHECK_INT(q(db, "SELECT count(*) FROM batches"), 1);
+
+    /* Progress recorded by a run survives an unchanged re-sync. */
+    struct sb_job_error e = {SB_EK_REJECTED, 0, "1039", "moderation"};
+    CHECK_INT(sb_store_transition(st, "a", SB_JOB_SUCCEEDED, NULL), SB_OK);
+    CHECK_INT(sb_store_transition(st, "c", SB_JOB_FAILED, &e), SB_OK);
+    CHECK_INT(sb_store_transition(st, "nope", SB_JOB_FAILED, &e), SB_ENOENT);
+    CHECK(q(db, "SELECT finished_at FROM jobs WHERE id='a'") > 0);
+    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(r.added, 0);
+    CHECK_INT(r.kept, 4);
+    CHECK_INT(r.invalid, 0); /* already failed for the same reason */
+    sb_sync_report_clear(&r);
+    struct sb_jobrow row;
+    CHECK_INT(sb_store_get_job(st, "a", &row), SB_OK);
+    CHECK_INT(row.state, SB_JOB_SUCCEEDED);
+    sb_jobrow_clear(&row);
+    CHECK_INT(sb_store_get_job(st, "c", &row), SB_OK);
+    CHECK_INT(row.state, SB_JOB_FAILED);
+    CHECK_STR(row.error_kind, "rejected");
+    CHECK_STR(row.error_code, "1039");
+    CHECK_STR(row.error_message, "moderation");
+    sb_jobrow_clear(&row);
+
+    /* Edit: a's prompt changes (re-queued), c leaves, d arrives; order follows the manifest. */
+    struct sb_manifest *m2 = manifest(HEAD "jobs:\n"
+        "  - {id: d, prompt: new, images: [a.png]}\n"
+        "  - {id: a, prompt: \"one, but changed\", images: [a.png]}\n"
+        "  - {id: b, prompt: two, images: [a.png], params: {max_images: 3}}\n"
+        "  - {id: bad, prompt: four, images: [tiny.png]}\n");
+    CHECK_INT(sb_store_sync(st, m2, &r, err, sizeof err), SB_OK);
+    CHECK_INT(r.added, 1);
+    CHECK_INT(r.changed, 1);
+    CHECK_INT(r.kept, 2);
+    CHECK_INT(r.removed, 1);
+    if (r.removed == 1)
+        CHECK_STR(r.removed_ids[0], "c");
+    sb_sync_report_clear(&r);
+    CHECK_INT(sb_store_get_job(st, "a", &row), SB_OK);
+    CHECK_INT(row.state, SB_JOB_PENDING);
+    CHECK(row.error_kind == NULL);
+    CHECK_STR(row.fingerprint, m2->jobs[1].fingerprint);
+    CHECK_INT(row.seq, 1);
+    sb_jobrow_clear(&row);
+    CHECK_INT(q(db, "SELECT in_manifest FROM jobs WHERE id='c'"), 0);
+    CHECK_INT(q(db, "SELECT count(*) FROM jobs"), 5);
+    CHECK_INT(q(db, "SELECT seq FROM jobs WHERE id='d'"), 0);
+
+    /* A job that returns to the manifest unchanged keeps its state. */
+    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(q(db, "SELECT in_manifest FROM jobs WHERE id='c'"), 1);
+    CHECK_INT(sb_store_get_job(st, "c", &row), SB_OK);
+    CHECK_INT(row.state, SB_JOB_FAILED);
+    sb_jobrow_clear(&row);
+    sb_sync_report_clear(&r);
+
+    /* Upload cache, keyed by content hash, with a TTL. */
+    const char *sha = m1->jobs[0].images[0].file->sha256;
+    CHECK(sb_store_upload_url(st, sha, 1000) == NULL);
+    CHECK_INT(sb_store_put_upload(st, sha, "https://u.example/1", 141), SB_OK);
+    char *url = sb_store_upload_url(st, sha, 60000);
+    CHECK_STR(url, "https://u.example/1");
+    free(url);
+    sb_store_close(st);
+
+    /* A cached URL older than the TTL is not used. */
+    sqlite3 *h;
+    sqlite3_open(db, &h);
+    sqlite3_exec(h, "UPDATE uploads SET uploaded_at = uploaded_at - 7200000", NULL, NULL, NULL);
+    sqlite3_close(h);
+    CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
+    CHECK(sb_store_upload_url(st, sha, 3600000) == NULL);
+    sb_store_close(st);
+    CHECK_INT(q(db, "SELECT count(*) FROM jobs"), 5); /* state persisted across open/close */
+    char *ic = qs(db, "PRAGMA integrity_check");
+    CHECK_STR(ic, "ok");
+    free(ic);
+
+    /* A database from a newer schema is refused, not clobbered. */
+    sqlite3_open(db, &h);
+    sqlite3_exec(h, "UPDATE meta SET value='99' WHERE key='schema_version'", NULL, NULL, NULL);
+    sqlite3_close(h);
+    CHECK(sb_store_open(db, 0, &st, err, sizeof err) != SB_OK);
+    CHECK_HAS(err, "newer seedbatch (schema 99");
+    CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), 99);
+
+    /* Read-only opening of an existing database works and writes nothing. */
+    sqlite3_open(db, &h);
+    sqlite3_exec(h, "UPDATE meta SET value='1' WHERE key='schema_version'", NULL, NULL, NULL);
+    sqlite3_close(h);
+    CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
+    CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
+    CHECK_INT(row.images_requested, 3);
+    sb_jobrow_clear(&row);
+    sb_store_close(st);
+
+    /* Unwritable location: a clear error. */
+    CHECK(sb_store_open("/proc/nonexistent/state.db", 0, &st, err, sizeof err) != SB_OK);
+    CHECK_HAS(err, "/proc/nonexistent");
+
+    sb_manifest_free(m1);
+    sb_manifest_free(m2);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_INT(system(cmd), 0);
+    return t_done("store");
+}

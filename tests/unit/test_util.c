@@ -1,0 +1,90 @@
+/* util: capped buffer, hash map, SHA-256, durations, ids, paths. */
+#include "sb_common.h"
+#include "t.h"
+
+static void count(const char *k, void *v, void *ud)
+{
+    (void)k;
+    *(long *)ud += (long)(intptr_t)v;
+}
+
+int main(void)
+{
+    struct sb_buf b;
+    sb_buf_init(&b, 10);
+    CHECK_INT(sb_buf_puts(&b, "hello"), SB_OK);
+    CHECK_INT(sb_buf_puts(&b, "world"), SB_OK);
+    CHECK_INT(sb_buf_puts(&b, "!"), SB_ETOOBIG); /* the cap holds */
+    CHECK_STR(b.data, "helloworld");
+    CHECK_INT(b.len, 10);
+    sb_buf_reset(&b);
+    CHECK_INT(sb_buf_printf(&b, "%d-%s", 42, "x"), SB_OK);
+    CHECK_STR(b.data, "42-x");
+    sb_buf_free(&b);
+    CHECK(b.data == NULL);
+
+    struct sb_map *m = sb_map_new();
+    char key[32];
+    for (long i = 1; i <= 10000; i++) {
+        snprintf(key, sizeof key, "k%ld", i);
+        CHECK(sb_map_put(m, key, (void *)(intptr_t)i) == NULL || 0);
+    }
+    CHECK_INT(sb_map_count(m), 10000);
+    CHECK_INT((intptr_t)sb_map_get(m, "k777"), 777);
+    CHECK(sb_map_get(m, "k0") == NULL);
+    CHECK_INT((intptr_t)sb_map_put(m, "k5", (void *)(intptr_t)6), 5);
+    long sum = 0;
+    sb_map_each(m, count, &sum);
+    CHECK_INT(sum, 10000L * 10001 / 2 + 1);
+    sb_map_free(m, NULL);
+
+    char hex[65];
+    sb_sha256_hex("abc", 3, hex);
+    CHECK_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sb_sha256_hex("", 0, hex);
+    CHECK_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+
+    int64_t ms;
+    CHECK_INT(sb_parse_duration_ms("500ms", &ms), SB_OK); CHECK_INT(ms, 500);
+    CHECK_INT(sb_parse_duration_ms("2s", &ms), SB_OK); CHECK_INT(ms, 2000);
+    CHECK_INT(sb_parse_duration_ms("1.5m", &ms), SB_OK); CHECK_INT(ms, 90000);
+    CHECK_INT(sb_parse_duration_ms("1h", &ms), SB_OK); CHECK_INT(ms, 3600000);
+    CHECK_INT(sb_parse_duration_ms("3", &ms), SB_OK); CHECK_INT(ms, 3000);
+    CHECK_INT(sb_parse_duration_ms("5 days", &ms), SB_EINVAL);
+    CHECK_INT(sb_parse_duration_ms("-1s", &ms), SB_EINVAL);
+    CHECK_INT(sb_parse_duration_ms("", &ms), SB_EINVAL);
+    CHECK_INT(sb_parse_duration_ms("1e300h", &ms), SB_EINVAL);
+
+    CHECK(sb_valid_id("sku-1001_red.v2"));
+    CHECK(!sb_valid_id(""));
+    CHECK(!sb_valid_id(".x"));
+    CHECK(!sb_valid_id("a/b"));
+    CHECK(!sb_valid_id("../x"));
+    CHECK(!sb_valid_id("a b"));
+    char long_id[130];
+    memset(long_id, 'a', 129);
+    long_id[129] = '\0';
+    CHECK(!sb_valid_id(long_id));
+    long_id[128] = '\0';
+    CHECK(sb_valid_id(long_id));
+
+    char *s = sb_dirname("a/b/c.yaml");
+    CHECK_STR(s, "a/b");
+    free(s);
+    s = sb_dirname("c.yaml");
+    CHECK_STR(s, ".");
+    free(s);
+    s = sb_path_join("a/b", "c.png");
+    CHECK_STR(s, "a/b/c.png");
+    free(s);
+    s = sb_path_join("a/b", "/abs.png");
+    CHECK_STR(s, "/abs.png");
+    free(s);
+    s = sb_path_join(".", "c.png");
+    CHECK_STR(s, "c.png");
+    free(s);
+    char iso[32];
+    sb_iso8601(1795226401000LL, iso);
+    CHECK_STR(iso, "2026-11-21T02:00:01Z");
+    return t_done("util");
+}
