@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The command line: help, version, usage errors, validate, status and run --dry-run,
+# with exact exit codes and messages that name file:line:column and the job.
+. "$(dirname "$0")/../lib.sh"
+
+# --- help, version, usage ---
+run "$SEEDBATCH" --help; expect_rc 0 "--help"
+expect_in "$T/out" "run MANIFEST..." "--help lists run"
+expect_in "$T/out" "75 interrupted or locked" "--help lists exit codes"
+run "$SEEDBATCH" --version; expect_rc 0 "--version"; expect_in "$T/out" "seedbatch 0.1.0" "--version text"
+run "$SEEDBATCH"; expect_rc 2 "no arguments"
+run "$SEEDBATCH" frobnicate x.yaml; expect_rc 2 "unknown command"; expect_in "$T/err" "unknown command 'frobnicate'" "unknown command message"
+run "$SEEDBATCH" validate; expect_rc 2 "validate without manifest"; expect_in "$T/err" "needs at least one manifest" "missing manifest message"
+run "$SEEDBATCH" run --concurrency 0 "$JOBS/demo.yaml"; expect_rc 2 "--concurrency 0"
+run "$SEEDBATCH" run --rps fast "$JOBS/demo.yaml"; expect_rc 2 "--rps fast"
+run "$SEEDBATCH" run --retry-failed=sometimes "$JOBS/demo.yaml"; expect_rc 2 "--retry-failed bad kind"
+run "$SEEDBATCH" run --log-format xml "$JOBS/demo.yaml"; expect_rc 2 "--log-format xml"
+run "$SEEDBATCH" run --bogus "$JOBS/demo.yaml"; expect_rc 2 "unknown option"
+run "$SEEDBATCH" status --state "$T/s.db" "$JOBS/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 2 "--state with two manifests"
+
+# --- validate: the bundled examples ---
+for f in demo ecommerce marketing runcomfy; do
+    run "$SEEDBATCH" validate "$JOBS/$f.yaml"; expect_rc 0 "validate $f"
+done
+run "$SEEDBATCH" validate "$JOBS/demo.yaml"
+expect_in "$T/out" "ok: 4 jobs, 5 local files, up to 9 output images" "validate demo summary"
+run "$SEEDBATCH" validate "$JOBS/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 0 "validate two manifests"
+expect_in "$T/out" "marketing.yaml: ok: 3 jobs, 2 local files, up to 12 output images" "second manifest summary"
+
+# --- validate: bad manifests name file:line:column and the job ---
+mkdir -p "$T/m/img"
+"$GEN_IMAGE" png 64 64 "$T/m/img/a.png"
+"$GEN_IMAGE" png 64 3 "$T/m/img/flat.png"
+echo "not an image" > "$T/m/img/fake.jpg"
+HEAD='version: 1
+provider: atlascloud
+model: bytedance/seedream-v5.0-lite/edit-sequential'
+bad() { # bad NAME WANT (manifest text on stdin)
+    cat > "$T/m/$1.yaml"
+    run "$SEEDBATCH" validate "$T/m/$1.yaml"
+    expect_rc 2 "validate $1"
+    expect_in "$T/err" "$2" "validate $1 message"
+    expect_in "$T/err" "is invalid; nothing was sent" "validate $1 says nothing was sent"
+}
+bad size "$T/m/size.yaml:10:7: job j1: size must be one of" <<EOF2
+$HEAD
+jobs:
+  - id: j1
+    prompt: hello
+    images: [img/a.png]
+    params:
+      max_images: 2
+      size: 1024x1024
+EOF2
+bad maximg "$T/m/maximg.yaml:8:14: job j2: max_images must be an integer from 1 to 15" <<EOF2
+$HEAD
+jobs:
+  - id: j2
+    prompt: hello
+    images: [img/a.png]
+    params: {max_images: 40}
+EOF2
+bad noprompt "$T/m/noprompt.yaml:8:5: job j3: prompt is required" <<EOF2
+$HEAD
+jobs:
+  - id: ok
+    prompt: fine
+    images: [img/a.png]
+  - id: j3
+    images: [img/a.png]
+EOF2
+bad types "$T/m/types.yaml:5:16: limits.concurrency must be a whole number" <<EOF2
+$HEAD
+limits:
+  concurrency: [1, 2]
+jobs:
+  - {id: j4, prompt: x, images: [img/a.png]}
+EOF2
+bad escape "$T/m/escape.yaml:5:9: job ../../x: id \"../../x\" is not valid" <<EOF2
+$HEAD
+jobs:
+  - id: ../../x
+    prompt: x
+    images: [img/a.png]
+EOF2
+bad scheme "$T/m/scheme.yaml:7:14: job j5: only http and https URLs are allowed: file:///etc/passwd" <<EOF2
+$HEAD
+jobs:
+  - id: j5
+    prompt: x
+    images: [file:///etc/passwd]
+EOF2
+bad cycle "$T/m/cycle.yaml:4:11: alias *a is undefined or refers to a node that contains it" <<EOF2
+$HEAD
+loop: &a [*a]
+jobs: []
+EOF2
+bad syntax "$T/m/syntax.yaml:6:4: YAML syntax error" <<EOF2
+$HEAD
+jobs:
+  - id: x
+   prompt: y
+EOF2
+python3 -c "print('[' * 10000 + ']' * 10000)" > "$T/m/deep.yaml"
+run "$SEEDBATCH" validate "$T/m/deep.yaml"; expect_rc 2 "deep nesting"; expect_in "$T/err" "deep.yaml:1:65: nesting deeper than 64 levels" "deep nesting message"
+python3 - "$T/m/bomb.yaml" <<'EOF2'
+import sys
+lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+for i in range(1, 9):
+    p, c = chr(96 + i), chr(97 + i)
+    lines.append(f'{c}: &{c} [' + ','.join(['*' + p] * 9) + ']')
+open(sys.argv[1], 'w').write('\n'.join(lines) + '\n')
+EOF2
+run "$SEEDBATCH" validate "$T/m/bomb.yaml"; expect_rc 2 "billion laughs"; expect_in "$T/err" "(an alias bomb?); refused" "billion laughs message"
+head -c $((33 * 1024 * 1024)) /dev/zero | tr '\0' 'a' > "$T/m/huge.yaml"
+run "$SEEDBATCH" validate "$T/m/huge.yaml"; expect_rc 2 "huge manifest"; expect_in "$T/err" "over the manifest size limit of 32 MiB" "huge manifest message"
+run "$SEEDBATCH" validate "$T/m/missing.yaml"; expect_rc 2 "missing manifest"; expect_in "$T/err" "cannot read manifest $T/m/missing.yaml: No such file or directory" "missing manifest message"
+
+# RunComfy with local files and no way to publish them: validate says what to set.
+cat > "$T/m/rc.yaml" <<EOF2
+version: 1
+provider: runcomfy
+model: bytedance/seedream-5/lite/edit
+jobs:
+  - id: rc1
+    prompt: x
+    images: [img/a.png]
+EOF2
+run "$SEEDBATCH" validate "$T/m/rc.yaml"; expect_rc 2 "runcomfy local file"
+expect_in "$T/err" "rc.yaml:7:14: job rc1: local file img/a.png cannot be sent: RunComfy has no upload call. Set media.upload: url_prefix and media.url_prefix" "runcomfy message"
+
+# --- bad images fail only their job; validate reports each and exits 2 ---
+cat > "$T/m/imgs.yaml" <<EOF2
+$HEAD
+output_dir: out
+jobs:
+  - {id: good, prompt: x, images: [img/a.png]}
+  - {id: flat, prompt: x, images: [img/a.png, img/flat.png]}
+  - {id: fake, prompt: x, images: [img/fake.jpg]}
+  - {id: gone, prompt: x, images: [img/nothere.png]}
+EOF2
+run "$SEEDBATCH" validate "$T/m/imgs.yaml"; expect_rc 2 "validate bad images"
+expect_in "$T/err" "imgs.yaml:7:5: job flat: image 2: $T/m/img/flat.png: 64x3 pixels; width and height must be over 14" "flat image"
+expect_in "$T/err" "imgs.yaml:8:5: job fake: image 1: $T/m/img/fake.jpg: not an image of a supported format" "fake image"
+expect_in "$T/err" "imgs.yaml:9:5: job gone: image 1: cannot read $T/m/img/nothere.png: No such file or directory" "missing image"
+expect_not_in "$T/err" "job good" "good job not reported"
+expect_in "$T/out" "4 jobs, 3 with an unusable reference image" "bad image summary"
+
+# api_key_file readable by others is refused.
+echo "sk-secret-value" > "$T/m/key"; chmod 644 "$T/m/key"
+printf '%s\napi_key_file: key\njobs:\n  - {id: k, prompt: x, images: [img/a.png]}\n' "$HEAD" > "$T/m/key.yaml"
+run "$SEEDBATCH" validate "$T/m/key.yaml"; expect_rc 2 "key file mode 644"
+expect_in "$T/err" "is readable by group or others (mode 644): run chmod 600 on it" "key file message"
+expect_not_in "$T/err" "sk-secret-value" "key not printed"
+chmod 600 "$T/m/key"
+run "$SEEDBATCH" validate "$T/m/key.yaml"; expect_rc 0 "key file mode 600"
+
+# --- dry-run: the plan and cost quote; nothing is written or sent ---
+cp -r "$JOBS/demo.yaml" "$JOBS/demo-media" "$T/"
+export ATLASCLOUD_BASE_URL="http://127.0.0.1:9/api/v1" ATLASCLOUD_API_KEY="sk-dry-run-key"
+run "$SEEDBATCH" run --dry-run "$T/demo.yaml"; expect_rc 0 "dry-run demo"
+expect_in "$T/out" "jobs: 4 in the manifest; 4 to submit, 0 to resume, 0 already succeeded, 0 failed (0 on a bad image), 0 cancelled" "dry-run job counts"
+expect_in "$T/out" "reference images: 8 (8 local in 5 distinct files, 0 remote URLs); uploads needed: 5" "dry-run images"
+expect_in "$T/out" "cost quote: 9 images x \$0.0320 = \$0.29" "dry-run quote"
+expect_in "$T/out" "max_cost \$1.00: within budget" "dry-run max_cost"
+expect_in "$T/out" "job sku-1001-red: 2 reference images -> up to 3 outputs" "dry-run job line"
+expect_in "$T/out" "dry run: nothing was sent" "dry-run footer"
+expect_not_in "$T/out" "sk-dry-run-key" "dry-run hides key"
+[ ! -e "$T/demo.out" ] && pass || fail "dry-run created the output directory"
+run "$SEEDBATCH" run --dry-run --concurrency 7 --rps 0 "$T/demo.yaml"
+expect_in "$T/out" "limits: concurrency 7, 0 requests/s (unlimited)" "dry-run overrides"
+
+# --- status and dry-run against an existing state ---
+run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status before any run"
+expect_in "$T/out" "(no run yet)" "status no run"
+expect_in "$T/out" "jobs: 4, pending 4, uploading 0, submitting 0, running 0, downloading 0, succeeded 0, failed 0, cancelled 0" "status counts before"
+DB="$T/demo.out/.seedbatch/state.db"
+run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 4 changed 0 kept 0 invalid 0 removed 0" "sync"
+sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, error_message=NULL WHERE id='sku-1001-red'"
+"$STORE_TOOL" set "$DB" 1002-marble failed rejected "The request was rejected by content moderation" 0
+"$STORE_TOOL" set "$DB" 1003-marble running
+sqlite3 "$DB" "UPDATE jobs SET prediction_id='p-1003' WHERE id='1003-marble'"
+run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status after"
+expect_in "$T/out" "jobs: 4, pending 1, uploading 0, submitting 0, running 1, downloading 0, succeeded 1, failed 1, cancelled 0" "status counts after"
+expect_in "$T/out" "spent: \$0.10; still to submit: 1 jobs, quote \$0.06" "status spend"
+expect_in "$T/out" "1002-marble: rejected: The request was rejected by content moderation" "status failure reason"
+run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
+expect_in "$T/out" "1 to submit, 1 to resume, 1 already succeeded, 1 failed (0 on a bad image)" "dry-run after progress"
+expect_in "$T/out" "cost quote: 2 images x \$0.0320 = \$0.06 (already spent: \$0.10)" "dry-run quote after progress"
+run "$SEEDBATCH" run --dry-run --retry-failed=rejected "$T/demo.yaml"
+expect_in "$T/out" "2 to submit" "dry-run --retry-failed=rejected"
+run "$SEEDBATCH" run --dry-run --retry-failed=timeout "$T/demo.yaml"
+expect_in "$T/out" "1 to submit" "dry-run --retry-failed=timeout leaves rejected"
+before=$(sqlite3 "$DB" "SELECT group_concat(id || state, ',') FROM jobs ORDER BY id")
+run "$SEEDBATCH" status "$T/demo.yaml"
+after=$(sqlite3 "$DB" "SELECT group_concat(id || state, ',') FROM jobs ORDER BY id")
+expect_eq "$after" "$before" "status does not change the state"
+# An edited manifest: a changed job is re-queued, a removed one reported.
+sed -i 's/Change the jacket to red/Change the jacket to blue/' "$T/demo.yaml"
+sed -i 's#demo-media/products/\*/front.jpg#demo-media/products/100[12]/front.jpg#' "$T/demo.yaml"
+run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
+expect_in "$T/out" "1 jobs changed since the last run and will run again" "dry-run changed"
+expect_in "$T/out" "1 jobs in the state are no longer in the manifest" "dry-run removed"
+run "$SEEDBATCH" status "$T/demo.yaml"
+expect_in "$T/out" "removed from the manifest: 1003-marble (running)" "status removed"
+run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 0 changed 1 kept 2 invalid 0 removed 1" "sync after edit"
+expect_in "$T/out" "removed 1003-marble" "sync reports removed id"
+expect_eq "$(sqlite3 "$DB" "SELECT state FROM jobs WHERE id='sku-1001-red'")" "pending" "changed job re-queued"
+expect_eq "$(sqlite3 "$DB" "PRAGMA integrity_check")" "ok" "integrity"
+# --log-format json: one JSON object per line
+run "$SEEDBATCH" validate --log-format json "$T/m/imgs.yaml"
+python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/err" && pass || fail "json log lines"
+expect_in "$T/err" '"level":"error"' "json log level"
+run "$SEEDBATCH" validate --quiet "$JOBS/demo.yaml"; expect_rc 0 "quiet"
+[ ! -s "$T/err" ] && pass || fail "--quiet printed to stderr"
+
+finish
