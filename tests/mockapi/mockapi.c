@@ -16,6 +16,7 @@
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
  * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
+ * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -68,6 +69,8 @@ struct pred {
     int fail;
     int expire;
     int cancelled;
+    int forced;        /* phase set through /_mock/predictions/ID/phase/NAME, or -1 */
+    int64_t done_ms;   /* when it finished (for output expiry) */
 };
 
 static struct {
@@ -87,7 +90,8 @@ static struct {
     long requests[EP_N];
     long faults_by_kind[K_N];
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
-    long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, counter;
+    long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads;
+    long counter[EP_N];          /* per endpoint: picks the answer variant */
     int64_t *win;                /* timestamps of API requests in the last second (ring) */
     size_t win_head, win_len, win_cap, peak_1s;
     int64_t *acc;                /* accepted API requests, for the rate limit */
@@ -297,6 +301,8 @@ static int pick_fault(enum ep ep, int *slow)
         struct fault *f = &g.faults[i];
         if (!fault_matches(f, ep))
             continue;
+        if (chosen >= 0 && f->kind != K_SLOW)
+            continue; /* this request already has its fault: leave the others for later ones */
         int hit;
         if (f->first_n)
             hit = f->seen++ < f->first_n;
@@ -345,6 +351,32 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     return send_json(c, 200, j);
 }
 
+/* POST /_mock/predictions/ID/phase/queued|running|done: tests move a prediction on at will. */
+static enum MHD_Result handle_force(struct MHD_Connection *c, const char *rest)
+{
+    static const char *names[] = {"queued", "running", "done"};
+    const char *slash = strstr(rest, "/phase/");
+    if (!slash)
+        return send_body(c, 400, "text/plain", "bad path\n", 9, NULL);
+    char id[40];
+    snprintf(id, sizeof id, "%.*s", (int)(slash - rest), rest);
+    int phase = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(slash + 7, names[i]) == 0)
+            phase = i;
+    pthread_mutex_lock(&g.mu);
+    struct pred *p = sb_map_get(g.preds, id);
+    if (p && phase >= 0) {
+        p->forced = phase;
+        if (phase == 2)
+            p->done_ms = now_ms();
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (!p || phase < 0)
+        return send_body(c, 404, "text/plain", "no such prediction or phase\n", 28, NULL);
+    return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
+}
+
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                  const char *content_type, const char *encoding, const char *data,
                                  uint64_t off, size_t size)
@@ -370,7 +402,7 @@ static enum MHD_Result handle_upload(struct MHD_Connection *c, struct conn *cn, 
     long variant;
     pthread_mutex_lock(&g.mu);
     g.uploads_total++;
-    variant = g.counter++;
+    variant = g.counter[EP_UPLOAD]++;
     if (!sb_map_get(g.uploads, sha)) {
         struct upload *u = sb_calloc(1, sizeof *u);
         u->data = sb_malloc(cn->file.len + 1);
@@ -431,6 +463,7 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     struct pred *p = sb_calloc(1, sizeof *p);
     p->runcomfy = runcomfy;
     p->created_ms = now_ms();
+    p->forced = -1;
     p->n_outputs = outputs_for(params, runcomfy);
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(params, "output_format");
     snprintf(p->format, sizeof p->format, "%s",
@@ -510,7 +543,7 @@ static enum MHD_Result handle_submit(struct MHD_Connection *c, struct conn *cn, 
     cJSON_AddStringToObject(d, "status", "starting");
     cJSON_AddStringToObject(d, "model", model->valuestring);
     pthread_mutex_lock(&g.mu);
-    long v = g.counter++;
+    long v = g.counter[EP_SUBMIT]++;
     pthread_mutex_unlock(&g.mu);
     if (g.variants && v % 2) {
         cJSON_Delete(j);
@@ -536,13 +569,18 @@ out:
 }
 
 /* Where a prediction stands now: 0 queued, 1 processing, 2 done (failed or succeeded), 3 cancelled. */
-static int pred_phase(const struct pred *p, int64_t t)
+static int pred_phase(struct pred *p, int64_t t)
 {
     if (p->cancelled)
         return 3;
+    if (p->forced >= 0)
+        return p->forced;
     int64_t el = t - p->created_ms;
-    if (el >= g.latency_ms)
+    if (el >= g.latency_ms) {
+        if (!p->done_ms)
+            p->done_ms = p->created_ms + g.latency_ms;
         return 2;
+    }
     return el < g.latency_ms / 2 ? 0 : 1;
 }
 
@@ -578,9 +616,9 @@ static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int
     cJSON_AddNumberToObject(j, "code", 200);
     cJSON_AddStringToObject(d, "id", p->id);
     pthread_mutex_lock(&g.mu);
-    long v = g.counter++;
-    pthread_mutex_unlock(&g.mu);
+    long v = g.counter[EP_POLL]++;
     int phase = pred_phase(p, t);
+    pthread_mutex_unlock(&g.mu);
     if (phase == 0 || phase == 1) {
         cJSON_AddStringToObject(d, "status", phase == 0 ? "starting" : "processing");
         cJSON_AddItemToObject(d, "outputs", cJSON_CreateArray());
@@ -670,7 +708,7 @@ static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, c
     cJSON_AddStringToObject(j, "request_id", p->id);
     pthread_mutex_lock(&g.mu);
     int phase = pred_phase(p, t);
-    long v = g.counter++;
+    long v = g.counter[EP_RC_RESULT]++;
     if (ep == EP_RC_CANCEL) {
         const char *outcome = "not_cancellable";
         if (phase == 0) {
@@ -732,9 +770,12 @@ static enum MHD_Result handle_download(struct MHD_Connection *c, const char *res
     k = atoi(slash + 1);
     struct pred *p = find_pred(id);
     int64_t t = now_ms();
-    if (!p || k < 1 || k > p->n_outputs || pred_phase(p, t) != 2 || p->fail)
+    pthread_mutex_lock(&g.mu);
+    int phase = p ? pred_phase(p, t) : -1;
+    pthread_mutex_unlock(&g.mu);
+    if (!p || k < 1 || k > p->n_outputs || phase != 2 || p->fail)
         return send_body(c, 404, "text/plain", "not found\n", 10, NULL);
-    if (p->expire || (g.expire_after_ms > 0 && t - p->created_ms - g.latency_ms > g.expire_after_ms)) {
+    if (p->expire || (g.expire_after_ms > 0 && t - p->done_ms > g.expire_after_ms)) {
         pthread_mutex_lock(&g.mu);
         g.expired_downloads++;
         pthread_mutex_unlock(&g.mu);
@@ -856,6 +897,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (ep == EP_CONTROL) {
         if (strcmp(url, "/_mock/stats") == 0)
             return handle_stats(c);
+        if (strncmp(url, "/_mock/predictions/", 19) == 0)
+            return handle_force(c, url + 19);
         return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
     }
     if (ep == EP_FILES) {
