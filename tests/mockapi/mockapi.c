@@ -639,7 +639,7 @@ static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int
             cJSON_AddItemToObject(d, "outputs", urls);
         }
         cJSON *m = cJSON_CreateObject();
-        cJSON_AddNumberToObject(m, "predict_time", (double)g.latency_ms / 1000.0);
+        cJSON_AddNumberToObject(m, "predict_time", (double)(p->done_ms - p->created_ms) / 1000.0);
         cJSON_AddItemToObject(d, "metrics", m);
         cJSON_AddNullToObject(d, "error");
     }

@@ -19,8 +19,10 @@ submit() { # submit BODY
 pred_id() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("data", d)["id"])' "$T/body"; }
 upload_url() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; print(d.get("download_url") or d.get("url"))' "$T/body"; }
 
-# --- Atlas happy path, both answer shapes, auth ---
-start_mock --latency 300
+force() { curl -s -o /dev/null -X POST "$MOCK_URL/_mock/predictions/$1/phase/$2"; }
+
+# --- Atlas happy path, both answer shapes, auth (predictions move on only when told) ---
+start_mock --latency 600000
 grep -q "mockapi listening on http://127.0.0.1:" "$T/mock.log" && pass || fail "mock prints its port"
 req POST /api/v1/model/uploadMedia -F "file=@$T/a.png"
 expect_eq "$(cat "$T/code")" 200 "upload status"
@@ -53,8 +55,11 @@ ID=$(pred_id)
 [ ${#ID} -eq 24 ] && pass || fail "prediction id"
 expect_eq "$(json_get "$T/body" data.status)" starting "enveloped submit answer"
 req GET "/api/v1/model/prediction/$ID"
-case "$(json_get "$T/body" data.status)" in starting|processing) pass ;; *) fail "poll while running";; esac
-sleep 0.35
+expect_eq "$(json_get "$T/body" data.status)" starting "poll while queued"
+force "$ID" running
+req GET "/api/v1/model/prediction/$ID"
+expect_eq "$(json_get "$T/body" data.status)" processing "poll while running"
+force "$ID" done
 req GET "/api/v1/model/prediction/$ID"; cp "$T/body" "$T/done1"
 req GET "/api/v1/model/prediction/$ID"; cp "$T/body" "$T/done2"
 S1=$(json_get "$T/done1" data.status); S2=$(json_get "$T/done2" data.status)
@@ -64,7 +69,7 @@ O2=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; o=d.ge
 expect_eq "$O1" "$O2" "both shapes list the same outputs"
 expect_eq "$(echo $O1 | wc -w)" 2 "two outputs"
 grep -q '"output"' "$T/done1" "$T/done2" && pass || fail "output stands in for outputs in one answer"
-expect_eq "$(json_get "$T/done1" data.metrics.predict_time)" 0.3 "metrics.predict_time"
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["data"]["metrics"]["predict_time"]; sys.exit(not (isinstance(t,(int,float)) and t >= 0))' "$T/done1" && pass || fail "metrics.predict_time"
 n=0; for u in $O1; do n=$((n+1)); curl -s -o "$T/out$n" "$u"; done
 file "$T/out1" | grep -q "PNG image data, 64 x 64" && pass || fail "output 1 is a PNG"
 curl -s -o "$T/again1" "$(echo $O1 | cut -d' ' -f1)"; cmp -s "$T/out1" "$T/again1" && pass || fail "outputs are stable bytes"
@@ -72,7 +77,7 @@ cmp -s "$T/out1" "$T/out2" && fail "two outputs identical" || pass
 # Flat answer variant on the next submit; JPEG by default; /edit takes one image string.
 submit "{\"model\":\"bytedance/seedream-v5.0-lite/edit\",\"prompt\":\"p2\",\"image\":\"$U1\"}"
 expect_eq "$(json_get "$T/body" status)" starting "flat submit answer"
-ID2=$(json_get "$T/body" id); sleep 0.35; req GET "/api/v1/model/prediction/$ID2"
+ID2=$(json_get "$T/body" id); force "$ID2" done; req GET "/api/v1/model/prediction/$ID2"
 OUT=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; o=d.get("outputs") or d.get("output"); print(o if isinstance(o,str) else o[0])' "$T/body")
 curl -s -o "$T/j" "$OUT"; file "$T/j" | grep -q "JPEG image data" && pass || fail "default output is JPEG"
 # Nested {"model","input":{...}} body.
@@ -92,8 +97,6 @@ expect_eq "$(stat_of downloads_with_auth)" 0 "downloads carried no key"
 curl -s -o /dev/null -H "$K" "$(echo $O1 | cut -d' ' -f1)"
 expect_eq "$(stat_of downloads_with_auth)" 1 "a download with a key is counted"
 stop_mock
-
-force() { curl -s -o /dev/null -X POST "$MOCK_URL/_mock/predictions/$1/phase/$2"; }
 
 # --- RunComfy: submit, status, result, cancel (phases moved on by the control endpoint) ---
 start_mock --latency 600000
@@ -181,7 +184,8 @@ stop_mock
 
 # Server-side rate limit without and with Retry-After; peak requests in 1 s.
 start_mock --rate-limit 5 --retry-after 0
-for i in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code}\n' -H "$K" "$MOCK_URL/api/v1/model/prediction/x"; done > "$T/codes"
+args=(); for i in $(seq 1 12); do args+=(-o /dev/null "$MOCK_URL/api/v1/model/prediction/x$i"); done
+curl -s -w '%{http_code}\n' -H "$K" "${args[@]}" > "$T/codes" # one process, one connection: well within 1 s
 expect_eq "$(grep -c 429 "$T/codes")" 7 "7 of 12 refused at 5 req/s"
 expect_eq "$(stat_of refused_rate)" 7 "refusals counted"
 expect_eq "$(stat_of peak_requests_1s)" 12 "peak requests in 1 s"
