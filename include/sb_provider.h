@@ -1,0 +1,67 @@
+/*
+ * What differs between the hosted APIs, behind one small table of functions
+ * (as redis keeps ae_epoll.c behind ae.c): where each call goes, the request
+ * bodies, and how to read each answer. The engine knows nothing else of a
+ * provider. Parsers accept every documented variant of an answer.
+ */
+#ifndef SB_PROVIDER_H
+#define SB_PROVIDER_H
+
+#include <stddef.h>
+
+#include "sb_manifest.h"
+
+enum sb_pred_state { SB_PRED_RUNNING, SB_PRED_SUCCEEDED, SB_PRED_FAILED };
+
+struct sb_poll_result {
+    enum sb_pred_state state;
+    char **outputs;        /* output URLs when succeeded */
+    int n_outputs;
+    double predict_time;   /* seconds, < 0 when not given */
+    char *error;           /* provider's message when failed */
+    char *error_code;      /* provider's code when failed, or NULL */
+};
+void sb_poll_result_clear(struct sb_poll_result *r);
+
+struct sb_provider;
+
+struct sb_provider_ops {
+    const char *name;
+    const char *key_env;       /* environment variable holding the key */
+    const char *base_env;      /* environment variable overriding the base URL */
+    const char *default_base;
+    int has_upload;
+    char *(*upload_url)(const struct sb_provider *p);
+    int (*parse_upload)(const char *body, size_t len, char **url, char *err, size_t errlen);
+    char *(*submit_url)(const struct sb_provider *p, const char *model);
+    char *(*submit_body)(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *image_urls);
+    int (*parse_submit)(const char *body, size_t len, char **id, char *err, size_t errlen);
+    char *(*poll_url)(const struct sb_provider *p, const char *id);
+    int (*parse_poll)(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen);
+    /* The message and code of an error answer (any status), or of a 200 that carries one. */
+    int (*error_info)(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen);
+};
+
+struct sb_provider {
+    const struct sb_provider_ops *ops;
+    char *base;                /* base URL, no trailing slash */
+    char *auth_header;         /* "Authorization: Bearer ..." (never logged) */
+    char *key;                 /* for redaction of echoed text */
+};
+
+extern const struct sb_provider_ops sb_provider_atlas;
+
+/*
+ * Sets up the provider of a manifest: base URL from the environment, key from
+ * the environment or the manifest's api_key_file. Fails with a message naming
+ * what to set, never the key.
+ */
+int sb_provider_open(const struct sb_manifest *m, struct sb_provider *p, char *err, size_t errlen);
+void sb_provider_close(struct sb_provider *p);
+/* Replaces every occurrence of the key in s with "[redacted]" (in place, s is reallocated). */
+char *sb_redact(const struct sb_provider *p, char *s);
+
+/* Parses an API answer: an object, no trailing garbage, within cJSON's limits. */
+cJSON *sb_json_parse(const char *body, size_t len);
+
+#endif

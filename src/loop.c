@@ -1,0 +1,298 @@
+/*
+ * loop.c glues libcurl's multi interface to libuv. CURLMOPT_SOCKETFUNCTION
+ * starts or re-arms one uv_poll_t per socket (kept with curl_multi_assign) and
+ * on REMOVE stops it and closes it, freeing it only in the close callback.
+ * CURLMOPT_TIMERFUNCTION drives one uv_timer. After every socket event and
+ * timer expiry, curl_multi_socket_action runs and then the finished transfers
+ * are drained, copying handle and result out of each message before the
+ * handle is removed. Callbacks from libcurl never call back into libcurl.
+ */
+#include "sb_loop.h"
+#include "sb_log.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct sb_loop {
+    uv_loop_t *uv;
+    CURLM *multi;
+    uv_timer_t timer;
+    int active;
+    int in_socket_action;
+};
+
+struct sock_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct sb_loop *loop;
+};
+
+static void check_done(struct sb_loop *l)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(l->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        struct sb_req *r = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+        curl_multi_remove_handle(l->multi, easy);
+        l->active--;
+        r->active = 0;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+        curl_off_t up = 0;
+        long reqsize = 0;
+        curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &reqsize);
+        curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &up);
+        r->sent = reqsize > 0 || up > 0;
+        if (r->too_big && rc == CURLE_WRITE_ERROR)
+            rc = CURLE_FILESIZE_EXCEEDED;
+        r->done(r, rc);
+    }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct sock_ctx *c = sb_container_of(h, struct sock_ctx, poll);
+    int flags = 0, running;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    struct sb_loop *l = c->loop;
+    curl_multi_socket_action(l->multi, c->fd, flags, &running);
+    check_done(l);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct sb_loop *l = sb_container_of(t, struct sb_loop, timer);
+    int running;
+    curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(l);
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct sb_loop *l = userp;
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&l->timer);
+    else
+        uv_timer_start(&l->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void free_sock(uv_handle_t *h)
+{
+    free(sb_container_of((uv_poll_t *)h, struct sock_ctx, poll));
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
+{
+    struct sb_loop *l = userp;
+    struct sock_ctx *c = socketp;
+    (void)easy;
+    if (action == CURL_POLL_REMOVE) {
+        if (c) {
+            uv_poll_stop(&c->poll);
+            curl_multi_assign(l->multi, s, NULL);
+            uv_close((uv_handle_t *)&c->poll, free_sock);
+        }
+        return 0;
+    }
+    if (!c) {
+        c = sb_calloc(1, sizeof *c);
+        c->fd = s;
+        c->loop = l;
+        if (uv_poll_init_socket(l->uv, &c->poll, s) != 0) {
+            free(c);
+            return -1;
+        }
+        curl_multi_assign(l->multi, s, c);
+    }
+    int events = 0;
+    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&c->poll, events, on_poll);
+    return 0;
+}
+
+struct sb_loop *sb_loop_new(uv_loop_t *uv, long max_connects)
+{
+    struct sb_loop *l = sb_calloc(1, sizeof *l);
+    l->uv = uv;
+    l->multi = curl_multi_init();
+    if (!l->multi) {
+        free(l);
+        return NULL;
+    }
+    uv_timer_init(uv, &l->timer);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, max_connects);
+    curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    return l;
+}
+
+uv_loop_t *sb_loop_uv(struct sb_loop *l)
+{
+    return l->uv;
+}
+
+int sb_loop_active(const struct sb_loop *l)
+{
+    return l->active;
+}
+
+void sb_loop_free(struct sb_loop *l)
+{
+    if (!l)
+        return;
+    /* The multi handle closes its sockets; their uv_polls close through socket_cb. */
+    curl_multi_cleanup(l->multi);
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, NULL);
+    uv_run(l->uv, UV_RUN_NOWAIT); /* run the close callbacks */
+    free(l);
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct sb_req *r = ud;
+    size_t len = size * n;
+    if (r->sink)
+        return r->sink(r, p, len) == 0 ? len : 0;
+    if (sb_buf_append(&r->body, p, len) != SB_OK) {
+        /* The cap holds also for chunked bodies, which CURLOPT_MAXFILESIZE does not stop. */
+        r->too_big = 1;
+        return 0;
+    }
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct sb_req *r = ud;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+        const char *v = p + 12;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (isdigit((unsigned char)*v)) {
+            long s = strtol(v, NULL, 10);
+            r->retry_after_ms = (s > 3600 ? 3600 : s) * 1000;
+        } else {
+            /* An HTTP date: take it as "a while" rather than parse calendars here. */
+            r->retry_after_ms = 5000;
+        }
+    }
+    return len;
+}
+
+int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o)
+{
+    sb_req_cleanup(r);
+    r->loop = l;
+    r->easy = curl_easy_init();
+    if (!r->easy)
+        return SB_ENOMEM;
+    sb_buf_init(&r->body, o->max_body);
+    r->retry_after_ms = -1;
+    r->status = 0;
+    r->sent = 0;
+    r->too_big = 0;
+    r->errbuf[0] = '\0';
+    CURL *e = r->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, o->low_speed_limit);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "seedbatch/" SB_VERSION);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    const char *ca = getenv("SSL_CERT_FILE");
+    if (!ca || !*ca)
+        ca = getenv("CURL_CA_BUNDLE");
+    if (ca && *ca)
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+    return SB_OK;
+}
+
+void sb_req_header(struct sb_req *r, const char *h)
+{
+    r->headers = curl_slist_append(r->headers, h);
+}
+
+void sb_req_json(struct sb_req *r, char *json)
+{
+    free(r->post);
+    r->post = json;
+    sb_req_header(r, "Content-Type: application/json");
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->post);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(r->post));
+}
+
+int sb_req_start(struct sb_req *r, sb_req_done_fn done)
+{
+    r->done = done;
+    if (r->headers)
+        curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    if (r->mime)
+        curl_easy_setopt(r->easy, CURLOPT_MIMEPOST, r->mime);
+    if (curl_multi_add_handle(r->loop->multi, r->easy) != CURLM_OK)
+        return SB_ERR;
+    r->active = 1;
+    r->loop->active++;
+    return SB_OK;
+}
+
+void sb_req_abort(struct sb_req *r)
+{
+    if (r->active) {
+        curl_multi_remove_handle(r->loop->multi, r->easy);
+        r->active = 0;
+        r->loop->active--;
+    }
+}
+
+void sb_req_cleanup(struct sb_req *r)
+{
+    sb_req_abort(r);
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    curl_slist_free_all(r->headers);
+    r->headers = NULL;
+    curl_mime_free(r->mime);
+    r->mime = NULL;
+    sb_freep(&r->post);
+    sb_buf_free(&r->body);
+}

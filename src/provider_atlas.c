@@ -1,0 +1,199 @@
+/*
+ * provider_atlas.c speaks Atlas Cloud's API (../shared/API.md): uploadMedia,
+ * generateImage and prediction polling. Answers come enveloped as
+ * {"code","data":{...}} or flat; uploads name their URL download_url or url;
+ * polls list outputs as "outputs" or "output" (a string or a list). Errors
+ * carry their text in msg, message or error.
+ */
+#include "sb_provider.h"
+
+#include <curl/curl.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The object holding an answer's fields: data when it is an object, else the root. */
+static const cJSON *payload(const cJSON *root)
+{
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "data");
+    return cJSON_IsObject(d) ? d : root;
+}
+
+static const char *str_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+static char *atlas_upload_url(const struct sb_provider *p)
+{
+    return sb_asprintf("%s/model/uploadMedia", p->base);
+}
+
+static int atlas_parse_upload(const char *body, size_t len, char **url, char *err, size_t errlen)
+{
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return sb_seterr(err, errlen, "upload answer is not a JSON object");
+    const cJSON *d = payload(j);
+    const char *u = str_of(d, "download_url");
+    if (!u)
+        u = str_of(d, "url");
+    int rc = SB_OK;
+    if (!u || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
+        rc = sb_seterr(err, errlen, "upload answer has no http(s) download_url");
+    else
+        *url = sb_strdup(u);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static char *atlas_submit_url(const struct sb_provider *p, const char *model)
+{
+    (void)model;
+    return sb_asprintf("%s/model/generateImage", p->base);
+}
+
+static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
+{
+    cJSON *b = cJSON_Duplicate(j->params, 1);
+    cJSON_AddStringToObject(b, "model", m->model);
+    cJSON_AddStringToObject(b, "prompt", j->prompt);
+    if (m->model_info.images_as_string) {
+        cJSON_AddStringToObject(b, "image", urls[0]);
+    } else {
+        cJSON *a = cJSON_CreateArray();
+        for (int i = 0; i < j->n_images; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(urls[i]));
+        cJSON_AddItemToObject(b, m->model_info.images_field, a);
+    }
+    char *s = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return s;
+}
+
+static int atlas_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)
+{
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return sb_seterr(err, errlen, "submit answer is not a JSON object");
+    const char *v = str_of(payload(j), "id");
+    int rc = SB_OK;
+    if (!v || strlen(v) > 256)
+        rc = sb_seterr(err, errlen, "submit answer has no prediction id");
+    else
+        *id = sb_strdup(v);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static char *atlas_poll_url(const struct sb_provider *p, const char *id)
+{
+    char *esc = curl_easy_escape(NULL, id, 0);
+    char *u = sb_asprintf("%s/model/prediction/%s", p->base, esc ? esc : "");
+    curl_free(esc);
+    return u;
+}
+
+static int add_output(struct sb_poll_result *r, const cJSON *v)
+{
+    if (!cJSON_IsString(v) || (strncmp(v->valuestring, "http://", 7) != 0 &&
+                               strncmp(v->valuestring, "https://", 8) != 0))
+        return SB_EINVAL;
+    if (r->n_outputs >= 64)
+        return SB_ETOOBIG;
+    r->outputs = sb_realloc(r->outputs, (size_t)(r->n_outputs + 1) * sizeof *r->outputs);
+    r->outputs[r->n_outputs++] = sb_strdup(v->valuestring);
+    return SB_OK;
+}
+
+static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->predict_time = -1;
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return sb_seterr(err, errlen, "poll answer is not a JSON object");
+    const cJSON *d = payload(j);
+    const char *st = str_of(d, "status");
+    int rc = SB_OK;
+    if (!st) {
+        rc = sb_seterr(err, errlen, "poll answer has no status");
+    } else if (!strcmp(st, "starting") || !strcmp(st, "processing") || !strcmp(st, "queued") ||
+               !strcmp(st, "pending") || !strcmp(st, "running")) {
+        out->state = SB_PRED_RUNNING;
+    } else if (!strcmp(st, "completed") || !strcmp(st, "succeeded")) {
+        out->state = SB_PRED_SUCCEEDED;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(d, "outputs");
+        if (!o || cJSON_IsNull(o) || (cJSON_IsArray(o) && cJSON_GetArraySize(o) == 0)) {
+            const cJSON *alt = cJSON_GetObjectItemCaseSensitive(d, "output");
+            if (alt)
+                o = alt;
+        }
+        const cJSON *it;
+        if (cJSON_IsString(o)) {
+            rc = add_output(out, o);
+        } else if (cJSON_IsArray(o)) {
+            cJSON_ArrayForEach(it, o) if (rc == SB_OK) rc = add_output(out, it);
+        }
+        if (rc != SB_OK || out->n_outputs == 0)
+            rc = sb_seterr(err, errlen, "prediction %s without usable output URLs", st);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(d, "metrics");
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(m, "predict_time");
+        if (cJSON_IsNumber(pt) && pt->valuedouble >= 0 && pt->valuedouble < 1e7)
+            out->predict_time = pt->valuedouble;
+    } else if (!strcmp(st, "failed") || !strcmp(st, "timeout") || !strcmp(st, "canceled") ||
+               !strcmp(st, "cancelled")) {
+        out->state = SB_PRED_FAILED;
+        const char *e = str_of(d, "error");
+        out->error = sb_asprintf("prediction %s%s%s", st, e ? ": " : "", e ? e : "");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(d, "error_code");
+        if (cJSON_IsNumber(code))
+            out->error_code = sb_asprintf("%.0f", code->valuedouble);
+        else if (cJSON_IsString(code) && code->valuestring[0])
+            out->error_code = sb_strndup(code->valuestring, 64);
+    } else {
+        rc = sb_seterr(err, errlen, "poll answer has an unknown status \"%.40s\"", st);
+    }
+    if (rc != SB_OK)
+        sb_poll_result_clear(out);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int atlas_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen)
+{
+    msg[0] = code[0] = '\0';
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return SB_EINVAL;
+    const char *t = str_of(j, "msg");
+    if (!t)
+        t = str_of(j, "message");
+    if (!t)
+        t = str_of(j, "error");
+    if (t)
+        snprintf(msg, msglen, "%s", t);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "code");
+    if (cJSON_IsNumber(c) && c->valuedouble != 200)
+        snprintf(code, codelen, "%.0f", c->valuedouble);
+    int is_error = cJSON_IsNumber(c) && c->valuedouble != 200 && c->valuedouble != 0;
+    cJSON_Delete(j);
+    return is_error ? SB_ERR : SB_OK;
+}
+
+const struct sb_provider_ops sb_provider_atlas = {
+    .name = "atlascloud",
+    .key_env = "ATLASCLOUD_API_KEY",
+    .base_env = "ATLASCLOUD_BASE_URL",
+    .default_base = "https://api.atlascloud.ai/api/v1",
+    .has_upload = 1,
+    .upload_url = atlas_upload_url,
+    .parse_upload = atlas_parse_upload,
+    .submit_url = atlas_submit_url,
+    .submit_body = atlas_submit_body,
+    .parse_submit = atlas_parse_submit,
+    .poll_url = atlas_poll_url,
+    .parse_poll = atlas_parse_poll,
+    .error_info = atlas_error_info,
+};
