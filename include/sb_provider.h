@@ -23,7 +23,7 @@ struct sb_poll_result {
 };
 void sb_poll_result_clear(struct sb_poll_result *r);
 
-struct sb_provider;
+struct sb_api;
 
 struct sb_provider_ops {
     const char *name;
@@ -31,18 +31,18 @@ struct sb_provider_ops {
     const char *base_env;      /* environment variable overriding the base URL */
     const char *default_base;
     int has_upload;
-    char *(*upload_url)(const struct sb_provider *p);
+    char *(*upload_url)(const struct sb_api *p);
     int (*parse_upload)(const char *body, size_t len, char **url, char *err, size_t errlen);
-    char *(*submit_url)(const struct sb_provider *p, const char *model);
+    char *(*submit_url)(const struct sb_api *p, const char *model);
     char *(*submit_body)(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *image_urls);
     int (*parse_submit)(const char *body, size_t len, char **id, char *err, size_t errlen);
-    char *(*poll_url)(const struct sb_provider *p, const char *id);
+    char *(*poll_url)(const struct sb_api *p, const char *id);
     int (*parse_poll)(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen);
     /* The message and code of an error answer (any status), or of a 200 that carries one. */
     int (*error_info)(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen);
 };
 
-struct sb_provider {
+struct sb_api {
     const struct sb_provider_ops *ops;
     char *base;                /* base URL, no trailing slash */
     char *auth_header;         /* "Authorization: Bearer ..." (never logged) */
@@ -56,10 +56,10 @@ extern const struct sb_provider_ops sb_provider_atlas;
  * the environment or the manifest's api_key_file. Fails with a message naming
  * what to set, never the key.
  */
-int sb_provider_open(const struct sb_manifest *m, struct sb_provider *p, char *err, size_t errlen);
-void sb_provider_close(struct sb_provider *p);
+int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t errlen);
+void sb_api_close(struct sb_api *p);
 /* Replaces every occurrence of the key in s with "[redacted]" (in place, s is reallocated). */
-char *sb_redact(const struct sb_provider *p, char *s);
+char *sb_redact(const struct sb_api *p, char *s);
 
 /* Parses an API answer: an object, no trailing garbage, within cJSON's limits. */
 cJSON *sb_json_parse(const char *body, size_t len);

@@ -92,12 +92,20 @@ int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sy
                   char *err, size_t errlen);
 
 /*
- * The one place a job changes state: persists the new state (and the error
- * when given, or clears it), and logs old -> new. Returns SB_ENOENT when no
- * such job exists.
+ * The one place a job's row is written: every field of r, its state included.
+ * `from` is the state the caller holds; a change is logged as old -> new.
+ * Inside sb_store_begin/commit the write joins the open transaction.
  */
+int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_job_state from);
+
+/* Reads the job, sets its state and error (cleared when e is NULL), saves it. SB_ENOENT when absent. */
 int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
                         const struct sb_job_error *e);
+
+/* Opens a write transaction unless one is open; commit ends it. Used to batch a loop turn's writes. */
+int sb_store_begin(struct sb_store *st);
+int sb_store_commit(struct sb_store *st, char *err, size_t errlen);
+int sb_store_in_transaction(const struct sb_store *st);
 
 /* Reads one job; SB_ENOENT when absent. */
 int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out);

@@ -42,7 +42,7 @@ static char *trim(char *s)
     return s;
 }
 
-int sb_provider_open(const struct sb_manifest *m, struct sb_provider *p, char *err, size_t errlen)
+int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
     p->ops = &sb_provider_atlas;
@@ -83,7 +83,7 @@ int sb_provider_open(const struct sb_manifest *m, struct sb_provider *p, char *e
     return SB_OK;
 }
 
-void sb_provider_close(struct sb_provider *p)
+void sb_api_close(struct sb_api *p)
 {
     free(p->base);
     if (p->auth_header)
@@ -95,7 +95,7 @@ void sb_provider_close(struct sb_provider *p)
     memset(p, 0, sizeof *p);
 }
 
-char *sb_redact(const struct sb_provider *p, char *s)
+char *sb_redact(const struct sb_api *p, char *s)
 {
     if (!s || !p->key || strlen(p->key) < 4)
         return s;

@@ -25,7 +25,7 @@ static const char *str_of(const cJSON *o, const char *key)
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-static char *atlas_upload_url(const struct sb_provider *p)
+static char *atlas_upload_url(const struct sb_api *p)
 {
     return sb_asprintf("%s/model/uploadMedia", p->base);
 }
@@ -48,7 +48,7 @@ static int atlas_parse_upload(const char *body, size_t len, char **url, char *er
     return rc;
 }
 
-static char *atlas_submit_url(const struct sb_provider *p, const char *model)
+static char *atlas_submit_url(const struct sb_api *p, const char *model)
 {
     (void)model;
     return sb_asprintf("%s/model/generateImage", p->base);
@@ -87,7 +87,7 @@ static int atlas_parse_submit(const char *body, size_t len, char **id, char *err
     return rc;
 }
 
-static char *atlas_poll_url(const struct sb_provider *p, const char *id)
+static char *atlas_poll_url(const struct sb_api *p, const char *id)
 {
     char *esc = curl_easy_escape(NULL, id, 0);
     char *u = sb_asprintf("%s/model/prediction/%s", p->base, esc ? esc : "");

@@ -20,7 +20,9 @@ struct sb_store {
     char *path;
     int readonly;
     sqlite3_stmt *get_job;
-    sqlite3_stmt *set_state;
+    sqlite3_stmt *save_job;
+    int in_tx;
+    long commits;
 };
 
 static const char *state_names[SB_JOB_NSTATES] = {
@@ -164,9 +166,10 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
             " error_code, error_message, submitted_at, finished_at, predict_time, cost"
             " FROM jobs WHERE id=?", -1, &st->get_job, NULL) != SQLITE_OK ||
         (!readonly && sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET state=?2, error_kind=?3, error_http=?4, error_code=?5, error_message=?6,"
-            " finished_at=CASE WHEN ?2 IN ('succeeded','failed','cancelled') THEN ?7 ELSE NULL END,"
-            " updated_at=?7 WHERE id=?1", -1, &st->set_state, NULL) != SQLITE_OK)) {
+            "UPDATE jobs SET state=?2, attempts=?3, prediction_id=?4, possible_duplicate=?5, outputs=?6,"
+            " output_urls=?7, error_kind=?8, error_http=?9, error_code=?10, error_message=?11,"
+            " submitted_at=?12, finished_at=?13, predict_time=?14, cost=?15, updated_at=?16"
+            " WHERE id=?1", -1, &st->save_job, NULL) != SQLITE_OK)) {
         sb_seterr(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -182,7 +185,7 @@ void sb_store_close(struct sb_store *st)
     if (!st)
         return;
     sqlite3_finalize(st->get_job);
-    sqlite3_finalize(st->set_state);
+    sqlite3_finalize(st->save_job);
     if (st->db && sqlite3_close(st->db) != SQLITE_OK)
         sb_error("closing %s: %s", st->path, sqlite3_errmsg(st->db));
     free(st->path);
@@ -252,6 +255,63 @@ int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out)
     return SB_EIO;
 }
 
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static void bind_ms_or_null(sqlite3_stmt *s, int i, int64_t v)
+{
+    if (v > 0)
+        sqlite3_bind_int64(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_job_state from)
+{
+    sqlite3_stmt *s = st->save_job;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, sb_job_state_name(r->state), -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, r->attempts);
+    bind_text_or_null(s, 4, r->prediction_id);
+    sqlite3_bind_int(s, 5, r->possible_duplicate);
+    bind_text_or_null(s, 6, r->outputs);
+    bind_text_or_null(s, 7, r->output_urls);
+    bind_text_or_null(s, 8, r->error_kind);
+    if (r->error_http)
+        sqlite3_bind_int(s, 9, r->error_http);
+    else
+        sqlite3_bind_null(s, 9);
+    bind_text_or_null(s, 10, r->error_code);
+    bind_text_or_null(s, 11, r->error_message);
+    bind_ms_or_null(s, 12, r->submitted_at);
+    bind_ms_or_null(s, 13, r->finished_at);
+    if (r->predict_time >= 0)
+        sqlite3_bind_double(s, 14, r->predict_time);
+    else
+        sqlite3_bind_null(s, 14);
+    sqlite3_bind_double(s, 15, r->cost);
+    sqlite3_bind_int64(s, 16, sb_now_ms());
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        sb_error("job %s: cannot record %s -> %s in %s: %s", r->id, sb_job_state_name(from),
+                 sb_job_state_name(r->state), st->path, sqlite3_errmsg(st->db));
+        return SB_EIO;
+    }
+    if (sqlite3_changes(st->db) == 0)
+        return SB_ENOENT;
+    if (from != r->state)
+        sb_debug("job %s: %s -> %s%s%s", r->id, sb_job_state_name(from), sb_job_state_name(r->state),
+                 r->error_message ? ": " : "", r->error_message ? r->error_message : "");
+    return SB_OK;
+}
+
 int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
                         const struct sb_job_error *e)
 {
@@ -259,35 +319,56 @@ int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state t
     int rc = sb_store_get_job(st, id, &row);
     if (rc != SB_OK)
         return rc;
-    sqlite3_stmt *s = st->set_state;
-    sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, sb_job_state_name(to), -1, SQLITE_STATIC);
+    enum sb_job_state from = row.state;
+    row.state = to;
+    sb_freep(&row.error_kind);
+    sb_freep(&row.error_code);
+    sb_freep(&row.error_message);
+    row.error_http = 0;
     if (e) {
-        sqlite3_bind_text(s, 3, e->kind, -1, SQLITE_STATIC);
-        if (e->http_status)
-            sqlite3_bind_int(s, 4, e->http_status);
-        else
-            sqlite3_bind_null(s, 4);
-        sqlite3_bind_text(s, 5, e->code, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 6, e->message, -1, SQLITE_STATIC);
-    } else {
-        for (int i = 3; i <= 6; i++)
-            sqlite3_bind_null(s, i);
+        row.error_kind = e->kind ? sb_strdup(e->kind) : NULL;
+        row.error_code = e->code ? sb_strdup(e->code) : NULL;
+        row.error_message = e->message ? sb_strdup(e->message) : NULL;
+        row.error_http = e->http_status;
     }
-    sqlite3_bind_int64(s, 7, sb_now_ms());
-    rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE) {
-        sb_error("job %s: cannot record %s -> %s in %s: %s", id, sb_job_state_name(row.state),
-                 sb_job_state_name(to), st->path, sqlite3_errmsg(st->db));
-        sb_jobrow_clear(&row);
+    if (to == SB_JOB_SUCCEEDED || to == SB_JOB_FAILED || to == SB_JOB_CANCELLED)
+        row.finished_at = sb_now_ms();
+    else
+        row.finished_at = 0;
+    rc = sb_store_save_job(st, &row, from);
+    sb_jobrow_clear(&row);
+    return rc;
+}
+
+int sb_store_begin(struct sb_store *st)
+{
+    if (st->in_tx)
+        return SB_OK;
+    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        sb_error("%s: cannot begin a transaction: %s", st->path, sqlite3_errmsg(st->db));
         return SB_EIO;
     }
-    sb_debug("job %s: %s -> %s%s%s", id, sb_job_state_name(row.state), sb_job_state_name(to),
-             e ? ": " : "", e ? e->message : "");
-    sb_jobrow_clear(&row);
+    st->in_tx = 1;
     return SB_OK;
+}
+
+int sb_store_commit(struct sb_store *st, char *err, size_t errlen)
+{
+    if (!st->in_tx)
+        return SB_OK;
+    st->in_tx = 0;
+    if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sb_seterr(err, errlen, "%s: cannot commit: %s", st->path, sqlite3_errmsg(st->db));
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        return SB_EIO;
+    }
+    st->commits++;
+    return SB_OK;
+}
+
+int sb_store_in_transaction(const struct sb_store *st)
+{
+    return st->in_tx;
 }
 
 void sb_sync_report_clear(struct sb_sync_report *r)

@@ -1,0 +1,177 @@
+/*
+ * download.c fetches output images as sb_download.h describes. The write
+ * callback appends to the .part file and refuses bytes past the cap; the
+ * fsync runs on libuv's threadpool so a slow disk does not stall transfers.
+ */
+#include "sb_download.h"
+#include "sb_imageinfo.h"
+#include "sb_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int sink(struct sb_req *r, const char *p, size_t n)
+{
+    struct sb_download *d = sb_container_of(r, struct sb_download, req);
+    if (r->body.max && d->total + n > r->body.max) {
+        r->too_big = 1;
+        return -1;
+    }
+    if (d->headlen < sizeof d->head) {
+        size_t k = sizeof d->head - d->headlen < n ? sizeof d->head - d->headlen : n;
+        memcpy(d->head + d->headlen, p, k);
+        d->headlen += k;
+    }
+    while (n) {
+        ssize_t w = write(d->fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            d->write_errno = errno;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        d->total += (size_t)w;
+    }
+    return 0;
+}
+
+static void SB_PRINTF(3, 4) fail(struct sb_download *d, int retryable, const char *fmt, ...)
+{
+    va_list ap;
+    d->failed = 1;
+    d->retryable = retryable;
+    va_start(ap, fmt);
+    vsnprintf(d->error, sizeof d->error, fmt, ap);
+    va_end(ap);
+    if (d->fd >= 0) {
+        close(d->fd);
+        d->fd = -1;
+    }
+    if (d->part)
+        unlink(d->part);
+    d->done(d);
+}
+
+static void on_fsync(uv_fs_t *req)
+{
+    struct sb_download *d = sb_container_of(req, struct sb_download, fs);
+    int res = (int)req->result;
+    d->fsyncing = 0;
+    uv_fs_req_cleanup(req);
+    if (res < 0) {
+        /* After a failed fsync the data is in doubt: drop the file, do not retry fsync. */
+        fail(d, 0, "fsync of the output failed: %s", uv_strerror(res));
+        return;
+    }
+    close(d->fd);
+    d->fd = -1;
+    enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
+    char *final = sb_asprintf("%s.%s", d->base, sb_image_format_ext(f));
+    if (rename(d->part, final) != 0) {
+        int e = errno;
+        free(final);
+        fail(d, 0, "cannot rename the output into place: %s", strerror(e));
+        return;
+    }
+    const char *slash = strrchr(final, '/');
+    d->final_name = sb_strdup(slash ? slash + 1 : final);
+    free(final);
+    d->failed = 0;
+    d->done(d);
+}
+
+static void on_done(struct sb_req *r, CURLcode rc)
+{
+    struct sb_download *d = sb_container_of(r, struct sb_download, req);
+    d->rc = rc;
+    d->http_status = r->status;
+    char msg[64];
+    if (d->write_errno) {
+        fail(d, 0, "cannot write the output: %s", strerror(d->write_errno));
+        return;
+    }
+    if (rc == CURLE_FILESIZE_EXCEEDED || r->too_big) {
+        fail(d, 0, "%s", "output is larger than the size cap");
+        return;
+    }
+    if (rc != CURLE_OK) {
+        snprintf(msg, sizeof msg, "%s", curl_easy_strerror(rc));
+        fail(d, 1, "download failed: %s", r->errbuf[0] ? r->errbuf : msg);
+        return;
+    }
+    if (r->status != 200) {
+        snprintf(msg, sizeof msg, "%ld", r->status);
+        fail(d, r->status >= 500 || r->status == 429, r->status == 404 || r->status == 410 || r->status == 403
+             ? "output URL answered HTTP %s: expired or missing" : "output URL answered HTTP %s", msg);
+        return;
+    }
+    enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
+    if (f != SB_IMG_PNG && f != SB_IMG_JPEG && f != SB_IMG_WEBP) {
+        fail(d, 1, "%s", "output is not a PNG, JPEG or WEBP image");
+        return;
+    }
+    d->fsyncing = 1;
+    if (uv_fs_fsync(sb_loop_uv(r->loop), &d->fs, d->fd, on_fsync) != 0) {
+        d->fsyncing = 0;
+        fail(d, 0, "%s", "cannot queue fsync of the output");
+    }
+}
+
+int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, const char *dir,
+                      const char *stem, size_t max_bytes, sb_download_done_fn done)
+{
+    struct sb_http_opts o = {10000, 300000, 1000, 30, max_bytes, 1};
+    free(d->part);
+    free(d->base);
+    sb_freep(&d->final_name);
+    d->base = sb_asprintf("%s/%s", dir, stem);
+    d->part = sb_asprintf("%s.part", d->base);
+    d->headlen = d->total = 0;
+    d->write_errno = 0;
+    d->failed = d->retryable = 0;
+    d->http_status = 0;
+    d->error[0] = '\0';
+    d->done = done;
+    unlink(d->part); /* a leftover from an interrupted run */
+    d->fd = open(d->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (d->fd < 0) {
+        snprintf(d->error, sizeof d->error, "cannot create %s: %s", d->part, strerror(errno));
+        d->failed = 1;
+        return SB_EIO;
+    }
+    if (sb_req_init(&d->req, l, url, &o) != SB_OK) {
+        close(d->fd);
+        d->fd = -1;
+        unlink(d->part);
+        snprintf(d->error, sizeof d->error, "out of memory");
+        d->failed = 1;
+        return SB_ENOMEM;
+    }
+    d->req.sink = sink;
+    return sb_req_start(&d->req, on_done);
+}
+
+void sb_download_abort(struct sb_download *d)
+{
+    sb_req_abort(&d->req);
+    if (d->fd >= 0 && !d->fsyncing) { /* a running fsync finishes and reports as usual */
+        close(d->fd);
+        d->fd = -1;
+        unlink(d->part);
+    }
+}
+
+void sb_download_cleanup(struct sb_download *d)
+{
+    sb_req_cleanup(&d->req);
+    free(d->part);
+    free(d->base);
+    free(d->final_name);
+    d->part = d->base = d->final_name = NULL;
+}
