@@ -4,9 +4,11 @@
  * and the others, mapping outcomes to the exit codes of SPEC section 2.
  */
 #include "sb_common.h"
+#include "sb_engine.h"
 #include "sb_log.h"
 #include "sb_manifest.h"
 #include "sb_plan.h"
+#include "sb_results.h"
 #include "sb_store.h"
 
 #include <getopt.h>
@@ -259,6 +261,50 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
     return rc;
 }
 
+/* Several manifests run one after the other; the worst outcome is the exit code. */
+static int cmd_run(const struct options *o, struct sb_manifest **ms)
+{
+    static const int rank[] = {[SB_EXIT_OK] = 0, [SB_EXIT_FAILED] = 1, [SB_EXIT_COST] = 2,
+                               [SB_EXIT_USAGE] = 3, [SB_EXIT_AUTH] = 4};
+    int worst = SB_EXIT_OK;
+    for (int i = 0; i < o->n_manifests; i++) {
+        struct sb_engine_opts eo = {o->state, o->retry_failed, SB_PROGRESS_AUTO};
+        if (o->progress && strcmp(o->progress, "always") == 0)
+            eo.progress = SB_PROGRESS_ALWAYS;
+        else if (o->progress && strcmp(o->progress, "never") == 0)
+            eo.progress = SB_PROGRESS_NEVER;
+        int rc = sb_engine_run(ms[i], &eo);
+        if (rc == SB_EXIT_TEMPFAIL)
+            return rc; /* interrupted or locked: stop here, the next run resumes */
+        if (rank[rc] > rank[worst])
+            worst = rc;
+        if (rc == SB_EXIT_AUTH)
+            break;
+    }
+    return worst;
+}
+
+static int cmd_results(const struct options *o, struct sb_manifest **ms)
+{
+    int rc = SB_EXIT_OK;
+    for (int i = 0; i < o->n_manifests; i++) {
+        char *path = state_path(o, ms[i]);
+        struct sb_store *st = NULL;
+        char err[SB_ERRLEN];
+        if (open_state_ro(path, &st) != SB_OK) {
+            rc = SB_EXIT_USAGE;
+        } else if (sb_results_from_store(ms[i], st, err, sizeof err) != SB_OK) {
+            sb_error("%s", err);
+            rc = SB_EXIT_FAILED;
+        } else {
+            printf("%s/results.jsonl written (%d jobs)\n", ms[i]->output_dir, ms[i]->n_jobs);
+        }
+        sb_store_close(st);
+        free(path);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -296,9 +342,12 @@ int main(int argc, char **argv)
         rc = cmd_status(&o, ms);
     } else if (strcmp(o.command, "run") == 0 && o.dry_run) {
         rc = cmd_dry_run(&o, ms);
+    } else if (strcmp(o.command, "run") == 0) {
+        rc = cmd_run(&o, ms);
+    } else if (strcmp(o.command, "results") == 0) {
+        rc = cmd_results(&o, ms);
     } else {
-        sb_error("%s%s: sending requests is not available in this build yet; "
-                 "use validate, status or run --dry-run", o.command, strcmp(o.command, "run") == 0 ? "" : "");
+        sb_error("%s: not available in this version yet", o.command);
         rc = SB_EXIT_USAGE;
     }
     for (int i = 0; i < o.n_manifests; i++)

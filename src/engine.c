@@ -1,0 +1,1377 @@
+/*
+ * engine.c takes a manifest's jobs from pending to every output on disk.
+ *
+ * Each job moves pending -> uploading -> submitting -> running -> downloading
+ * -> succeeded | failed. At most `concurrency` jobs are active at once. Every
+ * API call (upload, submit, poll) waits for a token of the shared rate limiter;
+ * the three kinds take turns, so polls cannot starve submits nor submits polls.
+ * Local files are uploaded once per content hash (single flight), and cached
+ * in the state with a TTL.
+ *
+ * Crash safety: a job's submit intent (state submitting) is committed before
+ * its submit request is sent: writes made while handling events are batched in
+ * one transaction, committed at the end of that loop turn, and only then are
+ * the submits of that turn started. The prediction id is committed in the turn
+ * its answer arrives. After a crash, a job with an id is polled, and a job in
+ * submitting without one is submitted again, flagged possible_duplicate.
+ */
+#include "sb_engine.h"
+#include "sb_download.h"
+#include "sb_log.h"
+#include "sb_loop.h"
+#include "sb_provider.h"
+#include "sb_ratelimit.h"
+#include "sb_results.h"
+#include "sb_store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#define MAX_API_BODY (4u << 20)
+#define MAX_OUTPUT_BYTES (100u << 20)
+#define POLL_CAP_MS 15000
+#define EARLY_404_MS 30000
+#define GRACE_MS 5000
+#define RESULTS_EVERY_MS 10000
+#define BACKOFF_BASE_MS 1000
+#define BACKOFF_CAP_MS 60000
+
+enum call_kind { CALL_UPLOAD, CALL_SUBMIT, CALL_POLL, CALL_NKINDS };
+
+/* What an active job waits for next. */
+enum want { W_NONE, W_UPLOADS, W_SUBMIT, W_POLL, W_DOWNLOAD, W_FINISHING };
+
+struct engine;
+struct job;
+struct upload;
+
+struct call {
+    struct sb_req req;
+    enum call_kind kind;
+    struct engine *e;
+    struct job *job;
+    struct upload *up;
+};
+
+struct dlslot {
+    struct sb_download d;
+    struct job *job;
+    int k;                  /* output index from 0 */
+    int running;
+};
+
+struct job {
+    int idx;
+    struct sb_jobspec *spec;
+    struct sb_jobrow row;
+    enum want want;
+    int active;             /* holds a concurrency slot */
+    int queued;             /* in a dispatch queue */
+    int inflight;           /* an API call is under way */
+    int64_t due;            /* the next action waits until then (monotonic ms) */
+    int tries;              /* attempts of the current call */
+    char **urls;            /* reference image URLs */
+    int uploads_left;
+    int64_t poll_every;
+    int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
+    double reserved;        /* cost held against max_cost */
+    struct call call;
+    struct job *qnext;
+    struct job *send_next;  /* submits waiting for the turn's commit */
+    struct dlslot *dl;
+    int n_out;
+    char **outputs;         /* final file names, NULL until written */
+    uv_fs_t fsreq;
+};
+
+struct upload {
+    char sha[65];
+    const struct sb_localfile *file;
+    enum { UP_IDLE, UP_RUNNING, UP_DONE, UP_FAILED } state;
+    char *url;
+    struct job **waiters;
+    int n_waiters;
+    int tries;
+    int queued;
+    int64_t due;
+    struct call call;
+    struct upload *qnext;
+    struct upload *all_next;
+};
+
+struct engine {
+    struct sb_manifest *m;
+    const struct sb_engine_opts *o;
+    uv_loop_t uv;
+    struct sb_loop *http;
+    struct sb_store *st;
+    struct sb_api api;
+    struct sb_ratelimit rl;
+    struct job *jobs;
+    int next_pending;
+    struct job **active;
+    int n_active, cap_active;
+    int slots_used;
+    struct job *q_submit, *q_submit_tail, *q_poll, *q_poll_tail;
+    struct upload *q_up, *q_up_tail;
+    struct upload *uploads_all;
+    struct sb_map *uploads;
+    struct job *send_head, *send_tail;
+    int rr;
+    uv_timer_t wake, tick, grace;
+    uv_signal_t sigint, sigterm;
+    int stopping, interrupted, auth_abort, cost_stop, fatal, finished;
+    int fs_pending;
+    double spent, reserved;
+    double ema_ms;
+    int samples;
+    long calls[CALL_NKINDS];
+    long images_written, jobs_done_run;
+    int64_t started, last_results, last_log;
+    int tty;
+    int outdir_fd;
+    int lock_fd;
+    char *state_path;
+    char err[SB_ERRLEN];
+};
+
+static void pump(struct engine *e);
+
+static int64_t mono_ms(void)
+{
+    return (int64_t)(uv_hrtime() / 1000000);
+}
+
+static double price(const struct engine *e)
+{
+    return e->m->price_per_image;
+}
+
+/* ---- persistence ---- */
+
+/* Writes the job's row (joining the turn's transaction); a failure stops the run. */
+static void save(struct engine *e, struct job *j, enum sb_job_state from)
+{
+    if (e->fatal)
+        return;
+    if (sb_store_begin(e->st) != SB_OK || sb_store_save_job(e->st, &j->row, from) != SB_OK) {
+        e->fatal = 1;
+        snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
+        e->stopping = 1;
+    }
+}
+
+/* Every job state change: updates the row and persists it. */
+static void set_state(struct engine *e, struct job *j, enum sb_job_state to)
+{
+    enum sb_job_state from = j->row.state;
+    j->row.state = to;
+    if (to == SB_JOB_SUCCEEDED || to == SB_JOB_FAILED || to == SB_JOB_CANCELLED)
+        j->row.finished_at = sb_now_ms();
+    save(e, j, from);
+}
+
+static void set_error(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg)
+{
+    sb_freep(&j->row.error_kind);
+    sb_freep(&j->row.error_code);
+    sb_freep(&j->row.error_message);
+    j->row.error_kind = sb_strdup(kind);
+    j->row.error_http = http;
+    j->row.error_code = code && *code ? sb_strdup(code) : NULL;
+    j->row.error_message = sb_redact(&e->api, sb_strdup(msg ? msg : ""));
+}
+
+static void clear_error(struct job *j)
+{
+    sb_freep(&j->row.error_kind);
+    sb_freep(&j->row.error_code);
+    sb_freep(&j->row.error_message);
+    j->row.error_http = 0;
+}
+
+/* Commits the turn's writes, then starts the submits that waited for it. */
+static void flush(struct engine *e)
+{
+    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK) {
+        e->fatal = 1;
+        e->stopping = 1;
+    }
+    while (e->send_head) {
+        struct job *j = e->send_head;
+        e->send_head = j->send_next;
+        j->send_next = NULL;
+        if (e->fatal || e->auth_abort || sb_req_start(&j->call.req, j->call.req.done) != SB_OK) {
+            /* Not sent: the intent stays committed and a later run resubmits. */
+            sb_req_cleanup(&j->call.req);
+            j->inflight = 0;
+            continue;
+        }
+    }
+    e->send_tail = NULL;
+}
+
+/* ---- slots and finishing ---- */
+
+static void release(struct engine *e, struct job *j)
+{
+    if (!j->active)
+        return;
+    j->active = 0;
+    e->slots_used--;
+    e->reserved -= j->reserved;
+    j->reserved = 0;
+    for (int i = 0; i < e->n_active; i++) {
+        if (e->active[i] == j) {
+            e->active[i] = e->active[--e->n_active];
+            break;
+        }
+    }
+}
+
+static void hold(struct engine *e, struct job *j)
+{
+    if (j->active)
+        return;
+    j->active = 1;
+    e->slots_used++;
+    if (e->n_active == e->cap_active) {
+        e->cap_active = e->cap_active ? e->cap_active * 2 : 64;
+        e->active = sb_realloc(e->active, (size_t)e->cap_active * sizeof *e->active);
+    }
+    e->active[e->n_active++] = j;
+}
+
+static void job_failed(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg)
+{
+    set_error(e, j, kind, http, code, msg);
+    set_state(e, j, SB_JOB_FAILED);
+    sb_warn("job %s failed (%s): %s", j->row.id, kind, j->row.error_message);
+    j->want = W_NONE;
+    e->jobs_done_run++;
+    release(e, j);
+}
+
+/* ---- queues ---- */
+
+static void enqueue_job(struct engine *e, struct job *j)
+{
+    if (j->queued)
+        return;
+    j->queued = 1;
+    j->qnext = NULL;
+    struct job **head = j->want == W_SUBMIT ? &e->q_submit : &e->q_poll;
+    struct job **tail = j->want == W_SUBMIT ? &e->q_submit_tail : &e->q_poll_tail;
+    if (*tail)
+        (*tail)->qnext = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
+static struct job *dequeue_job(struct job **head, struct job **tail)
+{
+    struct job *j = *head;
+    if (j) {
+        *head = j->qnext;
+        if (!*head)
+            *tail = NULL;
+        j->queued = 0;
+    }
+    return j;
+}
+
+static void enqueue_upload(struct engine *e, struct upload *u)
+{
+    if (u->queued)
+        return;
+    u->queued = 1;
+    u->qnext = NULL;
+    if (e->q_up_tail)
+        e->q_up_tail->qnext = u;
+    else
+        e->q_up = u;
+    e->q_up_tail = u;
+}
+
+/* Full-jitter exponential backoff, or the server's Retry-After. */
+static int64_t backoff(int tries, int64_t retry_after)
+{
+    if (retry_after >= 0)
+        return retry_after;
+    int64_t cap = BACKOFF_BASE_MS << (tries > 6 ? 6 : tries - 1 < 0 ? 0 : tries - 1);
+    if (cap > BACKOFF_CAP_MS)
+        cap = BACKOFF_CAP_MS;
+    return (int64_t)((double)rand() / RAND_MAX * (double)cap);
+}
+
+/* ---- classifying answers ---- */
+
+enum verdict { V_OK, V_RETRY, V_FAIL, V_ABORT };
+
+struct outcome {
+    enum verdict v;
+    const char *kind;
+    int http;
+    char code[64];
+    char msg[512];
+    int lost;              /* the request went out and its answer is unknown */
+};
+
+static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
+{
+    memset(oc, 0, sizeof *oc);
+    if (rc != CURLE_OK) {
+        oc->v = V_RETRY;
+        oc->kind = SB_EK_NETWORK;
+        oc->lost = r->sent;
+        snprintf(oc->msg, sizeof oc->msg, "%s%s%s", curl_easy_strerror(rc), r->errbuf[0] ? ": " : "", r->errbuf);
+        if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+            rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT)
+            oc->v = V_FAIL;
+        if (rc == CURLE_FILESIZE_EXCEEDED)
+            oc->kind = SB_EK_SERVER;
+        return;
+    }
+    long s = r->status;
+    char emsg[300] = "", ecode[64] = "";
+    int carried = e->api.ops->error_info(r->body.data, r->body.len, emsg, sizeof emsg, ecode, sizeof ecode) == SB_ERR;
+    oc->http = (int)s;
+    snprintf(oc->code, sizeof oc->code, "%s", ecode);
+    if (s >= 200 && s < 300 && carried) {
+        /* A 200 carrying an error: read the code it carries as the status. */
+        long c = strtol(ecode, NULL, 10);
+        s = c >= 400 && c < 600 ? c : 500;
+    }
+    if (s >= 200 && s < 300) {
+        oc->v = V_OK;
+        return;
+    }
+    snprintf(oc->msg, sizeof oc->msg, "HTTP %ld%s%s", r->status, emsg[0] ? ": " : "", emsg);
+    if (s == 401 || s == 403 || s == 451) {
+        oc->v = V_ABORT;
+        oc->kind = SB_EK_AUTH;
+    } else if (s == 402) {
+        oc->v = V_ABORT;
+        oc->kind = SB_EK_QUOTA;
+    } else if (s == 429) {
+        oc->v = V_RETRY;
+        oc->kind = SB_EK_RATE_LIMITED;
+        sb_rl_on_429(&e->rl, mono_ms(), r->retry_after_ms);
+    } else if (s >= 500 || s < 200 || (s >= 300 && s < 400) || s == 408) {
+        oc->v = V_RETRY;
+        oc->kind = SB_EK_SERVER;
+    } else {
+        oc->v = V_FAIL;
+        oc->kind = SB_EK_INVALID_INPUT;
+    }
+}
+
+/* 401/402/403: stop everything that would send, keep the state, exit 3. */
+static void auth_abort(struct engine *e, const struct outcome *oc)
+{
+    if (!e->auth_abort)
+        sb_error("the API refused the key (%s): stopping; the state is kept, fix the key or balance "
+                 "and run again", oc->msg);
+    e->auth_abort = 1;
+    e->stopping = 1;
+}
+
+/* ---- uploads ---- */
+
+static void upload_done(struct sb_req *r, CURLcode rc);
+
+static void start_upload(struct engine *e, struct upload *u)
+{
+    struct sb_http_opts o = {10000, 120000, 1000, 30, MAX_API_BODY, 0};
+    char *url = e->api.ops->upload_url(&e->api);
+    struct call *c = &u->call;
+    c->kind = CALL_UPLOAD;
+    c->e = e;
+    c->up = u;
+    c->job = NULL;
+    if (sb_req_init(&c->req, e->http, url, &o) != SB_OK) {
+        free(url);
+        return;
+    }
+    free(url);
+    sb_req_header(&c->req, e->api.auth_header);
+    c->req.mime = curl_mime_init(c->req.easy);
+    curl_mimepart *part = curl_mime_addpart(c->req.mime);
+    curl_mime_name(part, "file");
+    curl_mime_filedata(part, u->file->path); /* streamed from disk */
+    static const char *types[] = {"application/octet-stream", "image/jpeg", "image/png", "image/webp",
+                                  "image/bmp", "image/tiff", "image/gif"};
+    curl_mime_type(part, types[u->file->info.format]);
+    u->state = UP_RUNNING;
+    u->tries++;
+    e->calls[CALL_UPLOAD]++;
+    if (sb_req_start(&c->req, upload_done) != SB_OK)
+        u->state = UP_IDLE;
+}
+
+/* Gives every job waiting for this upload its URL, or its failure. */
+static void upload_settled(struct engine *e, struct upload *u, const struct outcome *oc)
+{
+    for (int i = 0; i < u->n_waiters; i++) {
+        struct job *j = u->waiters[i];
+        if (j->row.state != SB_JOB_UPLOADING)
+            continue;
+        if (u->state == UP_FAILED) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "upload of %s failed: %s", u->file->path, oc->msg);
+            job_failed(e, j, oc->kind, oc->http, oc->code[0] ? oc->code : NULL, msg);
+            continue;
+        }
+        for (int k = 0; k < j->spec->n_images; k++) {
+            const struct sb_image_ref *ref = &j->spec->images[k];
+            if (!j->urls[k] && ref->file && strcmp(ref->file->sha256, u->sha) == 0) {
+                j->urls[k] = sb_strdup(u->url);
+                j->uploads_left--;
+            }
+        }
+        if (j->uploads_left == 0) {
+            j->want = W_SUBMIT;
+            j->due = 0;
+        }
+    }
+    free(u->waiters);
+    u->waiters = NULL;
+    u->n_waiters = 0;
+}
+
+static void upload_done(struct sb_req *r, CURLcode rc)
+{
+    struct call *c = sb_container_of(r, struct call, req);
+    struct engine *e = c->e;
+    struct upload *u = c->up;
+    struct outcome oc;
+    classify(e, r, rc, &oc);
+    if (oc.v == V_OK) {
+        char *url = NULL;
+        if (e->api.ops->parse_upload(r->body.data, r->body.len, &url, oc.msg, sizeof oc.msg) == SB_OK) {
+            u->url = url;
+            u->state = UP_DONE;
+            if (sb_store_begin(e->st) != SB_OK || sb_store_put_upload(e->st, u->sha, url, (int64_t)u->file->size) != SB_OK)
+                e->fatal = 1;
+            sb_debug("uploaded %s", u->file->path);
+            upload_settled(e, u, &oc);
+            sb_req_cleanup(r);
+            pump(e);
+            return;
+        }
+        oc.v = V_RETRY;
+        oc.kind = SB_EK_SERVER;
+    }
+    sb_req_cleanup(r);
+    if (oc.v == V_ABORT) {
+        auth_abort(e, &oc);
+        u->state = UP_IDLE;
+    } else if (oc.v == V_RETRY && u->tries < e->m->limits.max_attempts && !e->stopping) {
+        u->state = UP_IDLE;
+        u->due = mono_ms() + backoff(u->tries, r->retry_after_ms);
+        sb_debug("upload of %s: %s; retrying", u->file->path, oc.msg);
+    } else if (e->stopping) {
+        u->state = UP_IDLE;
+    } else {
+        u->state = UP_FAILED;
+        upload_settled(e, u, &oc);
+    }
+    pump(e);
+}
+
+/* ---- submitting ---- */
+
+static void submit_done(struct sb_req *r, CURLcode rc);
+
+/* Commits the intent now; the request goes out after this turn's commit. */
+static void begin_submit(struct engine *e, struct job *j)
+{
+    struct sb_http_opts o = {10000, 60000, 100, 30, MAX_API_BODY, 0};
+    char *url = e->api.ops->submit_url(&e->api, e->m->model);
+    char *body = e->api.ops->submit_body(e->m, j->spec, j->urls);
+    struct call *c = &j->call;
+    c->kind = CALL_SUBMIT;
+    c->e = e;
+    c->job = j;
+    if (sb_req_init(&c->req, e->http, url, &o) != SB_OK) {
+        free(url);
+        free(body);
+        return;
+    }
+    free(url);
+    sb_req_header(&c->req, e->api.auth_header);
+    sb_req_json(&c->req, body);
+    c->req.done = submit_done;
+    j->tries++;
+    j->row.attempts++;
+    j->inflight = 1;
+    e->calls[CALL_SUBMIT]++;
+    set_state(e, j, SB_JOB_SUBMITTING);
+    j->send_next = NULL;
+    if (e->send_tail)
+        e->send_tail->send_next = j;
+    else
+        e->send_head = j;
+    e->send_tail = j;
+}
+
+static int64_t first_poll_delay(const struct engine *e)
+{
+    int64_t d = e->m->limits.poll_interval_ms;
+    if (e->samples > 0 && e->ema_ms > d)
+        d = (int64_t)e->ema_ms;
+    return d;
+}
+
+static void submit_done(struct sb_req *r, CURLcode rc)
+{
+    struct call *c = sb_container_of(r, struct call, req);
+    struct engine *e = c->e;
+    struct job *j = c->job;
+    struct outcome oc;
+    j->inflight = 0;
+    classify(e, r, rc, &oc);
+    if (oc.v == V_OK) {
+        char *id = NULL;
+        if (e->api.ops->parse_submit(r->body.data, r->body.len, &id, oc.msg, sizeof oc.msg) == SB_OK) {
+            free(j->row.prediction_id);
+            j->row.prediction_id = id;
+            j->row.submitted_at = sb_now_ms();
+            j->submitted_mono = mono_ms();
+            j->tries = 0;
+            clear_error(j);
+            set_state(e, j, SB_JOB_RUNNING);
+            j->want = W_POLL;
+            j->poll_every = e->m->limits.poll_interval_ms;
+            j->due = mono_ms() + first_poll_delay(e);
+            sb_req_cleanup(r);
+            pump(e);
+            return;
+        }
+        /* A 2xx we cannot read may still have created the prediction. */
+        oc.v = V_RETRY;
+        oc.kind = SB_EK_SERVER;
+        oc.lost = 1;
+    }
+    int64_t ra = r->retry_after_ms;
+    sb_req_cleanup(r);
+    if (oc.v == V_ABORT) {
+        /* Refused: nothing was created. The job waits in pending for the next run. */
+        auth_abort(e, &oc);
+        set_state(e, j, SB_JOB_PENDING);
+        release(e, j);
+    } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
+        if (oc.lost && !j->row.possible_duplicate) {
+            j->row.possible_duplicate = 1;
+            save(e, j, j->row.state);
+        }
+        sb_debug("job %s: submit: %s; retrying", j->row.id, oc.msg);
+        if (e->stopping) {
+            release(e, j); /* stays submitting: the next run resubmits it, flagged */
+        } else {
+            j->want = W_SUBMIT;
+            j->due = mono_ms() + backoff(j->tries, ra);
+        }
+    } else {
+        job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
+    }
+    pump(e);
+}
+
+/* ---- polling ---- */
+
+static void poll_done(struct sb_req *r, CURLcode rc);
+
+static void start_poll(struct engine *e, struct job *j)
+{
+    struct sb_http_opts o = {10000, 30000, 100, 30, MAX_API_BODY, 0};
+    char *url = e->api.ops->poll_url(&e->api, j->row.prediction_id);
+    struct call *c = &j->call;
+    c->kind = CALL_POLL;
+    c->e = e;
+    c->job = j;
+    int ok = sb_req_init(&c->req, e->http, url, &o) == SB_OK;
+    free(url);
+    if (!ok)
+        return;
+    sb_req_header(&c->req, e->api.auth_header);
+    j->inflight = 1;
+    j->tries++;
+    e->calls[CALL_POLL]++;
+    if (sb_req_start(&c->req, poll_done) != SB_OK) {
+        j->inflight = 0;
+        sb_req_cleanup(&c->req);
+    }
+}
+
+static void start_downloads(struct engine *e, struct job *j);
+
+static void poll_done(struct sb_req *r, CURLcode rc)
+{
+    struct call *c = sb_container_of(r, struct call, req);
+    struct engine *e = c->e;
+    struct job *j = c->job;
+    struct outcome oc;
+    j->inflight = 0;
+    classify(e, r, rc, &oc);
+    int64_t now = mono_ms();
+    /* A prediction created moments ago may not be visible yet: 400/404 means running. */
+    if (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
+        now - j->submitted_mono < EARLY_404_MS) {
+        oc.v = V_OK;
+        j->tries = 0;
+        j->due = now + j->poll_every;
+        sb_req_cleanup(r);
+        pump(e);
+        return;
+    }
+    if (oc.v == V_OK) {
+        struct sb_poll_result pr;
+        if (e->api.ops->parse_poll(r->body.data, r->body.len, &pr, oc.msg, sizeof oc.msg) == SB_OK) {
+            j->tries = 0;
+            if (pr.state == SB_PRED_RUNNING) {
+                j->due = now + j->poll_every;
+                j->poll_every = (int64_t)((double)j->poll_every * 1.5);
+                if (j->poll_every > POLL_CAP_MS)
+                    j->poll_every = POLL_CAP_MS;
+            } else if (pr.state == SB_PRED_FAILED) {
+                job_failed(e, j, SB_EK_REJECTED, 0, pr.error_code, pr.error);
+            } else {
+                double sample = pr.predict_time >= 0 ? pr.predict_time * 1000.0
+                                                     : (double)(now - j->submitted_mono);
+                e->ema_ms = e->samples ? 0.8 * e->ema_ms + 0.2 * sample : sample;
+                e->samples++;
+                j->row.predict_time = pr.predict_time;
+                cJSON *a = cJSON_CreateArray();
+                for (int k = 0; k < pr.n_outputs; k++)
+                    cJSON_AddItemToArray(a, cJSON_CreateString(pr.outputs[k]));
+                free(j->row.output_urls);
+                j->row.output_urls = cJSON_PrintUnformatted(a);
+                cJSON_Delete(a);
+                set_state(e, j, SB_JOB_DOWNLOADING);
+                j->want = W_DOWNLOAD;
+                j->due = 0;
+                start_downloads(e, j);
+            }
+            sb_poll_result_clear(&pr);
+            sb_req_cleanup(r);
+            pump(e);
+            return;
+        }
+        oc.v = V_RETRY;
+        oc.kind = SB_EK_SERVER;
+    }
+    int64_t ra = r->retry_after_ms;
+    sb_req_cleanup(r);
+    if (oc.v == V_ABORT) {
+        auth_abort(e, &oc);
+    } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
+        j->due = now + backoff(j->tries, ra);
+    } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400)) {
+        job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, "the prediction is no longer known to the provider");
+    } else {
+        job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
+    }
+    pump(e);
+}
+
+/* ---- downloading ---- */
+
+static void on_dir_synced(uv_fs_t *req)
+{
+    struct job *j = sb_container_of(req, struct job, fsreq);
+    struct engine *e = j->call.e;
+    e->fs_pending--;
+    uv_fs_req_cleanup(req);
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 0; k < j->n_out; k++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(j->outputs[k]));
+    free(j->row.outputs);
+    j->row.outputs = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    double cost = j->n_out * price(e);
+    j->row.cost += cost;
+    e->spent += cost;
+    e->images_written += j->n_out;
+    clear_error(j);
+    set_state(e, j, SB_JOB_SUCCEEDED);
+    j->want = W_NONE;
+    e->jobs_done_run++;
+    release(e, j);
+    sb_debug("job %s: %d outputs written", j->row.id, j->n_out);
+    pump(e);
+}
+
+static void download_done(struct sb_download *d)
+{
+    struct dlslot *s = sb_container_of(d, struct dlslot, d);
+    struct job *j = s->job;
+    struct engine *e = j->call.e;
+    s->running = 0;
+    if (!d->failed) {
+        j->outputs[s->k] = sb_strdup(d->final_name);
+    } else if (d->retryable && j->tries < e->m->limits.max_attempts && !e->stopping) {
+        j->due = mono_ms() + backoff(j->tries, -1);
+        sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
+    } else if (j->want == W_DOWNLOAD) {
+        j->want = W_FINISHING; /* the others still running finish first */
+        set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, d->error);
+    }
+    sb_download_cleanup(d);
+    for (int k = 0; k < j->n_out; k++) {
+        if (j->dl[k].running) {
+            pump(e);
+            return;
+        }
+    }
+    int complete = 1;
+    for (int k = 0; k < j->n_out; k++)
+        complete &= j->outputs[k] != NULL;
+    if (j->want == W_FINISHING) {
+        /* The prediction was made (and billed) but an output could not be fetched. */
+        j->row.cost += j->n_out * price(e);
+        e->spent += j->n_out * price(e);
+        char *msg = sb_strdup(j->row.error_message ? j->row.error_message : "download failed");
+        char kind[32];
+        snprintf(kind, sizeof kind, "%s", j->row.error_kind ? j->row.error_kind : SB_EK_SERVER);
+        job_failed(e, j, kind, j->row.error_http, NULL, msg);
+        free(msg);
+    } else if (complete) {
+        j->want = W_FINISHING;
+        e->fs_pending++;
+        j->call.e = e;
+        if (uv_fs_fsync(&e->uv, &j->fsreq, e->outdir_fd, on_dir_synced) != 0) {
+            e->fs_pending--;
+            job_failed(e, j, SB_EK_SERVER, 0, NULL, "cannot fsync the output directory");
+        }
+    }
+    pump(e);
+}
+
+static void start_downloads(struct engine *e, struct job *j)
+{
+    cJSON *a = cJSON_Parse(j->row.output_urls ? j->row.output_urls : "[]");
+    int n = cJSON_GetArraySize(a);
+    if (!j->dl) {
+        j->n_out = n;
+        j->dl = sb_calloc((size_t)(n ? n : 1), sizeof *j->dl);
+        j->outputs = sb_calloc((size_t)(n ? n : 1), sizeof *j->outputs);
+    }
+    j->tries++;
+    j->call.e = e;
+    int started = 0;
+    for (int k = 0; k < n && k < j->n_out; k++) {
+        if (j->outputs[k] || j->dl[k].running)
+            continue;
+        struct dlslot *s = &j->dl[k];
+        s->job = j;
+        s->k = k;
+        s->d.fd = -1;
+        char stem[200];
+        snprintf(stem, sizeof stem, "%s_%d", j->row.id, k + 1);
+        const cJSON *u = cJSON_GetArrayItem(a, k);
+        s->running = 1;
+        if (!cJSON_IsString(u) ||
+            sb_download_start(&s->d, e->http, u->valuestring, e->m->output_dir, stem, MAX_OUTPUT_BYTES,
+                              download_done) != SB_OK) {
+            s->running = 0;
+            set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
+            sb_download_cleanup(&s->d);
+            j->want = W_FINISHING;
+            break;
+        }
+        started++;
+    }
+    cJSON_Delete(a);
+    if (n == 0)
+        job_failed(e, j, SB_EK_SERVER, 0, NULL, "the prediction finished without outputs");
+    else if (!started && j->want == W_FINISHING) {
+        int any = 0;
+        for (int k = 0; k < j->n_out; k++)
+            any |= j->dl[k].running;
+        if (!any)
+            job_failed(e, j, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, 0, NULL,
+                       j->row.error_message ? j->row.error_message : "download failed");
+    }
+}
+
+/* ---- activation ---- */
+
+/* Takes a pending job into work: resolves its image URLs, waits for uploads. */
+static int activate(struct engine *e, struct job *j)
+{
+    double need = j->spec->images_requested * price(e);
+    if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
+        if (!e->cost_stop)
+            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
+                    e->m->limits.max_cost, e->spent, e->reserved);
+        e->cost_stop = 1;
+        return -1;
+    }
+    hold(e, j);
+    j->reserved = need;
+    e->reserved += need;
+    j->tries = 0;
+    if (!j->urls)
+        j->urls = sb_calloc((size_t)j->spec->n_images, sizeof *j->urls);
+    j->uploads_left = 0;
+    for (int k = 0; k < j->spec->n_images; k++) {
+        const struct sb_image_ref *ref = &j->spec->images[k];
+        if (j->urls[k])
+            continue;
+        if (ref->url) {
+            j->urls[k] = sb_strdup(ref->url);
+            continue;
+        }
+        struct upload *u = sb_map_get(e->uploads, ref->file->sha256);
+        if (!u) {
+            u = sb_calloc(1, sizeof *u);
+            memcpy(u->sha, ref->file->sha256, sizeof u->sha);
+            u->file = ref->file;
+            u->all_next = e->uploads_all;
+            e->uploads_all = u;
+            sb_map_put(e->uploads, u->sha, u);
+            char *cached = sb_store_upload_url(e->st, u->sha, e->m->media.upload_ttl_ms);
+            if (cached) {
+                u->url = cached;
+                u->state = UP_DONE;
+            }
+        }
+        if (u->state == UP_DONE) {
+            j->urls[k] = sb_strdup(u->url);
+            continue;
+        }
+        j->uploads_left++;
+        int listed = 0;
+        for (int w = 0; w < u->n_waiters; w++)
+            listed |= u->waiters[w] == j;
+        if (!listed) {
+            u->waiters = sb_realloc(u->waiters, (size_t)(u->n_waiters + 1) * sizeof *u->waiters);
+            u->waiters[u->n_waiters++] = j;
+        }
+        if (u->state == UP_FAILED)
+            u->state = UP_IDLE, u->tries = 0;
+        if (u->state == UP_IDLE)
+            u->due = 0;
+    }
+    if (j->uploads_left) {
+        j->want = W_UPLOADS;
+        set_state(e, j, SB_JOB_UPLOADING);
+    } else {
+        j->want = W_SUBMIT;
+        j->due = 0;
+    }
+    return 0;
+}
+
+/* ---- the scheduler ---- */
+
+static void on_wake(uv_timer_t *t)
+{
+    pump(sb_container_of(t, struct engine, wake));
+}
+
+static void finish(struct engine *e);
+
+/* Starts whatever may start now, commits the turn, and sets the next wake-up. */
+static void pump(struct engine *e)
+{
+    if (e->finished)
+        return;
+    int64_t now = mono_ms(), next = INT64_MAX;
+    int64_t wall = sb_now_ms();
+
+    while (!e->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
+           e->next_pending < e->m->n_jobs) {
+        struct job *j = &e->jobs[e->next_pending];
+        if (j->want != W_NONE || j->active || j->row.state != SB_JOB_PENDING || j->spec->invalid) {
+            e->next_pending++;
+            continue;
+        }
+        if (activate(e, j) != 0)
+            break;
+        e->next_pending++;
+    }
+
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if (j->inflight || j->queued)
+            continue;
+        if (j->want == W_POLL && j->row.submitted_at &&
+            wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
+            job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, "the prediction was still running at job_timeout");
+            i--;
+            continue;
+        }
+        if (e->stopping)
+            continue;
+        if (j->want == W_SUBMIT || j->want == W_POLL) {
+            if (j->due <= now)
+                enqueue_job(e, j);
+            else if (j->due < next)
+                next = j->due;
+        } else if (j->want == W_DOWNLOAD) {
+            int running = 0;
+            for (int k = 0; k < j->n_out; k++)
+                running |= j->dl ? j->dl[k].running : 0;
+            if (!running) {
+                if (j->due <= now)
+                    start_downloads(e, j);
+                else if (j->due < next)
+                    next = j->due;
+            }
+        }
+    }
+    for (struct upload *u = e->uploads_all; u && !e->stopping; u = u->all_next) {
+        if (u->state != UP_IDLE || u->queued || u->n_waiters == 0)
+            continue;
+        if (u->due <= now)
+            enqueue_upload(e, u);
+        else if (u->due < next)
+            next = u->due;
+    }
+
+    while (!e->stopping && (e->q_up || e->q_submit || e->q_poll)) {
+        int64_t wait = sb_rl_take(&e->rl, now);
+        if (wait > 0) {
+            if (now + wait < next)
+                next = now + wait;
+            break;
+        }
+        for (int tries = 0; tries < 3; tries++) {
+            int k = e->rr++ % 3;
+            if (k == 0 && e->q_up) {
+                struct upload *u = e->q_up;
+                e->q_up = u->qnext;
+                if (!e->q_up)
+                    e->q_up_tail = NULL;
+                u->queued = 0;
+                start_upload(e, u);
+                break;
+            }
+            if (k == 1 && e->q_submit) {
+                begin_submit(e, dequeue_job(&e->q_submit, &e->q_submit_tail));
+                break;
+            }
+            if (k == 2 && e->q_poll) {
+                start_poll(e, dequeue_job(&e->q_poll, &e->q_poll_tail));
+                break;
+            }
+        }
+    }
+    flush(e);
+
+    int idle = e->slots_used == 0 && sb_loop_active(e->http) == 0 && e->fs_pending == 0;
+    int nothing_left = e->next_pending >= e->m->n_jobs || e->stopping || e->cost_stop;
+    if (e->stopping && sb_loop_active(e->http) == 0 && e->fs_pending == 0)
+        idle = 1;
+    if (idle && nothing_left) {
+        finish(e);
+        return;
+    }
+    if (next != INT64_MAX)
+        uv_timer_start(&e->wake, on_wake, (uint64_t)(next > now ? next - now : 0), 0);
+}
+
+/* ---- operator view ---- */
+
+static void count_states(struct engine *e, int counts[SB_JOB_NSTATES])
+{
+    memset(counts, 0, sizeof(int) * SB_JOB_NSTATES);
+    for (int i = 0; i < e->m->n_jobs; i++)
+        counts[e->jobs[i].row.state]++;
+}
+
+static void write_results(struct engine *e);
+
+static void on_tick(uv_timer_t *t)
+{
+    struct engine *e = sb_container_of(t, struct engine, tick);
+    int64_t now = mono_ms();
+    if (now - e->last_results >= RESULTS_EVERY_MS) {
+        write_results(e);
+        e->last_results = now;
+    }
+    int c[SB_JOB_NSTATES];
+    count_states(e, c);
+    int done = c[SB_JOB_SUCCEEDED] + c[SB_JOB_FAILED] + c[SB_JOB_CANCELLED];
+    int running = c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING];
+    double el = (double)(now - e->started) / 1000.0;
+    long calls = e->calls[0] + e->calls[1] + e->calls[2];
+    double rps = el > 0 ? (double)calls / el : 0;
+    char eta[32] = "--";
+    if (e->jobs_done_run > 0 && el > 0) {
+        double left = (double)(e->m->n_jobs - done) * el / (double)e->jobs_done_run;
+        snprintf(eta, sizeof eta, "%.0fs", left);
+    }
+    if (e->tty) {
+        fprintf(stderr, "\r\033[K%d/%d done, %d succeeded, %d failed, %d running, %.1f req/s, ETA %s, $%.2f",
+                done, e->m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], running, rps, eta, e->spent);
+        fflush(stderr);
+    } else if (now - e->last_log >= 30000) {
+        e->last_log = now;
+        sb_info("progress: %d/%d done, %d succeeded, %d failed, %d running, %.1f req/s, ETA %s, $%.2f",
+                done, e->m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], running, rps, eta, e->spent);
+    }
+}
+
+static const struct sb_jobrow *row_of(void *ud, int i)
+{
+    struct engine *e = ud;
+    return &e->jobs[i].row;
+}
+
+static void write_results(struct engine *e)
+{
+    char err[SB_ERRLEN];
+    if (sb_results_write(e->m, row_of, e, err, sizeof err) != SB_OK)
+        sb_error("results.jsonl: %s", err);
+}
+
+/* ---- signals and shutdown ---- */
+
+static void stop_now(uv_timer_t *t)
+{
+    struct engine *e = sb_container_of(t, struct engine, grace);
+    /* Grace is over: abandon transfers still under way. Their jobs keep their states. */
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if (j->inflight) {
+            sb_req_cleanup(&j->call.req);
+            j->inflight = 0;
+        }
+        for (int k = 0; k < j->n_out && j->dl; k++) {
+            if (j->dl[k].running && !j->dl[k].d.fsyncing) {
+                sb_download_abort(&j->dl[k].d);
+                sb_download_cleanup(&j->dl[k].d);
+                j->dl[k].running = 0;
+            }
+        }
+    }
+    for (struct upload *u = e->uploads_all; u; u = u->all_next) {
+        if (u->state == UP_RUNNING) {
+            sb_req_cleanup(&u->call.req);
+            u->state = UP_IDLE;
+        }
+    }
+    /* Jobs that lost their transfers no longer hold the run open. */
+    while (e->n_active) {
+        struct job *j = e->active[0];
+        release(e, j);
+    }
+    pump(e);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct engine *e = s->data;
+    if (e->interrupted) {
+        /* Second signal: leave at once. Committed state is consistent (SQLite). */
+        fprintf(stderr, "\nseedbatch: second signal: exiting now; run again to resume\n");
+        _exit(SB_EXIT_TEMPFAIL);
+    }
+    e->interrupted = 1;
+    e->stopping = 1;
+    if (e->tty)
+        fprintf(stderr, "\n");
+    sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
+            signum == SIGINT ? "interrupted" : "terminated", GRACE_MS / 1000);
+    uv_timer_start(&e->grace, stop_now, GRACE_MS, 0);
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if (!j->inflight && j->want != W_DOWNLOAD && j->want != W_FINISHING)
+            release(e, j), i--;
+    }
+    pump(e);
+}
+
+static void finish(struct engine *e)
+{
+    e->finished = 1;
+    uv_timer_stop(&e->wake);
+    uv_timer_stop(&e->tick);
+    uv_timer_stop(&e->grace);
+    uv_signal_stop(&e->sigint);
+    uv_signal_stop(&e->sigterm);
+    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK)
+        e->fatal = 1;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, close_cb);
+}
+
+/* ---- setup ---- */
+
+static int take_lock(struct engine *e)
+{
+    char *lock = sb_asprintf("%s.lock", e->state_path);
+    e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (e->lock_fd < 0) {
+        sb_error("cannot open lock file %s: %s", lock, strerror(errno));
+        free(lock);
+        return SB_EXIT_USAGE;
+    }
+    if (flock(e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        sb_error("another seedbatch run is using %s (lock %s is held); wait for it to finish, "
+                 "or run again later to resume", e->state_path, lock);
+        free(lock);
+        return SB_EXIT_TEMPFAIL;
+    }
+    free(lock);
+    return SB_EXIT_OK;
+}
+
+/* Puts each job where the state left it: finished, resumable, or pending. */
+static void load_jobs(struct engine *e)
+{
+    const char *rf = e->o->retry_failed;
+    for (int i = 0; i < e->m->n_jobs; i++) {
+        struct job *j = &e->jobs[i];
+        j->idx = i;
+        j->spec = &e->m->jobs[i];
+        j->call.e = e;
+        if (sb_store_get_job(e->st, j->spec->id, &j->row) != SB_OK) {
+            j->row.id = sb_strdup(j->spec->id);
+            j->row.state = SB_JOB_PENDING;
+            j->row.predict_time = -1;
+        }
+        struct sb_jobrow *r = &j->row;
+        enum sb_job_state from = r->state;
+        int retry = (r->state == SB_JOB_FAILED && rf && !j->spec->invalid &&
+                     (!*rf || (r->error_kind && strcmp(r->error_kind, rf) == 0))) ||
+                    (r->state == SB_JOB_CANCELLED && rf && strcmp(rf, "cancelled") == 0);
+        if (retry) {
+            clear_error(j);
+            sb_freep(&r->prediction_id);
+            sb_freep(&r->outputs);
+            sb_freep(&r->output_urls);
+            r->possible_duplicate = 0;
+            r->submitted_at = 0;
+            r->finished_at = 0;
+            r->state = SB_JOB_PENDING;
+            save(e, j, from);
+            continue;
+        }
+        switch (r->state) {
+        case SB_JOB_UPLOADING:
+            r->state = SB_JOB_PENDING;
+            save(e, j, from);
+            break;
+        case SB_JOB_SUBMITTING:
+            if (r->prediction_id)
+                goto running;
+            /* Its submit may have reached the provider: send again, flagged. */
+            r->possible_duplicate = 1;
+            r->state = SB_JOB_PENDING;
+            save(e, j, from);
+            sb_info("job %s: its submit was in flight when the last run stopped: submitting again "
+                    "(flagged possible_duplicate)", r->id);
+            break;
+        case SB_JOB_RUNNING:
+        running:
+            hold(e, j);
+            j->reserved = j->spec->images_requested * price(e);
+            e->reserved += j->reserved;
+            j->want = W_POLL;
+            j->due = 0;
+            j->poll_every = e->m->limits.poll_interval_ms;
+            j->submitted_mono = mono_ms() - (sb_now_ms() - r->submitted_at);
+            if (from != SB_JOB_RUNNING) {
+                r->state = SB_JOB_RUNNING;
+                save(e, j, from);
+            }
+            break;
+        case SB_JOB_DOWNLOADING:
+            hold(e, j);
+            j->reserved = j->spec->images_requested * price(e);
+            e->reserved += j->reserved;
+            j->want = W_DOWNLOAD;
+            j->due = 0;
+            break;
+        case SB_JOB_SUCCEEDED:
+        case SB_JOB_FAILED:
+            e->spent += r->cost;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void free_engine(struct engine *e)
+{
+    for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
+        struct job *j = &e->jobs[i];
+        sb_req_cleanup(&j->call.req);
+        for (int k = 0; j->dl && k < j->n_out; k++) {
+            sb_download_cleanup(&j->dl[k].d);
+            free(j->outputs[k]);
+        }
+        free(j->dl);
+        free(j->outputs);
+        for (int k = 0; j->urls && k < j->spec->n_images; k++)
+            free(j->urls[k]);
+        free(j->urls);
+        sb_jobrow_clear(&j->row);
+    }
+    free(e->jobs);
+    free(e->active);
+    for (struct upload *u = e->uploads_all, *n; u; u = n) {
+        n = u->all_next;
+        sb_req_cleanup(&u->call.req);
+        free(u->url);
+        free(u->waiters);
+        free(u);
+    }
+    sb_map_free(e->uploads, NULL);
+}
+
+int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
+{
+    struct engine eng, *e = &eng;
+    memset(e, 0, sizeof *e);
+    e->m = m;
+    e->o = o;
+    e->lock_fd = -1;
+    e->outdir_fd = -1;
+    int rc = SB_EXIT_OK;
+    char err[SB_ERRLEN];
+
+    if (sb_api_open(m, &e->api, err, sizeof err) != SB_OK) {
+        sb_error("%s: %s", m->path, err);
+        return SB_EXIT_USAGE;
+    }
+    e->state_path = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(m);
+    if (sb_mkdirs(m->output_dir, err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        rc = SB_EXIT_FAILED;
+        goto out_api;
+    }
+    char *sdir = sb_dirname(e->state_path);
+    int mk = sb_mkdirs(sdir, err, sizeof err);
+    free(sdir);
+    if (mk != SB_OK) {
+        sb_error("%s", err);
+        rc = SB_EXIT_FAILED;
+        goto out_api;
+    }
+    if ((rc = take_lock(e)) != SB_EXIT_OK)
+        goto out_api;
+    if (sb_store_open(e->state_path, 0, &e->st, err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        rc = SB_EXIT_FAILED;
+        goto out_lock;
+    }
+    struct sb_sync_report rep;
+    if (sb_store_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        rc = SB_EXIT_FAILED;
+        goto out_store;
+    }
+    if (rep.added || rep.changed || rep.removed)
+        sb_info("%s: %d new jobs, %d changed, %d unchanged, %d no longer in the manifest",
+                m->path, rep.added, rep.changed, rep.kept, rep.removed);
+    for (int i = 0; i < rep.removed && i < 20; i++)
+        sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
+    sb_sync_report_clear(&rep);
+    e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (e->outdir_fd < 0) {
+        sb_error("cannot open %s: %s", m->output_dir, strerror(errno));
+        rc = SB_EXIT_FAILED;
+        goto out_store;
+    }
+
+    uv_loop_init(&e->uv);
+    e->http = sb_loop_new(&e->uv, (long)m->limits.concurrency * 2 + 8);
+    e->uploads = sb_map_new();
+    e->jobs = sb_calloc((size_t)(m->n_jobs ? m->n_jobs : 1), sizeof *e->jobs);
+    e->started = e->last_results = e->last_log = mono_ms();
+    sb_rl_init(&e->rl, m->limits.requests_per_second, e->started);
+    srand((unsigned)(sb_now_ms() ^ getpid()));
+    e->tty = o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2));
+    load_jobs(e);
+    uv_timer_init(&e->uv, &e->wake);
+    uv_timer_init(&e->uv, &e->tick);
+    uv_timer_init(&e->uv, &e->grace);
+    uv_signal_init(&e->uv, &e->sigint);
+    uv_signal_init(&e->uv, &e->sigterm);
+    e->sigint.data = e->sigterm.data = e;
+    uv_signal_start(&e->sigint, on_signal, SIGINT);
+    uv_signal_start(&e->sigterm, on_signal, SIGTERM);
+    uv_timer_start(&e->tick, on_tick, 250, e->tty ? 250 : 1000);
+
+    pump(e);
+    while (!e->finished && uv_run(&e->uv, UV_RUN_ONCE))
+        ;
+    if (!e->finished)
+        finish(e);
+    if (e->tty)
+        fprintf(stderr, "\r\033[K");
+
+    /* Shutdown: transfers, then handles, then the loop itself. */
+    for (int i = 0; i < m->n_jobs; i++)
+        sb_req_cleanup(&e->jobs[i].call.req);
+    sb_loop_free(e->http);
+    uv_walk(&e->uv, walk_close, NULL);
+    while (uv_run(&e->uv, UV_RUN_DEFAULT))
+        ;
+    if (uv_loop_close(&e->uv) != 0)
+        sb_error("internal: the event loop did not close cleanly");
+    /* Writes made by callbacks that ran while the loop drained. */
+    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK)
+        e->fatal = 1;
+
+    write_results(e);
+    int c[SB_JOB_NSTATES];
+    count_states(e, c);
+    double el = (double)(mono_ms() - e->started) / 1000.0;
+    long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
+    sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
+            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)",
+            m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
+            c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
+            c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
+            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
+
+    if (e->fatal) {
+        sb_error("%s", e->err);
+        rc = SB_EXIT_FAILED;
+    } else if (e->auth_abort) {
+        rc = SB_EXIT_AUTH;
+    } else if (e->interrupted) {
+        rc = SB_EXIT_TEMPFAIL;
+    } else if (e->cost_stop && c[SB_JOB_PENDING] > 0) {
+        rc = SB_EXIT_COST;
+    } else if (c[SB_JOB_SUCCEEDED] == m->n_jobs) {
+        rc = SB_EXIT_OK;
+    } else {
+        rc = SB_EXIT_FAILED;
+    }
+    free_engine(e);
+    close(e->outdir_fd);
+out_store:
+    sb_store_close(e->st);
+out_lock:
+    if (e->lock_fd >= 0)
+        close(e->lock_fd);
+out_api:
+    sb_api_close(&e->api);
+    free(e->state_path);
+    return rc;
+}
