@@ -127,6 +127,7 @@ struct engine {
     uv_timer_t wake, tick, grace;
     uv_signal_t sigint, sigterm;
     int stopping, interrupted, auth_abort, cost_stop, fatal, finished;
+    int proven;             /* an API call has succeeded: the key works */
     int fs_pending;
     double spent, reserved;
     double ema_ms;
@@ -351,6 +352,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     }
     if (s >= 200 && s < 300) {
         oc->v = V_OK;
+        e->proven = 1;
         return;
     }
     snprintf(oc->msg, sizeof oc->msg, "HTTP %ld%s%s", r->status, emsg[0] ? ": " : "", emsg);
@@ -381,6 +383,15 @@ static void auth_abort(struct engine *e, const struct outcome *oc)
                  "and run again", oc->msg);
     e->auth_abort = 1;
     e->stopping = 1;
+    /* Jobs still gathering uploads sent nothing billable: back to pending. */
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if (j->row.state == SB_JOB_UPLOADING && !j->inflight) {
+            set_state(e, j, SB_JOB_PENDING);
+            release(e, j);
+            i--;
+        }
+    }
 }
 
 /* ---- uploads ---- */
@@ -508,6 +519,13 @@ static void begin_submit(struct engine *e, struct job *j)
     free(url);
     sb_req_header(&c->req, e->api.auth_header);
     sb_req_json(&c->req, body);
+    /*
+     * A fresh connection for every submit. On a reused connection that dies
+     * before any answer byte, libcurl 7.88 silently sends the request again
+     * (Curl_retry_request; CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16):
+     * for a submit that would be a second billed prediction nobody knows about.
+     */
+    curl_easy_setopt(c->req.easy, CURLOPT_FRESH_CONNECT, 1L);
     c->req.done = submit_done;
     j->tries++;
     j->row.attempts++;
@@ -873,6 +891,17 @@ static int activate(struct engine *e, struct job *j)
 
 /* ---- the scheduler ---- */
 
+static int api_inflight(const struct engine *e)
+{
+    for (int i = 0; i < e->n_active; i++)
+        if (e->active[i]->inflight)
+            return 1;
+    for (const struct upload *u = e->uploads_all; u; u = u->all_next)
+        if (u->state == UP_RUNNING)
+            return 1;
+    return e->send_head != NULL;
+}
+
 static void on_wake(uv_timer_t *t)
 {
     pump(sb_container_of(t, struct engine, wake));
@@ -939,6 +968,9 @@ static void pump(struct engine *e)
     }
 
     while (!e->stopping && (e->q_up || e->q_submit || e->q_poll)) {
+        /* Until one call has succeeded, one at a time: a wrong key costs a single request. */
+        if (!e->proven && api_inflight(e))
+            break;
         int64_t wait = sb_rl_take(&e->rl, now);
         if (wait > 0) {
             if (now + wait < next)

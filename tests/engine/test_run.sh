@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# seedbatch run against the mock API: outputs, results, counts the server saw,
+# faults, limits, failures, auth, lock, signals, resume and key hygiene.
+. "$(dirname "$0")/../lib.sh"
+
+KEY="sk-test-$$-SECRETVALUE"
+export ATLASCLOUD_API_KEY="$KEY"
+
+# A batch of N jobs over N distinct product images plus one shared logo.
+make_batch() { # make_batch DIR N [extra manifest lines...]
+    local d=$1 n=$2; shift 2
+    mkdir -p "$d/img"
+    "$GEN_IMAGE" png 48 48 "$d/img/logo.png" 99
+    for i in $(seq 1 "$n"); do "$GEN_IMAGE" jpeg 64 80 "$d/img/p$i.jpg" "$i"; done
+    {
+        echo "version: 1"
+        echo "provider: atlascloud"
+        echo "model: bytedance/seedream-v5.0-lite/edit-sequential"
+        echo "output_dir: out"
+        echo "defaults: {max_images: 2, output_format: png}"
+        echo "limits: {concurrency: 8, requests_per_second: 0, poll_interval: 200ms, max_attempts: 8}"
+        for l in "$@"; do echo "$l"; done
+        echo "jobs:"
+        echo "  - foreach: \"img/p*.jpg\""
+        echo "    id: \"job-{stem}\""
+        echo "    prompt: \"Edit {name} for the catalogue\""
+        echo "    images: [\"{path}\", img/logo.png]"
+    } > "$d/m.yaml"
+}
+use_mock() { export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"; }
+results_field() { # results_field FILE ID FIELD
+    python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["id"] == sys.argv[2]:
+        v = d
+        for k in sys.argv[3].split("."):
+            v = v[k] if v is not None else None
+        print("null" if v is None else (json.dumps(v) if isinstance(v, (list, dict, bool)) else v))' "$@"
+}
+# Every output named in results.jsonl is the exact bytes the server serves at its URL.
+check_outputs() { # check_outputs DIR
+    python3 - "$1" <<'PY' > "$T/pairs"
+import json, sys
+d = sys.argv[1]
+for l in open(d + "/out/results.jsonl"):
+    r = json.loads(l)
+    for f, u in zip(r["outputs"], r["output_urls"]):
+        print(d + "/out/" + f, u)
+PY
+    local bad=0 n=0
+    while read -r f u; do
+        n=$((n + 1))
+        # The mock may inject download faults: fetch the reference until it arrives whole.
+        curl -sf --retry 20 --retry-all-errors --retry-delay 0 -o "$T/ref" "$u" && cmp -s "$f" "$T/ref" ||
+            { bad=$((bad + 1)); echo "differs: $f" >&2; }
+    done < "$T/pairs"
+    expect_eq "$bad" 0 "outputs byte-identical to what the server served ($n files)"
+}
+
+# --- 1. a clean run: outputs, results, exact server counts; a rerun sends nothing ---
+D=$T/clean; make_batch "$D" 6
+start_mock --key "$KEY" --latency 300; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "clean run"
+expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]_[12]\.png$')" 12 "12 outputs named <id>_<k>.png"
+expect_eq "$(ls -a "$D/out" | grep -c '\.part$')" 0 "no .part files left"
+expect_eq "$(wc -l < "$D/out/results.jsonl")" 6 "results.jsonl: one line per job"
+expect_eq "$(head -1 "$D/out/results.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" job-p1 "results in manifest order"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 status)" succeeded "job status"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 outputs)" '["job-p3_1.png", "job-p3_2.png"]' "job outputs"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 cost_usd)" 0.064 "job cost"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 attempts)" 1 "job attempts"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 images)" '["img/p3.jpg", "img/logo.png"]' "job images"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p3 error)" null "job error null"
+check_outputs "$D"
+expect_eq "$(stat_of submissions)" 6 "one submission per job"
+expect_eq "$(stat_of duplicate_submissions)" 0 "no duplicate submissions"
+expect_eq "$(stat_of uploads)" 7 "uploads == distinct files"
+expect_eq "$(stat_of downloads_with_auth)" 0 "no key on output downloads"
+expect_in "$T/err" "6 jobs: 6 succeeded, 0 failed" "summary"
+expect_in "$T/err" "12 images written" "summary images"
+expect_not_in "$T/err" "did not close cleanly" "event loop closed cleanly"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='succeeded'")" 6 "state rows"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM uploads")" 7 "upload cache rows"
+calls=$(stat_of api_requests)
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "rerun"
+expect_eq "$(stat_of api_requests)" "$calls" "a finished batch sends nothing on rerun"
+cp "$D/out/results.jsonl" "$T/r1"; rm "$D/out/results.jsonl"
+run "$SEEDBATCH" results "$D/m.yaml"; expect_rc 0 "results command"
+cmp -s "$T/r1" "$D/out/results.jsonl" && pass || fail "results rewritten identically from the state"
+# An edited job runs again; the others are kept; uploads come from the cache.
+sed -i 's/Edit {name} for the catalogue/Edit {name} for the spring catalogue/' "$D/m.yaml"
+printf '  - {id: extra, prompt: "one more", images: [img/p1.jpg]}\n' >> "$D/m.yaml"
+sed -i 's/Edit {name} for the spring catalogue/Edit {name} for the catalogue/' "$D/m.yaml"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with an added job"
+expect_eq "$(stat_of submissions)" 7 "only the new job was submitted"
+expect_eq "$(stat_of uploads)" 7 "no upload again: cached by content hash"
+stop_mock
+
+# --- 2. every fault at once: all jobs finish, nothing duplicated, refusals only by chance ---
+D=$T/faults; make_batch "$D" 12
+start_mock --key "$KEY" --latency 200 --seed 11 --early-404 300 --fault any:503:0.15 --fault any:500:0.05 \
+    --fault any:429:0.1 --fault any:429ra:0.03 --retry-after 1 --fault any:drop:0.08 --fault poll:garbage:0.1 \
+    --fault upload:garbage:0.1 --fault submit:truncate:0.05 --fault download:truncate:0.15 \
+    --fault download:503:0.1 --fault any:slow:0.1 --slow-ms 200
+use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with faults"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 12 "all jobs succeeded despite faults"
+check_outputs "$D"
+dups=$(stat_of duplicate_submissions); flagged=$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")
+[ "$dups" -le "$flagged" ] && pass || fail "server duplicates ($dups) only where flagged ($flagged)"
+expect_eq "$(stat_of distinct_uploads)" 13 "every distinct file uploaded"
+[ "$(stat_of faults.503)" -gt 0 ] && pass || fail "faults were injected"
+stop_mock
+
+# --- 3. an answer lost after the server accepted the submit: one job flagged ---
+D=$T/lost; make_batch "$D" 3
+start_mock --key "$KEY" --fault submit:lost:#1; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with a lost submit answer"
+expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 1 "the job whose answer was lost is flagged"
+expect_eq "$(stat_of duplicate_submissions)" 1 "server saw that one duplicate"
+stop_mock
+
+# --- 4. request rate: the limit holds over every 1 s window ---
+D=$T/rate; make_batch "$D" 10 "price_per_image: 0.01"
+sed -i 's/requests_per_second: 0/requests_per_second: 8/' "$D/m.yaml"
+start_mock --key "$KEY" --rate-limit 9; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "rate-limited run"
+expect_eq "$(stat_of refused_rate)" 0 "no request refused for rate"
+[ "$(stat_of peak_requests_1s)" -le 9 ] && pass || fail "peak $(stat_of peak_requests_1s) requests in 1 s over 8 + 1"
+stop_mock
+# 429s from a server slower than our limit: backoff, AIMD, still finishes.
+D=$T/rate2; make_batch "$D" 6
+sed -i 's/requests_per_second: 0/requests_per_second: 20/' "$D/m.yaml"
+start_mock --key "$KEY" --rate-limit 4; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run against a stricter server limit"
+[ "$(stat_of refused_rate)" -gt 0 ] && pass || fail "the server refused some requests"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after 429s"
+stop_mock
+
+# --- 5. failures: rejected prediction, expired outputs, timeout, retry-failed ---
+D=$T/fail; make_batch "$D" 2
+printf '  - {id: bad, prompt: "mock:fail this", images: [img/p1.jpg]}\n  - {id: gone, prompt: "mock:expire", images: [img/p2.jpg]}\n' >> "$D/m.yaml"
+printf '  - {id: tiny, prompt: "x", images: [img/tiny.png]}\n' >> "$D/m.yaml"
+"$GEN_IMAGE" png 8 8 "$D/img/tiny.png"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "run with failed jobs"
+R=$D/out/results.jsonl
+expect_eq "$(results_field "$R" bad status)" failed "rejected job failed"
+expect_eq "$(results_field "$R" bad error.kind)" rejected "rejected kind"
+expect_eq "$(results_field "$R" bad error.code)" 1039 "moderation code"
+expect_in "$R" "rejected by content moderation" "provider's message kept"
+expect_eq "$(results_field "$R" gone error.kind)" server "expired output kind"
+expect_in "$R" "expired or missing" "expired output message"
+expect_eq "$(results_field "$R" tiny error.kind)" invalid_input "bad image fails its job"
+expect_eq "$(results_field "$R" job-p1 status)" succeeded "other jobs unaffected"
+expect_eq "$(stat_of submissions)" 4 "the bad image was never sent"
+stop_mock
+D=$T/timeout; make_batch "$D" 2
+sed -i 's/poll_interval: 200ms/poll_interval: 200ms, job_timeout: 1s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 60000; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "run with timeouts"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p1 error.kind)" timeout "timeout kind"
+stop_mock
+start_mock --key "$KEY" --latency 100; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "failed jobs stay failed without --retry-failed"
+expect_eq "$(stat_of submissions)" 0 "nothing resubmitted"
+run "$SEEDBATCH" run --retry-failed=rejected "$D/m.yaml"; expect_rc 1 "--retry-failed=rejected leaves timeouts"
+expect_eq "$(stat_of submissions)" 0 "no timeout job resubmitted"
+run "$SEEDBATCH" run --retry-failed=timeout "$D/m.yaml"; expect_rc 0 "--retry-failed=timeout"
+expect_eq "$(stat_of submissions)" 2 "timeouts resubmitted"
+stop_mock
+
+# --- 6. max_cost: stops submitting, exit 4 ---
+D=$T/cost; make_batch "$D" 5 "price_per_image: 0.5"
+sed -i 's/requests_per_second: 0/requests_per_second: 0, max_cost: 2.0/' "$D/m.yaml"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 4 "max_cost stop"
+expect_eq "$(stat_of submissions)" 2 "two jobs fit in the budget"
+expect_eq "$(grep -c '"status":"pending"' "$D/out/results.jsonl")" 3 "the rest stay pending"
+stop_mock
+
+# --- 7. auth: wrong key and no balance abort with exit 3, state kept ---
+D=$T/auth; make_batch "$D" 12
+start_mock --key "$KEY" --key other-key; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "wrong key"
+[ "$(stat_of api_requests)" -eq 0 ] && [ "$(stat_of unauthorized)" -le 3 ] && pass || fail "wrong key: $(stat_of unauthorized) calls"
+expect_in "$T/err" "the API refused the key" "auth message"
+expect_not_in "$T/err" "$KEY" "key not in the message"
+expect_eq "$(grep -c '"status":"pending"' "$D/out/results.jsonl")" 12 "jobs kept pending"
+stop_mock
+start_mock --key "$KEY" --fault submit:402:1; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "no balance"
+n=$(stat_of requests.submit)
+[ "$n" -ge 1 ] && [ "$n" -le 8 ] && pass || fail "402: $n submits; at most the 8 already in flight"
+expect_eq "$(stat_of requests.poll)" 0 "402: nothing else started"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='pending'")" 12 "402: every job back to pending"
+stop_mock
+unset ATLASCLOUD_API_KEY
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 2 "no key"
+expect_in "$T/err" "no API key: set ATLASCLOUD_API_KEY or api_key_file" "no key message"
+export ATLASCLOUD_API_KEY="$KEY"
+
+# --- 8. the lock: a second run on the same state exits 75 ---
+D=$T/lock; make_batch "$D" 1
+start_mock --key "$KEY"; use_mock
+"$SEEDBATCH" validate "$D/m.yaml" >/dev/null
+mkdir -p "$D/out/.seedbatch"
+flock "$D/out/.seedbatch/state.db.lock" sleep 5 & holder=$!
+sleep 0.3
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 75 "locked state"
+expect_in "$T/err" "another seedbatch run is using" "lock message"
+expect_eq "$(stat_of api_requests)" 0 "locked run sent nothing"
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
+stop_mock
+
+# --- 9. SIGTERM: exit 75 within a few seconds, results written; the rerun resumes ---
+D=$T/term; make_batch "$D" 6
+start_mock --key "$KEY" --latency 4000; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 6 ] && break; sleep 0.05; done
+kill -TERM $pid; S=$(date +%s); wait $pid; RC=$?; E=$(( $(date +%s) - S ))
+expect_rc 75 "SIGTERM"
+[ "$E" -le 7 ] && pass || fail "SIGTERM took ${E}s"
+expect_in "$T/err" "run the same command to resume" "SIGTERM message"
+[ -s "$D/out/results.jsonl" ] && pass || fail "results.jsonl written on SIGTERM"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "prediction ids committed"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "resume after SIGTERM"
+expect_eq "$(stat_of submissions)" 6 "resume polled, never resubmitted"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after resume"
+stop_mock
+
+# --- 10. key hygiene: not in logs, state, results or outputs ---
+grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
+expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
+run "$SEEDBATCH" run --log-format json "$T/clean/m.yaml"
+expect_not_in "$T/err" "$KEY" "key absent from json logs"
+
+finish
