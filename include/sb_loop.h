@@ -54,6 +54,12 @@ uv_loop_t *sb_loop_uv(struct sb_loop *l);
 /* Transfers under way. */
 int sb_loop_active(const struct sb_loop *l);
 
+/*
+ * Debug tracing of every transfer (headers and libcurl's notes) to the log,
+ * with the Authorization header's value replaced by [redacted]. Off by default.
+ */
+void sb_loop_set_debug(int on);
+
 /* Prepares r for a new transfer of url (keeping nothing of an earlier one). */
 int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o);
 /* Sets a JSON body (taken over) and makes it a POST. */

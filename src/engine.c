@@ -134,6 +134,8 @@ struct engine {
     int samples;
     long calls[CALL_NKINDS];
     long images_written, jobs_done_run;
+    long commits;            /* state commits on the loop, and their cost */
+    double commit_ms, commit_ms_max;
     int64_t started, last_results, last_log;
     int tty;
     int outdir_fd;
@@ -200,9 +202,17 @@ static void clear_error(struct job *j)
 /* Commits the turn's writes, then starts the submits that waited for it. */
 static void flush(struct engine *e)
 {
-    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK) {
-        e->fatal = 1;
-        e->stopping = 1;
+    if (sb_store_in_transaction(e->st)) {
+        uint64_t t0 = uv_hrtime();
+        if (sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK) {
+            e->fatal = 1;
+            e->stopping = 1;
+        }
+        double ms = (double)(uv_hrtime() - t0) / 1e6;
+        e->commits++;
+        e->commit_ms += ms;
+        if (ms > e->commit_ms_max)
+            e->commit_ms_max = ms;
     }
     while (e->send_head) {
         struct job *j = e->send_head;
@@ -1381,6 +1391,8 @@ int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
             e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
 
+    sb_debug("state: %ld commits on the loop, %.2f ms on average, %.2f ms at most", e->commits,
+             e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
     if (e->fatal) {
         sb_error("%s", e->err);
         rc = SB_EXIT_FAILED;

@@ -169,6 +169,38 @@ void sb_loop_free(struct sb_loop *l)
     free(l);
 }
 
+static int g_debug;
+
+void sb_loop_set_debug(int on)
+{
+    g_debug = on;
+}
+
+/*
+ * CURLOPT_VERBOSE alone would print "Authorization: Bearer <key>": this
+ * callback logs header lines and notes itself and redacts that header.
+ */
+static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *ud)
+{
+    (void)easy, (void)ud;
+    if (type != CURLINFO_TEXT && type != CURLINFO_HEADER_IN && type != CURLINFO_HEADER_OUT)
+        return 0;
+    const char *dir = type == CURLINFO_HEADER_OUT ? "> " : type == CURLINFO_HEADER_IN ? "< " : "* ";
+    while (size) {
+        const char *nl = memchr(data, '\n', size);
+        size_t n = nl ? (size_t)(nl - data) + 1 : size, len = n;
+        while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+            len--;
+        if (len >= 14 && strncasecmp(data, "Authorization:", 14) == 0)
+            sb_debug("curl %sAuthorization: [redacted]", dir);
+        else if (len)
+            sb_debug("curl %s%.*s", dir, (int)(len > 1000 ? 1000 : len), data);
+        data += n;
+        size -= n;
+    }
+    return 0;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     struct sb_req *r = ud;
@@ -238,6 +270,10 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
     curl_easy_setopt(e, CURLOPT_USERAGENT, "seedbatch/" SB_VERSION);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (g_debug) {
+        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
+    }
     const char *ca = getenv("SSL_CERT_FILE");
     if (!ca || !*ca)
         ca = getenv("CURL_CA_BUNDLE");

@@ -6,6 +6,7 @@
 #include "sb_common.h"
 #include "sb_engine.h"
 #include "sb_log.h"
+#include "sb_loop.h"
 #include "sb_manifest.h"
 #include "sb_plan.h"
 #include "sb_results.h"
@@ -37,6 +38,7 @@ static const char usage_text[] =
     "  --progress auto|always|never  live progress line\n"
     "  --log-format text|json        log lines on stderr\n"
     "  --quiet                       only warnings and errors\n"
+    "  --debug                       log every request and answer header (the key redacted)\n"
     "  -h, --help                    this help\n"
     "  --version                     print the version\n"
     "\n"
@@ -72,7 +74,7 @@ static const char *kinds[] = {SB_EK_INVALID_INPUT, SB_EK_REJECTED, SB_EK_TIMEOUT
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET };
+    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG };
     static const struct option longopts[] = {
         {"state", required_argument, NULL, O_STATE},
         {"concurrency", required_argument, NULL, O_CONC},
@@ -82,6 +84,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"progress", required_argument, NULL, O_PROGRESS},
         {"log-format", required_argument, NULL, O_LOGFMT},
         {"quiet", no_argument, NULL, O_QUIET},
+        {"debug", no_argument, NULL, O_DEBUG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     enum sb_log_format fmt = SB_LOG_TEXT;
@@ -133,6 +136,10 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case O_QUIET:
             lvl = SB_LOG_WARN;
+            break;
+        case O_DEBUG:
+            lvl = SB_LOG_DEBUG;
+            sb_loop_set_debug(1);
             break;
         case 'h':
             fputs(usage_text, stdout);

@@ -234,7 +234,20 @@ stop_mock
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
-run "$SEEDBATCH" run --log-format json "$T/clean/m.yaml"
-expect_not_in "$T/err" "$KEY" "key absent from json logs"
+start_mock --key "$KEY"; use_mock
+rm -rf "$T/clean/out"
+run "$SEEDBATCH" run --debug --log-format json "$T/clean/m.yaml"; expect_rc 0 "debug run"
+expect_in "$T/err" 'curl > Authorization: [redacted]' "debug mode traces headers, key redacted"
+expect_not_in "$T/err" "$KEY" "key absent from debug json logs"
+python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/err" && pass || fail "json log lines"
+expect_in "$T/err" "commits on the loop" "commit timing reported"
+sqlite3 "$T/clean/out/.seedbatch/state.db" .dump | grep -c -- "$KEY" > "$T/n" || true
+expect_eq "$(cat "$T/n")" 0 "key absent from the state database"
+# --progress always draws the live line (predictions take 0.8 s, the line is redrawn every 0.25 s).
+stop_mock; start_mock --key "$KEY" --latency 800; use_mock
+rm -rf "$T/clean/out"
+run "$SEEDBATCH" run --progress always "$T/clean/m.yaml"; expect_rc 0 "progress run"
+expect_in "$T/err" "done, " "progress line"
+stop_mock
 
 finish
