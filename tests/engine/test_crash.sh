@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Crash safety: kill -9 at random moments, many times, then let the run finish.
+# Nothing is lost, nothing is paid twice unless flagged, no final name holds a
+# partial file, and the state database stays intact. A second signal exits at once.
+. "$(dirname "$0")/../lib.sh"
+
+KEY="sk-crash-$$"
+export ATLASCLOUD_API_KEY="$KEY"
+N=40
+D=$T/b
+mkdir -p "$D/img"
+"$GEN_IMAGE" png 48 48 "$D/img/logo.png" 99
+for i in $(seq 1 $N); do "$GEN_IMAGE" jpeg 64 80 "$D/img/p$i.jpg" "$i"; done
+cat > "$D/m.yaml" <<EOF2
+version: 1
+provider: atlascloud
+model: bytedance/seedream-v5.0-lite/edit-sequential
+output_dir: out
+defaults: {max_images: 3, output_format: jpeg}
+limits: {concurrency: 6, requests_per_second: 0, poll_interval: 150ms}
+jobs:
+  - foreach: "img/p*.jpg"
+    id: "job-{stem}"
+    prompt: "Edit {name}"
+    images: ["{path}", img/logo.png]
+EOF2
+start_mock --key "$KEY" --latency 400 --seed 3 --fault any:503:0.05 --fault download:slow:0.3 --slow-ms 150
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+
+kills=0
+for round in $(seq 1 15); do
+    "$SEEDBATCH" run --quiet "$D/m.yaml" >/dev/null 2>"$T/err.$round" & pid=$!
+    sleep "0.$(( RANDOM % 4 ))$(( RANDOM % 10 ))"
+    if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
+    wait $pid 2>/dev/null
+    ic=$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check" 2>/dev/null)
+    [ -z "$ic" ] || [ "$ic" = ok ] || fail "integrity_check after kill $round: $ic"
+    # Every final name holds a complete image (a .part is the only partial file allowed).
+    python3 - "$D/out" <<'PY' || fail "truncated file under a final name after kill $round"
+import glob, sys
+bad = [f for f in glob.glob(sys.argv[1] + "/job-*_*.jpg")
+       if (lambda b: not (b[:2] == b"\xff\xd8" and b[-2:] == b"\xff\xd9"))(open(f, "rb").read())]
+print("\n".join(bad), file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+done
+[ "$kills" -ge 8 ] && pass || fail "only $kills of 15 runs were killed mid-way"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "the run finishes after $kills kills"
+R=$D/out/results.jsonl
+expect_eq "$(grep -c '"status":"succeeded"' "$R")" $N "every job succeeded"
+expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]*_[123]\.jpg$')" $((N * 3)) "every output on disk"
+expect_eq "$(ls -a "$D/out" | grep -c '\.part$')" 0 "no .part file left"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity_check"
+python3 - "$D" <<'PY' > "$T/pairs"
+import json, sys
+d = sys.argv[1]
+for l in open(d + "/out/results.jsonl"):
+    r = json.loads(l)
+    for f, u in zip(r["outputs"], r["output_urls"]):
+        print(d + "/out/" + f, u)
+PY
+bad=0
+while read -r f u; do
+    curl -sf --retry 20 --retry-all-errors --retry-delay 0 -o "$T/ref" "$u" && cmp -s "$f" "$T/ref" || bad=$((bad + 1))
+done < "$T/pairs"
+expect_eq "$bad" 0 "outputs byte-identical to the server's"
+dups=$(stat_of duplicate_submissions); flagged=$(grep -c '"possible_duplicate":true' "$R")
+[ "$dups" -le "$flagged" ] && pass || fail "server saw $dups duplicate submissions, only $flagged flagged"
+subs=$(stat_of submissions)
+[ "$subs" -le $((N + flagged)) ] && pass || fail "$subs submissions for $N jobs with $flagged flagged"
+echo "kills: $kills, submissions: $subs, duplicates: $dups, flagged: $flagged"
+calls=$(stat_of api_requests)
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "rerun of the finished batch"
+expect_eq "$(stat_of api_requests)" "$calls" "nothing sent on rerun"
+stop_mock
+
+# A second signal exits at once, leaving a consistent state that resumes.
+D2=$T/c; mkdir -p "$D2"; cp -r "$D/img" "$D/m.yaml" "$D2/"
+start_mock --key "$KEY" --latency 20000 --fault poll:slow:1 --slow-ms 15000
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+"$SEEDBATCH" run "$D2/m.yaml" >/dev/null 2>"$T/err2" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of requests.poll)" -ge 6 ] && break; sleep 0.05; done
+# A slow answer keeps the first signal's grace period busy; the second ends it at once.
+kill -INT $pid; sleep 0.2; kill -INT $pid
+S=$(date +%s%N); wait $pid; RC=$?; E=$(( ($(date +%s%N) - S) / 1000000 ))
+expect_rc 75 "second signal"
+[ "$E" -lt 2000 ] && pass || fail "second signal took ${E}ms"
+expect_in "$T/err2" "second signal: exiting now" "second signal message"
+expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity after second signal"
+expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "ids kept"
+stop_mock
+
+finish
