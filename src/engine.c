@@ -1297,6 +1297,7 @@ int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
 
     if (sb_api_open(m, &e->api, err, sizeof err) != SB_OK) {
         sb_error("%s: %s", m->path, err);
+        sb_api_close(&e->api);
         return SB_EXIT_USAGE;
     }
     e->state_path = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(m);
