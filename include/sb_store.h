@@ -102,7 +102,11 @@ int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_jo
 int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
                         const struct sb_job_error *e);
 
-/* Opens a write transaction unless one is open; commit ends it. Used to batch a loop turn's writes. */
+/*
+ * Opens a write transaction unless one is open; commit ends it. The engine
+ * writes rows on the loop and runs the commit (its fsync) on a worker thread;
+ * nothing else may use the store while a commit runs.
+ */
 int sb_store_begin(struct sb_store *st);
 int sb_store_commit(struct sb_store *st, char *err, size_t errlen);
 int sb_store_in_transaction(const struct sb_store *st);
@@ -115,5 +119,8 @@ int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, 
 /* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);
 int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url, int64_t size);
+/* Calls fn for every cached upload younger than ttl_ms. */
+int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
+                         void (*fn)(const char *sha256, const char *url, void *ud), void *ud);
 
 #endif

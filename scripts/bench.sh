@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 [ -x build/seedbatch ] && [ -x build/mockapi ] || bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000)
-CONC=${CONC:-64}
+CONC=${CONC:-256}
 tmp=$(mktemp -d)
 mock=""
 trap '[ -n "$mock" ] && kill $mock 2>/dev/null; rm -rf "$tmp"' EXIT

@@ -9,11 +9,14 @@
  * in the state with a TTL.
  *
  * Crash safety: a job's submit intent (state submitting) is committed before
- * its submit request is sent: writes made while handling events are batched in
- * one transaction, committed at the end of that loop turn, and only then are
- * the submits of that turn started. The prediction id is committed in the turn
- * its answer arrives. After a crash, a job with an id is polled, and a job in
- * submitting without one is submitted again, flagged possible_duplicate.
+ * its submit request is sent. State changes mark their job dirty; at the end of
+ * each loop turn the dirty rows are written in one transaction and its COMMIT
+ * (the fsync) runs on libuv's threadpool, so the disk never stalls transfers.
+ * Changes made while a commit runs join the next one (group commit), and a
+ * submit starts only when the commit holding its intent has returned. The
+ * prediction id is committed with the first commit after its answer. After a
+ * crash, a job with an id is polled, and a job in submitting without one is
+ * submitted again, flagged possible_duplicate.
  */
 #include "sb_engine.h"
 #include "sb_download.h"
@@ -83,7 +86,10 @@ struct job {
     double reserved;        /* cost held against max_cost */
     struct call call;
     struct job *qnext;
-    struct job *send_next;  /* submits waiting for the turn's commit */
+    struct job *send_next;  /* submits waiting for the commit of their intent */
+    int dirty;              /* its row awaits the next commit */
+    enum sb_job_state dirty_from;
+    struct job *dirty_next;
     struct dlslot *dl;
     int n_out;
     char **outputs;         /* final file names, NULL until written */
@@ -103,6 +109,8 @@ struct upload {
     struct call call;
     struct upload *qnext;
     struct upload *all_next;
+    int dirty;              /* its URL awaits the next commit */
+    struct upload *dirty_next;
 };
 
 struct engine {
@@ -122,7 +130,15 @@ struct engine {
     struct upload *q_up, *q_up_tail;
     struct upload *uploads_all;
     struct sb_map *uploads;
-    struct job *send_head, *send_tail;
+    struct sb_map *cached_uploads;        /* sha256 -> URL from earlier runs, within the TTL */
+    struct job *send_head, *send_tail;   /* submits for the next commit */
+    struct job *sending;                 /* submits whose commit is running */
+    struct job *dirty_head;
+    struct upload *up_dirty_head;
+    uv_work_t commit_work;
+    int commit_inflight, commit_rc;
+    double commit_last_ms;
+    char commit_err[SB_ERRLEN];
     int rr;
     uv_timer_t wake, tick, grace;
     uv_signal_t sigint, sigterm;
@@ -134,7 +150,7 @@ struct engine {
     int samples;
     long calls[CALL_NKINDS];
     long images_written, jobs_done_run;
-    long commits;            /* state commits on the loop, and their cost */
+    long commits;            /* state commits, and their cost */
     double commit_ms, commit_ms_max;
     int64_t started, last_results, last_log;
     int tty;
@@ -143,8 +159,6 @@ struct engine {
     char *state_path;
     char err[SB_ERRLEN];
 };
-
-static void pump(struct engine *e);
 
 static int64_t mono_ms(void)
 {
@@ -158,16 +172,46 @@ static double price(const struct engine *e)
 
 /* ---- persistence ---- */
 
-/* Writes the job's row (joining the turn's transaction); a failure stops the run. */
+/* Marks the job's row for the next commit. */
 static void save(struct engine *e, struct job *j, enum sb_job_state from)
 {
-    if (e->fatal)
+    if (j->dirty)
         return;
-    if (sb_store_begin(e->st) != SB_OK || sb_store_save_job(e->st, &j->row, from) != SB_OK) {
-        e->fatal = 1;
-        snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
-        e->stopping = 1;
+    j->dirty = 1;
+    j->dirty_from = from;
+    j->dirty_next = e->dirty_head;
+    e->dirty_head = j;
+}
+
+/* Writes every dirty row into the open transaction; a failure stops the run. */
+static int write_dirty(struct engine *e)
+{
+    int rc = SB_OK;
+    if (!e->dirty_head && !e->up_dirty_head)
+        return SB_OK;
+    if (sb_store_begin(e->st) != SB_OK)
+        rc = SB_EIO;
+    for (struct job *j = e->dirty_head, *n; j; j = n) {
+        n = j->dirty_next;
+        j->dirty = 0;
+        j->dirty_next = NULL;
+        if (rc == SB_OK && sb_store_save_job(e->st, &j->row, j->dirty_from) != SB_OK)
+            rc = SB_EIO;
     }
+    e->dirty_head = NULL;
+    for (struct upload *u = e->up_dirty_head, *n; u; u = n) {
+        n = u->dirty_next;
+        u->dirty = 0;
+        if (rc == SB_OK && sb_store_put_upload(e->st, u->sha, u->url, (int64_t)u->file->size) != SB_OK)
+            rc = SB_EIO;
+    }
+    e->up_dirty_head = NULL;
+    if (rc != SB_OK && !e->fatal) {
+        e->fatal = 1;
+        e->stopping = 1;
+        snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
+    }
+    return rc;
 }
 
 /* Every job state change: updates the row and persists it. */
@@ -199,33 +243,88 @@ static void clear_error(struct job *j)
     j->row.error_http = 0;
 }
 
-/* Commits the turn's writes, then starts the submits that waited for it. */
-static void flush(struct engine *e)
+static void pump(struct engine *e);
+
+/* Starts (or drops, when the run is failing) submits whose intent is committed. */
+static void send_submits(struct engine *e, struct job *list)
 {
-    if (sb_store_in_transaction(e->st)) {
-        uint64_t t0 = uv_hrtime();
-        if (sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK) {
-            e->fatal = 1;
-            e->stopping = 1;
-        }
-        double ms = (double)(uv_hrtime() - t0) / 1e6;
-        e->commits++;
-        e->commit_ms += ms;
-        if (ms > e->commit_ms_max)
-            e->commit_ms_max = ms;
-    }
-    while (e->send_head) {
-        struct job *j = e->send_head;
-        e->send_head = j->send_next;
+    while (list) {
+        struct job *j = list;
+        list = j->send_next;
         j->send_next = NULL;
         if (e->fatal || e->auth_abort || sb_req_start(&j->call.req, j->call.req.done) != SB_OK) {
-            /* Not sent: the intent stays committed and a later run resubmits. */
+            /* Not sent: the intent stays committed and a later run resubmits, flagged. */
             sb_req_cleanup(&j->call.req);
             j->inflight = 0;
-            continue;
         }
     }
-    e->send_tail = NULL;
+}
+
+/* On a worker thread: the commit and its fsync. The loop leaves the store alone meanwhile. */
+static void commit_work(uv_work_t *w)
+{
+    struct engine *e = sb_container_of(w, struct engine, commit_work);
+    uint64_t t0 = uv_hrtime();
+    e->commit_rc = sb_store_commit(e->st, e->commit_err, sizeof e->commit_err);
+    e->commit_last_ms = (double)(uv_hrtime() - t0) / 1e6;
+}
+
+static void commit_done(uv_work_t *w, int status)
+{
+    struct engine *e = sb_container_of(w, struct engine, commit_work);
+    e->commit_inflight = 0;
+    e->commits++;
+    e->commit_ms += e->commit_last_ms;
+    if (e->commit_last_ms > e->commit_ms_max)
+        e->commit_ms_max = e->commit_last_ms;
+    if (status != 0 || e->commit_rc != SB_OK) {
+        snprintf(e->err, sizeof e->err, "%s", status ? "the state commit was cancelled" : e->commit_err);
+        e->fatal = 1;
+        e->stopping = 1;
+    }
+    struct job *list = e->sending;
+    e->sending = NULL;
+    send_submits(e, list);
+    pump(e);
+}
+
+/*
+ * Group commit: writes the dirty rows and hands the commit to the threadpool,
+ * unless one is running (then the next one picks them up). Submits waiting
+ * for their intent go out when that commit returns.
+ */
+static void flush(struct engine *e)
+{
+    if (e->commit_inflight || e->fatal) {
+        if (e->fatal) {
+            send_submits(e, e->send_head);
+            e->send_head = e->send_tail = NULL;
+        }
+        return;
+    }
+    if (write_dirty(e) != SB_OK || !sb_store_in_transaction(e->st)) {
+        send_submits(e, e->send_head); /* nothing to wait for (or failing: dropped) */
+        e->send_head = e->send_tail = NULL;
+        return;
+    }
+    e->sending = e->send_head;
+    e->send_head = e->send_tail = NULL;
+    e->commit_inflight = 1;
+    if (uv_queue_work(&e->uv, &e->commit_work, commit_work, commit_done) != 0) {
+        e->commit_inflight = 0;
+        e->commit_rc = sb_store_commit(e->st, e->commit_err, sizeof e->commit_err);
+        commit_done(&e->commit_work, 0);
+    }
+}
+
+/* Commits what is left, on the loop thread: for the end of the run. */
+static void flush_sync(struct engine *e)
+{
+    if (e->commit_inflight)
+        return;
+    write_dirty(e);
+    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK)
+        e->fatal = 1;
 }
 
 /* ---- slots and finishing ---- */
@@ -479,8 +578,11 @@ static void upload_done(struct sb_req *r, CURLcode rc)
         if (e->api.ops->parse_upload(r->body.data, r->body.len, &url, oc.msg, sizeof oc.msg) == SB_OK) {
             u->url = url;
             u->state = UP_DONE;
-            if (sb_store_begin(e->st) != SB_OK || sb_store_put_upload(e->st, u->sha, url, (int64_t)u->file->size) != SB_OK)
-                e->fatal = 1;
+            if (!u->dirty) {
+                u->dirty = 1;
+                u->dirty_next = e->up_dirty_head;
+                e->up_dirty_head = u;
+            }
             sb_debug("uploaded %s", u->file->path);
             upload_settled(e, u, &oc);
             sb_req_cleanup(r);
@@ -866,9 +968,9 @@ static int activate(struct engine *e, struct job *j)
             u->all_next = e->uploads_all;
             e->uploads_all = u;
             sb_map_put(e->uploads, u->sha, u);
-            char *cached = sb_store_upload_url(e->st, u->sha, e->m->media.upload_ttl_ms);
+            char *cached = sb_map_get(e->cached_uploads, u->sha);
             if (cached) {
-                u->url = cached;
+                u->url = sb_strdup(cached);
                 u->state = UP_DONE;
             }
         }
@@ -1010,9 +1112,10 @@ static void pump(struct engine *e)
     }
     flush(e);
 
-    int idle = e->slots_used == 0 && sb_loop_active(e->http) == 0 && e->fs_pending == 0;
+    int quiet = sb_loop_active(e->http) == 0 && e->fs_pending == 0 && !e->commit_inflight && !e->sending;
+    int idle = e->slots_used == 0 && quiet;
     int nothing_left = e->next_pending >= e->m->n_jobs || e->stopping || e->cost_stop;
-    if (e->stopping && sb_loop_active(e->http) == 0 && e->fs_pending == 0)
+    if (e->stopping && quiet)
         idle = 1;
     if (idle && nothing_left) {
         finish(e);
@@ -1142,8 +1245,7 @@ static void finish(struct engine *e)
     uv_timer_stop(&e->grace);
     uv_signal_stop(&e->sigint);
     uv_signal_stop(&e->sigterm);
-    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK)
-        e->fatal = 1;
+    flush_sync(e);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -1256,6 +1358,11 @@ static void load_jobs(struct engine *e)
     }
 }
 
+static void remember_upload(const char *sha, const char *url, void *ud)
+{
+    free(sb_map_put(ud, sha, sb_strdup(url)));
+}
+
 static void free_engine(struct engine *e)
 {
     for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
@@ -1282,6 +1389,7 @@ static void free_engine(struct engine *e)
         free(u);
     }
     sb_map_free(e->uploads, NULL);
+    sb_map_free(e->cached_uploads, free);
 }
 
 int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
@@ -1343,6 +1451,8 @@ int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
     uv_loop_init(&e->uv);
     e->http = sb_loop_new(&e->uv, (long)m->limits.concurrency * 2 + 8);
     e->uploads = sb_map_new();
+    e->cached_uploads = sb_map_new();
+    sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
     e->jobs = sb_calloc((size_t)(m->n_jobs ? m->n_jobs : 1), sizeof *e->jobs);
     e->started = e->last_results = e->last_log = mono_ms();
     sb_rl_init(&e->rl, m->limits.requests_per_second, e->started);
@@ -1377,8 +1487,7 @@ int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
     if (uv_loop_close(&e->uv) != 0)
         sb_error("internal: the event loop did not close cleanly");
     /* Writes made by callbacks that ran while the loop drained. */
-    if (sb_store_in_transaction(e->st) && sb_store_commit(e->st, e->err, sizeof e->err) != SB_OK)
-        e->fatal = 1;
+    flush_sync(e);
 
     write_results(e);
     int c[SB_JOB_NSTATES];
@@ -1392,7 +1501,7 @@ int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
             e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
 
-    sb_debug("state: %ld commits on the loop, %.2f ms on average, %.2f ms at most", e->commits,
+    sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most", e->commits,
              e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
     if (e->fatal) {
         sb_error("%s", e->err);

@@ -570,3 +570,16 @@ int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url
     sqlite3_finalize(s);
     return rc;
 }
+
+int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
+                         void (*fn)(const char *sha256, const char *url, void *ud), void *ud)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT sha256, url FROM uploads WHERE uploaded_at>=?", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_bind_int64(s, 1, sb_now_ms() - ttl_ms);
+    while (sqlite3_step(s) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1), ud);
+    sqlite3_finalize(s);
+    return SB_OK;
+}

@@ -139,6 +139,16 @@ run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run against a stricter server lim
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after 429s"
 stop_mock
 
+# --- 4b. adaptive polling: once the processing time is known, first polls wait for it ---
+D=$T/polls; make_batch "$D" 32
+start_mock --key "$KEY" --latency 600; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "adaptive polling run"
+calls=$(( $(stat_of requests.submit) + $(stat_of requests.poll) ))
+[ "$calls" -lt $((3 * 32)) ] && pass || fail "$calls submits and polls for 32 jobs: not under 3 per job"
+expect_in "$T/err" "per job besides uploads" "summary reports calls per job"
+echo "adaptive polling: $calls API calls for 32 jobs"
+stop_mock
+
 # --- 5. failures: rejected prediction, expired outputs, timeout, retry-failed ---
 D=$T/fail; make_batch "$D" 2
 printf '  - {id: bad, prompt: "mock:fail this", images: [img/p1.jpg]}\n  - {id: gone, prompt: "mock:expire", images: [img/p2.jpg]}\n' >> "$D/m.yaml"
@@ -240,7 +250,7 @@ run "$SEEDBATCH" run --debug --log-format json "$T/clean/m.yaml"; expect_rc 0 "d
 expect_in "$T/err" 'curl > Authorization: [redacted]' "debug mode traces headers, key redacted"
 expect_not_in "$T/err" "$KEY" "key absent from debug json logs"
 python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/err" && pass || fail "json log lines"
-expect_in "$T/err" "commits on the loop" "commit timing reported"
+expect_in "$T/err" "commits (their fsync on a worker thread)" "commit timing reported"
 sqlite3 "$T/clean/out/.seedbatch/state.db" .dump | grep -c -- "$KEY" > "$T/n" || true
 expect_eq "$(cat "$T/n")" 0 "key absent from the state database"
 # --progress always draws the live line (predictions take 0.8 s, the line is redrawn every 0.25 s).
