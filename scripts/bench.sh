@@ -39,11 +39,13 @@ PY
     api=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_requests"])')
     refused=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refused_rate"])')
     commits=$(grep -o 'state: [0-9]* commits' "$d/log" | grep -o '[0-9]*' || echo "?")
+    grep -o 'state: .*' "$d/log" | sed 's/"}$//' > "$d/commitline" || true
     python3 - "$n" "$el" "$user" "$sys" "$rss" "$api" "$refused" "$commits" <<'PY'
 import sys
 n, el, user, sys_, rss, api, refused, commits = sys.argv[1:]
 n = int(n); el = float(el); cpu = float(user) + float(sys_)
 print(f"{n:<8} {el:>10.2f} {n/el:>12.0f} {cpu*1000/n:>14.3f} {int(rss)/1024:>10.1f}MiB {int(api)/n:>14.2f} {refused:>10} {commits:>10}")
 PY
+    sed 's/^/         /' "$d/commitline"
     kill $mock; wait $mock 2>/dev/null || true; mock=""
 done
