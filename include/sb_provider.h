@@ -11,13 +11,20 @@
 
 #include "sb_manifest.h"
 
-enum sb_pred_state { SB_PRED_RUNNING, SB_PRED_SUCCEEDED, SB_PRED_FAILED };
+enum sb_pred_state {
+    SB_PRED_RUNNING,    /* queued or processing */
+    SB_PRED_READY,      /* finished: its result must be fetched (RunComfy's status call) */
+    SB_PRED_SUCCEEDED,  /* outputs are listed */
+    SB_PRED_FAILED,     /* the provider failed or refused it */
+    SB_PRED_CANCELLED   /* cancelled remotely */
+};
 
 struct sb_poll_result {
     enum sb_pred_state state;
     char **outputs;        /* output URLs when succeeded */
     int n_outputs;
     double predict_time;   /* seconds, < 0 when not given */
+    int queue_position;    /* place in the provider's queue, -1 when not given */
     char *error;           /* provider's message when failed */
     char *error_code;      /* provider's code when failed, or NULL */
 };
@@ -37,9 +44,21 @@ struct sb_provider_ops {
     char *(*submit_body)(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *image_urls);
     int (*parse_submit)(const char *body, size_t len, char **id, char *err, size_t errlen);
     char *(*poll_url)(const struct sb_api *p, const char *id);
+    /* Where a finished prediction's outputs are read, when that is another call (else NULL). */
+    char *(*result_url)(const struct sb_api *p, const char *id);
+    /* Reads a poll or result answer. */
     int (*parse_poll)(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen);
-    /* The message and code of an error answer (any status), or of a 200 that carries one. */
-    int (*error_info)(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen);
+    /* Cancelling a queued prediction (NULL when the provider cannot). */
+    char *(*cancel_url)(const struct sb_api *p, const char *id);
+    /* 1 cancelled, 0 not cancellable any more, SB_EINVAL unreadable. */
+    int (*parse_cancel)(const char *body, size_t len);
+    /*
+     * The message and code of an error answer (any status), or of a 200 that
+     * carries one: returns SB_ERR then, with *status the HTTP status the error
+     * stands for (its code mapped), or 0 when unknown.
+     */
+    int (*error_info)(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+                      int *status);
 };
 
 struct sb_api {
@@ -50,6 +69,7 @@ struct sb_api {
 };
 
 extern const struct sb_provider_ops sb_provider_atlas;
+extern const struct sb_provider_ops sb_provider_runcomfy;
 
 /*
  * Sets up the provider of a manifest: base URL from the environment, key from

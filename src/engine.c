@@ -83,6 +83,8 @@ struct job {
     int uploads_left;
     int64_t poll_every;
     int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
+    int fetch_result;       /* the next poll reads the result (providers with a result call) */
+    int queue_position;     /* place in the provider's queue, -1 when unknown */
     double reserved;        /* cost held against max_cost */
     struct call call;
     struct job *qnext;
@@ -451,14 +453,15 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     }
     long s = r->status;
     char emsg[300] = "", ecode[64] = "";
-    int carried = e->api.ops->error_info(r->body.data, r->body.len, emsg, sizeof emsg, ecode, sizeof ecode) == SB_ERR;
+    int hint = 0;
+    int carried = e->api.ops->error_info(r->body.data, r->body.len, emsg, sizeof emsg, ecode, sizeof ecode,
+                                         &hint) == SB_ERR;
     oc->http = (int)s;
     snprintf(oc->code, sizeof oc->code, "%s", ecode);
-    if (s >= 200 && s < 300 && carried) {
-        /* A 200 carrying an error: read the code it carries as the status. */
-        long c = strtol(ecode, NULL, 10);
-        s = c >= 400 && c < 600 ? c : 500;
-    }
+    if (carried && hint && (s < 300 || s == 400 || s == 404))
+        s = hint; /* the provider's code says more than the status (or is the only error sign) */
+    else if (s >= 200 && s < 300 && carried)
+        s = 500;
     if (s >= 200 && s < 300) {
         oc->v = V_OK;
         e->proven = 1;
@@ -681,6 +684,8 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             j->want = W_POLL;
             j->poll_every = e->m->limits.poll_interval_ms;
             j->due = mono_ms() + first_poll_delay(e);
+            /* Once the typical processing time is known, the first look goes straight to the result. */
+            j->fetch_result = e->api.ops->result_url && e->samples > 0;
             sb_req_cleanup(r);
             pump(e);
             return;
@@ -722,7 +727,8 @@ static void poll_done(struct sb_req *r, CURLcode rc);
 static void start_poll(struct engine *e, struct job *j)
 {
     struct sb_http_opts o = {10000, 30000, 100, 30, MAX_API_BODY, 0};
-    char *url = e->api.ops->poll_url(&e->api, j->row.prediction_id);
+    char *url = j->fetch_result ? e->api.ops->result_url(&e->api, j->row.prediction_id)
+                                : e->api.ops->poll_url(&e->api, j->row.prediction_id);
     struct call *c = &j->call;
     c->kind = CALL_POLL;
     c->e = e;
@@ -767,10 +773,22 @@ static void poll_done(struct sb_req *r, CURLcode rc)
         if (e->api.ops->parse_poll(r->body.data, r->body.len, &pr, oc.msg, sizeof oc.msg) == SB_OK) {
             j->tries = 0;
             if (pr.state == SB_PRED_RUNNING) {
+                j->fetch_result = 0;
+                j->queue_position = pr.queue_position;
                 j->due = now + j->poll_every;
                 j->poll_every = (int64_t)((double)j->poll_every * 1.5);
                 if (j->poll_every > POLL_CAP_MS)
                     j->poll_every = POLL_CAP_MS;
+            } else if (pr.state == SB_PRED_READY) {
+                j->fetch_result = 1;   /* finished: read the result right away */
+                j->queue_position = -1;
+                j->due = 0;
+            } else if (pr.state == SB_PRED_CANCELLED) {
+                set_error(e, j, "cancelled", 0, NULL, "the request was cancelled at the provider");
+                set_state(e, j, SB_JOB_CANCELLED);
+                j->want = W_NONE;
+                e->jobs_done_run++;
+                release(e, j);
             } else if (pr.state == SB_PRED_FAILED) {
                 job_failed(e, j, SB_EK_REJECTED, 0, pr.error_code, pr.error);
             } else {
@@ -804,8 +822,8 @@ static void poll_done(struct sb_req *r, CURLcode rc)
         auth_abort(e, &oc);
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
         j->due = now + backoff(j->tries, ra);
-    } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400)) {
-        job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, "the prediction is no longer known to the provider");
+    } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400 || atoi(oc.code) == 404001)) {
+        job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, "the prediction is no longer known to the provider (expired?)");
     } else {
         job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
     }

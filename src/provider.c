@@ -45,7 +45,7 @@ static char *trim(char *s)
 int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
-    p->ops = &sb_provider_atlas;
+    p->ops = m->provider == SB_PROVIDER_RUNCOMFY ? &sb_provider_runcomfy : &sb_provider_atlas;
     const char *base = getenv(p->ops->base_env);
     if (!base || !*base)
         base = p->ops->default_base;

@@ -111,6 +111,7 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
 {
     memset(out, 0, sizeof *out);
     out->predict_time = -1;
+    out->queue_position = -1;
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "poll answer is not a JSON object");
@@ -161,9 +162,11 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
     return rc;
 }
 
-static int atlas_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen)
+static int atlas_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+                            int *status)
 {
     msg[0] = code[0] = '\0';
+    *status = 0;
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
@@ -178,6 +181,8 @@ static int atlas_error_info(const char *body, size_t len, char *msg, size_t msgl
     if (cJSON_IsNumber(c) && c->valuedouble != 200)
         snprintf(code, codelen, "%.0f", c->valuedouble);
     int is_error = cJSON_IsNumber(c) && c->valuedouble != 200 && c->valuedouble != 0;
+    if (is_error && c->valuedouble >= 400 && c->valuedouble < 600)
+        *status = (int)c->valuedouble;
     cJSON_Delete(j);
     return is_error ? SB_ERR : SB_OK;
 }
@@ -194,6 +199,9 @@ const struct sb_provider_ops sb_provider_atlas = {
     .submit_body = atlas_submit_body,
     .parse_submit = atlas_parse_submit,
     .poll_url = atlas_poll_url,
+    .result_url = NULL,
     .parse_poll = atlas_parse_poll,
+    .cancel_url = NULL,
+    .parse_cancel = NULL,
     .error_info = atlas_error_info,
 };

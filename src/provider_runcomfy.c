@@ -1,0 +1,233 @@
+/*
+ * provider_runcomfy.c speaks RunComfy's model API (../shared/API.md):
+ * submit to /v1/models/{model}, then /v1/requests/{id}/status (in_queue,
+ * in_progress, completed, cancelled: it has no failed state), /result once
+ * completed (succeeded with output.image or output.images, or failed), and
+ * /cancel for queued requests. Errors may come as HTTP 200 with a top-level
+ * error_code; the codes map to the HTTP statuses they stand for.
+ */
+#include "sb_provider.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+static const char *str_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+static char *request_url(const struct sb_api *p, const char *id, const char *what)
+{
+    char *esc = curl_easy_escape(NULL, id, 0);
+    char *u = sb_asprintf("%s/v1/requests/%s/%s", p->base, esc ? esc : "", what);
+    curl_free(esc);
+    return u;
+}
+
+static char *rc_submit_url(const struct sb_api *p, const char *model)
+{
+    return sb_asprintf("%s/v1/models/%s", p->base, model);
+}
+
+static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
+{
+    (void)m;
+    cJSON *b = cJSON_Duplicate(j->params, 1);
+    cJSON_AddStringToObject(b, "prompt", j->prompt);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < j->n_images; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(urls[i]));
+    cJSON_AddItemToObject(b, "image", a);
+    char *s = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return s;
+}
+
+static int rc_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)
+{
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return sb_seterr(err, errlen, "submit answer is not a JSON object");
+    const char *v = str_of(j, "request_id");
+    int rc = SB_OK;
+    if (!v || strlen(v) > 256)
+        rc = sb_seterr(err, errlen, "submit answer has no request_id");
+    else
+        *id = sb_strdup(v);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static char *rc_poll_url(const struct sb_api *p, const char *id)
+{
+    return request_url(p, id, "status");
+}
+
+static char *rc_result_url(const struct sb_api *p, const char *id)
+{
+    return request_url(p, id, "result");
+}
+
+static char *rc_cancel_url(const struct sb_api *p, const char *id)
+{
+    return request_url(p, id, "cancel");
+}
+
+static int add_output(struct sb_poll_result *r, const cJSON *v)
+{
+    if (!cJSON_IsString(v) || (strncmp(v->valuestring, "http://", 7) != 0 &&
+                               strncmp(v->valuestring, "https://", 8) != 0))
+        return SB_EINVAL;
+    if (r->n_outputs >= 64)
+        return SB_ETOOBIG;
+    r->outputs = sb_realloc(r->outputs, (size_t)(r->n_outputs + 1) * sizeof *r->outputs);
+    r->outputs[r->n_outputs++] = sb_strdup(v->valuestring);
+    return SB_OK;
+}
+
+/* Reads a status or a result answer: both carry "status". */
+static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->predict_time = -1;
+    out->queue_position = -1;
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return sb_seterr(err, errlen, "answer is not a JSON object");
+    const char *st = str_of(j, "status");
+    int rc = SB_OK;
+    if (!st) {
+        rc = sb_seterr(err, errlen, "answer has no status");
+    } else if (!strcmp(st, "in_queue") || !strcmp(st, "in_progress")) {
+        out->state = SB_PRED_RUNNING;
+        const cJSON *qp = cJSON_GetObjectItemCaseSensitive(j, "queue_position");
+        if (cJSON_IsNumber(qp) && qp->valuedouble >= 0 && qp->valuedouble < 1e9)
+            out->queue_position = (int)qp->valuedouble;
+    } else if (!strcmp(st, "completed")) {
+        out->state = SB_PRED_READY;
+    } else if (!strcmp(st, "cancelled") || !strcmp(st, "canceled")) {
+        out->state = SB_PRED_CANCELLED;
+    } else if (!strcmp(st, "succeeded")) {
+        out->state = SB_PRED_SUCCEEDED;
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "output"), *it;
+        const cJSON *one = cJSON_GetObjectItemCaseSensitive(o, "image");
+        const cJSON *many = cJSON_GetObjectItemCaseSensitive(o, "images");
+        if (cJSON_IsString(one))
+            rc = add_output(out, one);
+        else if (cJSON_IsArray(one))
+            many = one;
+        if (cJSON_IsArray(many))
+            cJSON_ArrayForEach(it, many) if (rc == SB_OK) rc = add_output(out, it);
+        if (rc != SB_OK || out->n_outputs == 0)
+            rc = sb_seterr(err, errlen, "result succeeded without usable output URLs");
+    } else if (!strcmp(st, "failed")) {
+        out->state = SB_PRED_FAILED;
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        const char *msg = cJSON_IsString(e) ? e->valuestring : str_of(e, "message");
+        if (!msg)
+            msg = str_of(j, "error_message");
+        out->error = sb_asprintf("prediction failed%s%s", msg ? ": " : "", msg ? msg : "");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(cJSON_IsObject(e) ? e : j, cJSON_IsObject(e) ? "code" : "error_code");
+        if (cJSON_IsNumber(code))
+            out->error_code = sb_asprintf("%.0f", code->valuedouble);
+        else if (cJSON_IsString(code) && code->valuestring[0])
+            out->error_code = sb_strndup(code->valuestring, 64);
+    } else {
+        rc = sb_seterr(err, errlen, "answer has an unknown status \"%.40s\"", st);
+    }
+    if (rc != SB_OK)
+        sb_poll_result_clear(out);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int rc_parse_cancel(const char *body, size_t len)
+{
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return SB_EINVAL;
+    const char *o = str_of(j, "outcome");
+    const char *st = str_of(j, "status");
+    int rc = SB_EINVAL;
+    if (o && !strcmp(o, "cancelled"))
+        rc = 1;
+    else if (o && !strcmp(o, "not_cancellable"))
+        rc = 0;
+    else if (st && (!strcmp(st, "cancelled") || !strcmp(st, "canceled")))
+        rc = 1;
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* RunComfy's error codes, as the HTTP statuses they stand for. */
+static int code_status(long code)
+{
+    switch (code) {
+    case 400002: return 402;  /* insufficient balance */
+    case 400004: return 401;  /* token or account problem */
+    case 403001: return 403;  /* permission denied */
+    case 404001: return 404;  /* not found, or an expired request id */
+    case 400001: return 400;  /* bad model id */
+    default:
+        if (code >= 400 && code < 600)
+            return (int)code;
+        if (code >= 400000 && code < 600000)
+            return (int)(code / 1000);
+        return 0;
+    }
+}
+
+static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+                         int *status)
+{
+    msg[0] = code[0] = '\0';
+    *status = 0;
+    cJSON *j = sb_json_parse(body, len);
+    if (!j)
+        return SB_EINVAL;
+    const char *t = str_of(j, "error_message");
+    if (!t)
+        t = str_of(j, "message");
+    if (!t)
+        t = str_of(j, "detail");
+    if (t)
+        snprintf(msg, msglen, "%s", t);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "error_code");
+    long n = 0;
+    if (cJSON_IsNumber(c))
+        n = (long)c->valuedouble;
+    else if (cJSON_IsString(c))
+        n = strtol(c->valuestring, NULL, 10);
+    int is_error = c && !cJSON_IsNull(c);
+    if (is_error) {
+        if (cJSON_IsString(c))
+            snprintf(code, codelen, "%s", c->valuestring);
+        else
+            snprintf(code, codelen, "%ld", n);
+        *status = code_status(n);
+    }
+    cJSON_Delete(j);
+    return is_error ? SB_ERR : SB_OK;
+}
+
+const struct sb_provider_ops sb_provider_runcomfy = {
+    .name = "runcomfy",
+    .key_env = "RUNCOMFY_API_TOKEN",
+    .base_env = "RUNCOMFY_BASE_URL",
+    .default_base = "https://model-api.runcomfy.net",
+    .has_upload = 0,
+    .upload_url = NULL,
+    .parse_upload = NULL,
+    .submit_url = rc_submit_url,
+    .submit_body = rc_submit_body,
+    .parse_submit = rc_parse_submit,
+    .poll_url = rc_poll_url,
+    .result_url = rc_result_url,
+    .parse_poll = rc_parse_poll,
+    .cancel_url = rc_cancel_url,
+    .parse_cancel = rc_parse_cancel,
+    .error_info = rc_error_info,
+};
