@@ -1,5 +1,5 @@
 /*
- * The engine runs one manifest's jobs to completion on one libuv loop:
+ * The engine runs manifests' jobs to completion on one libuv loop:
  * uploads, submits, polls and downloads, within the run's limits, with every
  * state change committed to the state database (SPEC section 4).
  */
@@ -16,7 +16,11 @@ struct sb_engine_opts {
     enum sb_progress_mode progress;
 };
 
-/* Runs the manifest; returns the process exit code (SPEC section 2). */
-int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o);
+/*
+ * Runs the manifests together on one loop, each with its own output_dir and
+ * state; manifests of the same provider share its request budget. Returns the
+ * process exit code (SPEC section 2), the worst of the manifests' outcomes.
+ */
+int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o);
 
 #endif

@@ -115,14 +115,28 @@ struct upload {
     struct upload *dirty_next;
 };
 
-struct engine {
-    struct sb_manifest *m;
-    const struct sb_engine_opts *o;
+/* What the manifests of one invocation share: the loop, HTTP, signals, progress, budgets. */
+struct run {
     uv_loop_t uv;
     struct sb_loop *http;
+    struct sb_ratelimit rl[2];   /* one request budget per provider */
+    int proven[2];               /* an API call to that provider has succeeded: the key works */
+    uv_timer_t tick, grace;
+    uv_signal_t sigint, sigterm;
+    int stopping, interrupted, auth_abort;
+    int tty;
+    int64_t started, last_log;
+    struct engine **engines;
+    int n;
+};
+
+/* One manifest's batch: its jobs, state database, provider and counters. */
+struct engine {
+    struct run *run;
+    struct sb_manifest *m;
+    const struct sb_engine_opts *o;
     struct sb_store *st;
     struct sb_api api;
-    struct sb_ratelimit rl;
     struct job *jobs;
     int next_pending;
     struct job **active;
@@ -142,10 +156,8 @@ struct engine {
     double commit_last_ms;
     char commit_err[SB_ERRLEN];
     int rr;
-    uv_timer_t wake, tick, grace;
-    uv_signal_t sigint, sigterm;
-    int stopping, interrupted, auth_abort, cost_stop, fatal, finished;
-    int proven;             /* an API call has succeeded: the key works */
+    uv_timer_t wake;
+    int cost_stop, fatal, finished;
     int fs_pending;
     double spent, reserved;
     double ema_ms;
@@ -154,8 +166,7 @@ struct engine {
     long images_written, jobs_done_run;
     long commits;            /* state commits, and their cost */
     double commit_ms, commit_ms_max;
-    int64_t started, last_results, last_log;
-    int tty;
+    int64_t last_results;
     int outdir_fd;
     int lock_fd;
     char *state_path;
@@ -210,7 +221,7 @@ static int write_dirty(struct engine *e)
     e->up_dirty_head = NULL;
     if (rc != SB_OK && !e->fatal) {
         e->fatal = 1;
-        e->stopping = 1;
+        e->run->stopping = 1;
         snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
     }
     return rc;
@@ -247,6 +258,8 @@ static void clear_error(struct job *j)
 
 static void pump(struct engine *e);
 
+static void release(struct engine *e, struct job *j);
+
 /* Starts (or drops, when the run is failing) submits whose intent is committed. */
 static void send_submits(struct engine *e, struct job *list)
 {
@@ -254,7 +267,13 @@ static void send_submits(struct engine *e, struct job *list)
         struct job *j = list;
         list = j->send_next;
         j->send_next = NULL;
-        if (e->fatal || e->auth_abort || sb_req_start(&j->call.req, j->call.req.done) != SB_OK) {
+        if (e->run->auth_abort && !e->fatal) {
+            /* Known not sent: nothing can have been created, so back to pending. */
+            sb_req_cleanup(&j->call.req);
+            j->inflight = 0;
+            set_state(e, j, SB_JOB_PENDING);
+            release(e, j);
+        } else if (e->fatal || sb_req_start(&j->call.req, j->call.req.done) != SB_OK) {
             /* Not sent: the intent stays committed and a later run resubmits, flagged. */
             sb_req_cleanup(&j->call.req);
             j->inflight = 0;
@@ -282,7 +301,7 @@ static void commit_done(uv_work_t *w, int status)
     if (status != 0 || e->commit_rc != SB_OK) {
         snprintf(e->err, sizeof e->err, "%s", status ? "the state commit was cancelled" : e->commit_err);
         e->fatal = 1;
-        e->stopping = 1;
+        e->run->stopping = 1;
     }
     struct job *list = e->sending;
     e->sending = NULL;
@@ -312,7 +331,7 @@ static void flush(struct engine *e)
     e->sending = e->send_head;
     e->send_head = e->send_tail = NULL;
     e->commit_inflight = 1;
-    if (uv_queue_work(&e->uv, &e->commit_work, commit_work, commit_done) != 0) {
+    if (uv_queue_work(&e->run->uv, &e->commit_work, commit_work, commit_done) != 0) {
         e->commit_inflight = 0;
         e->commit_rc = sb_store_commit(e->st, e->commit_err, sizeof e->commit_err);
         commit_done(&e->commit_work, 0);
@@ -464,7 +483,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
         s = 500;
     if (s >= 200 && s < 300) {
         oc->v = V_OK;
-        e->proven = 1;
+        e->run->proven[e->m->provider] = 1;
         return;
     }
     snprintf(oc->msg, sizeof oc->msg, "HTTP %ld%s%s", r->status, emsg[0] ? ": " : "", emsg);
@@ -477,7 +496,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     } else if (s == 429) {
         oc->v = V_RETRY;
         oc->kind = SB_EK_RATE_LIMITED;
-        sb_rl_on_429(&e->rl, mono_ms(), r->retry_after_ms);
+        sb_rl_on_429(&e->run->rl[e->m->provider], mono_ms(), r->retry_after_ms);
     } else if (s >= 500 || s < 200 || (s >= 300 && s < 400) || s == 408) {
         oc->v = V_RETRY;
         oc->kind = SB_EK_SERVER;
@@ -490,11 +509,11 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
 /* 401/402/403: stop everything that would send, keep the state, exit 3. */
 static void auth_abort(struct engine *e, const struct outcome *oc)
 {
-    if (!e->auth_abort)
+    if (!e->run->auth_abort)
         sb_error("the API refused the key (%s): stopping; the state is kept, fix the key or balance "
                  "and run again", oc->msg);
-    e->auth_abort = 1;
-    e->stopping = 1;
+    e->run->auth_abort = 1;
+    e->run->stopping = 1;
     /* Jobs still gathering uploads sent nothing billable: back to pending. */
     for (int i = 0; i < e->n_active; i++) {
         struct job *j = e->active[i];
@@ -519,7 +538,7 @@ static void start_upload(struct engine *e, struct upload *u)
     c->e = e;
     c->up = u;
     c->job = NULL;
-    if (sb_req_init(&c->req, e->http, url, &o) != SB_OK) {
+    if (sb_req_init(&c->req, e->run->http, url, &o) != SB_OK) {
         free(url);
         return;
     }
@@ -599,11 +618,11 @@ static void upload_done(struct sb_req *r, CURLcode rc)
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
         u->state = UP_IDLE;
-    } else if (oc.v == V_RETRY && u->tries < e->m->limits.max_attempts && !e->stopping) {
+    } else if (oc.v == V_RETRY && u->tries < e->m->limits.max_attempts && !e->run->stopping) {
         u->state = UP_IDLE;
         u->due = mono_ms() + backoff(u->tries, r->retry_after_ms);
         sb_debug("upload of %s: %s; retrying", u->file->path, oc.msg);
-    } else if (e->stopping) {
+    } else if (e->run->stopping) {
         u->state = UP_IDLE;
     } else {
         u->state = UP_FAILED;
@@ -626,7 +645,7 @@ static void begin_submit(struct engine *e, struct job *j)
     c->kind = CALL_SUBMIT;
     c->e = e;
     c->job = j;
-    if (sb_req_init(&c->req, e->http, url, &o) != SB_OK) {
+    if (sb_req_init(&c->req, e->run->http, url, &o) != SB_OK) {
         free(url);
         free(body);
         return;
@@ -708,7 +727,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             save(e, j, j->row.state);
         }
         sb_debug("job %s: submit: %s; retrying", j->row.id, oc.msg);
-        if (e->stopping) {
+        if (e->run->stopping) {
             release(e, j); /* stays submitting: the next run resubmits it, flagged */
         } else {
             j->want = W_SUBMIT;
@@ -733,7 +752,7 @@ static void start_poll(struct engine *e, struct job *j)
     c->kind = CALL_POLL;
     c->e = e;
     c->job = j;
-    int ok = sb_req_init(&c->req, e->http, url, &o) == SB_OK;
+    int ok = sb_req_init(&c->req, e->run->http, url, &o) == SB_OK;
     free(url);
     if (!ok)
         return;
@@ -865,7 +884,7 @@ static void download_done(struct sb_download *d)
     s->running = 0;
     if (!d->failed) {
         j->outputs[s->k] = sb_strdup(d->final_name);
-    } else if (d->retryable && j->tries < e->m->limits.max_attempts && !e->stopping) {
+    } else if (d->retryable && j->tries < e->m->limits.max_attempts && !e->run->stopping) {
         j->due = mono_ms() + backoff(j->tries, -1);
         sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
     } else if (j->want == W_DOWNLOAD) {
@@ -895,7 +914,7 @@ static void download_done(struct sb_download *d)
         j->want = W_FINISHING;
         e->fs_pending++;
         j->call.e = e;
-        if (uv_fs_fsync(&e->uv, &j->fsreq, e->outdir_fd, on_dir_synced) != 0) {
+        if (uv_fs_fsync(&e->run->uv, &j->fsreq, e->outdir_fd, on_dir_synced) != 0) {
             e->fs_pending--;
             job_failed(e, j, SB_EK_SERVER, 0, NULL, "cannot fsync the output directory");
         }
@@ -927,7 +946,7 @@ static void start_downloads(struct engine *e, struct job *j)
         const cJSON *u = cJSON_GetArrayItem(a, k);
         s->running = 1;
         if (!cJSON_IsString(u) ||
-            sb_download_start(&s->d, e->http, u->valuestring, e->m->output_dir, stem, MAX_OUTPUT_BYTES,
+            sb_download_start(&s->d, e->run->http, u->valuestring, e->m->output_dir, stem, MAX_OUTPUT_BYTES,
                               download_done) != SB_OK) {
             s->running = 0;
             set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
@@ -1021,15 +1040,23 @@ static int activate(struct engine *e, struct job *j)
 
 /* ---- the scheduler ---- */
 
-static int api_inflight(const struct engine *e)
+/* An API call to this provider is under way, in any of the run's manifests. */
+static int api_inflight(const struct engine *self)
 {
-    for (int i = 0; i < e->n_active; i++)
-        if (e->active[i]->inflight)
+    for (int k = 0; k < self->run->n; k++) {
+        const struct engine *e = self->run->engines[k];
+        if (e->m->provider != self->m->provider)
+            continue;
+        for (int i = 0; i < e->n_active; i++)
+            if (e->active[i]->inflight)
+                return 1;
+        for (const struct upload *u = e->uploads_all; u; u = u->all_next)
+            if (u->state == UP_RUNNING)
+                return 1;
+        if (e->send_head || e->sending)
             return 1;
-    for (const struct upload *u = e->uploads_all; u; u = u->all_next)
-        if (u->state == UP_RUNNING)
-            return 1;
-    return e->send_head != NULL;
+    }
+    return 0;
 }
 
 static void on_wake(uv_timer_t *t)
@@ -1047,7 +1074,7 @@ static void pump(struct engine *e)
     int64_t now = mono_ms(), next = INT64_MAX;
     int64_t wall = sb_now_ms();
 
-    while (!e->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
+    while (!e->run->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
            e->next_pending < e->m->n_jobs) {
         struct job *j = &e->jobs[e->next_pending];
         if (j->want != W_NONE || j->active || j->row.state != SB_JOB_PENDING || j->spec->invalid) {
@@ -1069,7 +1096,7 @@ static void pump(struct engine *e)
             i--;
             continue;
         }
-        if (e->stopping)
+        if (e->run->stopping)
             continue;
         if (j->want == W_SUBMIT || j->want == W_POLL) {
             if (j->due <= now)
@@ -1088,7 +1115,7 @@ static void pump(struct engine *e)
             }
         }
     }
-    for (struct upload *u = e->uploads_all; u && !e->stopping; u = u->all_next) {
+    for (struct upload *u = e->uploads_all; u && !e->run->stopping; u = u->all_next) {
         if (u->state != UP_IDLE || u->queued || u->n_waiters == 0)
             continue;
         if (u->due <= now)
@@ -1097,11 +1124,11 @@ static void pump(struct engine *e)
             next = u->due;
     }
 
-    while (!e->stopping && (e->q_up || e->q_submit || e->q_poll)) {
+    while (!e->run->stopping && (e->q_up || e->q_submit || e->q_poll)) {
         /* Until one call has succeeded, one at a time: a wrong key costs a single request. */
-        if (!e->proven && api_inflight(e))
+        if (!e->run->proven[e->m->provider] && api_inflight(e))
             break;
-        int64_t wait = sb_rl_take(&e->rl, now);
+        int64_t wait = sb_rl_take(&e->run->rl[e->m->provider], now);
         if (wait > 0) {
             if (now + wait < next)
                 next = now + wait;
@@ -1130,10 +1157,10 @@ static void pump(struct engine *e)
     }
     flush(e);
 
-    int quiet = sb_loop_active(e->http) == 0 && e->fs_pending == 0 && !e->commit_inflight && !e->sending;
+    int quiet = sb_loop_active(e->run->http) == 0 && e->fs_pending == 0 && !e->commit_inflight && !e->sending;
     int idle = e->slots_used == 0 && quiet;
-    int nothing_left = e->next_pending >= e->m->n_jobs || e->stopping || e->cost_stop;
-    if (e->stopping && quiet)
+    int nothing_left = e->next_pending >= e->m->n_jobs || e->run->stopping || e->cost_stop;
+    if (e->run->stopping && quiet)
         idle = 1;
     if (idle && nothing_left) {
         finish(e);
@@ -1152,39 +1179,6 @@ static void count_states(struct engine *e, int counts[SB_JOB_NSTATES])
         counts[e->jobs[i].row.state]++;
 }
 
-static void write_results(struct engine *e);
-
-static void on_tick(uv_timer_t *t)
-{
-    struct engine *e = sb_container_of(t, struct engine, tick);
-    int64_t now = mono_ms();
-    if (now - e->last_results >= RESULTS_EVERY_MS) {
-        write_results(e);
-        e->last_results = now;
-    }
-    int c[SB_JOB_NSTATES];
-    count_states(e, c);
-    int done = c[SB_JOB_SUCCEEDED] + c[SB_JOB_FAILED] + c[SB_JOB_CANCELLED];
-    int running = c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING];
-    double el = (double)(now - e->started) / 1000.0;
-    long calls = e->calls[0] + e->calls[1] + e->calls[2];
-    double rps = el > 0 ? (double)calls / el : 0;
-    char eta[32] = "--";
-    if (e->jobs_done_run > 0 && el > 0) {
-        double left = (double)(e->m->n_jobs - done) * el / (double)e->jobs_done_run;
-        snprintf(eta, sizeof eta, "%.0fs", left);
-    }
-    if (e->tty) {
-        fprintf(stderr, "\r\033[K%d/%d done, %d succeeded, %d failed, %d running, %.1f req/s, ETA %s, $%.2f",
-                done, e->m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], running, rps, eta, e->spent);
-        fflush(stderr);
-    } else if (now - e->last_log >= 30000) {
-        e->last_log = now;
-        sb_info("progress: %d/%d done, %d succeeded, %d failed, %d running, %.1f req/s, ETA %s, $%.2f",
-                done, e->m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], running, rps, eta, e->spent);
-    }
-}
-
 static const struct sb_jobrow *row_of(void *ud, int i)
 {
     struct engine *e = ud;
@@ -1198,72 +1192,133 @@ static void write_results(struct engine *e)
         sb_error("results.jsonl: %s", err);
 }
 
+/* Every 250 ms: results.jsonl every 10 s, and the progress line (or a log line every 30 s). */
+static void on_tick(uv_timer_t *t)
+{
+    struct run *r = sb_container_of(t, struct run, tick);
+    int64_t now = mono_ms();
+    int total = 0, done = 0, ok = 0, failed = 0, running = 0, queued = 0;
+    long calls = 0, done_run = 0;
+    double spent = 0;
+    for (int k = 0; k < r->n; k++) {
+        struct engine *e = r->engines[k];
+        if (now - e->last_results >= RESULTS_EVERY_MS) {
+            write_results(e);
+            e->last_results = now;
+        }
+        int c[SB_JOB_NSTATES];
+        count_states(e, c);
+        total += e->m->n_jobs;
+        done += c[SB_JOB_SUCCEEDED] + c[SB_JOB_FAILED] + c[SB_JOB_CANCELLED];
+        ok += c[SB_JOB_SUCCEEDED];
+        failed += c[SB_JOB_FAILED];
+        running += c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING];
+        for (int i = 0; i < e->n_active; i++)
+            queued += e->active[i]->queue_position > 0;
+        calls += e->calls[0] + e->calls[1] + e->calls[2];
+        done_run += e->jobs_done_run;
+        spent += e->spent;
+    }
+    double el = (double)(now - r->started) / 1000.0;
+    double rps = el > 0 ? (double)calls / el : 0;
+    char eta[32] = "--", inq[32] = "";
+    if (done_run > 0 && el > 0)
+        snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) * el / (double)done_run);
+    if (queued)
+        snprintf(inq, sizeof inq, " (%d queued at the provider)", queued);
+    if (r->tty) {
+        fprintf(stderr, "\r\033[K%d/%d done, %d succeeded, %d failed, %d running%s, %.1f req/s, ETA %s, $%.2f",
+                done, total, ok, failed, running, inq, rps, eta, spent);
+        fflush(stderr);
+    } else if (now - r->last_log >= 30000) {
+        r->last_log = now;
+        sb_info("progress: %d/%d done, %d succeeded, %d failed, %d running%s, %.1f req/s, ETA %s, $%.2f",
+                done, total, ok, failed, running, inq, rps, eta, spent);
+    }
+}
+
 /* ---- signals and shutdown ---- */
 
+/* Grace is over: abandon transfers still under way. Their jobs keep their states. */
 static void stop_now(uv_timer_t *t)
 {
-    struct engine *e = sb_container_of(t, struct engine, grace);
-    /* Grace is over: abandon transfers still under way. Their jobs keep their states. */
-    for (int i = 0; i < e->n_active; i++) {
-        struct job *j = e->active[i];
-        if (j->inflight) {
-            sb_req_cleanup(&j->call.req);
-            j->inflight = 0;
-        }
-        for (int k = 0; k < j->n_out && j->dl; k++) {
-            if (j->dl[k].running && !j->dl[k].d.fsyncing) {
-                sb_download_abort(&j->dl[k].d);
-                sb_download_cleanup(&j->dl[k].d);
-                j->dl[k].running = 0;
+    struct run *r = sb_container_of(t, struct run, grace);
+    for (int k = 0; k < r->n; k++) {
+        struct engine *e = r->engines[k];
+        for (int i = 0; i < e->n_active; i++) {
+            struct job *j = e->active[i];
+            if (j->inflight) {
+                sb_req_cleanup(&j->call.req);
+                j->inflight = 0;
+            }
+            for (int d = 0; d < j->n_out && j->dl; d++) {
+                if (j->dl[d].running && !j->dl[d].d.fsyncing) {
+                    sb_download_abort(&j->dl[d].d);
+                    sb_download_cleanup(&j->dl[d].d);
+                    j->dl[d].running = 0;
+                }
             }
         }
-    }
-    for (struct upload *u = e->uploads_all; u; u = u->all_next) {
-        if (u->state == UP_RUNNING) {
-            sb_req_cleanup(&u->call.req);
-            u->state = UP_IDLE;
+        for (struct upload *u = e->uploads_all; u; u = u->all_next) {
+            if (u->state == UP_RUNNING) {
+                sb_req_cleanup(&u->call.req);
+                u->state = UP_IDLE;
+            }
         }
+        while (e->n_active)
+            release(e, e->active[0]);
     }
-    /* Jobs that lost their transfers no longer hold the run open. */
-    while (e->n_active) {
-        struct job *j = e->active[0];
-        release(e, j);
-    }
-    pump(e);
+    for (int k = 0; k < r->n; k++)
+        pump(r->engines[k]);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    struct engine *e = s->data;
-    if (e->interrupted) {
+    struct run *r = s->data;
+    if (r->interrupted) {
         /* Second signal: leave at once. Committed state is consistent (SQLite). */
         fprintf(stderr, "\nseedbatch: second signal: exiting now; run again to resume\n");
         _exit(SB_EXIT_TEMPFAIL);
     }
-    e->interrupted = 1;
-    e->stopping = 1;
-    if (e->tty)
+    r->interrupted = 1;
+    r->stopping = 1;
+    if (r->tty)
         fprintf(stderr, "\n");
     sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
             signum == SIGINT ? "interrupted" : "terminated", GRACE_MS / 1000);
-    uv_timer_start(&e->grace, stop_now, GRACE_MS, 0);
-    for (int i = 0; i < e->n_active; i++) {
-        struct job *j = e->active[i];
-        if (!j->inflight && j->want != W_DOWNLOAD && j->want != W_FINISHING)
-            release(e, j), i--;
+    uv_timer_start(&r->grace, stop_now, GRACE_MS, 0);
+    for (int k = 0; k < r->n; k++) {
+        struct engine *e = r->engines[k];
+        for (int i = 0; i < e->n_active; i++) {
+            struct job *j = e->active[i];
+            if (!j->inflight && j->want != W_DOWNLOAD && j->want != W_FINISHING)
+                release(e, j), i--;
+        }
     }
-    pump(e);
+    for (int k = 0; k < r->n; k++)
+        pump(r->engines[k]);
+}
+
+static int all_finished(const struct run *r)
+{
+    for (int k = 0; k < r->n; k++)
+        if (!r->engines[k]->finished)
+            return 0;
+    return 1;
 }
 
 static void finish(struct engine *e)
 {
     e->finished = 1;
     uv_timer_stop(&e->wake);
-    uv_timer_stop(&e->tick);
-    uv_timer_stop(&e->grace);
-    uv_signal_stop(&e->sigint);
-    uv_signal_stop(&e->sigterm);
     flush_sync(e);
+    struct run *r = e->run;
+    if (all_finished(r)) {
+        uv_timer_stop(&r->tick);
+        uv_timer_stop(&r->grace);
+        uv_signal_stop(&r->sigint);
+        uv_signal_stop(&r->sigterm);
+    }
 }
 
 static void close_cb(uv_handle_t *h)
@@ -1308,6 +1363,7 @@ static void load_jobs(struct engine *e)
         j->idx = i;
         j->spec = &e->m->jobs[i];
         j->call.e = e;
+        j->queue_position = -1;
         if (sb_store_get_job(e->st, j->spec->id, &j->row) != SB_OK) {
             j->row.id = sb_strdup(j->spec->id);
             j->row.state = SB_JOB_PENDING;
@@ -1368,6 +1424,7 @@ static void load_jobs(struct engine *e)
             break;
         case SB_JOB_SUCCEEDED:
         case SB_JOB_FAILED:
+        case SB_JOB_CANCELLED:
             e->spent += r->cost;
             break;
         default:
@@ -1381,7 +1438,90 @@ static void remember_upload(const char *sha, const char *url, void *ud)
     free(sb_map_put(ud, sha, sb_strdup(url)));
 }
 
-static void free_engine(struct engine *e)
+/* Opens one manifest's batch: key, directories, lock, state, sync. Returns an exit code. */
+static int engine_open(struct run *r, struct engine *e)
+{
+    struct sb_manifest *m = e->m;
+    char err[SB_ERRLEN];
+    e->run = r;
+    e->lock_fd = -1;
+    e->outdir_fd = -1;
+    if (sb_api_open(m, &e->api, err, sizeof err) != SB_OK) {
+        sb_error("%s: %s", m->path, err);
+        return SB_EXIT_USAGE;
+    }
+    e->state_path = e->o->state_path ? sb_strdup(e->o->state_path) : sb_store_default_path(m);
+    char *sdir = sb_dirname(e->state_path);
+    int mk = sb_mkdirs(m->output_dir, err, sizeof err) == SB_OK && sb_mkdirs(sdir, err, sizeof err) == SB_OK;
+    free(sdir);
+    if (!mk) {
+        sb_error("%s", err);
+        return SB_EXIT_FAILED;
+    }
+    int rc = take_lock(e);
+    if (rc != SB_EXIT_OK)
+        return rc;
+    if (sb_store_open(e->state_path, 0, &e->st, err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        return SB_EXIT_FAILED;
+    }
+    struct sb_sync_report rep;
+    if (sb_store_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        return SB_EXIT_FAILED;
+    }
+    if (rep.added || rep.changed || rep.removed)
+        sb_info("%s: %d new jobs, %d changed, %d unchanged, %d no longer in the manifest",
+                m->path, rep.added, rep.changed, rep.kept, rep.removed);
+    for (int i = 0; i < rep.removed && i < 20; i++)
+        sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
+    sb_sync_report_clear(&rep);
+    e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (e->outdir_fd < 0) {
+        sb_error("cannot open %s: %s", m->output_dir, strerror(errno));
+        return SB_EXIT_FAILED;
+    }
+    e->uploads = sb_map_new();
+    e->cached_uploads = sb_map_new();
+    sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
+    e->jobs = sb_calloc((size_t)(m->n_jobs ? m->n_jobs : 1), sizeof *e->jobs);
+    e->last_results = mono_ms();
+    load_jobs(e);
+    uv_timer_init(&r->uv, &e->wake);
+    return SB_EXIT_OK;
+}
+
+/* The summary line and the batch's exit code. */
+static int engine_report(struct engine *e)
+{
+    struct sb_manifest *m = e->m;
+    write_results(e);
+    int c[SB_JOB_NSTATES];
+    count_states(e, c);
+    double el = (double)(mono_ms() - e->run->started) / 1000.0;
+    long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
+    sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
+            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)",
+            m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
+            c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
+            c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
+            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
+    sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most", e->commits,
+             e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
+    if (e->fatal) {
+        sb_error("%s", e->err);
+        return SB_EXIT_FAILED;
+    }
+    if (e->run->auth_abort)
+        return SB_EXIT_AUTH;
+    if (e->run->interrupted)
+        return SB_EXIT_TEMPFAIL;
+    if (e->cost_stop && c[SB_JOB_PENDING] > 0)
+        return SB_EXIT_COST;
+    return c[SB_JOB_SUCCEEDED] == m->n_jobs ? SB_EXIT_OK : SB_EXIT_FAILED;
+}
+
+static void engine_close(struct engine *e)
 {
     for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
         struct job *j = &e->jobs[i];
@@ -1408,142 +1548,126 @@ static void free_engine(struct engine *e)
     }
     sb_map_free(e->uploads, NULL);
     sb_map_free(e->cached_uploads, free);
-}
-
-int sb_engine_run(struct sb_manifest *m, const struct sb_engine_opts *o)
-{
-    struct engine eng, *e = &eng;
-    memset(e, 0, sizeof *e);
-    e->m = m;
-    e->o = o;
-    e->lock_fd = -1;
-    e->outdir_fd = -1;
-    int rc = SB_EXIT_OK;
-    char err[SB_ERRLEN];
-
-    if (sb_api_open(m, &e->api, err, sizeof err) != SB_OK) {
-        sb_error("%s: %s", m->path, err);
-        sb_api_close(&e->api);
-        return SB_EXIT_USAGE;
-    }
-    e->state_path = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(m);
-    if (sb_mkdirs(m->output_dir, err, sizeof err) != SB_OK) {
-        sb_error("%s", err);
-        rc = SB_EXIT_FAILED;
-        goto out_api;
-    }
-    char *sdir = sb_dirname(e->state_path);
-    int mk = sb_mkdirs(sdir, err, sizeof err);
-    free(sdir);
-    if (mk != SB_OK) {
-        sb_error("%s", err);
-        rc = SB_EXIT_FAILED;
-        goto out_api;
-    }
-    if ((rc = take_lock(e)) != SB_EXIT_OK)
-        goto out_api;
-    if (sb_store_open(e->state_path, 0, &e->st, err, sizeof err) != SB_OK) {
-        sb_error("%s", err);
-        rc = SB_EXIT_FAILED;
-        goto out_lock;
-    }
-    struct sb_sync_report rep;
-    if (sb_store_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
-        sb_error("%s", err);
-        rc = SB_EXIT_FAILED;
-        goto out_store;
-    }
-    if (rep.added || rep.changed || rep.removed)
-        sb_info("%s: %d new jobs, %d changed, %d unchanged, %d no longer in the manifest",
-                m->path, rep.added, rep.changed, rep.kept, rep.removed);
-    for (int i = 0; i < rep.removed && i < 20; i++)
-        sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
-    sb_sync_report_clear(&rep);
-    e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (e->outdir_fd < 0) {
-        sb_error("cannot open %s: %s", m->output_dir, strerror(errno));
-        rc = SB_EXIT_FAILED;
-        goto out_store;
-    }
-
-    uv_loop_init(&e->uv);
-    e->http = sb_loop_new(&e->uv, (long)m->limits.concurrency * 2 + 8);
-    e->uploads = sb_map_new();
-    e->cached_uploads = sb_map_new();
-    sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
-    e->jobs = sb_calloc((size_t)(m->n_jobs ? m->n_jobs : 1), sizeof *e->jobs);
-    e->started = e->last_results = e->last_log = mono_ms();
-    sb_rl_init(&e->rl, m->limits.requests_per_second, e->started);
-    srand((unsigned)(sb_now_ms() ^ getpid()));
-    e->tty = o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2));
-    load_jobs(e);
-    uv_timer_init(&e->uv, &e->wake);
-    uv_timer_init(&e->uv, &e->tick);
-    uv_timer_init(&e->uv, &e->grace);
-    uv_signal_init(&e->uv, &e->sigint);
-    uv_signal_init(&e->uv, &e->sigterm);
-    e->sigint.data = e->sigterm.data = e;
-    uv_signal_start(&e->sigint, on_signal, SIGINT);
-    uv_signal_start(&e->sigterm, on_signal, SIGTERM);
-    uv_timer_start(&e->tick, on_tick, 250, e->tty ? 250 : 1000);
-
-    pump(e);
-    while (!e->finished && uv_run(&e->uv, UV_RUN_ONCE))
-        ;
-    if (!e->finished)
-        finish(e);
-    if (e->tty)
-        fprintf(stderr, "\r\033[K");
-
-    /* Shutdown: transfers, then handles, then the loop itself. */
-    for (int i = 0; i < m->n_jobs; i++)
-        sb_req_cleanup(&e->jobs[i].call.req);
-    sb_loop_free(e->http);
-    uv_walk(&e->uv, walk_close, NULL);
-    while (uv_run(&e->uv, UV_RUN_DEFAULT))
-        ;
-    if (uv_loop_close(&e->uv) != 0)
-        sb_error("internal: the event loop did not close cleanly");
-    /* Writes made by callbacks that ran while the loop drained. */
-    flush_sync(e);
-
-    write_results(e);
-    int c[SB_JOB_NSTATES];
-    count_states(e, c);
-    double el = (double)(mono_ms() - e->started) / 1000.0;
-    long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
-    sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
-            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)",
-            m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
-            c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
-            c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
-            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
-
-    sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most", e->commits,
-             e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
-    if (e->fatal) {
-        sb_error("%s", e->err);
-        rc = SB_EXIT_FAILED;
-    } else if (e->auth_abort) {
-        rc = SB_EXIT_AUTH;
-    } else if (e->interrupted) {
-        rc = SB_EXIT_TEMPFAIL;
-    } else if (e->cost_stop && c[SB_JOB_PENDING] > 0) {
-        rc = SB_EXIT_COST;
-    } else if (c[SB_JOB_SUCCEEDED] == m->n_jobs) {
-        rc = SB_EXIT_OK;
-    } else {
-        rc = SB_EXIT_FAILED;
-    }
-    free_engine(e);
-    close(e->outdir_fd);
-out_store:
+    if (e->outdir_fd >= 0)
+        close(e->outdir_fd);
     sb_store_close(e->st);
-out_lock:
     if (e->lock_fd >= 0)
         close(e->lock_fd);
-out_api:
     sb_api_close(&e->api);
     free(e->state_path);
-    return rc;
+}
+
+/* Worse outcomes win: interrupted, then auth, usage, max_cost, failures. */
+static int exit_rank(int rc)
+{
+    switch (rc) {
+    case SB_EXIT_TEMPFAIL: return 6;
+    case SB_EXIT_AUTH: return 5;
+    case SB_EXIT_USAGE: return 4;
+    case SB_EXIT_COST: return 3;
+    case SB_EXIT_FAILED: return 2;
+    default: return 0;
+    }
+}
+
+/* The strictest positive request rate among the manifests of one provider (0 if all are unlimited). */
+static double provider_rate(struct sb_manifest **ms, int n, enum sb_provider p)
+{
+    double rate = 0;
+    for (int i = 0; i < n; i++) {
+        double r = ms[i]->limits.requests_per_second;
+        if (ms[i]->provider == p && r > 0 && (rate == 0 || r < rate))
+            rate = r;
+    }
+    return rate;
+}
+
+int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o)
+{
+    struct run run, *r = &run;
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    r->engines = sb_calloc((size_t)n, sizeof *r->engines);
+    int rc = SB_EXIT_OK, opened = 0;
+
+    /* Each manifest needs its own state: two sharing one would fight over it. */
+    for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
+        char *a = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(ms[i]);
+        for (int k = 0; k < i; k++) {
+            char *b = sb_store_default_path(ms[k]);
+            if (strcmp(a, b) == 0) {
+                sb_error("%s and %s would share the state %s: give them different output_dir",
+                         ms[k]->path, ms[i]->path, a);
+                rc = SB_EXIT_USAGE;
+            }
+            free(b);
+        }
+        free(a);
+    }
+    uv_loop_init(&r->uv);
+    long conns = 8;
+    for (int i = 0; i < n; i++)
+        conns += (long)ms[i]->limits.concurrency * 2;
+    r->http = sb_loop_new(&r->uv, conns);
+    r->started = r->last_log = mono_ms();
+    for (int p = 0; p < 2; p++)
+        sb_rl_init(&r->rl[p], provider_rate(ms, n, (enum sb_provider)p), r->started);
+    srand((unsigned)(sb_now_ms() ^ getpid()));
+    r->tty = o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2));
+
+    for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
+        struct engine *e = sb_calloc(1, sizeof *e);
+        e->m = ms[i];
+        e->o = o;
+        r->engines[i] = e;
+        opened = i + 1;
+        rc = engine_open(r, e);
+    }
+    if (rc == SB_EXIT_OK) {
+        uv_timer_init(&r->uv, &r->tick);
+        uv_timer_init(&r->uv, &r->grace);
+        uv_signal_init(&r->uv, &r->sigint);
+        uv_signal_init(&r->uv, &r->sigterm);
+        r->sigint.data = r->sigterm.data = r;
+        uv_signal_start(&r->sigint, on_signal, SIGINT);
+        uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+        uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
+        for (int i = 0; i < n; i++)
+            pump(r->engines[i]);
+        while (!all_finished(r) && uv_run(&r->uv, UV_RUN_ONCE))
+            ;
+        for (int i = 0; i < n; i++)
+            if (!r->engines[i]->finished)
+                finish(r->engines[i]);
+        if (r->tty)
+            fprintf(stderr, "\r\033[K");
+    }
+
+    /* Shutdown: transfers, then handles, then the loop itself. */
+    for (int i = 0; i < opened; i++) {
+        struct engine *e = r->engines[i];
+        for (int k = 0; e->jobs && k < e->m->n_jobs; k++)
+            sb_req_cleanup(&e->jobs[k].call.req);
+    }
+    sb_loop_free(r->http);
+    uv_walk(&r->uv, walk_close, NULL);
+    while (uv_run(&r->uv, UV_RUN_DEFAULT))
+        ;
+    if (uv_loop_close(&r->uv) != 0)
+        sb_error("internal: the event loop did not close cleanly");
+
+    int worst = rc;
+    for (int i = 0; i < opened; i++) {
+        struct engine *e = r->engines[i];
+        if (rc == SB_EXIT_OK) {
+            flush_sync(e); /* writes made by callbacks that ran while the loop drained */
+            int erc = engine_report(e);
+            if (exit_rank(erc) > exit_rank(worst))
+                worst = erc;
+        }
+        engine_close(e);
+        free(e);
+    }
+    free(r->engines);
+    return worst;
 }

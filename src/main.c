@@ -268,27 +268,15 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
     return rc;
 }
 
-/* Several manifests run one after the other; the worst outcome is the exit code. */
+/* Every manifest runs on one loop; the worst outcome is the exit code. */
 static int cmd_run(const struct options *o, struct sb_manifest **ms)
 {
-    static const int rank[] = {[SB_EXIT_OK] = 0, [SB_EXIT_FAILED] = 1, [SB_EXIT_COST] = 2,
-                               [SB_EXIT_USAGE] = 3, [SB_EXIT_AUTH] = 4};
-    int worst = SB_EXIT_OK;
-    for (int i = 0; i < o->n_manifests; i++) {
-        struct sb_engine_opts eo = {o->state, o->retry_failed, SB_PROGRESS_AUTO};
-        if (o->progress && strcmp(o->progress, "always") == 0)
-            eo.progress = SB_PROGRESS_ALWAYS;
-        else if (o->progress && strcmp(o->progress, "never") == 0)
-            eo.progress = SB_PROGRESS_NEVER;
-        int rc = sb_engine_run(ms[i], &eo);
-        if (rc == SB_EXIT_TEMPFAIL)
-            return rc; /* interrupted or locked: stop here, the next run resumes */
-        if (rank[rc] > rank[worst])
-            worst = rc;
-        if (rc == SB_EXIT_AUTH)
-            break;
-    }
-    return worst;
+    struct sb_engine_opts eo = {o->state, o->retry_failed, SB_PROGRESS_AUTO};
+    if (o->progress && strcmp(o->progress, "always") == 0)
+        eo.progress = SB_PROGRESS_ALWAYS;
+    else if (o->progress && strcmp(o->progress, "never") == 0)
+        eo.progress = SB_PROGRESS_NEVER;
+    return sb_engine_run(ms, o->n_manifests, &eo);
 }
 
 static int cmd_results(const struct options *o, struct sb_manifest **ms)

@@ -65,3 +65,17 @@ finish() {
     echo "$(basename "$0"): $PASSES passed, $FAILS failed"
     [ "$FAILS" -eq 0 ]
 }
+# unflagged_duplicates RESULTS: how many duplicate submissions the mock saw for
+# jobs that results.jsonl does not flag possible_duplicate (should be 0).
+unflagged_duplicates() {
+    curl -s "$MOCK_URL/_mock/stats" > "$T/stats.json"
+    python3 - "$1" "$T/stats.json" <<'PY'
+import json, sys
+flagged = {}
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    flagged[r["prompt"]] = flagged.get(r["prompt"], False) or r["possible_duplicate"]
+stats = json.load(open(sys.argv[2]))
+print(sum(1 for p in stats["duplicate_prompts"] if not flagged.get(p, False)))
+PY
+}

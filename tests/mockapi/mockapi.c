@@ -92,6 +92,8 @@ static struct {
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
+    char *dup_prompts[32];       /* prompts of duplicate submissions, for diagnosis */
+    int n_dup_prompts;
     int64_t *win;                /* timestamps of API requests in the last second (ring) */
     size_t win_head, win_len, win_cap, peak_1s;
     int64_t *acc;                /* accepted API requests, for the rate limit */
@@ -340,6 +342,10 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "submissions", (double)g.submissions);
     cJSON_AddNumberToObject(j, "distinct_submissions", (double)sb_map_count(g.bodies));
     cJSON_AddNumberToObject(j, "duplicate_submissions", (double)g.duplicate_submissions);
+    cJSON *dp = cJSON_CreateArray();
+    for (int i = 0; i < g.n_dup_prompts; i++)
+        cJSON_AddItemToArray(dp, cJSON_CreateString(g.dup_prompts[i]));
+    cJSON_AddItemToObject(j, "duplicate_prompts", dp);
     cJSON_AddNumberToObject(j, "uploads", (double)g.uploads_total);
     cJSON_AddNumberToObject(j, "distinct_uploads", (double)sb_map_count(g.uploads));
     cJSON_AddNumberToObject(j, "predictions", (double)g.predictions);
@@ -481,8 +487,11 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     g.submissions++;
     g.predictions++;
     long n = (long)(intptr_t)sb_map_get(g.bodies, sha);
-    if (n)
+    if (n) {
         g.duplicate_submissions++;
+        if (g.n_dup_prompts < 32)
+            g.dup_prompts[g.n_dup_prompts++] = sb_strdup(prompt);
+    }
     sb_map_put(g.bodies, sha, (void *)(intptr_t)(n + 1));
     pthread_mutex_unlock(&g.mu);
     return p;
