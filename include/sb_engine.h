@@ -23,4 +23,7 @@ struct sb_engine_opts {
  */
 int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o);
 
+/* Cancels what can still be cancelled (see `seedbatch cancel`); returns the exit code. */
+int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts *o);
+
 #endif

@@ -164,6 +164,7 @@ struct engine {
     int samples;
     long calls[CALL_NKINDS];
     long images_written, jobs_done_run;
+    int not_cancellable;     /* cancel: requests already being processed */
     long commits;            /* state commits, and their cost */
     double commit_ms, commit_ms_max;
     int64_t last_results;
@@ -1126,8 +1127,12 @@ static void pump(struct engine *e)
 
     while (!e->run->stopping && (e->q_up || e->q_submit || e->q_poll)) {
         /* Until one call has succeeded, one at a time: a wrong key costs a single request. */
-        if (!e->run->proven[e->m->provider] && api_inflight(e))
+        if (!e->run->proven[e->m->provider] && api_inflight(e)) {
+            /* The call under way may belong to another manifest: look again shortly. */
+            if (now + 20 < next)
+                next = now + 20;
             break;
+        }
         int64_t wait = sb_rl_take(&e->run->rl[e->m->provider], now);
         if (wait > 0) {
             if (now + wait < next)
@@ -1664,6 +1669,126 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
             int erc = engine_report(e);
             if (exit_rank(erc) > exit_rank(worst))
                 worst = erc;
+        }
+        engine_close(e);
+        free(e);
+    }
+    free(r->engines);
+    return worst;
+}
+
+/* ---- cancel ---- */
+
+static void cancel_done(struct sb_req *rq, CURLcode rc)
+{
+    struct call *c = sb_container_of(rq, struct call, req);
+    struct engine *e = c->e;
+    struct job *j = c->job;
+    struct outcome oc;
+    j->inflight = 0;
+    classify(e, rq, rc, &oc);
+    int outcome = oc.v == V_OK ? e->api.ops->parse_cancel(rq->body.data, rq->body.len) : SB_EINVAL;
+    if (outcome == 1) {
+        set_error(e, j, "cancelled", 0, NULL, "cancelled by seedbatch cancel");
+        set_state(e, j, SB_JOB_CANCELLED);
+        e->jobs_done_run++;
+        sb_info("job %s: cancelled at the provider", j->row.id);
+    } else if (outcome == 0) {
+        e->not_cancellable++;
+        sb_warn("job %s: already being processed: it cannot be cancelled; the next run downloads it", j->row.id);
+    } else {
+        e->fatal = 1;
+        sb_error("job %s: cancel failed: %s", j->row.id, oc.msg[0] ? oc.msg : "unreadable answer");
+    }
+    sb_req_cleanup(rq);
+}
+
+/*
+ * seedbatch cancel: jobs not yet sent are cancelled without a call; requests
+ * still queued at a provider that can cancel are cancelled there. What cannot
+ * be cancelled (already processing, or a provider without a cancel call) is
+ * left to finish and is downloaded by the next run.
+ */
+int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts *o)
+{
+    struct run run, *r = &run;
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    r->engines = sb_calloc((size_t)n, sizeof *r->engines);
+    uv_loop_init(&r->uv);
+    r->http = sb_loop_new(&r->uv, 16);
+    r->started = mono_ms();
+    int rc = SB_EXIT_OK, opened = 0;
+    for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
+        struct engine *e = sb_calloc(1, sizeof *e);
+        e->m = ms[i];
+        e->o = o;
+        r->engines[i] = e;
+        opened = i + 1;
+        rc = engine_open(r, e);
+    }
+    for (int i = 0; i < opened && rc == SB_EXIT_OK; i++) {
+        struct engine *e = r->engines[i];
+        int local = 0, remote = 0, kept = 0;
+        for (int k = 0; k < e->m->n_jobs; k++) {
+            struct job *j = &e->jobs[k];
+            enum sb_job_state st = j->row.state;
+            if (st == SB_JOB_PENDING || st == SB_JOB_UPLOADING) {
+                if (j->row.possible_duplicate)
+                    sb_warn("job %s: its last submit may have reached the provider; without an id it "
+                            "cannot be cancelled there", j->row.id);
+                set_error(e, j, "cancelled", 0, NULL, "cancelled before it was submitted");
+                set_state(e, j, SB_JOB_CANCELLED);
+                release(e, j);
+                local++;
+            } else if ((st == SB_JOB_RUNNING || st == SB_JOB_SUBMITTING) && j->row.prediction_id) {
+                if (!e->api.ops->cancel_url) {
+                    kept++;
+                    continue;
+                }
+                struct sb_http_opts ho = {10000, 30000, 100, 30, MAX_API_BODY, 0};
+                char *url = e->api.ops->cancel_url(&e->api, j->row.prediction_id);
+                struct call *c = &j->call;
+                c->kind = CALL_POLL;
+                c->e = e;
+                c->job = j;
+                int ok = sb_req_init(&c->req, r->http, url, &ho) == SB_OK;
+                free(url);
+                if (!ok)
+                    continue;
+                sb_req_header(&c->req, e->api.auth_header);
+                sb_req_json(&c->req, sb_strdup("{}"));
+                j->inflight = 1;
+                if (sb_req_start(&c->req, cancel_done) != SB_OK)
+                    j->inflight = 0;
+                remote++;
+            }
+        }
+        if (kept)
+            sb_warn("%s: %d jobs already submitted to %s cannot be cancelled (it has no cancel call); "
+                    "the next run downloads their outputs", e->m->path, kept, e->api.ops->name);
+        sb_info("%s: %d jobs cancelled before submission, %d cancel requests sent", e->m->path, local, remote);
+    }
+    while (uv_run(&r->uv, UV_RUN_DEFAULT))
+        ;
+    sb_loop_free(r->http);
+    uv_walk(&r->uv, walk_close, NULL);
+    while (uv_run(&r->uv, UV_RUN_DEFAULT))
+        ;
+    if (uv_loop_close(&r->uv) != 0)
+        sb_error("internal: the event loop did not close cleanly");
+    int worst = rc;
+    for (int i = 0; i < opened; i++) {
+        struct engine *e = r->engines[i];
+        if (rc == SB_EXIT_OK) {
+            flush_sync(e);
+            write_results(e);
+            int c[SB_JOB_NSTATES];
+            count_states(e, c);
+            sb_info("%s: %d cancelled, %d still processing at the provider", e->m->path, c[SB_JOB_CANCELLED],
+                    e->not_cancellable);
+            if (e->fatal && exit_rank(SB_EXIT_FAILED) > exit_rank(worst))
+                worst = SB_EXIT_FAILED;
         }
         engine_close(e);
         free(e);

@@ -341,6 +341,9 @@ int main(int argc, char **argv)
         rc = cmd_run(&o, ms);
     } else if (strcmp(o.command, "results") == 0) {
         rc = cmd_results(&o, ms);
+    } else if (strcmp(o.command, "cancel") == 0) {
+        struct sb_engine_opts eo = {o.state, NULL, SB_PROGRESS_NEVER};
+        rc = sb_engine_cancel(ms, o.n_manifests, &eo);
     } else {
         sb_error("%s: not available in this version yet", o.command);
         rc = SB_EXIT_USAGE;
