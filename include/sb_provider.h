@@ -83,5 +83,9 @@ char *sb_redact(const struct sb_api *p, char *s);
 
 /* Parses an API answer: an object, no trailing garbage, within cJSON's limits. */
 cJSON *sb_json_parse(const char *body, size_t len);
+/* A non-empty string member, or NULL. */
+const char *sb_json_str(const cJSON *o, const char *key);
+/* Appends an http(s) output URL to a poll result (at most 64). */
+int sb_poll_add_output(struct sb_poll_result *r, const cJSON *v);
 
 #endif

@@ -744,11 +744,10 @@ static void submit_done(struct sb_req *r, CURLcode rc)
 
 static void poll_done(struct sb_req *r, CURLcode rc);
 
-static void start_poll(struct engine *e, struct job *j)
+/* Sends a short API request for a job (a poll, a result, a cancel); url is taken over. */
+static int job_request(struct engine *e, struct job *j, char *url, const char *post, sb_req_done_fn done)
 {
     struct sb_http_opts o = {10000, 30000, 100, 30, MAX_API_BODY, 0};
-    char *url = j->fetch_result ? e->api.ops->result_url(&e->api, j->row.prediction_id)
-                                : e->api.ops->poll_url(&e->api, j->row.prediction_id);
     struct call *c = &j->call;
     c->kind = CALL_POLL;
     c->e = e;
@@ -756,15 +755,26 @@ static void start_poll(struct engine *e, struct job *j)
     int ok = sb_req_init(&c->req, e->run->http, url, &o) == SB_OK;
     free(url);
     if (!ok)
-        return;
+        return SB_ENOMEM;
     sb_req_header(&c->req, e->api.auth_header);
+    if (post)
+        sb_req_json(&c->req, sb_strdup(post));
     j->inflight = 1;
-    j->tries++;
-    e->calls[CALL_POLL]++;
-    if (sb_req_start(&c->req, poll_done) != SB_OK) {
+    if (sb_req_start(&c->req, done) != SB_OK) {
         j->inflight = 0;
         sb_req_cleanup(&c->req);
+        return SB_ERR;
     }
+    return SB_OK;
+}
+
+static void start_poll(struct engine *e, struct job *j)
+{
+    char *url = j->fetch_result ? e->api.ops->result_url(&e->api, j->row.prediction_id)
+                                : e->api.ops->poll_url(&e->api, j->row.prediction_id);
+    j->tries++;
+    e->calls[CALL_POLL]++;
+    job_request(e, j, url, NULL, poll_done);
 }
 
 static void start_downloads(struct engine *e, struct job *j);
@@ -1746,22 +1756,9 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
                     kept++;
                     continue;
                 }
-                struct sb_http_opts ho = {10000, 30000, 100, 30, MAX_API_BODY, 0};
-                char *url = e->api.ops->cancel_url(&e->api, j->row.prediction_id);
-                struct call *c = &j->call;
-                c->kind = CALL_POLL;
-                c->e = e;
-                c->job = j;
-                int ok = sb_req_init(&c->req, r->http, url, &ho) == SB_OK;
-                free(url);
-                if (!ok)
-                    continue;
-                sb_req_header(&c->req, e->api.auth_header);
-                sb_req_json(&c->req, sb_strdup("{}"));
-                j->inflight = 1;
-                if (sb_req_start(&c->req, cancel_done) != SB_OK)
-                    j->inflight = 0;
-                remote++;
+                if (job_request(e, j, e->api.ops->cancel_url(&e->api, j->row.prediction_id), "{}",
+                                cancel_done) == SB_OK)
+                    remote++;
             }
         }
         if (kept)

@@ -32,6 +32,24 @@ cJSON *sb_json_parse(const char *body, size_t len)
     return j;
 }
 
+const char *sb_json_str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+int sb_poll_add_output(struct sb_poll_result *r, const cJSON *v)
+{
+    if (!cJSON_IsString(v) || (strncmp(v->valuestring, "http://", 7) != 0 &&
+                               strncmp(v->valuestring, "https://", 8) != 0))
+        return SB_EINVAL;
+    if (r->n_outputs >= 64)
+        return SB_ETOOBIG;
+    r->outputs = sb_realloc(r->outputs, (size_t)(r->n_outputs + 1) * sizeof *r->outputs);
+    r->outputs[r->n_outputs++] = sb_strdup(v->valuestring);
+    return SB_OK;
+}
+
 static char *trim(char *s)
 {
     size_t n = strlen(s);

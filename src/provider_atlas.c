@@ -19,12 +19,6 @@ static const cJSON *payload(const cJSON *root)
     return cJSON_IsObject(d) ? d : root;
 }
 
-static const char *str_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
-}
-
 static char *atlas_upload_url(const struct sb_api *p)
 {
     return sb_asprintf("%s/model/uploadMedia", p->base);
@@ -36,9 +30,9 @@ static int atlas_parse_upload(const char *body, size_t len, char **url, char *er
     if (!j)
         return sb_seterr(err, errlen, "upload answer is not a JSON object");
     const cJSON *d = payload(j);
-    const char *u = str_of(d, "download_url");
+    const char *u = sb_json_str(d, "download_url");
     if (!u)
-        u = str_of(d, "url");
+        u = sb_json_str(d, "url");
     int rc = SB_OK;
     if (!u || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
         rc = sb_seterr(err, errlen, "upload answer has no http(s) download_url");
@@ -77,7 +71,7 @@ static int atlas_parse_submit(const char *body, size_t len, char **id, char *err
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "submit answer is not a JSON object");
-    const char *v = str_of(payload(j), "id");
+    const char *v = sb_json_str(payload(j), "id");
     int rc = SB_OK;
     if (!v || strlen(v) > 256)
         rc = sb_seterr(err, errlen, "submit answer has no prediction id");
@@ -95,18 +89,6 @@ static char *atlas_poll_url(const struct sb_api *p, const char *id)
     return u;
 }
 
-static int add_output(struct sb_poll_result *r, const cJSON *v)
-{
-    if (!cJSON_IsString(v) || (strncmp(v->valuestring, "http://", 7) != 0 &&
-                               strncmp(v->valuestring, "https://", 8) != 0))
-        return SB_EINVAL;
-    if (r->n_outputs >= 64)
-        return SB_ETOOBIG;
-    r->outputs = sb_realloc(r->outputs, (size_t)(r->n_outputs + 1) * sizeof *r->outputs);
-    r->outputs[r->n_outputs++] = sb_strdup(v->valuestring);
-    return SB_OK;
-}
-
 static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -116,7 +98,7 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
     if (!j)
         return sb_seterr(err, errlen, "poll answer is not a JSON object");
     const cJSON *d = payload(j);
-    const char *st = str_of(d, "status");
+    const char *st = sb_json_str(d, "status");
     int rc = SB_OK;
     if (!st) {
         rc = sb_seterr(err, errlen, "poll answer has no status");
@@ -133,9 +115,9 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
         }
         const cJSON *it;
         if (cJSON_IsString(o)) {
-            rc = add_output(out, o);
+            rc = sb_poll_add_output(out, o);
         } else if (cJSON_IsArray(o)) {
-            cJSON_ArrayForEach(it, o) if (rc == SB_OK) rc = add_output(out, it);
+            cJSON_ArrayForEach(it, o) if (rc == SB_OK) rc = sb_poll_add_output(out, it);
         }
         if (rc != SB_OK || out->n_outputs == 0)
             rc = sb_seterr(err, errlen, "prediction %s without usable output URLs", st);
@@ -146,7 +128,7 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
     } else if (!strcmp(st, "failed") || !strcmp(st, "timeout") || !strcmp(st, "canceled") ||
                !strcmp(st, "cancelled")) {
         out->state = SB_PRED_FAILED;
-        const char *e = str_of(d, "error");
+        const char *e = sb_json_str(d, "error");
         out->error = sb_asprintf("prediction %s%s%s", st, e ? ": " : "", e ? e : "");
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(d, "error_code");
         if (cJSON_IsNumber(code))
@@ -170,11 +152,11 @@ static int atlas_error_info(const char *body, size_t len, char *msg, size_t msgl
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
-    const char *t = str_of(j, "msg");
+    const char *t = sb_json_str(j, "msg");
     if (!t)
-        t = str_of(j, "message");
+        t = sb_json_str(j, "message");
     if (!t)
-        t = str_of(j, "error");
+        t = sb_json_str(j, "error");
     if (t)
         snprintf(msg, msglen, "%s", t);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "code");

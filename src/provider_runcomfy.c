@@ -13,12 +13,6 @@
 
 #include <curl/curl.h>
 
-static const char *str_of(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
-}
-
 static char *request_url(const struct sb_api *p, const char *id, const char *what)
 {
     char *esc = curl_easy_escape(NULL, id, 0);
@@ -51,7 +45,7 @@ static int rc_parse_submit(const char *body, size_t len, char **id, char *err, s
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "submit answer is not a JSON object");
-    const char *v = str_of(j, "request_id");
+    const char *v = sb_json_str(j, "request_id");
     int rc = SB_OK;
     if (!v || strlen(v) > 256)
         rc = sb_seterr(err, errlen, "submit answer has no request_id");
@@ -76,18 +70,6 @@ static char *rc_cancel_url(const struct sb_api *p, const char *id)
     return request_url(p, id, "cancel");
 }
 
-static int add_output(struct sb_poll_result *r, const cJSON *v)
-{
-    if (!cJSON_IsString(v) || (strncmp(v->valuestring, "http://", 7) != 0 &&
-                               strncmp(v->valuestring, "https://", 8) != 0))
-        return SB_EINVAL;
-    if (r->n_outputs >= 64)
-        return SB_ETOOBIG;
-    r->outputs = sb_realloc(r->outputs, (size_t)(r->n_outputs + 1) * sizeof *r->outputs);
-    r->outputs[r->n_outputs++] = sb_strdup(v->valuestring);
-    return SB_OK;
-}
-
 /* Reads a status or a result answer: both carry "status". */
 static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
 {
@@ -97,7 +79,7 @@ static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *ou
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "answer is not a JSON object");
-    const char *st = str_of(j, "status");
+    const char *st = sb_json_str(j, "status");
     int rc = SB_OK;
     if (!st) {
         rc = sb_seterr(err, errlen, "answer has no status");
@@ -116,19 +98,19 @@ static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *ou
         const cJSON *one = cJSON_GetObjectItemCaseSensitive(o, "image");
         const cJSON *many = cJSON_GetObjectItemCaseSensitive(o, "images");
         if (cJSON_IsString(one))
-            rc = add_output(out, one);
+            rc = sb_poll_add_output(out, one);
         else if (cJSON_IsArray(one))
             many = one;
         if (cJSON_IsArray(many))
-            cJSON_ArrayForEach(it, many) if (rc == SB_OK) rc = add_output(out, it);
+            cJSON_ArrayForEach(it, many) if (rc == SB_OK) rc = sb_poll_add_output(out, it);
         if (rc != SB_OK || out->n_outputs == 0)
             rc = sb_seterr(err, errlen, "result succeeded without usable output URLs");
     } else if (!strcmp(st, "failed")) {
         out->state = SB_PRED_FAILED;
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        const char *msg = cJSON_IsString(e) ? e->valuestring : str_of(e, "message");
+        const char *msg = cJSON_IsString(e) ? e->valuestring : sb_json_str(e, "message");
         if (!msg)
-            msg = str_of(j, "error_message");
+            msg = sb_json_str(j, "error_message");
         out->error = sb_asprintf("prediction failed%s%s", msg ? ": " : "", msg ? msg : "");
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(cJSON_IsObject(e) ? e : j, cJSON_IsObject(e) ? "code" : "error_code");
         if (cJSON_IsNumber(code))
@@ -149,8 +131,8 @@ static int rc_parse_cancel(const char *body, size_t len)
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
-    const char *o = str_of(j, "outcome");
-    const char *st = str_of(j, "status");
+    const char *o = sb_json_str(j, "outcome");
+    const char *st = sb_json_str(j, "status");
     int rc = SB_EINVAL;
     if (o && !strcmp(o, "cancelled"))
         rc = 1;
@@ -188,11 +170,11 @@ static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen,
     cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
-    const char *t = str_of(j, "error_message");
+    const char *t = sb_json_str(j, "error_message");
     if (!t)
-        t = str_of(j, "message");
+        t = sb_json_str(j, "message");
     if (!t)
-        t = str_of(j, "detail");
+        t = sb_json_str(j, "detail");
     if (t)
         snprintf(msg, msglen, "%s", t);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "error_code");

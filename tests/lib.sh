@@ -79,3 +79,35 @@ stats = json.load(open(sys.argv[2]))
 print(sum(1 for p in stats["duplicate_prompts"] if not flagged.get(p, False)))
 PY
 }
+
+# results_field FILE ID FIELD: one field (dotted path) of one job in results.jsonl.
+results_field() {
+    python3 -c '
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d["id"] == sys.argv[2]:
+        v = d
+        for k in sys.argv[3].split("."):
+            v = v[k] if v is not None else None
+        print("null" if v is None else (json.dumps(v) if isinstance(v, (list, dict, bool)) else v))' "$@"
+}
+
+# check_outputs RESULTS DIR: every output listed is the exact bytes the server serves at
+# its URL (fetched again until whole: the mock may be injecting download faults).
+check_outputs() {
+    python3 - "$1" "$2" <<'PY' > "$T/pairs"
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    for f, u in zip(r["outputs"], r["output_urls"]):
+        print(sys.argv[2] + "/" + f, u)
+PY
+    local bad=0 n=0
+    while read -r f u; do
+        n=$((n + 1))
+        curl -sf --retry 20 --retry-all-errors --retry-delay 0 -o "$T/ref" "$u" && cmp -s "$f" "$T/ref" ||
+            { bad=$((bad + 1)); echo "differs: $f" >&2; }
+    done < "$T/pairs"
+    expect_eq "$bad" 0 "outputs byte-identical to what the server served ($n files)"
+}

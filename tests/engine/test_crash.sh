@@ -51,19 +51,7 @@ expect_eq "$(grep -c '"status":"succeeded"' "$R")" $N "every job succeeded"
 expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]*_[123]\.jpg$')" $((N * 3)) "every output on disk"
 expect_eq "$(ls -a "$D/out" | grep -c '\.part$')" 0 "no .part file left"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity_check"
-python3 - "$D" <<'PY' > "$T/pairs"
-import json, sys
-d = sys.argv[1]
-for l in open(d + "/out/results.jsonl"):
-    r = json.loads(l)
-    for f, u in zip(r["outputs"], r["output_urls"]):
-        print(d + "/out/" + f, u)
-PY
-bad=0
-while read -r f u; do
-    curl -sf --retry 20 --retry-all-errors --retry-delay 0 -o "$T/ref" "$u" && cmp -s "$f" "$T/ref" || bad=$((bad + 1))
-done < "$T/pairs"
-expect_eq "$bad" 0 "outputs byte-identical to the server's"
+check_outputs "$R" "$D/out"
 dups=$(stat_of duplicate_submissions); flagged=$(grep -c '"possible_duplicate":true' "$R")
 expect_eq "$(unflagged_duplicates "$R")" 0 "duplicate submissions only for jobs flagged possible_duplicate"
 subs=$(stat_of submissions)

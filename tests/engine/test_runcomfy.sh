@@ -7,32 +7,6 @@ KEY="rc-token-$$"
 export RUNCOMFY_API_TOKEN="$KEY" ATLASCLOUD_API_KEY="$KEY"
 use_mock() { export RUNCOMFY_BASE_URL="$MOCK_URL" ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"; }
 force() { curl -s -o /dev/null -X POST "$MOCK_URL/_mock/predictions/$1/phase/$2"; }
-results_field() {
-    python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    d = json.loads(l)
-    if d["id"] == sys.argv[2]:
-        v = d
-        for k in sys.argv[3].split("."):
-            v = v[k] if v is not None else None
-        print("null" if v is None else (json.dumps(v) if isinstance(v, (list, dict, bool)) else v))' "$@"
-}
-check_outputs() { # check_outputs RESULTS DIR
-    python3 - "$1" "$2" <<'PY' > "$T/pairs"
-import json, sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    for f, u in zip(r["outputs"], r["output_urls"]):
-        print(sys.argv[2] + "/" + f, u)
-PY
-    local bad=0 n=0
-    while read -r f u; do
-        n=$((n + 1))
-        curl -sf --retry 20 --retry-all-errors --retry-delay 0 -o "$T/ref" "$u" && cmp -s "$f" "$T/ref" || bad=$((bad + 1))
-    done < "$T/pairs"
-    expect_eq "$bad" 0 "outputs byte-identical to what the server served ($n files)"
-}
 rc_batch() { # rc_batch DIR N [extra lines]: RunComfy jobs over local files published under url_prefix
     local d=$1 n=$2; shift 2
     mkdir -p "$d/media"
