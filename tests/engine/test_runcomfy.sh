@@ -46,6 +46,12 @@ check_outputs "$R" "$D/rc.out"
 expect_eq "$(stat_of distinct_submissions)" 9 "each job submitted"
 expect_eq "$(unflagged_duplicates "$R")" 0 "duplicates only where flagged"
 [ "$(stat_of requests.rc_result)" -ge 9 ] && pass || fail "results were read"
+# url_prefix: local files were sent as URLs under the prefix (path under media.root).
+curl -s "$MOCK_URL/_mock/stats" | python3 -c '
+import json, sys
+u = json.load(sys.stdin)["image_urls"]
+sys.exit(0 if "https://cdn.example.com/cat/p3.jpg" in u and "https://cdn.example.com/brand/logo.png" in u
+         and all(x.startswith("https://cdn.example.com/") for x in u) else 1)' && pass || fail "url_prefix URLs sent"
 expect_eq "$(stat_of requests.submit)" 0 "no Atlas calls"
 expect_eq "$(stat_of downloads_with_auth)" 0 "no token on downloads"
 stop_mock
@@ -137,6 +143,14 @@ expect_eq "$(grep -c '"status":"succeeded"' "$D/a.out/results.jsonl")" 14 "Atlas
 [ -f "$D/rc.out/.seedbatch/state.db" ] && [ -f "$D/a.out/.seedbatch/state.db" ] && pass || fail "one state per manifest"
 expect_eq "$(stat_of requests.rc_submit)" 4 "RunComfy submits"
 expect_eq "$(stat_of requests.submit)" 14 "Atlas submits"
+stop_mock
+# url_prefix works for Atlas too: no upload call, the published URLs are sent.
+mkdir -p "$D/pub"; "$GEN_IMAGE" png 40 40 "$D/pub/x y.png" 77
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit\noutput_dir: pub.out\nmedia: {upload: url_prefix, url_prefix: "https://img.example.org/p", root: pub}\njobs:\n  - {id: x, prompt: x, images: ["pub/x y.png"]}\n' > "$D/pub.yaml"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/pub.yaml"; expect_rc 0 "Atlas with url_prefix"
+expect_eq "$(stat_of uploads)" 0 "no upload call"
+expect_eq "$(curl -s "$MOCK_URL/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_urls"])')" "['https://img.example.org/p/x%20y.png']" "Atlas /edit got the escaped URL as its one image"
 stop_mock
 # Two Atlas manifests share Atlas's budget: 6 requests/s together, not 6 each.
 atlas_manifest "$D/b.yaml" b.out 6

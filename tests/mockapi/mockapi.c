@@ -93,6 +93,8 @@ static struct {
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     char *dup_prompts[32];       /* prompts of duplicate submissions, for diagnosis */
+    char *image_urls[64];        /* reference image URLs of the first submissions */
+    int n_image_urls;
     int n_dup_prompts;
     int64_t *win;                /* timestamps of API requests in the last second (ring) */
     size_t win_head, win_len, win_cap, peak_1s;
@@ -346,6 +348,10 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     for (int i = 0; i < g.n_dup_prompts; i++)
         cJSON_AddItemToArray(dp, cJSON_CreateString(g.dup_prompts[i]));
     cJSON_AddItemToObject(j, "duplicate_prompts", dp);
+    cJSON *iu = cJSON_CreateArray();
+    for (int i = 0; i < g.n_image_urls; i++)
+        cJSON_AddItemToArray(iu, cJSON_CreateString(g.image_urls[i]));
+    cJSON_AddItemToObject(j, "image_urls", iu);
     cJSON_AddNumberToObject(j, "uploads", (double)g.uploads_total);
     cJSON_AddNumberToObject(j, "distinct_uploads", (double)sb_map_count(g.uploads));
     cJSON_AddNumberToObject(j, "predictions", (double)g.predictions);
@@ -476,6 +482,9 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
              cJSON_IsString(of) && strcmp(of->valuestring, "png") == 0 ? "png" :
              cJSON_IsString(of) ? "jpeg" : runcomfy ? "png" : "jpeg");
     const cJSON *pr = cJSON_GetObjectItemCaseSensitive(params, "prompt");
+    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(params, runcomfy ? "image" : "images"), *it;
+    if (!imgs)
+        imgs = cJSON_GetObjectItemCaseSensitive(params, "image");
     const char *prompt = cJSON_IsString(pr) ? pr->valuestring : "";
     char sha[65];
     sb_sha256_hex(body, len, sha);
@@ -484,6 +493,12 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     p->fail = strstr(prompt, "mock:fail") != NULL || (g.fail_rate > 0 && rnd() < g.fail_rate);
     p->expire = strstr(prompt, "mock:expire") != NULL;
     sb_map_put(g.preds, p->id, p);
+    if (cJSON_IsString(imgs) && g.n_image_urls < 64)
+        g.image_urls[g.n_image_urls++] = sb_strdup(imgs->valuestring);
+    cJSON_ArrayForEach(it, imgs) {
+        if (cJSON_IsString(it) && g.n_image_urls < 64)
+            g.image_urls[g.n_image_urls++] = sb_strdup(it->valuestring);
+    }
     g.submissions++;
     g.predictions++;
     long n = (long)(intptr_t)sb_map_get(g.bodies, sha);
