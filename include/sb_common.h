@@ -48,7 +48,7 @@ void *sb_malloc(size_t n);
 void *sb_calloc(size_t n, size_t m);
 void *sb_realloc(void *p, size_t n);
 char *sb_strdup(const char *s);
-char *sb_strndup(const char *s, size_t n);
+char *sb_strndup(const char *s, size_t n); /* at most n bytes, stopping at a NUL */
 char *sb_asprintf(const char *fmt, ...) SB_PRINTF(1, 2);
 #define sb_freep(pp) do { free(*(pp)); *(pp) = NULL; } while (0)
 

@@ -179,7 +179,8 @@ static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen,
         snprintf(msg, msglen, "%s", t);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "error_code");
     long n = 0;
-    if (cJSON_IsNumber(c))
+    /* Numbers are doubles: one out of range would make the conversion undefined. */
+    if (cJSON_IsNumber(c) && c->valuedouble >= 0 && c->valuedouble < 1e9)
         n = (long)c->valuedouble;
     else if (cJSON_IsString(c))
         n = strtol(c->valuestring, NULL, 10);
@@ -187,8 +188,8 @@ static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen,
     if (is_error) {
         if (cJSON_IsString(c))
             snprintf(code, codelen, "%s", c->valuestring);
-        else
-            snprintf(code, codelen, "%ld", n);
+        else if (cJSON_IsNumber(c))
+            snprintf(code, codelen, "%.0f", c->valuedouble);
         *status = code_status(n);
     }
     cJSON_Delete(j);

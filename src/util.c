@@ -56,6 +56,7 @@ char *sb_strdup(const char *s)
 
 char *sb_strndup(const char *s, size_t n)
 {
+    n = strnlen(s, n); /* like POSIX strndup: never reads past the string's end */
     char *p = sb_malloc(n + 1);
     memcpy(p, s, n);
     p[n] = '\0';
