@@ -653,14 +653,14 @@ static void begin_submit(struct engine *e, struct job *j)
     }
     free(url);
     sb_req_header(&c->req, e->api.auth_header);
-    sb_req_json(&c->req, body);
     /*
-     * A fresh connection for every submit. On a reused connection that dies
-     * before any answer byte, libcurl 7.88 silently sends the request again
-     * (Curl_retry_request; CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16):
-     * for a submit that would be a second billed prediction nobody knows about.
+     * On a reused connection that dies before any answer byte, libcurl 7.88
+     * silently sends the request again (Curl_retry_request; the opt-out
+     * CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16): for a submit, a second
+     * billed prediction nobody knows about. A body that cannot be rewound turns
+     * that resend into an error we see, flag and retry ourselves.
      */
-    curl_easy_setopt(c->req.easy, CURLOPT_FRESH_CONNECT, 1L);
+    sb_req_json_once(&c->req, body);
     c->req.done = submit_done;
     j->tries++;
     j->row.attempts++;

@@ -296,6 +296,28 @@ void sb_req_json(struct sb_req *r, char *json)
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(r->post));
 }
 
+static size_t read_once(char *buf, size_t size, size_t n, void *ud)
+{
+    struct sb_req *r = ud;
+    size_t len = strlen(r->post), left = len - r->post_off, k = size * n < left ? size * n : left;
+    memcpy(buf, r->post + r->post_off, k);
+    r->post_off += k;
+    return k;
+}
+
+void sb_req_json_once(struct sb_req *r, char *json)
+{
+    free(r->post);
+    r->post = json;
+    r->post_off = 0;
+    sb_req_header(r, "Content-Type: application/json");
+    curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_READFUNCTION, read_once);
+    curl_easy_setopt(r->easy, CURLOPT_READDATA, r);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json));
+    /* No CURLOPT_SEEKFUNCTION: a rewind (a silent resend) is impossible. */
+}
+
 int sb_req_start(struct sb_req *r, sb_req_done_fn done)
 {
     r->done = done;
