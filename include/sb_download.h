@@ -1,8 +1,9 @@
 /*
  * Downloading one output image: streamed to <dir>/<stem>.part (opened with
- * O_EXCL | O_NOFOLLOW), capped in the write callback, fsynced on libuv's
- * threadpool, then renamed to <stem>.<ext> with ext taken from the bytes.
- * A final name always holds a complete file. No credentials are sent.
+ * O_EXCL | O_NOFOLLOW) and capped in the write callback; once every byte has
+ * arrived and looks like an image, sb_download_finish (a blocking call, made on
+ * a worker thread) fsyncs it and renames it to <stem>.<ext>, ext taken from the
+ * bytes. A final name always holds a complete file. No credentials are sent.
  */
 #ifndef SB_DOWNLOAD_H
 #define SB_DOWNLOAD_H
@@ -16,7 +17,6 @@ typedef void (*sb_download_done_fn)(struct sb_download *d);
 
 struct sb_download {
     struct sb_req req;
-    uv_fs_t fs;
     int fd;
     char *part;                /* <dir>/<stem>.part */
     char *base;                /* <dir>/<stem> */
@@ -24,7 +24,6 @@ struct sb_download {
     unsigned char head[16];
     size_t headlen, total;
     int write_errno;
-    int fsyncing;              /* an fsync is running on the threadpool */
     CURLcode rc;
     /* Outcome: 0, or an error with http status (0 if none) and a message. */
     int failed;
@@ -34,9 +33,18 @@ struct sb_download {
     sb_download_done_fn done;
 };
 
-/* Starts fetching url into dir/stem.*; done runs on the loop when finished either way. */
+/*
+ * Starts fetching url into dir/stem.part; done runs on the loop when the
+ * transfer has ended: failed is set, or every byte is in the .part file.
+ */
 int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, const char *dir,
                       const char *stem, size_t max_bytes, sb_download_done_fn done);
+/*
+ * Makes a received download durable: fsync, close, rename into its final
+ * name (sets final_name). Blocking: for a worker thread. Returns 0, or -1 with
+ * error set and the .part removed (after a failed fsync the data is in doubt).
+ */
+int sb_download_finish(struct sb_download *d);
 /* Stops it and removes its .part file (for shutdown). */
 void sb_download_abort(struct sb_download *d);
 void sb_download_cleanup(struct sb_download *d);

@@ -58,32 +58,33 @@ static void SB_PRINTF(3, 4) fail(struct sb_download *d, int retryable, const cha
     d->done(d);
 }
 
-static void on_fsync(uv_fs_t *req)
+int sb_download_finish(struct sb_download *d)
 {
-    struct sb_download *d = sb_container_of(req, struct sb_download, fs);
-    int res = (int)req->result;
-    d->fsyncing = 0;
-    uv_fs_req_cleanup(req);
-    if (res < 0) {
-        /* After a failed fsync the data is in doubt: drop the file, do not retry fsync. */
-        fail(d, 0, "fsync of the output failed: %s", uv_strerror(res));
-        return;
+    if (fsync(d->fd) != 0) {
+        snprintf(d->error, sizeof d->error, "fsync of the output failed: %s", strerror(errno));
+        goto fail;
     }
     close(d->fd);
     d->fd = -1;
     enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
     char *final = sb_asprintf("%s.%s", d->base, sb_image_format_ext(f));
     if (rename(d->part, final) != 0) {
-        int e = errno;
+        snprintf(d->error, sizeof d->error, "cannot rename the output into place: %s", strerror(errno));
         free(final);
-        fail(d, 0, "cannot rename the output into place: %s", strerror(e));
-        return;
+        goto fail;
     }
     const char *slash = strrchr(final, '/');
     d->final_name = sb_strdup(slash ? slash + 1 : final);
     free(final);
-    d->failed = 0;
-    d->done(d);
+    return 0;
+fail:
+    d->failed = 1;
+    if (d->fd >= 0) {
+        close(d->fd);
+        d->fd = -1;
+    }
+    unlink(d->part);
+    return -1;
 }
 
 static void on_done(struct sb_req *r, CURLcode rc)
@@ -116,11 +117,8 @@ static void on_done(struct sb_req *r, CURLcode rc)
         fail(d, 1, "%s", "output is not a PNG, JPEG or WEBP image");
         return;
     }
-    d->fsyncing = 1;
-    if (uv_fs_fsync(sb_loop_uv(r->loop), &d->fs, d->fd, on_fsync) != 0) {
-        d->fsyncing = 0;
-        fail(d, 0, "%s", "cannot queue fsync of the output");
-    }
+    d->failed = 0;
+    d->done(d); /* every byte is in the .part file; sb_download_finish makes it final */
 }
 
 int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, const char *dir,
@@ -160,7 +158,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
 void sb_download_abort(struct sb_download *d)
 {
     sb_req_abort(&d->req);
-    if (d->fd >= 0 && !d->fsyncing) { /* a running fsync finishes and reports as usual */
+    if (d->fd >= 0) {
         close(d->fd);
         d->fd = -1;
         unlink(d->part);
@@ -170,6 +168,10 @@ void sb_download_abort(struct sb_download *d)
 void sb_download_cleanup(struct sb_download *d)
 {
     sb_req_cleanup(&d->req);
+    if (d->fd >= 0) { /* received but never finalized: the next run replaces the .part */
+        close(d->fd);
+        d->fd = -1;
+    }
     free(d->part);
     free(d->base);
     free(d->final_name);

@@ -67,6 +67,7 @@ struct dlslot {
     struct job *job;
     int k;                  /* output index from 0 */
     int running;
+    int received;           /* every byte is in its .part file, awaiting finalization */
 };
 
 struct job {
@@ -95,7 +96,9 @@ struct job {
     struct dlslot *dl;
     int n_out;
     char **outputs;         /* final file names, NULL until written */
-    uv_fs_t fsreq;
+    struct job *fin_next;   /* in a finalization batch */
+    int fin_failed;
+    char fin_error[256];
 };
 
 struct upload {
@@ -158,7 +161,8 @@ struct engine {
     int rr;
     uv_timer_t wake;
     int cost_stop, fatal, finished;
-    int fs_pending;
+    struct job *finalize_pending;        /* received outputs for the next worker trip */
+    struct job *finalizing;              /* ... and those on the worker now */
     double spent, reserved;
     double ema_ms;
     int samples;
@@ -286,9 +290,74 @@ static void send_submits(struct engine *e, struct job *list)
 static void commit_work(uv_work_t *w)
 {
     struct engine *e = sb_container_of(w, struct engine, commit_work);
+    /* Outputs first: fsync and rename each, then one fsync of the directory for all. */
+    int renamed = 0;
+    for (struct job *j = e->finalizing; j; j = j->fin_next) {
+        for (int k = 0; k < j->n_out; k++) {
+            struct sb_download *d = &j->dl[k].d;
+            if (!j->dl[k].received)
+                continue;
+            if (sb_download_finish(d) != 0) {
+                if (!j->fin_failed)
+                    snprintf(j->fin_error, sizeof j->fin_error, "%s", d->error);
+                j->fin_failed = 1;
+            } else {
+                renamed++;
+            }
+        }
+    }
+    if (renamed && fsync(e->outdir_fd) != 0) {
+        for (struct job *j = e->finalizing; j; j = j->fin_next) {
+            if (!j->fin_failed)
+                snprintf(j->fin_error, sizeof j->fin_error, "fsync of the output directory failed: %s",
+                         strerror(errno));
+            j->fin_failed = 1;
+        }
+    }
     uint64_t t0 = uv_hrtime();
-    e->commit_rc = sb_store_commit(e->st, e->commit_err, sizeof e->commit_err);
+    e->commit_rc = sb_store_in_transaction(e->st) ? sb_store_commit(e->st, e->commit_err, sizeof e->commit_err)
+                                                  : SB_OK;
     e->commit_last_ms = (double)(uv_hrtime() - t0) / 1e6;
+}
+
+static void job_failed(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg);
+
+/* Jobs whose outputs the worker made durable: succeeded (committed with the next commit). */
+static void finalized(struct engine *e, struct job *list)
+{
+    while (list) {
+        struct job *j = list;
+        list = j->fin_next;
+        j->fin_next = NULL;
+        for (int k = 0; k < j->n_out; k++) {
+            if (j->dl[k].received && j->dl[k].d.final_name)
+                j->outputs[k] = sb_strdup(j->dl[k].d.final_name);
+            j->dl[k].received = 0;
+            sb_download_cleanup(&j->dl[k].d);
+        }
+        if (j->fin_failed) {
+            j->row.cost += j->n_out * price(e); /* the prediction was made and billed */
+            e->spent += j->n_out * price(e);
+            job_failed(e, j, SB_EK_SERVER, 0, NULL, j->fin_error);
+            continue;
+        }
+        cJSON *a = cJSON_CreateArray();
+        for (int k = 0; k < j->n_out; k++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(j->outputs[k]));
+        free(j->row.outputs);
+        j->row.outputs = cJSON_PrintUnformatted(a);
+        cJSON_Delete(a);
+        double cost = j->n_out * price(e);
+        j->row.cost += cost;
+        e->spent += cost;
+        e->images_written += j->n_out;
+        clear_error(j);
+        set_state(e, j, SB_JOB_SUCCEEDED);
+        j->want = W_NONE;
+        e->jobs_done_run++;
+        release(e, j);
+        sb_debug("job %s: %d outputs written", j->row.id, j->n_out);
+    }
 }
 
 static void commit_done(uv_work_t *w, int status)
@@ -307,6 +376,9 @@ static void commit_done(uv_work_t *w, int status)
     struct job *list = e->sending;
     e->sending = NULL;
     send_submits(e, list);
+    list = e->finalizing;
+    e->finalizing = NULL;
+    finalized(e, list);
     pump(e);
 }
 
@@ -324,13 +396,15 @@ static void flush(struct engine *e)
         }
         return;
     }
-    if (write_dirty(e) != SB_OK || !sb_store_in_transaction(e->st)) {
+    if (write_dirty(e) != SB_OK || (!sb_store_in_transaction(e->st) && !e->finalize_pending)) {
         send_submits(e, e->send_head); /* nothing to wait for (or failing: dropped) */
         e->send_head = e->send_tail = NULL;
         return;
     }
     e->sending = e->send_head;
     e->send_head = e->send_tail = NULL;
+    e->finalizing = e->finalize_pending;
+    e->finalize_pending = NULL;
     e->commit_inflight = 1;
     if (uv_queue_work(&e->run->uv, &e->commit_work, commit_work, commit_done) != 0) {
         e->commit_inflight = 0;
@@ -862,31 +936,6 @@ static void poll_done(struct sb_req *r, CURLcode rc)
 
 /* ---- downloading ---- */
 
-static void on_dir_synced(uv_fs_t *req)
-{
-    struct job *j = sb_container_of(req, struct job, fsreq);
-    struct engine *e = j->call.e;
-    e->fs_pending--;
-    uv_fs_req_cleanup(req);
-    cJSON *a = cJSON_CreateArray();
-    for (int k = 0; k < j->n_out; k++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(j->outputs[k]));
-    free(j->row.outputs);
-    j->row.outputs = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    double cost = j->n_out * price(e);
-    j->row.cost += cost;
-    e->spent += cost;
-    e->images_written += j->n_out;
-    clear_error(j);
-    set_state(e, j, SB_JOB_SUCCEEDED);
-    j->want = W_NONE;
-    e->jobs_done_run++;
-    release(e, j);
-    sb_debug("job %s: %d outputs written", j->row.id, j->n_out);
-    pump(e);
-}
-
 static void download_done(struct sb_download *d)
 {
     struct dlslot *s = sb_container_of(d, struct dlslot, d);
@@ -894,15 +943,17 @@ static void download_done(struct sb_download *d)
     struct engine *e = j->call.e;
     s->running = 0;
     if (!d->failed) {
-        j->outputs[s->k] = sb_strdup(d->final_name);
-    } else if (d->retryable && j->tries < e->m->limits.max_attempts && !e->run->stopping) {
-        j->due = mono_ms() + backoff(j->tries, -1);
-        sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
-    } else if (j->want == W_DOWNLOAD) {
-        j->want = W_FINISHING; /* the others still running finish first */
-        set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, d->error);
+        s->received = 1; /* kept open: the worker fsyncs and renames it */
+    } else {
+        if (d->retryable && j->tries < e->m->limits.max_attempts && !e->run->stopping) {
+            j->due = mono_ms() + backoff(j->tries, -1);
+            sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
+        } else if (j->want == W_DOWNLOAD) {
+            j->want = W_FINISHING; /* the others still running finish first */
+            set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, d->error);
+        }
+        sb_download_cleanup(d);
     }
-    sb_download_cleanup(d);
     for (int k = 0; k < j->n_out; k++) {
         if (j->dl[k].running) {
             pump(e);
@@ -911,9 +962,16 @@ static void download_done(struct sb_download *d)
     }
     int complete = 1;
     for (int k = 0; k < j->n_out; k++)
-        complete &= j->outputs[k] != NULL;
+        complete &= j->outputs[k] != NULL || j->dl[k].received;
     if (j->want == W_FINISHING) {
         /* The prediction was made (and billed) but an output could not be fetched. */
+        for (int k = 0; k < j->n_out; k++) {
+            if (j->dl[k].received) {
+                sb_download_abort(&j->dl[k].d);
+                sb_download_cleanup(&j->dl[k].d);
+                j->dl[k].received = 0;
+            }
+        }
         j->row.cost += j->n_out * price(e);
         e->spent += j->n_out * price(e);
         char *msg = sb_strdup(j->row.error_message ? j->row.error_message : "download failed");
@@ -923,12 +981,9 @@ static void download_done(struct sb_download *d)
         free(msg);
     } else if (complete) {
         j->want = W_FINISHING;
-        e->fs_pending++;
-        j->call.e = e;
-        if (uv_fs_fsync(&e->run->uv, &j->fsreq, e->outdir_fd, on_dir_synced) != 0) {
-            e->fs_pending--;
-            job_failed(e, j, SB_EK_SERVER, 0, NULL, "cannot fsync the output directory");
-        }
+        j->fin_failed = 0;
+        j->fin_next = e->finalize_pending;
+        e->finalize_pending = j;
     }
     pump(e);
 }
@@ -941,12 +996,14 @@ static void start_downloads(struct engine *e, struct job *j)
         j->n_out = n;
         j->dl = sb_calloc((size_t)(n ? n : 1), sizeof *j->dl);
         j->outputs = sb_calloc((size_t)(n ? n : 1), sizeof *j->outputs);
+        for (int k = 0; k < n; k++)
+            j->dl[k].d.fd = -1;
     }
     j->tries++;
     j->call.e = e;
     int started = 0;
     for (int k = 0; k < n && k < j->n_out; k++) {
-        if (j->outputs[k] || j->dl[k].running)
+        if (j->outputs[k] || j->dl[k].running || j->dl[k].received)
             continue;
         struct dlslot *s = &j->dl[k];
         s->job = j;
@@ -1172,7 +1229,8 @@ static void pump(struct engine *e)
     }
     flush(e);
 
-    int quiet = sb_loop_active(e->run->http) == 0 && e->fs_pending == 0 && !e->commit_inflight && !e->sending;
+    int quiet = sb_loop_active(e->run->http) == 0 && !e->commit_inflight && !e->sending &&
+                !e->finalize_pending && !e->finalizing;
     int idle = e->slots_used == 0 && quiet;
     int nothing_left = e->next_pending >= e->m->n_jobs || e->run->stopping || e->cost_stop;
     if (e->run->stopping && quiet)
@@ -1267,7 +1325,7 @@ static void stop_now(uv_timer_t *t)
                 j->inflight = 0;
             }
             for (int d = 0; d < j->n_out && j->dl; d++) {
-                if (j->dl[d].running && !j->dl[d].d.fsyncing) {
+                if (j->dl[d].running) {
                     sb_download_abort(&j->dl[d].d);
                     sb_download_cleanup(&j->dl[d].d);
                     j->dl[d].running = 0;
@@ -1536,6 +1594,19 @@ static int engine_report(struct engine *e)
     return c[SB_JOB_SUCCEEDED] == m->n_jobs ? SB_EXIT_OK : SB_EXIT_FAILED;
 }
 
+/* Ends every transfer of the engine: before the loop (and its handle pool) goes. */
+static void engine_drop_requests(struct engine *e)
+{
+    for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
+        struct job *j = &e->jobs[i];
+        sb_req_cleanup(&j->call.req);
+        for (int k = 0; j->dl && k < j->n_out; k++)
+            sb_download_cleanup(&j->dl[k].d);
+    }
+    for (struct upload *u = e->uploads_all; u; u = u->all_next)
+        sb_req_cleanup(&u->call.req);
+}
+
 static void engine_close(struct engine *e)
 {
     for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
@@ -1659,11 +1730,8 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
     }
 
     /* Shutdown: transfers, then handles, then the loop itself. */
-    for (int i = 0; i < opened; i++) {
-        struct engine *e = r->engines[i];
-        for (int k = 0; e->jobs && k < e->m->n_jobs; k++)
-            sb_req_cleanup(&e->jobs[k].call.req);
-    }
+    for (int i = 0; i < opened; i++)
+        engine_drop_requests(r->engines[i]);
     sb_loop_free(r->http);
     uv_walk(&r->uv, walk_close, NULL);
     while (uv_run(&r->uv, UV_RUN_DEFAULT))
@@ -1768,6 +1836,8 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
     }
     while (uv_run(&r->uv, UV_RUN_DEFAULT))
         ;
+    for (int i = 0; i < opened; i++)
+        engine_drop_requests(r->engines[i]);
     sb_loop_free(r->http);
     uv_walk(&r->uv, walk_close, NULL);
     while (uv_run(&r->uv, UV_RUN_DEFAULT))

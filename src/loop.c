@@ -15,12 +15,16 @@
 #include <string.h>
 #include <strings.h>
 
+#define EASY_POOL 256
+
 struct sb_loop {
     uv_loop_t *uv;
     CURLM *multi;
     uv_timer_t timer;
     int active;
-    int in_socket_action;
+    /* Finished easy handles kept for reuse: creating one per request costs big buffers. */
+    CURL *pool[EASY_POOL];
+    int npool;
 };
 
 struct sock_ctx {
@@ -163,6 +167,8 @@ void sb_loop_free(struct sb_loop *l)
         return;
     /* The multi handle closes its sockets; their uv_polls close through socket_cb. */
     curl_multi_cleanup(l->multi);
+    while (l->npool)
+        curl_easy_cleanup(l->pool[--l->npool]);
     uv_timer_stop(&l->timer);
     uv_close((uv_handle_t *)&l->timer, NULL);
     uv_run(l->uv, UV_RUN_NOWAIT); /* run the close callbacks */
@@ -238,7 +244,12 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
 {
     sb_req_cleanup(r);
     r->loop = l;
-    r->easy = curl_easy_init();
+    if (l->npool) {
+        r->easy = l->pool[--l->npool];
+        curl_easy_reset(r->easy);
+    } else {
+        r->easy = curl_easy_init();
+    }
     if (!r->easy)
         return SB_ENOMEM;
     sb_buf_init(&r->body, o->max_body);
@@ -344,8 +355,12 @@ void sb_req_abort(struct sb_req *r)
 void sb_req_cleanup(struct sb_req *r)
 {
     sb_req_abort(r);
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
+    if (r->easy) {
+        if (r->loop && r->loop->npool < EASY_POOL)
+            r->loop->pool[r->loop->npool++] = r->easy;
+        else
+            curl_easy_cleanup(r->easy);
+    }
     r->easy = NULL;
     curl_slist_free_all(r->headers);
     r->headers = NULL;

@@ -145,7 +145,7 @@ static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size
             }
             struct ynode *n = ynew(t, Y_SCALAR, mk);
             n->value = sb_strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
-            n->len = ev.data.scalar.length;
+            n->len = strlen(n->value); /* a "\0" escape ends the value, as C strings do */
             n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
             n->str_tag = ev.data.scalar.tag &&
                          strcmp((const char *)ev.data.scalar.tag, "tag:yaml.org,2002:str") == 0;

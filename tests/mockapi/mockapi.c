@@ -278,7 +278,8 @@ static void trunc_free(void *cls)
 static enum MHD_Result send_truncated(struct MHD_Connection *c, const char *data, size_t len)
 {
     struct trunc *t = sb_malloc(sizeof *t);
-    t->data = sb_strndup(data, len);
+    t->data = sb_malloc(len ? len : 1); /* binary: images carry NUL bytes */
+    memcpy(t->data, data, len);
     t->len = len;
     struct MHD_Response *r = MHD_create_response_from_callback(len, 4096, trunc_reader, t, trunc_free);
     MHD_add_response_header(r, "Content-Type", "application/json");
