@@ -1,51 +1,67 @@
 #!/usr/bin/env bash
-# Benchmark: seedbatch against the bundled mock API with zero processing time.
-# Prints jobs/s, CPU time per job, peak RSS, API calls per job and state commits.
-#   scripts/bench.sh [JOBS...]        default: 10000
-# Not a test: figures depend on the machine. Needs /usr/bin/time (package time).
+# Benchmark: seedbatch and a Python asyncio + aiohttp runner (scripts/bench_peer.py,
+# Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
+# processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
+# time per job, peak RSS, API calls per job, rate refusals, state commits.
+#   scripts/bench.sh [JOBS...]          default: 10000 100000
+#   CONC=256 POLL=0.1 BENCH_DIR=/dev/shm scripts/bench.sh 10000
+# Work files go under BENCH_DIR (default /dev/shm: tmpfs, so the figures compare the
+# runners rather than a disk). Not a test: figures depend on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x build/seedbatch ] && [ -x build/mockapi ] || bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
-SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000)
+SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
-tmp=$(mktemp -d)
+POLL=${POLL:-0.1}
+BASE_DIR=${BENCH_DIR:-/dev/shm}
+[ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
+tmp=$(mktemp -d "$BASE_DIR/sbbench.XXXXXX")
 mock=""
 trap '[ -n "$mock" ] && kill $mock 2>/dev/null; rm -rf "$tmp"' EXIT
 
-build/tests/gen_image jpeg 64 64 "$tmp/a.jpg" 1 2>/dev/null || true
-printf '%-8s %10s %12s %14s %12s %14s %10s %10s\n' jobs seconds jobs/s "cpu ms/job" "peak RSS" "api calls/job" refused commits
+start_mock() {
+    rm -f "$tmp/port"
+    build/mockapi --port-file "$tmp/port" --latency 0 --no-variants --threads 1 >"$tmp/mock.log" 2>&1 &
+    mock=$!
+    for _ in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.02; done
+    url="http://127.0.0.1:$(cat "$tmp/port")"
+}
+stop_mock() { kill $mock; wait $mock 2>/dev/null || true; mock=""; }
+stat() { curl -s "$url/_mock/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s"
+printf '%-10s %-8s %9s %9s %12s %10s %10s %8s %8s\n' runner jobs seconds jobs/s "cpu ms/job" "peak RSS" "calls/job" refused commits
 for n in "${SIZES[@]}"; do
     d=$tmp/run$n; mkdir -p "$d"
-    python3 - "$d/m.yaml" "$n" "$CONC" <<'PY'
+    python3 - "$d/m.yaml" "$n" "$CONC" "$POLL" <<'PY'
 import sys
-path, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, n, conc, poll = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 with open(path, "w") as f:
     f.write("version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n")
     f.write("output_dir: out\ndefaults: {max_images: 1, output_format: jpeg}\n")
-    f.write(f"limits: {{concurrency: {conc}, requests_per_second: 0, poll_interval: 100ms}}\njobs:\n")
+    f.write(f"limits: {{concurrency: {conc}, requests_per_second: 0, poll_interval: {int(poll * 1000)}ms}}\njobs:\n")
     for i in range(n):
         f.write(f'  - {{id: j{i}, prompt: "bench {i}", images: ["http://127.0.0.1/in/{i}.jpg"]}}\n')
 PY
-    build/mockapi --port-file "$d/port" --latency 0 --no-variants --threads 1 >"$d/mock.log" 2>&1 &
-    mock=$!
-    for _ in $(seq 1 200); do [ -s "$d/port" ] && break; sleep 0.02; done
-    url="http://127.0.0.1:$(cat "$d/port")"
+    start_mock
     ATLASCLOUD_BASE_URL="$url/api/v1" ATLASCLOUD_API_KEY=test-key \
-        /usr/bin/time -f '%e %U %S %M' -o "$d/time" build/seedbatch run --debug --progress never "$d/m.yaml" \
-        >/dev/null 2>"$d/log" || { echo "run failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
+        /usr/bin/time -f '%e %U %S %M' -o "$d/time" build/seedbatch run --progress never "$d/m.yaml" \
+        >/dev/null 2>"$d/log" || { echo "seedbatch failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
     read -r el user sys rss < "$d/time"
-    stats=$(curl -s "$url/_mock/stats")
-    api=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_requests"])')
-    refused=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refused_rate"])')
-    commits=$(grep -o 'state: [0-9]* commits' "$d/log" | grep -o '[0-9]*' || echo "?")
-    grep -o 'state: .*' "$d/log" | sed 's/"}$//' > "$d/commitline" || true
-    python3 - "$n" "$el" "$user" "$sys" "$rss" "$api" "$refused" "$commits" <<'PY'
-import sys
-n, el, user, sys_, rss, api, refused, commits = sys.argv[1:]
-n = int(n); el = float(el); cpu = float(user) + float(sys_)
-print(f"{n:<8} {el:>10.2f} {n/el:>12.0f} {cpu*1000/n:>14.3f} {int(rss)/1024:>10.1f}MiB {int(api)/n:>14.2f} {refused:>10} {commits:>10}")
-PY
-    sed 's/^/         /' "$d/commitline"
-    kill $mock; wait $mock 2>/dev/null || true; mock=""
+    api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
+    commits=$(grep -o '[0-9]* state commits' "$d/log" | grep -o '^[0-9]*' || echo "?")
+    stop_mock
+    python3 -c "
+n=$n; el=$el; cpu=$user+$sys
+print(f'{\"seedbatch\":<10} {n:<8} {el:>9.2f} {n/el:>9.0f} {cpu*1000/n:>12.3f} {$rss/1024:>7.1f}MiB {$api/n:>10.2f} {$refused:>8} {\"$commits\":>8}')"
+    start_mock
+    /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" /usr/bin/python3 scripts/bench_peer.py "$url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
+    read -r el user sys rss < "$d/ptime"
+    api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
+    stop_mock
+    python3 -c "
+n=$n; el=$el; cpu=$user+$sys
+print(f'{\"python\":<10} {n:<8} {el:>9.2f} {n/el:>9.0f} {cpu*1000/n:>12.3f} {$rss/1024:>7.1f}MiB {$api/n:>10.2f} {$refused:>8} {\"-\":>8}')"
+    rm -rf "$d"
 done

@@ -2,7 +2,8 @@
 """The same batch as scripts/bench.sh gives seedbatch, done the way a user might
 write it in Python: asyncio + aiohttp, one semaphore for concurrency, submit, poll
 every POLL seconds, download every output to a file. No state, no retries beyond
-what the protocol needs. Prints CPU seconds and peak RSS as JSON on stdout.
+a small retry on connection errors (keep-alive races happen under load). Prints
+CPU seconds and peak RSS as JSON on stdout.
 
     bench_peer.py BASE_URL KEY JOBS CONCURRENCY OUTDIR [POLL_SECONDS]
 """
@@ -15,22 +16,32 @@ import sys
 import aiohttp
 
 
+async def call(session, method, url, **kw):
+    """One API call returning (status, parsed JSON or bytes), retried on connection errors."""
+    for attempt in range(6):
+        try:
+            async with session.request(method, url, **kw) as r:
+                if r.content_type == "application/json":
+                    return r.status, await r.json()
+                return r.status, await r.read()
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise RuntimeError(f"{method} {url}: gave up")
+
+
 async def one_job(session, base, i, sem, outdir, poll):
     async with sem:
         body = {"model": "bytedance/seedream-v5.0-lite/edit-sequential",
                 "prompt": f"bench {i}", "images": [f"http://127.0.0.1/in/{i}.jpg"],
                 "max_images": 1, "output_format": "jpeg"}
-        async with session.post(f"{base}/model/generateImage", json=body) as r:
-            r.raise_for_status()
-            d = await r.json()
+        status, d = await call(session, "POST", f"{base}/model/generateImage", json=body)
         pid = d.get("data", d)["id"]
         while True:
             await asyncio.sleep(poll)
-            async with session.get(f"{base}/model/prediction/{pid}") as r:
-                if r.status in (400, 404):
-                    continue
-                r.raise_for_status()
-                d = (await r.json()).get("data", {})
+            status, d = await call(session, "GET", f"{base}/model/prediction/{pid}")
+            if status in (400, 404):
+                continue
+            d = d.get("data", {})
             if d.get("status") in ("completed", "succeeded"):
                 outs = d.get("outputs") or d.get("output") or []
                 outs = [outs] if isinstance(outs, str) else outs
@@ -38,8 +49,7 @@ async def one_job(session, base, i, sem, outdir, poll):
             if d.get("status") in ("failed", "timeout"):
                 return 0
         for k, url in enumerate(outs, 1):
-            async with session.get(url) as r:
-                data = await r.read()
+            status, data = await call(session, "GET", url)
             with open(os.path.join(outdir, f"j{i}_{k}.jpg"), "wb") as f:
                 f.write(data)
         return len(outs)

@@ -1574,11 +1574,12 @@ static int engine_report(struct engine *e)
     double el = (double)(mono_ms() - e->run->started) / 1000.0;
     long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
     sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
-            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)",
+            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads); "
+            "%ld state commits",
             m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
-            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0);
+            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, e->commits);
     sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most", e->commits,
              e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
     if (e->fatal) {
