@@ -285,9 +285,10 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
         curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
         curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     }
-    const char *ca = getenv("SSL_CERT_FILE");
+    /* As the curl tool does: CURL_CA_BUNDLE, else SSL_CERT_FILE, else libcurl's default. */
+    const char *ca = getenv("CURL_CA_BUNDLE");
     if (!ca || !*ca)
-        ca = getenv("CURL_CA_BUNDLE");
+        ca = getenv("SSL_CERT_FILE");
     if (ca && *ca)
         curl_easy_setopt(e, CURLOPT_CAINFO, ca);
     return SB_OK;

@@ -36,7 +36,10 @@ start_mock() {
     "$MOCKAPI" --port-file "$T/port" "$@" >"$T/mock.log" 2>&1 &
     MOCK_PID=$!
     for _ in $(seq 1 200); do [ -s "$T/port" ] && break; sleep 0.02; done
-    MOCK_URL="http://127.0.0.1:$(cat "$T/port")"
+    # The mock announces its URL: https when it was given a certificate.
+    for _ in $(seq 1 100); do grep -q "listening on" "$T/mock.log" && break; sleep 0.02; done
+    MOCK_URL=$(grep -o 'https\?://127.0.0.1:[0-9]*' "$T/mock.log" | head -1)
+    MOCK_CURL=(); case "$MOCK_URL" in https://*) MOCK_CURL=(--cacert "$MOCK_CA");; esac
 }
 stop_mock() {
     [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
@@ -44,7 +47,7 @@ stop_mock() {
 }
 # stat_of NAME: one number from the mock's /_mock/stats (dotted path, e.g. requests.submit).
 stat_of() {
-    curl -s "$MOCK_URL/_mock/stats" | python3 -c '
+    curl -s "${MOCK_CURL[@]}" "$MOCK_URL/_mock/stats" | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
 for k in sys.argv[1].split("."):

@@ -8,11 +8,13 @@
  *   mockapi [--port N] [--port-file F] [--key K] [--latency MS] [--rate-limit R]
  *           [--retry-after S] [--fault EP:KIND:P]... [--slow-ms MS] [--fail-rate P]
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
- *           [--threads N] [--no-variants]
+ *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
+ *           [--output-redirect file|gopher|loop|ok]
  *
  *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
  *         lost (submit accepted, answer dropped) err200 (HTTP 200 carrying an error)
+ *         huge (an endless chunked body)
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
  * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
@@ -47,10 +49,10 @@ static const char *ep_names[EP_N] = {"upload", "submit", "poll", "download", "rc
                                      "rc_result", "rc_cancel", "files", "control", "other"};
 
 enum kind { K_400, K_401, K_402, K_403, K_404, K_429, K_429RA, K_500, K_502, K_503, K_504, K_DROP,
-            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_N };
+            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_N };
 static const char *kind_names[K_N] = {"400", "401", "402", "403", "404", "429", "429ra", "500", "502", "503",
-                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200"};
-static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200};
+                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200", "huge"};
+static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200, 200};
 
 struct fault {
     int ep;
@@ -78,6 +80,8 @@ static struct {
     int64_t latency_ms, slow_ms, early404_ms, expire_after_ms;
     double rate_limit, fail_rate;
     int retry_after, outputs, variants;
+    const char *scheme;          /* http, or https with --tls-cert/--tls-key */
+    const char *output_redirect; /* outputs listed behind /_mock/redirect/MODE/... */
     struct fault faults[MAX_FAULTS];
     int nfaults;
     unsigned port;
@@ -90,7 +94,7 @@ static struct {
     long requests[EP_N];
     long faults_by_kind[K_N];
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
-    long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads;
+    long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     char *dup_prompts[32];       /* prompts of duplicate submissions, for diagnosis */
     char *image_urls[64];        /* reference image URLs of the first submissions */
@@ -100,7 +104,7 @@ static struct {
     size_t win_head, win_len, win_cap, peak_1s;
     int64_t *acc;                /* accepted API requests, for the rate limit */
     size_t acc_head, acc_len, acc_cap;
-} g = {.key = "test-key", .variants = 1, .retry_after = 1, .rng = 88172645463325252ULL};
+} g = {.key = "test-key", .variants = 1, .retry_after = 1, .rng = 88172645463325252ULL, .scheme = "http"};
 
 struct upload {
     unsigned char *data;
@@ -288,6 +292,54 @@ static enum MHD_Result send_truncated(struct MHD_Connection *c, const char *data
     return ret;
 }
 
+/* An endless chunked body (up to 3 GB): the client must cap it itself. */
+static ssize_t huge_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    if (pos >= 3ULL << 30)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (pos == 0 && max > 8) {
+        memcpy(buf, "{\"data\":\"", 9);
+        memset(buf + 9, 'x', max - 9);
+        return (ssize_t)max;
+    }
+    memset(buf, 'x', max);
+    return (ssize_t)max;
+}
+
+static enum MHD_Result send_huge(struct MHD_Connection *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, huge_reader, NULL, NULL);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* GET /_mock/redirect/MODE/ID/K.EXT: file, gopher, loop, or ok (to the real output). */
+static enum MHD_Result handle_redirect(struct MHD_Connection *c, const char *rest)
+{
+    char loc[512];
+    if (strncmp(rest, "file/", 5) == 0)
+        snprintf(loc, sizeof loc, "file:///etc/passwd");
+    else if (strncmp(rest, "gopher/", 7) == 0)
+        snprintf(loc, sizeof loc, "gopher://127.0.0.1:%u/", g.port);
+    else if (strncmp(rest, "loop/", 5) == 0)
+        snprintf(loc, sizeof loc, "%s://127.0.0.1:%u/_mock/redirect/%s", g.scheme, g.port, rest);
+    else if (strncmp(rest, "ok/", 3) == 0)
+        snprintf(loc, sizeof loc, "%s://127.0.0.1:%u/outputs/%s", g.scheme, g.port, rest + 3);
+    else
+        return send_body(c, 404, "text/plain", "no such mode\n", 13, NULL);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Location", loc);
+    enum MHD_Result ret = MHD_queue_response(c, 302, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&g.mu);
+    g.redirects++;
+    pthread_mutex_unlock(&g.mu);
+    return ret;
+}
+
 /* ---- faults ---- */
 
 static int fault_matches(const struct fault *f, enum ep ep)
@@ -359,6 +411,7 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "cancelled", (double)g.cancelled);
     cJSON_AddNumberToObject(j, "downloads_with_auth", (double)g.downloads_with_auth);
     cJSON_AddNumberToObject(j, "expired_downloads", (double)g.expired_downloads);
+    cJSON_AddNumberToObject(j, "redirects", (double)g.redirects);
     cJSON_AddNumberToObject(j, "peak_requests_1s", (double)g.peak_1s);
     pthread_mutex_unlock(&g.mu);
     return send_json(c, 200, j);
@@ -425,7 +478,7 @@ static enum MHD_Result handle_upload(struct MHD_Connection *c, struct conn *cn, 
     }
     pthread_mutex_unlock(&g.mu);
     char url[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/files/%s", g.port, sha);
+    snprintf(url, sizeof url, "%s://127.0.0.1:%u/files/%s", g.scheme, g.port, sha);
     cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "code", 200);
     cJSON_AddStringToObject(j, "message", "success");
@@ -462,7 +515,7 @@ static int outputs_for(const cJSON *params, int runcomfy)
 static int image_ok(const char *url)
 {
     char prefix[64];
-    snprintf(prefix, sizeof prefix, "http://127.0.0.1:%u/files/", g.port);
+    snprintf(prefix, sizeof prefix, "%s://127.0.0.1:%u/files/", g.scheme, g.port);
     if (strncmp(url, prefix, strlen(prefix)) != 0)
         return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
     pthread_mutex_lock(&g.mu);
@@ -614,8 +667,12 @@ static cJSON *output_urls(const struct pred *p)
     cJSON *a = cJSON_CreateArray();
     for (int k = 1; k <= p->n_outputs; k++) {
         char url[256];
-        snprintf(url, sizeof url, "http://127.0.0.1:%u/outputs/%s/%d.%s", g.port, p->id, k,
-                 strcmp(p->format, "png") == 0 ? "png" : "jpeg");
+        const char *ext = strcmp(p->format, "png") == 0 ? "png" : "jpeg";
+        if (g.output_redirect)
+            snprintf(url, sizeof url, "%s://127.0.0.1:%u/_mock/redirect/%s/%s/%d.%s", g.scheme, g.port,
+                     g.output_redirect, p->id, k, ext);
+        else
+            snprintf(url, sizeof url, "%s://127.0.0.1:%u/outputs/%s/%d.%s", g.scheme, g.port, p->id, k, ext);
         cJSON_AddItemToArray(a, cJSON_CreateString(url));
     }
     return a;
@@ -703,7 +760,7 @@ static enum MHD_Result handle_rc_submit(struct MHD_Connection *c, struct conn *c
         goto out;
     }
     char base[128], buf[256];
-    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1/requests/%s", g.port, p->id);
+    snprintf(base, sizeof base, "%s://127.0.0.1:%u/v1/requests/%s", g.scheme, g.port, p->id);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "request_id", p->id);
     snprintf(buf, sizeof buf, "%s/status", base);
@@ -924,6 +981,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return handle_stats(c);
         if (strncmp(url, "/_mock/predictions/", 19) == 0)
             return handle_force(c, url + 19);
+        if (strncmp(url, "/_mock/redirect/", 16) == 0)
+            return handle_redirect(c, url + 16);
         return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
     }
     if (ep == EP_FILES) {
@@ -989,6 +1048,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         case K_ERR200:
             return send_error(c, 1, 200, runcomfy ? 400004 : 500, "token or account problem", NULL);
+        case K_HUGE:
+            return send_huge(c);
         case K_400: case K_401: case K_402: case K_403: case K_404: case K_429:
         case K_500: case K_502: case K_503: case K_504: {
             long code = kind_status[fault];
@@ -1063,7 +1124,7 @@ int main(int argc, char **argv)
 {
     unsigned port = 0;
     int threads = 2;
-    const char *port_file = NULL;
+    const char *port_file = NULL, *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define OPT(name) (strcmp(a, name) == 0 && v && (++i, 1))
@@ -1080,6 +1141,9 @@ int main(int argc, char **argv)
         else if (OPT("--expire-after")) g.expire_after_ms = atoll(v);
         else if (OPT("--seed")) g.rng = strtoull(v, NULL, 10) * 2654435761ULL + 1;
         else if (OPT("--threads")) threads = atoi(v);
+        else if (OPT("--tls-cert")) tls_cert = v;
+        else if (OPT("--tls-key")) tls_key = v;
+        else if (OPT("--output-redirect")) g.output_redirect = v;
         else if (OPT("--fault")) {
             if (parse_fault(v) != 0) {
                 fprintf(stderr, "mockapi: bad --fault %s (EP:KIND:P)\n", v);
@@ -1107,9 +1171,24 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads started below inherit the mask */
+    char *cert_pem = NULL, *key_pem = NULL;
+    size_t pem_len;
+    char perr[SB_ERRLEN];
+    if (tls_cert && tls_key) {
+        if (sb_read_file(tls_cert, 1 << 20, &cert_pem, &pem_len, perr, sizeof perr) != SB_OK ||
+            sb_read_file(tls_key, 1 << 20, &key_pem, &pem_len, perr, sizeof perr) != SB_OK) {
+            fprintf(stderr, "mockapi: %s\n", perr);
+            return 1;
+        }
+        g.scheme = "https";
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (cert_pem)
+        flags |= MHD_USE_TLS;
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, on_request, NULL,
+        flags, (uint16_t)port, NULL, NULL, on_request, NULL,
+        MHD_OPTION_HTTPS_MEM_CERT, cert_pem ? cert_pem : "",
+        MHD_OPTION_HTTPS_MEM_KEY, key_pem ? key_pem : "",
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 0 ? threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, 8192u,
@@ -1125,7 +1204,7 @@ int main(int argc, char **argv)
     g.port = info ? info->port : port;
     pthread_t tid;
     pthread_create(&tid, NULL, waker, NULL);
-    printf("mockapi listening on http://127.0.0.1:%u\n", g.port);
+    printf("mockapi listening on %s://127.0.0.1:%u\n", g.scheme, g.port);
     fflush(stdout);
     if (port_file) {
         char tmp[4096];

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The fault and bad-input checklist (../shared/RELIABILITY.md), each with an exact
+# pass criterion: Retry-After, 503 storms, TLS, redirects, oversized bodies,
+# symlinks in the output directory, fsync errors, and a full disk.
+. "$(dirname "$0")/../lib.sh"
+
+KEY="hard-$$"
+export ATLASCLOUD_API_KEY="$KEY"
+use_mock() { export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"; }
+batch() { # batch DIR N [limits...]: N jobs with their own images
+    local d=$1 n=$2 lim=${3:-"concurrency: 4, requests_per_second: 0, poll_interval: 100ms"}
+    mkdir -p "$d/img"
+    for i in $(seq 1 "$n"); do "$GEN_IMAGE" jpeg 64 80 "$d/img/p$i.jpg" "$i"; done
+    printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {%s}\njobs:\n  - foreach: "img/p*.jpg"\n    id: "job-{stem}"\n    prompt: "Edit {name}"\n    images: ["{path}"]\n' "$lim" > "$d/m.yaml"
+}
+
+# --- Retry-After: 5 is honoured: no call of any kind before 5 s have passed ---
+D=$T/ra; batch "$D" 1
+start_mock --key "$KEY" --fault submit:429ra:#1 --retry-after 5; use_mock
+S=$(date +%s%N); run "$SEEDBATCH" run "$D/m.yaml"; E=$(( ($(date +%s%N) - S) / 1000000 ))
+expect_rc 0 "run after a 429 with Retry-After: 5"
+expect_eq "$(stat_of requests.submit)" 2 "one refused submit, one retry"
+[ "$E" -ge 5000 ] && pass || fail "the retry came after ${E}ms, before Retry-After's 5 s"
+stop_mock
+
+# --- a long 503 storm: bounded attempts, then failed with the server's answer ---
+D=$T/storm; batch "$D" 3 "concurrency: 4, requests_per_second: 0, poll_interval: 100ms, max_attempts: 3"
+start_mock --key "$KEY" --fault submit:503:1; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "503 storm"
+expect_eq "$(stat_of requests.submit)" 9 "exactly max_attempts (3) submits per job"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p1 error.kind)" server "kind server"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p1 error.http_status)" 503 "http_status 503"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p1 attempts)" 3 "attempts recorded"
+expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 0 "a 503 answer is not a lost answer"
+stop_mock
+
+# --- TLS: a self-signed server is refused unless its CA is given; never unverified ---
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem" -days 1 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+D=$T/tls; batch "$D" 2
+MOCK_CA="$T/cert.pem"
+start_mock --key "$KEY" --tls-cert "$T/cert.pem" --tls-key "$T/key.pem"; use_mock
+case "$MOCK_URL" in https://*) pass;; *) fail "mock is not serving https: $MOCK_URL";; esac
+run env -u SSL_CERT_FILE -u CURL_CA_BUNDLE "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "self-signed certificate refused"
+expect_in "$T/err" "SSL" "the TLS failure is named"
+expect_eq "$(stat_of api_requests)" 0 "nothing reached the server"
+run env -u CURL_CA_BUNDLE SSL_CERT_FILE="$T/cert.pem" "$SEEDBATCH" run --retry-failed "$D/m.yaml"; expect_rc 0 "accepted with SSL_CERT_FILE"
+rm -rf "$D/out"
+run env -u SSL_CERT_FILE CURL_CA_BUNDLE="$T/cert.pem" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "accepted with CURL_CA_BUNDLE"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 2 "jobs done over https"
+stop_mock
+
+# --- downloads: http(s) only, also after redirects; redirect loops end ---
+for mode in file gopher loop ok; do
+    D=$T/redir-$mode; batch "$D" 1 "concurrency: 2, requests_per_second: 0, poll_interval: 100ms, max_attempts: 2"
+    start_mock --key "$KEY" --output-redirect $mode; use_mock
+    run "$SEEDBATCH" run "$D/m.yaml"
+    if [ $mode = ok ]; then
+        expect_rc 0 "redirect to the real output followed"
+        expect_eq "$(ls "$D/out" | grep -c '^job-p1_1\.jpg$')" 1 "output written after a redirect"
+    else
+        expect_rc 1 "redirect to $mode refused"
+        expect_eq "$(results_field "$D/out/results.jsonl" job-p1 status)" failed "$mode: job failed"
+        expect_eq "$(ls "$D/out" | grep -c 'job-p1')" 0 "$mode: no file written"
+    fi
+    [ $mode = loop ] && { [ "$(stat_of redirects)" -le 12 ] && pass || fail "redirect loop followed $(stat_of redirects) times"; }
+    stop_mock
+done
+expect_in "$T/redir-file/out/results.jsonl" 'Protocol \"file\" not supported' "file:// redirect refused by protocol"
+expect_in "$T/redir-gopher/out/results.jsonl" 'Protocol \"gopher\" not supported' "gopher:// redirect refused by protocol"
+expect_in "$T/redir-loop/out/results.jsonl" "Maximum (5) redirects followed" "redirect loop ends at 5"
+
+# --- an endless chunked answer is capped in the write callback ---
+D=$T/huge; batch "$D" 1
+start_mock --key "$KEY" --fault poll:huge:#1; use_mock
+run /usr/bin/time -f "%M" -o "$T/rss" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run after a 3 GB answer"
+[ "$(cat "$T/rss")" -lt 102400 ] && pass || fail "peak RSS $(cat "$T/rss") KiB after a huge body"
+expect_eq "$(stat_of requests.poll)" 2 "the capped poll was retried once"
+stop_mock
+
+# --- symlinks in the output directory never redirect writes ---
+D=$T/sym; batch "$D" 1
+mkdir -p "$D/out"; echo "precious" > "$T/target"
+ln -s "$T/target" "$D/out/job-p1_1.jpg"
+ln -s "$T/target" "$D/out/job-p1_1.part"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with symlinks planted"
+expect_eq "$(cat "$T/target")" precious "the symlink target is untouched"
+[ -f "$D/out/job-p1_1.jpg" ] && [ ! -L "$D/out/job-p1_1.jpg" ] && pass || fail "the output replaced the symlink"
+stop_mock
+
+# --- fsync EIO: the job fails, no final file, nothing marked done, state intact ---
+D=$T/eio; batch "$D" 2
+start_mock --key "$KEY"; use_mock
+run fiu-run -x -c "enable name=posix/io/sync/fsync,failinfo=5" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "fsync EIO on outputs"
+expect_in "$T/err" "fsync of the output failed: Input/output error" "EIO named"
+expect_eq "$(ls "$D/out" | grep -c '^job-p.*\.jpg$')" 0 "no output under a final name"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='succeeded'")" 0 "nothing marked done"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity"
+rm -rf "$D/out"
+run fiu-run -x -c "enable name=posix/io/sync/fdatasync,failinfo=5" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "fdatasync EIO on the state"
+expect_in "$T/err" "disk I/O error" "the state error is named"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='succeeded'" 2>/dev/null || echo 0)" 0 "nothing marked done"
+stop_mock
+
+# --- a full disk, on the outputs and on the state (small tmpfs mounts in a private namespace) ---
+full_disk() { # full_disk WHAT SIZE: WHAT is outputs or state
+    local what=$1 size=$2 D=$T/full-$1
+    batch "$D" 12
+    sed -i 's#^output_dir: out#output_dir: '"$([ $what = outputs ] && echo small/out || echo out)"'\ndefaults: {max_images: 4}#' "$D/m.yaml"
+    mkdir -p "$D/small"
+    local state="$D/small/state.db"; [ $what = outputs ] && state="$D/state.db"
+    start_mock --key "$KEY" --outputs 4; use_mock
+    run unshare -m bash -c "mount -t tmpfs -o size=$size tmpfs '$D/small' && '$SEEDBATCH' run --state '$state' '$D/m.yaml';
+        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null; exit \$rc"
+    [ "$RC" -eq 1 ] && pass || fail "full $what: exit $RC, expected 1"
+    if [ $what = outputs ]; then
+        expect_in "$T/err" "No space left on device" "full outputs: ENOSPC named"
+    else
+        expect_in "$T/err" "database or disk is full" "full state: SQLITE_FULL named"
+    fi
+    local db="$D/state.db" out="$D/out"
+    [ $what = state ] && db="$D/copy/state.db"
+    [ $what = outputs ] && out="$D/copy/out"
+    local ok; ok=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE state='succeeded'" 2>/dev/null || echo 0)
+    local files; files=$(ls "$out" 2>/dev/null | grep -c '^job-.*\.jpg$' || true)
+    local bad; bad=$(python3 -c '
+import glob, sys
+print(sum(1 for f in glob.glob(sys.argv[1] + "/job-*.jpg")
+          if not (lambda b: b[:2] == b"\xff\xd8" and b[-2:] == b"\xff\xd9")(open(f, "rb").read())))' "$out")
+    expect_eq "$bad" 0 "full $what: every final file complete"
+    [ "$files" -ge $((ok * 4)) ] && pass || fail "full $what: $ok jobs marked succeeded but only $files files"
+    [ "$ok" -lt 12 ] && pass || fail "full $what: the disk never filled"
+    expect_eq "$(sqlite3 "$db" "PRAGMA integrity_check" 2>&1)" ok "full $what: state intact"
+    stop_mock
+}
+if unshare -m true 2>/dev/null; then
+    full_disk outputs 96k
+    full_disk state 48k
+else
+    fail "unshare -m is not permitted here: the full-disk tests could not run"
+fi
+
+finish
