@@ -18,14 +18,14 @@ import aiohttp
 
 async def call(session, method, url, **kw):
     """One API call returning (status, parsed JSON or bytes), retried on connection errors."""
-    for attempt in range(6):
+    for attempt in range(20):
         try:
             async with session.request(method, url, **kw) as r:
                 if r.content_type == "application/json":
                     return r.status, await r.json()
                 return r.status, await r.read()
-        except aiohttp.ClientError:
-            await asyncio.sleep(0.05 * (attempt + 1))
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
     raise RuntimeError(f"{method} {url}: gave up")
 
 
