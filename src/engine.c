@@ -1644,6 +1644,19 @@ static void engine_close(struct engine *e)
     free(e->state_path);
 }
 
+/* Shutdown: transfers, then handles, then the loop itself (which must close cleanly). */
+static void run_shutdown(struct run *r, int opened)
+{
+    for (int i = 0; i < opened; i++)
+        engine_drop_requests(r->engines[i]);
+    sb_loop_free(r->http);
+    uv_walk(&r->uv, walk_close, NULL);
+    while (uv_run(&r->uv, UV_RUN_DEFAULT))
+        ;
+    if (uv_loop_close(&r->uv) != 0)
+        sb_error("internal: the event loop did not close cleanly");
+}
+
 /* Worse outcomes win: interrupted, then auth, usage, max_cost, failures. */
 static int exit_rank(int rc)
 {
@@ -1730,15 +1743,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
             fprintf(stderr, "\r\033[K");
     }
 
-    /* Shutdown: transfers, then handles, then the loop itself. */
-    for (int i = 0; i < opened; i++)
-        engine_drop_requests(r->engines[i]);
-    sb_loop_free(r->http);
-    uv_walk(&r->uv, walk_close, NULL);
-    while (uv_run(&r->uv, UV_RUN_DEFAULT))
-        ;
-    if (uv_loop_close(&r->uv) != 0)
-        sb_error("internal: the event loop did not close cleanly");
+    run_shutdown(r, opened);
 
     int worst = rc;
     for (int i = 0; i < opened; i++) {
@@ -1837,14 +1842,7 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
     }
     while (uv_run(&r->uv, UV_RUN_DEFAULT))
         ;
-    for (int i = 0; i < opened; i++)
-        engine_drop_requests(r->engines[i]);
-    sb_loop_free(r->http);
-    uv_walk(&r->uv, walk_close, NULL);
-    while (uv_run(&r->uv, UV_RUN_DEFAULT))
-        ;
-    if (uv_loop_close(&r->uv) != 0)
-        sb_error("internal: the event loop did not close cleanly");
+    run_shutdown(r, opened);
     int worst = rc;
     for (int i = 0; i < opened; i++) {
         struct engine *e = r->engines[i];
