@@ -1127,6 +1127,23 @@ static int api_inflight(const struct engine *self)
     return 0;
 }
 
+/* Transfers of this engine under way (the loop is shared with the run's other manifests). */
+static int engine_transfers(const struct engine *e)
+{
+    for (int i = 0; i < e->n_active; i++) {
+        const struct job *j = e->active[i];
+        if (j->inflight)
+            return 1;
+        for (int k = 0; j->dl && k < j->n_out; k++)
+            if (j->dl[k].running)
+                return 1;
+    }
+    for (const struct upload *u = e->uploads_all; u; u = u->all_next)
+        if (u->state == UP_RUNNING)
+            return 1;
+    return 0;
+}
+
 static void on_wake(uv_timer_t *t)
 {
     pump(sb_container_of(t, struct engine, wake));
@@ -1229,7 +1246,7 @@ static void pump(struct engine *e)
     }
     flush(e);
 
-    int quiet = sb_loop_active(e->run->http) == 0 && !e->commit_inflight && !e->sending &&
+    int quiet = !engine_transfers(e) && !e->commit_inflight && !e->sending &&
                 !e->finalize_pending && !e->finalizing;
     int idle = e->slots_used == 0 && quiet;
     int nothing_left = e->next_pending >= e->m->n_jobs || e->run->stopping || e->cost_stop;
@@ -1292,6 +1309,10 @@ static void on_tick(uv_timer_t *t)
         done_run += e->jobs_done_run;
         spent += e->spent;
     }
+    /* A safety net against a missed wake-up: look at every unfinished manifest again. */
+    for (int k = 0; k < r->n; k++)
+        if (!r->engines[k]->finished)
+            pump(r->engines[k]);
     double el = (double)(now - r->started) / 1000.0;
     double rps = el > 0 ? (double)calls / el : 0;
     char eta[32] = "--", inq[32] = "";
