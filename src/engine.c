@@ -757,14 +757,20 @@ static int64_t first_poll_delay(const struct engine *e)
     return d;
 }
 
-static void submit_done(struct sb_req *r, CURLcode rc)
+/* A job's API call has ended: the job is no longer in flight; the answer is classified. */
+static struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome *oc)
 {
     struct call *c = sb_container_of(r, struct call, req);
-    struct engine *e = c->e;
-    struct job *j = c->job;
+    c->job->inflight = 0;
+    classify(c->e, r, rc, oc);
+    return c->job;
+}
+
+static void submit_done(struct sb_req *r, CURLcode rc)
+{
     struct outcome oc;
-    j->inflight = 0;
-    classify(e, r, rc, &oc);
+    struct job *j = job_call_ended(r, rc, &oc);
+    struct engine *e = j->call.e;
     if (oc.v == V_OK) {
         char *id = NULL;
         if (e->api.ops->parse_submit(r->body.data, r->body.len, &id, oc.msg, sizeof oc.msg) == SB_OK) {
@@ -855,12 +861,9 @@ static void start_downloads(struct engine *e, struct job *j);
 
 static void poll_done(struct sb_req *r, CURLcode rc)
 {
-    struct call *c = sb_container_of(r, struct call, req);
-    struct engine *e = c->e;
-    struct job *j = c->job;
     struct outcome oc;
-    j->inflight = 0;
-    classify(e, r, rc, &oc);
+    struct job *j = job_call_ended(r, rc, &oc);
+    struct engine *e = j->call.e;
     int64_t now = mono_ms();
     /* A prediction created moments ago may not be visible yet: 400/404 means running. */
     if (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
@@ -1665,6 +1668,32 @@ static void engine_close(struct engine *e)
     free(e->state_path);
 }
 
+/* The loop and HTTP a run's manifests share. */
+static void run_init(struct run *r, int n, long max_connects)
+{
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    r->engines = sb_calloc((size_t)n, sizeof *r->engines);
+    uv_loop_init(&r->uv);
+    r->http = sb_loop_new(&r->uv, max_connects);
+    r->started = r->last_log = mono_ms();
+}
+
+/* Opens each manifest's batch in turn; *opened counts those to close. Returns an exit code. */
+static int run_open(struct run *r, struct sb_manifest **ms, const struct sb_engine_opts *o, int *opened)
+{
+    int rc = SB_EXIT_OK;
+    for (int i = 0; i < r->n && rc == SB_EXIT_OK; i++) {
+        struct engine *e = sb_calloc(1, sizeof *e);
+        e->m = ms[i];
+        e->o = o;
+        r->engines[i] = e;
+        *opened = i + 1;
+        rc = engine_open(r, e);
+    }
+    return rc;
+}
+
 /* Shutdown: transfers, then handles, then the loop itself (which must close cleanly). */
 static void run_shutdown(struct run *r, int opened)
 {
@@ -1706,9 +1735,6 @@ static double provider_rate(struct sb_manifest **ms, int n, enum sb_provider p)
 int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o)
 {
     struct run run, *r = &run;
-    memset(r, 0, sizeof *r);
-    r->n = n;
-    r->engines = sb_calloc((size_t)n, sizeof *r->engines);
     int rc = SB_EXIT_OK, opened = 0;
 
     /* Each manifest needs its own state: two sharing one would fight over it. */
@@ -1725,25 +1751,17 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         }
         free(a);
     }
-    uv_loop_init(&r->uv);
     long conns = 8;
     for (int i = 0; i < n; i++)
         conns += (long)ms[i]->limits.concurrency * 2;
-    r->http = sb_loop_new(&r->uv, conns);
-    r->started = r->last_log = mono_ms();
+    run_init(r, n, conns);
     for (int p = 0; p < 2; p++)
         sb_rl_init(&r->rl[p], provider_rate(ms, n, (enum sb_provider)p), r->started);
     srand((unsigned)(sb_now_ms() ^ getpid()));
     r->tty = o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2));
 
-    for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
-        struct engine *e = sb_calloc(1, sizeof *e);
-        e->m = ms[i];
-        e->o = o;
-        r->engines[i] = e;
-        opened = i + 1;
-        rc = engine_open(r, e);
-    }
+    if (rc == SB_EXIT_OK)
+        rc = run_open(r, ms, o, &opened);
     if (rc == SB_EXIT_OK) {
         uv_timer_init(&r->uv, &r->tick);
         uv_timer_init(&r->uv, &r->grace);
@@ -1786,12 +1804,9 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
 
 static void cancel_done(struct sb_req *rq, CURLcode rc)
 {
-    struct call *c = sb_container_of(rq, struct call, req);
-    struct engine *e = c->e;
-    struct job *j = c->job;
     struct outcome oc;
-    j->inflight = 0;
-    classify(e, rq, rc, &oc);
+    struct job *j = job_call_ended(rq, rc, &oc);
+    struct engine *e = j->call.e;
     int outcome = oc.v == V_OK ? e->api.ops->parse_cancel(rq->body.data, rq->body.len) : SB_EINVAL;
     if (outcome == 1) {
         set_error(e, j, "cancelled", 0, NULL, "cancelled by seedbatch cancel");
@@ -1817,21 +1832,9 @@ static void cancel_done(struct sb_req *rq, CURLcode rc)
 int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts *o)
 {
     struct run run, *r = &run;
-    memset(r, 0, sizeof *r);
-    r->n = n;
-    r->engines = sb_calloc((size_t)n, sizeof *r->engines);
-    uv_loop_init(&r->uv);
-    r->http = sb_loop_new(&r->uv, 16);
-    r->started = mono_ms();
-    int rc = SB_EXIT_OK, opened = 0;
-    for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
-        struct engine *e = sb_calloc(1, sizeof *e);
-        e->m = ms[i];
-        e->o = o;
-        r->engines[i] = e;
-        opened = i + 1;
-        rc = engine_open(r, e);
-    }
+    int opened = 0;
+    run_init(r, n, 16);
+    int rc = run_open(r, ms, o, &opened);
     for (int i = 0; i < opened && rc == SB_EXIT_OK; i++) {
         struct engine *e = r->engines[i];
         int local = 0, remote = 0, kept = 0;
