@@ -1182,7 +1182,7 @@ int main(int argc, char **argv)
         }
         g.scheme = "https";
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (cert_pem)
         flags |= MHD_USE_TLS;
     struct MHD_Daemon *d = MHD_start_daemon(
