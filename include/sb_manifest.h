@@ -1,8 +1,10 @@
 /*
  * The manifest: a YAML file describing a batch of edit jobs (SPEC section 1).
  * sb_manifest_load parses it, expands foreach entries, checks every job and
- * every reference image, and computes each job's fingerprint. The result is
- * plain configuration data, read by the planner, the store and the engine.
+ * every reference image, and computes each job's fingerprint. It keeps the
+ * configuration and the counts, not the jobs: sb_manifest_each_job reads them
+ * again one at a time (a batch of 100,000 jobs is never in memory at once);
+ * the store keeps what the engine needs of each.
  */
 #ifndef SB_MANIFEST_H
 #define SB_MANIFEST_H
@@ -69,10 +71,18 @@ struct sb_manifest {
     struct sb_limits limits;
     struct sb_media media;
     double price_per_image;
-    struct sb_jobspec *jobs;
-    int n_jobs;
+    int n_jobs;               /* valid jobs, foreach expanded */
+    int n_invalid;            /* of which with an unusable reference image */
+    long images_requested;    /* outputs asked for by all jobs together */
     struct sb_map *files;     /* local path -> struct sb_localfile */
+    struct sb_msource *src;   /* private: how to read the jobs again */
 };
+
+/*
+ * Called for each job in manifest order, index from 0. The job and all it
+ * points to live only during the call. Non-zero stops the reading.
+ */
+typedef int (*sb_job_fn)(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud);
 
 /*
  * Loads and checks a manifest. Every problem is logged as it is found (file,
@@ -86,6 +96,19 @@ void sb_manifest_free(struct sb_manifest *m);
 /* Loads from memory (for tests and fuzzing); dir resolves relative paths. */
 int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
                       struct sb_manifest **out, char *err, size_t errlen);
+
+/*
+ * Reads the jobs of a loaded manifest again, in order. Fails (and says so in
+ * err) when the file is no longer the text that was checked, or fn stopped.
+ */
+int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
+
+/* Frees what a job spec owns. */
+void sb_jobspec_clear(struct sb_jobspec *j);
+/* What the engine and results need of a job, as JSON for the store (newly allocated). */
+char *sb_jobspec_json(const struct sb_jobspec *j);
+/* The reverse, into j (cleared on error); local files are found in m->files. */
+int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j);
 
 /* Refuses an api_key_file readable by group or others. */
 int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen);

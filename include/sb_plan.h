@@ -23,18 +23,24 @@ struct sb_plan {
     double quote;               /* images_requested x price_per_image, USD */
     double spent;               /* recorded cost of this manifest's jobs, USD */
     int image_refs, local_refs, remote_refs, distinct_files, uploads_needed;
+    struct sb_buf listing;      /* the first jobs, one line each */
+    int n_listed;
+    struct sb_buf failures;     /* the first failures, one line each */
+    int n_failures;
+    struct sb_map *ids;         /* the manifest's job ids */
 };
 
 /*
  * Computes the plan. st may be NULL (no state yet). retry_failed is NULL (no
  * retry), "" (every failed job) or an error kind.
  */
-void sb_plan_compute(const struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
-                     struct sb_plan *p);
+int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
+                    struct sb_plan *p, char *err, size_t errlen);
+void sb_plan_clear(struct sb_plan *p);
 void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan *p,
                    const char *state_path);
 /* status: counts, spend, failures with reasons and removed jobs. */
-void sb_status_print(FILE *out, const struct sb_manifest *m, struct sb_store *st,
-                     const char *state_path);
+int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
+                    char *err, size_t errlen);
 
 #endif

@@ -9,11 +9,9 @@
 #include "sb_manifest.h"
 #include "sb_store.h"
 
-/* Row of job i, or NULL when the job has none yet (it reads as pending). */
-typedef const struct sb_jobrow *(*sb_row_fn)(void *ud, int i);
-
-int sb_results_write(const struct sb_manifest *m, sb_row_fn row_of, void *ud, char *err, size_t errlen);
-/* Rows of every manifest job from the state, for `seedbatch results`. */
-int sb_results_from_store(const struct sb_manifest *m, struct sb_store *st, char *err, size_t errlen);
+/* During a run, once the state is synced with the manifest: from the state's rows alone. */
+int sb_results_write(struct sb_manifest *m, struct sb_store *st, char *err, size_t errlen);
+/* For `seedbatch results`: the manifest read again, each job with its row if st (may be NULL) has this version of it. */
+int sb_results_from_store(struct sb_manifest *m, struct sb_store *st, char *err, size_t errlen);
 
 #endif

@@ -11,7 +11,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 1
+#define SB_SCHEMA_VERSION 2
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -66,6 +66,7 @@ struct sb_jobrow {
     int64_t submitted_at, finished_at; /* ms, 0 when unset */
     double predict_time;  /* seconds, < 0 when unknown */
     double cost;
+    char *spec;           /* the job as sb_jobspec_json wrote it, or NULL */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
 
@@ -87,8 +88,8 @@ struct sb_sync_report {
 };
 void sb_sync_report_clear(struct sb_sync_report *r);
 
-/* Brings the queue in line with the manifest, in one transaction. */
-int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sync_report *rep,
+/* Brings the queue in line with the manifest (reading its jobs again), in one transaction. */
+int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
                   char *err, size_t errlen);
 
 /*
@@ -115,6 +116,17 @@ int sb_store_in_transaction(const struct sb_store *st);
 int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out);
 /* Calls fn for every job in manifest order (removed ones last). Stops when fn returns non-zero. */
 int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+
+/* The same for the jobs of the manifest only, in its order. */
+int sb_store_each_manifest_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/* Up to limit pending jobs of the manifest after position after_seq, in order. */
+int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
+                          int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/* The manifest's jobs in one state, in order. */
+int sb_store_each_in_state(struct sb_store *st, enum sb_job_state s,
+                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/* Jobs of the manifest per state, and what they have cost. */
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent);
 
 /* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);

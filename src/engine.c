@@ -70,10 +70,16 @@ struct dlslot {
     int received;           /* every byte is in its .part file, awaiting finalization */
 };
 
+/*
+ * A job in work. Only jobs in work have one (at most about the concurrency):
+ * the others are rows of the state, read in windows when their turn comes.
+ */
 struct job {
-    int idx;
-    struct sb_jobspec *spec;
+    struct sb_jobspec *spec;  /* owned; NULL when the state's copy is unusable */
     struct sb_jobrow row;
+    struct job *live_prev, *live_next; /* every job the engine holds */
+    int retired;            /* done with: freed once nothing refers to it */
+    struct job *grave_next;
     enum want want;
     int active;             /* holds a concurrency slot */
     int queued;             /* in a dispatch queue */
@@ -140,8 +146,13 @@ struct engine {
     const struct sb_engine_opts *o;
     struct sb_store *st;
     struct sb_api api;
-    struct job *jobs;
-    int next_pending;
+    struct job *live;                    /* every struct job of this engine */
+    struct job *grave;                   /* retired jobs awaiting their last write */
+    struct sb_jobrow *pend;              /* a window of pending rows, in manifest order */
+    int n_pend, pend_pos;
+    int64_t pend_after;                  /* the last position read */
+    int pend_done;                       /* no pending row left after pend_after */
+    int count[SB_JOB_NSTATES];           /* jobs per state, as in the state database */
     struct job **active;
     int n_active, cap_active;
     int slots_used;
@@ -215,6 +226,8 @@ static int write_dirty(struct engine *e)
         j->dirty_next = NULL;
         if (rc == SB_OK && sb_store_save_job(e->st, &j->row, j->dirty_from) != SB_OK)
             rc = SB_EIO;
+        e->count[j->dirty_from]--;
+        e->count[j->row.state]++;
     }
     e->dirty_head = NULL;
     for (struct upload *u = e->up_dirty_head, *n; u; u = n) {
@@ -425,8 +438,91 @@ static void flush_sync(struct engine *e)
 
 /* ---- slots and finishing ---- */
 
+/* The job needs nothing more of the engine: it goes once its row is written and no call refers to it. */
+static void retire(struct engine *e, struct job *j)
+{
+    if (j->retired)
+        return;
+    j->retired = 1;
+    j->grave_next = e->grave;
+    e->grave = j;
+}
+
+static void job_free(struct engine *e, struct job *j)
+{
+    if (j->live_prev)
+        j->live_prev->live_next = j->live_next;
+    else
+        e->live = j->live_next;
+    if (j->live_next)
+        j->live_next->live_prev = j->live_prev;
+    sb_req_cleanup(&j->call.req);
+    for (int k = 0; j->dl && k < j->n_out; k++) {
+        sb_download_cleanup(&j->dl[k].d);
+        free(j->outputs[k]);
+    }
+    free(j->dl);
+    free(j->outputs);
+    for (int k = 0; j->urls && j->spec && k < j->spec->n_images; k++)
+        free(j->urls[k]);
+    free(j->urls);
+    if (j->spec) {
+        /* An upload may still list it as waiting. */
+        for (int k = 0; k < j->spec->n_images; k++) {
+            const struct sb_image_ref *ref = &j->spec->images[k];
+            struct upload *u = ref->file ? sb_map_get(e->uploads, ref->file->sha256) : NULL;
+            for (int w = 0; u && w < u->n_waiters; w++)
+                if (u->waiters[w] == j)
+                    u->waiters[w--] = u->waiters[--u->n_waiters];
+        }
+        sb_jobspec_clear(j->spec);
+        free(j->spec);
+    }
+    sb_jobrow_clear(&j->row);
+    free(j);
+}
+
+/* Frees retired jobs whose rows are written and that no transfer or list refers to. */
+static void sweep(struct engine *e)
+{
+    struct job **pp = &e->grave;
+    while (*pp) {
+        struct job *j = *pp;
+        int busy = j->active || j->dirty || j->inflight || j->queued;
+        for (int k = 0; j->dl && k < j->n_out && !busy; k++)
+            busy = j->dl[k].running || j->dl[k].received;
+        if (busy) {
+            pp = &j->grave_next;
+            continue;
+        }
+        *pp = j->grave_next;
+        job_free(e, j);
+    }
+}
+
+/* A job for a row of the state (taken over), in work from now on. */
+static struct job *job_new(struct engine *e, struct sb_jobrow *row)
+{
+    struct job *j = sb_calloc(1, sizeof *j);
+    j->row = *row;
+    memset(row, 0, sizeof *row);
+    j->call.e = e;
+    j->queue_position = -1;
+    j->spec = sb_calloc(1, sizeof *j->spec);
+    if (sb_jobspec_from_json(e->m, j->row.id, j->row.spec, j->spec) != SB_OK) {
+        free(j->spec);
+        j->spec = NULL;
+    }
+    j->live_next = e->live;
+    if (e->live)
+        e->live->live_prev = j;
+    e->live = j;
+    return j;
+}
+
 static void release(struct engine *e, struct job *j)
 {
+    retire(e, j);
     if (!j->active)
         return;
     j->active = 0;
@@ -1154,6 +1250,60 @@ static void on_wake(uv_timer_t *t)
 
 static void finish(struct engine *e);
 
+#define PEND_WINDOW 256
+
+/* A deep copy of a row. */
+static void row_copy(struct sb_jobrow *c, const struct sb_jobrow *r)
+{
+    *c = *r;
+    c->id = r->id ? sb_strdup(r->id) : NULL;
+    c->prediction_id = r->prediction_id ? sb_strdup(r->prediction_id) : NULL;
+    c->outputs = r->outputs ? sb_strdup(r->outputs) : NULL;
+    c->output_urls = r->output_urls ? sb_strdup(r->output_urls) : NULL;
+    c->error_kind = r->error_kind ? sb_strdup(r->error_kind) : NULL;
+    c->error_code = r->error_code ? sb_strdup(r->error_code) : NULL;
+    c->error_message = r->error_message ? sb_strdup(r->error_message) : NULL;
+    c->spec = r->spec ? sb_strdup(r->spec) : NULL;
+}
+
+static int take_pending(const struct sb_jobrow *r, void *ud)
+{
+    struct engine *e = ud;
+    row_copy(&e->pend[e->n_pend++], r);
+    e->pend_after = r->seq;
+    return 0;
+}
+
+/*
+ * The next pending job's row, read from the state a window at a time, or
+ * NULL: none left, or a commit has the database (the commit's end pumps again).
+ */
+static struct sb_jobrow *next_pending(struct engine *e)
+{
+    if (e->pend_pos < e->n_pend)
+        return &e->pend[e->pend_pos];
+    if (e->pend_done || e->commit_inflight)
+        return NULL;
+    for (int i = 0; i < e->n_pend; i++)
+        sb_jobrow_clear(&e->pend[i]);
+    e->n_pend = e->pend_pos = 0;
+    if (!e->pend)
+        e->pend = sb_calloc(PEND_WINDOW, sizeof *e->pend);
+    if (write_dirty(e) != SB_OK ||
+        sb_store_each_pending(e->st, e->pend_after, PEND_WINDOW, take_pending, e) != SB_OK) {
+        e->pend_done = 1;
+        if (!e->fatal) {
+            e->fatal = 1;
+            e->run->stopping = 1;
+            snprintf(e->err, sizeof e->err, "cannot read the state database %s", e->state_path);
+        }
+        return NULL;
+    }
+    if (e->n_pend < PEND_WINDOW)
+        e->pend_done = 1;
+    return e->n_pend ? &e->pend[0] : NULL;
+}
+
 /* Starts whatever may start now, commits the turn, and sets the next wake-up. */
 static void pump(struct engine *e)
 {
@@ -1162,16 +1312,24 @@ static void pump(struct engine *e)
     int64_t now = mono_ms(), next = INT64_MAX;
     int64_t wall = sb_now_ms();
 
+    struct sb_jobrow *row;
     while (!e->run->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
-           e->next_pending < e->m->n_jobs) {
-        struct job *j = &e->jobs[e->next_pending];
-        if (j->want != W_NONE || j->active || j->row.state != SB_JOB_PENDING || j->spec->invalid) {
-            e->next_pending++;
+           (row = next_pending(e))) {
+        double need = row->images_requested * price(e);
+        if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
+            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
+                    e->m->limits.max_cost, e->spent, e->reserved);
+            e->cost_stop = 1;
+            break;
+        }
+        e->pend_pos++;
+        struct job *j = job_new(e, row);
+        if (!j->spec || j->spec->invalid) {
+            job_failed(e, j, SB_EK_INVALID_INPUT, 0, NULL,
+                       j->spec ? j->spec->invalid : "the state database holds no usable copy of this job");
             continue;
         }
-        if (activate(e, j) != 0)
-            break;
-        e->next_pending++;
+        activate(e, j);
     }
 
     for (int i = 0; i < e->n_active; i++) {
@@ -1252,7 +1410,8 @@ static void pump(struct engine *e)
     int quiet = !engine_transfers(e) && !e->commit_inflight && !e->sending &&
                 !e->finalize_pending && !e->finalizing;
     int idle = e->slots_used == 0 && quiet;
-    int nothing_left = e->next_pending >= e->m->n_jobs || e->run->stopping || e->cost_stop;
+    sweep(e);
+    int nothing_left = (e->pend_done && e->pend_pos >= e->n_pend) || e->run->stopping || e->cost_stop;
     if (e->run->stopping && quiet)
         idle = 1;
     if (idle && nothing_left) {
@@ -1267,22 +1426,19 @@ static void pump(struct engine *e)
 
 static void count_states(struct engine *e, int counts[SB_JOB_NSTATES])
 {
-    memset(counts, 0, sizeof(int) * SB_JOB_NSTATES);
-    for (int i = 0; i < e->m->n_jobs; i++)
-        counts[e->jobs[i].row.state]++;
+    memcpy(counts, e->count, sizeof e->count);
 }
 
-static const struct sb_jobrow *row_of(void *ud, int i)
-{
-    struct engine *e = ud;
-    return &e->jobs[i].row;
-}
-
-static void write_results(struct engine *e)
+/* results.jsonl from the state; not while a commit has the database. Returns 0 when written. */
+static int write_results(struct engine *e)
 {
     char err[SB_ERRLEN];
-    if (sb_results_write(e->m, row_of, e, err, sizeof err) != SB_OK)
+    if (e->commit_inflight || !e->st)
+        return -1;
+    write_dirty(e);
+    if (sb_results_write(e->m, e->st, err, sizeof err) != SB_OK)
         sb_error("results.jsonl: %s", err);
+    return 0;
 }
 
 /* Every 250 ms: results.jsonl every 10 s, and the progress line (or a log line every 30 s). */
@@ -1295,10 +1451,8 @@ static void on_tick(uv_timer_t *t)
     double spent = 0;
     for (int k = 0; k < r->n; k++) {
         struct engine *e = r->engines[k];
-        if (now - e->last_results >= RESULTS_EVERY_MS) {
-            write_results(e);
+        if (now - e->last_results >= RESULTS_EVERY_MS && write_results(e) == 0)
             e->last_results = now;
-        }
         int c[SB_JOB_NSTATES];
         count_states(e, c);
         total += e->m->n_jobs;
@@ -1451,83 +1605,138 @@ static int take_lock(struct engine *e)
     return SB_EXIT_OK;
 }
 
-/* Puts each job where the state left it: finished, resumable, or pending. */
+struct idlist {
+    char **ids;
+    int n;
+    const char *retry;     /* error kind to retry, "" for all */
+};
+
+static int collect_id(const struct sb_jobrow *r, void *ud)
+{
+    struct idlist *l = ud;
+    if (l->retry && *l->retry && (!r->error_kind || strcmp(r->error_kind, l->retry) != 0))
+        return 0;
+    if (l->retry && r->error_kind && strcmp(r->error_kind, SB_EK_INVALID_INPUT) == 0) {
+        /* A bad reference image fails again at once: nothing to retry. */
+        const char *inv = r->spec ? strstr(r->spec, "\"invalid\":") : NULL;
+        if (inv)
+            return 0;
+    }
+    if ((l->n & (l->n - 1)) == 0)
+        l->ids = sb_realloc(l->ids, (size_t)(l->n ? l->n * 2 : 1) * sizeof *l->ids);
+    l->ids[l->n++] = sb_strdup(r->id);
+    return 0;
+}
+
+/* Rewrites the rows of the listed jobs through fn, directly (before the loop runs). */
+static void each_listed(struct engine *e, struct idlist *l, void (*fn)(struct engine *, struct sb_jobrow *))
+{
+    for (int i = 0; i < l->n; i++) {
+        struct sb_jobrow r;
+        if (sb_store_get_job(e->st, l->ids[i], &r) == SB_OK) {
+            enum sb_job_state from = r.state;
+            fn(e, &r);
+            if (sb_store_begin(e->st) != SB_OK || sb_store_save_job(e->st, &r, from) != SB_OK) {
+                e->fatal = 1;
+                snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
+            }
+            sb_jobrow_clear(&r);
+        }
+        free(l->ids[i]);
+    }
+    free(l->ids);
+    memset(l, 0, sizeof *l);
+}
+
+static void requeue(struct engine *e, struct sb_jobrow *r)
+{
+    (void)e;
+    sb_freep(&r->error_kind);
+    sb_freep(&r->error_code);
+    sb_freep(&r->error_message);
+    r->error_http = 0;
+    sb_freep(&r->prediction_id);
+    sb_freep(&r->outputs);
+    sb_freep(&r->output_urls);
+    r->possible_duplicate = 0;
+    r->submitted_at = 0;
+    r->finished_at = 0;
+    r->state = SB_JOB_PENDING;
+}
+
+static void unupload(struct engine *e, struct sb_jobrow *r)
+{
+    (void)e;
+    r->state = SB_JOB_PENDING;
+}
+
+static void resubmit_flagged(struct engine *e, struct sb_jobrow *r)
+{
+    (void)e;
+    /* Its submit may have reached the provider: send again, flagged. */
+    r->possible_duplicate = 1;
+    r->state = SB_JOB_PENDING;
+    sb_info("job %s: its submit was in flight when the last run stopped: submitting again "
+            "(flagged possible_duplicate)", r->id);
+}
+
+static int collect_unsent(const struct sb_jobrow *r, void *ud)
+{
+    return r->prediction_id ? 0 : collect_id(r, ud);
+}
+
+/* A job the last run left with a prediction: polled or downloaded, never submitted again. */
+static int resume_job(const struct sb_jobrow *r, void *ud)
+{
+    struct engine *e = ud;
+    if (!r->prediction_id && r->state != SB_JOB_DOWNLOADING)
+        return 0;
+    struct sb_jobrow copy;
+    row_copy(&copy, r);
+    struct job *j = job_new(e, &copy);
+    hold(e, j);
+    j->reserved = (j->spec ? j->spec->images_requested : j->row.images_requested) * price(e);
+    e->reserved += j->reserved;
+    j->due = 0;
+    if (j->row.state == SB_JOB_DOWNLOADING) {
+        j->want = W_DOWNLOAD;
+        return 0;
+    }
+    j->want = W_POLL;
+    j->poll_every = e->m->limits.poll_interval_ms;
+    j->submitted_mono = mono_ms() - (sb_now_ms() - j->row.submitted_at);
+    if (j->row.state != SB_JOB_RUNNING)
+        set_state(e, j, SB_JOB_RUNNING);
+    return 0;
+}
+
+/*
+ * Puts each job where the state left it: requeued when --retry-failed asks,
+ * resumable ones taken into work, the rest read later in windows when their
+ * turn comes. Only the jobs in work are held in memory.
+ */
 static void load_jobs(struct engine *e)
 {
     const char *rf = e->o->retry_failed;
-    for (int i = 0; i < e->m->n_jobs; i++) {
-        struct job *j = &e->jobs[i];
-        j->idx = i;
-        j->spec = &e->m->jobs[i];
-        j->call.e = e;
-        j->queue_position = -1;
-        if (sb_store_get_job(e->st, j->spec->id, &j->row) != SB_OK) {
-            j->row.id = sb_strdup(j->spec->id);
-            j->row.state = SB_JOB_PENDING;
-            j->row.predict_time = -1;
+    struct idlist l = {NULL, 0, NULL};
+    if (rf) {
+        l.retry = rf;
+        if (strcmp(rf, "cancelled") == 0) {
+            l.retry = NULL;
+            sb_store_each_in_state(e->st, SB_JOB_CANCELLED, collect_id, &l);
+        } else {
+            sb_store_each_in_state(e->st, SB_JOB_FAILED, collect_id, &l);
         }
-        struct sb_jobrow *r = &j->row;
-        enum sb_job_state from = r->state;
-        int retry = (r->state == SB_JOB_FAILED && rf && !j->spec->invalid &&
-                     (!*rf || (r->error_kind && strcmp(r->error_kind, rf) == 0))) ||
-                    (r->state == SB_JOB_CANCELLED && rf && strcmp(rf, "cancelled") == 0);
-        if (retry) {
-            clear_error(j);
-            sb_freep(&r->prediction_id);
-            sb_freep(&r->outputs);
-            sb_freep(&r->output_urls);
-            r->possible_duplicate = 0;
-            r->submitted_at = 0;
-            r->finished_at = 0;
-            r->state = SB_JOB_PENDING;
-            save(e, j, from);
-            continue;
-        }
-        switch (r->state) {
-        case SB_JOB_UPLOADING:
-            r->state = SB_JOB_PENDING;
-            save(e, j, from);
-            break;
-        case SB_JOB_SUBMITTING:
-            if (r->prediction_id)
-                goto running;
-            /* Its submit may have reached the provider: send again, flagged. */
-            r->possible_duplicate = 1;
-            r->state = SB_JOB_PENDING;
-            save(e, j, from);
-            sb_info("job %s: its submit was in flight when the last run stopped: submitting again "
-                    "(flagged possible_duplicate)", r->id);
-            break;
-        case SB_JOB_RUNNING:
-        running:
-            hold(e, j);
-            j->reserved = j->spec->images_requested * price(e);
-            e->reserved += j->reserved;
-            j->want = W_POLL;
-            j->due = 0;
-            j->poll_every = e->m->limits.poll_interval_ms;
-            j->submitted_mono = mono_ms() - (sb_now_ms() - r->submitted_at);
-            if (from != SB_JOB_RUNNING) {
-                r->state = SB_JOB_RUNNING;
-                save(e, j, from);
-            }
-            break;
-        case SB_JOB_DOWNLOADING:
-            hold(e, j);
-            j->reserved = j->spec->images_requested * price(e);
-            e->reserved += j->reserved;
-            j->want = W_DOWNLOAD;
-            j->due = 0;
-            break;
-        case SB_JOB_SUCCEEDED:
-        case SB_JOB_FAILED:
-        case SB_JOB_CANCELLED:
-            e->spent += r->cost;
-            break;
-        default:
-            break;
-        }
+        each_listed(e, &l, requeue);
     }
+    sb_store_each_in_state(e->st, SB_JOB_UPLOADING, collect_id, &l);
+    each_listed(e, &l, unupload);
+    sb_store_each_in_state(e->st, SB_JOB_SUBMITTING, collect_unsent, &l);
+    each_listed(e, &l, resubmit_flagged);
+    sb_store_counts(e->st, e->count, &e->spent);
+    for (enum sb_job_state st = SB_JOB_SUBMITTING; st <= SB_JOB_DOWNLOADING; st++)
+        sb_store_each_in_state(e->st, st, resume_job, e);
+    e->pend_after = -1;
 }
 
 static void remember_upload(const char *sha, const char *url, void *ud)
@@ -1581,7 +1790,6 @@ static int engine_open(struct run *r, struct engine *e)
     e->uploads = sb_map_new();
     e->cached_uploads = sb_map_new();
     sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
-    e->jobs = sb_calloc((size_t)(m->n_jobs ? m->n_jobs : 1), sizeof *e->jobs);
     e->last_results = mono_ms();
     load_jobs(e);
     uv_timer_init(&r->uv, &e->wake);
@@ -1604,6 +1812,10 @@ static int engine_report(struct engine *e)
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
             e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, e->commits);
+    int live = 0;
+    for (struct job *j = e->live; j; j = j->live_next)
+        live++;
+    sb_debug("jobs held at the end: %d (%d in work)", live, e->n_active);
     sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most", e->commits,
              e->commits ? e->commit_ms / (double)e->commits : 0.0, e->commit_ms_max);
     if (e->fatal) {
@@ -1622,8 +1834,7 @@ static int engine_report(struct engine *e)
 /* Ends every transfer of the engine: before the loop (and its handle pool) goes. */
 static void engine_drop_requests(struct engine *e)
 {
-    for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
-        struct job *j = &e->jobs[i];
+    for (struct job *j = e->live; j; j = j->live_next) {
         sb_req_cleanup(&j->call.req);
         for (int k = 0; j->dl && k < j->n_out; k++)
             sb_download_cleanup(&j->dl[k].d);
@@ -1634,21 +1845,11 @@ static void engine_drop_requests(struct engine *e)
 
 static void engine_close(struct engine *e)
 {
-    for (int i = 0; e->jobs && i < e->m->n_jobs; i++) {
-        struct job *j = &e->jobs[i];
-        sb_req_cleanup(&j->call.req);
-        for (int k = 0; j->dl && k < j->n_out; k++) {
-            sb_download_cleanup(&j->dl[k].d);
-            free(j->outputs[k]);
-        }
-        free(j->dl);
-        free(j->outputs);
-        for (int k = 0; j->urls && k < j->spec->n_images; k++)
-            free(j->urls[k]);
-        free(j->urls);
-        sb_jobrow_clear(&j->row);
-    }
-    free(e->jobs);
+    while (e->live)
+        job_free(e, e->live);
+    for (int i = 0; e->pend && i < e->n_pend; i++)
+        sb_jobrow_clear(&e->pend[i]);
+    free(e->pend);
     free(e->active);
     for (struct upload *u = e->uploads_all, *n; u; u = n) {
         n = u->all_next;
@@ -1838,18 +2039,27 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
     for (int i = 0; i < opened && rc == SB_EXIT_OK; i++) {
         struct engine *e = r->engines[i];
         int local = 0, remote = 0, kept = 0;
-        for (int k = 0; k < e->m->n_jobs; k++) {
-            struct job *j = &e->jobs[k];
+        /* Jobs not sent yet, a window at a time: none of them needs a call. */
+        struct sb_jobrow *row;
+        while ((row = next_pending(e))) {
+            e->pend_pos++;
+            struct job *j = job_new(e, row);
+            if (j->row.possible_duplicate)
+                sb_warn("job %s: its last submit may have reached the provider; without an id it "
+                        "cannot be cancelled there", j->row.id);
+            set_error(e, j, "cancelled", 0, NULL, "cancelled before it was submitted");
+            set_state(e, j, SB_JOB_CANCELLED);
+            release(e, j);
+            local++;
+            if (e->pend_pos == e->n_pend) {
+                write_dirty(e);
+                sweep(e);
+            }
+        }
+        for (int k = 0; k < e->n_active; k++) {
+            struct job *j = e->active[k];
             enum sb_job_state st = j->row.state;
-            if (st == SB_JOB_PENDING || st == SB_JOB_UPLOADING) {
-                if (j->row.possible_duplicate)
-                    sb_warn("job %s: its last submit may have reached the provider; without an id it "
-                            "cannot be cancelled there", j->row.id);
-                set_error(e, j, "cancelled", 0, NULL, "cancelled before it was submitted");
-                set_state(e, j, SB_JOB_CANCELLED);
-                release(e, j);
-                local++;
-            } else if ((st == SB_JOB_RUNNING || st == SB_JOB_SUBMITTING) && j->row.prediction_id) {
+            if ((st == SB_JOB_RUNNING || st == SB_JOB_SUBMITTING) && j->row.prediction_id) {
                 if (!e->api.ops->cancel_url) {
                     kept++;
                     continue;
@@ -1873,6 +2083,7 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
         if (rc == SB_EXIT_OK) {
             flush_sync(e);
             write_results(e);
+            flush_sync(e);
             int c[SB_JOB_NSTATES];
             count_states(e, c);
             sb_info("%s: %d cancelled, %d still processing at the provider", e->m->path, c[SB_JOB_CANCELLED],

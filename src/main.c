@@ -13,6 +13,9 @@
 #include "sb_store.h"
 
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,33 +198,32 @@ static int open_state_ro(const char *path, struct sb_store **st)
     return rc;
 }
 
+static int log_invalid(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud)
+{
+    (void)ud, (void)index;
+    if (j->invalid)
+        sb_error("%s:%d:%d: job %s: %s", m->path, j->line, j->column, j->id, j->invalid);
+    return 0;
+}
+
 static int cmd_validate(const struct options *o, struct sb_manifest **ms)
 {
     int rc = SB_EXIT_OK;
     for (int i = 0; i < o->n_manifests; i++) {
         struct sb_manifest *m = ms[i];
         char err[SB_ERRLEN];
-        int invalid = 0;
         if (sb_manifest_check_keyfile(m, err, sizeof err) != SB_OK) {
             sb_error("%s: %s", m->path, err);
             rc = SB_EXIT_USAGE;
         }
-        for (int k = 0; k < m->n_jobs; k++) {
-            const struct sb_jobspec *j = &m->jobs[k];
-            if (j->invalid) {
-                sb_error("%s:%d:%d: job %s: %s", m->path, j->line, j->column, j->id, j->invalid);
-                invalid++;
-            }
-        }
-        if (invalid) {
-            printf("%s: %d jobs, %d with an unusable reference image\n", m->path, m->n_jobs, invalid);
+        if (m->n_invalid) {
+            if (sb_manifest_each_job(m, log_invalid, NULL, err, sizeof err) != SB_OK)
+                sb_error("%s", err);
+            printf("%s: %d jobs, %d with an unusable reference image\n", m->path, m->n_jobs, m->n_invalid);
             rc = SB_EXIT_USAGE;
         } else {
-            long images = 0;
-            for (int k = 0; k < m->n_jobs; k++)
-                images += m->jobs[k].images_requested;
             printf("%s: ok: %d jobs, %zu local files, up to %ld output images\n", m->path, m->n_jobs,
-                   sb_map_count(m->files), images);
+                   sb_map_count(m->files), m->images_requested);
         }
     }
     return rc;
@@ -236,7 +238,11 @@ static int cmd_status(const struct options *o, struct sb_manifest **ms)
         if (open_state_ro(path, &st) != SB_OK) {
             rc = SB_EXIT_USAGE;
         } else {
-            sb_status_print(stdout, ms[i], st, path);
+            char err[SB_ERRLEN];
+            if (sb_status_print(stdout, ms[i], st, path, err, sizeof err) != SB_OK) {
+                sb_error("%s", err);
+                rc = SB_EXIT_FAILED;
+            }
             sb_store_close(st);
         }
         free(path);
@@ -255,9 +261,15 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
             rc = SB_EXIT_USAGE;
         } else {
             struct sb_plan p;
-            sb_plan_compute(ms[i], st, o->retry_failed, &p);
-            sb_plan_print(stdout, ms[i], &p, path);
-            total += p.quote;
+            char err[SB_ERRLEN];
+            if (sb_plan_compute(ms[i], st, o->retry_failed, &p, err, sizeof err) != SB_OK) {
+                sb_error("%s", err);
+                rc = SB_EXIT_FAILED;
+            } else {
+                sb_plan_print(stdout, ms[i], &p, path);
+                total += p.quote;
+            }
+            sb_plan_clear(&p);
             sb_store_close(st);
         }
         free(path);
@@ -302,6 +314,14 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
 
 int main(int argc, char **argv)
 {
+#ifdef __GLIBC__
+    /*
+     * A fixed threshold: buffers over 128 KiB always get their own mapping,
+     * returned when freed. glibc's default raises the threshold after such a
+     * free, and a long run then keeps growing its heap with them.
+     */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
     if (argc < 2) {
         fputs(usage_text, stderr);
         return SB_EXIT_USAGE;

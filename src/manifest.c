@@ -39,6 +39,7 @@ struct ynode {
     struct ynode **kids;  /* sequence items, or mapping key, value, key, value... */
     size_t n, cap;
     size_t weight;        /* nodes in the subtree with aliases expanded (saturating) */
+    int anchored;         /* an alias may refer to it: never freed before the tree */
 };
 
 struct ytree {
@@ -51,7 +52,49 @@ struct ytree {
     struct ynode *root;
     size_t events;
     size_t alias_nodes;
+    /*
+     * The top-level jobs list is not kept: each item is handed to on_item as
+     * soon as it is complete and then freed (unless it holds an anchor), so a
+     * manifest of 100,000 jobs never becomes a tree of 100,000 jobs.
+     */
+    struct ynode *jobs;
+    size_t item_mark;     /* all[] index where the current item's nodes begin */
+    size_t n_items;
+    void (*on_item)(struct ytree *t, const struct ynode *item, void *ud);
+    void *item_ud;
 };
+
+/* Where the YAML text comes from: memory or a file, hashed as it is read. */
+struct ysrc {
+    const char *text;     /* or */
+    FILE *f;
+    size_t len, off, total;
+    int too_big;
+    struct sb_sha256 *hash;
+};
+
+static int yread(void *ud, unsigned char *buf, size_t size, size_t *got)
+{
+    struct ysrc *s = ud;
+    size_t n;
+    if (s->text) {
+        n = s->len - s->off < size ? s->len - s->off : size;
+        memcpy(buf, s->text + s->off, n);
+        s->off += n;
+    } else {
+        n = fread(buf, 1, size, s->f);
+        if (n == 0 && ferror(s->f))
+            return 0;
+    }
+    s->total += n;
+    if (s->total > SB_MANIFEST_MAX_BYTES) {
+        s->too_big = 1;
+        return 0;
+    }
+    sb_sha256_update(s->hash, buf, n);
+    *got = n;
+    return 1;
+}
 
 static struct ynode *ynew(struct ytree *t, enum ytype type, const yaml_mark_t *mark)
 {
@@ -68,16 +111,37 @@ static struct ynode *ynew(struct ytree *t, enum ytype type, const yaml_mark_t *m
     return n;
 }
 
+static void yfree_node(struct ynode *n)
+{
+    free(n->value);
+    free(n->kids);
+    free(n->anchor);
+    free(n);
+}
+
 static void yfree(struct ytree *t)
 {
-    for (size_t i = 0; i < t->nall; i++) {
-        free(t->all[i]->value);
-        free(t->all[i]->kids);
-        free(t->all[i]->anchor);
-        free(t->all[i]);
-    }
+    for (size_t i = 0; i < t->nall; i++)
+        yfree_node(t->all[i]);
     free(t->all);
     sb_map_free(t->anchors, NULL);
+}
+
+/* Hands a complete job item over, then drops its nodes unless an alias may still need them. */
+static void yitem(struct ytree *t, struct ynode *n)
+{
+    t->n_items++;
+    if (t->on_item)
+        t->on_item(t, n, t->item_ud);
+    int keep = 0;
+    for (size_t i = t->item_mark; i < t->nall && !keep; i++)
+        keep = t->all[i]->anchored;
+    if (!keep) {
+        for (size_t i = t->item_mark; i < t->nall; i++)
+            yfree_node(t->all[i]);
+        t->nall = t->item_mark;
+    }
+    t->item_mark = t->nall;
 }
 
 static size_t sat_add(size_t a, size_t b)
@@ -94,6 +158,10 @@ static int yadd(struct ytree *t, struct ynode *n, char *err, size_t errlen)
         return SB_OK;
     }
     struct ynode *p = t->stack[t->depth - 1];
+    if (p == t->jobs) {
+        yitem(t, n);
+        return SB_OK;
+    }
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 4;
         p->kids = sb_realloc(p->kids, p->cap * sizeof *p->kids);
@@ -102,8 +170,8 @@ static int yadd(struct ytree *t, struct ynode *n, char *err, size_t errlen)
     return SB_OK;
 }
 
-/* Builds the node tree of the one document in text. */
-static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size_t errlen)
+/* Builds the node tree of the one document in src, streaming the jobs list's items. */
+static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
 {
     yaml_parser_t parser;
     yaml_event_t ev;
@@ -112,10 +180,15 @@ static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size
     t->anchors = sb_map_new();
     if (!yaml_parser_initialize(&parser))
         return sb_seterr(err, errlen, "%s: cannot initialise the YAML parser", t->name);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    yaml_parser_set_input(&parser, yread, src);
 
     while (!done) {
         if (!yaml_parser_parse(&parser, &ev)) {
+            if (src->too_big) {
+                sb_seterr(err, errlen, "%s: over the manifest size limit of %u MiB", t->name,
+                          SB_MANIFEST_MAX_BYTES >> 20);
+                goto out;
+            }
             sb_seterr(err, errlen, "%s:%zu:%zu: YAML syntax error: %s%s%s", t->name,
                       parser.problem_mark.line + 1, parser.problem_mark.column + 1,
                       parser.problem ? parser.problem : "unknown problem",
@@ -149,8 +222,10 @@ static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size
             n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
             n->str_tag = ev.data.scalar.tag &&
                          strcmp((const char *)ev.data.scalar.tag, "tag:yaml.org,2002:str") == 0;
-            if (ev.data.scalar.anchor)
+            if (ev.data.scalar.anchor) {
                 sb_map_put(t->anchors, (const char *)ev.data.scalar.anchor, n);
+                n->anchored = 1;
+            }
             bad = yadd(t, n, err, errlen) != SB_OK;
             break;
         }
@@ -165,9 +240,18 @@ static int ybuild(struct ytree *t, const char *text, size_t len, char *err, size
             int seq = ev.type == YAML_SEQUENCE_START_EVENT;
             struct ynode *n = ynew(t, seq ? Y_SEQ : Y_MAP, mk);
             const yaml_char_t *a = seq ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
-            if (a)
+            if (a) {
                 n->anchor = sb_strdup((const char *)a);
+                n->anchored = 1;
+            }
+            /* The value of the top-level key "jobs": its items are streamed. */
+            struct ynode *top = t->depth == 1 ? t->stack[0] : NULL;
+            if (seq && top && top->type == Y_MAP && top->n % 2 == 1 && !t->jobs &&
+                top->kids[top->n - 1]->type == Y_SCALAR && strcmp(top->kids[top->n - 1]->value, "jobs") == 0)
+                t->jobs = n;
             t->stack[t->depth++] = n;
+            if (n == t->jobs)
+                t->item_mark = t->nall;
             break;
         }
         case YAML_SEQUENCE_END_EVENT:
@@ -229,10 +313,27 @@ struct mctx {
     struct sb_manifest *m;
     const char *name;
     int errors;
+    int quiet;          /* a second reading of a checked manifest: problems were already logged */
     const char *job;    /* current job's label, for messages */
     char first[SB_ERRLEN];
-    struct sb_map *ids; /* id -> (line number cast to pointer) */
-    char *root_real;    /* realpath of media.root, for url_prefix */
+    struct sb_map *ids; /* id -> (line number cast to pointer), while checking */
+    const char *root_real; /* realpath of media.root, for url_prefix */
+    const cJSON *defaults;
+    const struct ynode *defaults_node; /* for messages; NULL on a second reading */
+    int ordinal;        /* jobs seen, foreach expansions counted one by one */
+    int emitted;        /* valid jobs handed on */
+    sb_job_fn fn;       /* where each valid job goes, or NULL */
+    void *fn_ud;
+    int stopped;        /* fn asked to stop */
+};
+
+/* What a manifest keeps to read its jobs again: the text it was checked from, by hash. */
+struct sb_msource {
+    char *text;         /* a manifest parsed from memory keeps its copy */
+    size_t len;
+    char sha[65];
+    cJSON *defaults;
+    char *root_real;
 };
 
 static void SB_PRINTF(3, 4) merr(struct mctx *c, const struct ynode *n, const char *fmt, ...)
@@ -248,7 +349,9 @@ static void SB_PRINTF(3, 4) merr(struct mctx *c, const struct ynode *n, const ch
         snprintf(line, sizeof line, "%.200s:%d:%d: %s", c->name, n ? n->line : 1, n ? n->col : 1, msg);
     if (c->errors == 0)
         snprintf(c->first, sizeof c->first, "%.*s", (int)sizeof c->first - 1, line);
-    if (c->errors < MAX_LOGGED_ERRORS)
+    if (c->quiet)
+        ;
+    else if (c->errors < MAX_LOGGED_ERRORS)
         sb_error("%s", line);
     else if (c->errors == MAX_LOGGED_ERRORS)
         sb_error("%s: more errors follow; not shown", c->name);
@@ -480,7 +583,7 @@ static void on_check(void *ud, int is_error, const char *key, const char *msg)
     }
     if (is_error) {
         merr(r->c, at, "%s", msg);
-    } else {
+    } else if (!r->c->quiet) {
         sb_warn("%s:%d:%d: job %s: %s", r->c->name, at->line, at->col, r->c->job ? r->c->job : "?", msg);
     }
 }
@@ -632,29 +735,19 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
         sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
         if (!j.id)
             j.id = sb_strndup(j.fingerprint, 12);
-        void *prev = sb_map_get(c->ids, j.id);
+        void *prev = c->ids ? sb_map_get(c->ids, j.id) : NULL;
         if (prev)
             merr(c, idn ? idn : jn, "job id %s is used twice (first at line %d)%s", j.id,
                  (int)(intptr_t)prev, j.id_given ? "" : ": the two jobs are identical");
-        else
+        else if (c->ids)
             sb_map_put(c->ids, j.id, (void *)(intptr_t)jn->line);
     }
-    if (c->errors != errors_before) {
-        /* The manifest is invalid: keep nothing of this job. */
-        for (int i = 0; i < j.n_images; i++) {
-            free(j.images[i].spec);
-            free(j.images[i].url);
-        }
-        free(j.images);
-        free(j.id);
-        free(j.prompt);
-        free(j.invalid);
-        cJSON_Delete(j.params);
-    } else {
-        if ((m->n_jobs & (m->n_jobs - 1)) == 0)
-            m->jobs = sb_realloc(m->jobs, (size_t)(m->n_jobs ? m->n_jobs * 2 : 1) * sizeof *m->jobs);
-        m->jobs[m->n_jobs++] = j;
+    if (c->errors == errors_before) {
+        if (c->fn && !c->stopped && c->fn(m, &j, c->emitted, c->fn_ud) != 0)
+            c->stopped = 1;
+        c->emitted++;
     }
+    sb_jobspec_clear(&j);
     c->job = NULL;
 }
 
@@ -776,23 +869,23 @@ static void read_media(struct mctx *c, const struct ynode *n)
         merr(c, n, "media.upload is url_prefix but media.url_prefix is not set");
 }
 
-static void interpret(struct mctx *c, const struct ynode *root)
+/* Reads everything but the jobs themselves. Returns the jobs node (NULL after an error). */
+static const struct ynode *interpret_config(struct mctx *c, const struct ynode *root)
 {
     static const char *keys[] = {"version", "provider", "model", "output_dir", "defaults", "limits",
                                  "price_per_image", "media", "jobs", "api_key_file", NULL};
     struct sb_manifest *m = c->m;
-    const struct ynode *v, *defaults_node = NULL;
-    cJSON *defaults = NULL;
+    const struct ynode *v;
 
     if (root->type != Y_MAP) {
         merr(c, root, "the manifest must be a mapping with version, provider, model and jobs");
-        return;
+        return NULL;
     }
     check_keys(c, root, keys, "the manifest");
     if (!(v = map_get(root, "version")))
         merr(c, root, "version is required (version: 1)");
     else if (get_int(c, v, "version", 1, 1, &m->version) != SB_OK)
-        return;
+        return NULL;
     if (!(v = map_get(root, "provider"))) {
         merr(c, root, "provider is required (atlascloud or runcomfy)");
     } else {
@@ -808,7 +901,7 @@ static void interpret(struct mctx *c, const struct ynode *root)
             m->model = sb_strdup(s);
     }
     if (c->errors)
-        return;
+        return NULL;
     sb_model_lookup(m->provider, m->model, &m->model_info);
     if (!m->model_info.known)
         sb_warn("%s:%d:%d: model %s is not one seedbatch knows for %s: its params are not checked",
@@ -833,7 +926,7 @@ static void interpret(struct mctx *c, const struct ynode *root)
     if (m->media.upload == SB_UPLOAD_URL_PREFIX) {
         char real[PATH_MAX];
         if (realpath(m->media.root, real))
-            c->root_real = sb_strdup(real);
+            m->src->root_real = sb_strdup(real);
         else
             merr(c, map_get(root, "media"), "media.root %s: %s", m->media.root, strerror(errno));
     }
@@ -841,42 +934,53 @@ static void interpret(struct mctx *c, const struct ynode *root)
         if (v->type != Y_MAP) {
             merr(c, v, "defaults must be a mapping, not %s", type_name(v));
         } else {
-            defaults_node = v;
-            defaults = to_json(c, v);
+            c->defaults_node = v;
+            m->src->defaults = to_json(c, v);
         }
     }
+    c->root_real = m->src->root_real;
+    c->defaults = m->src->defaults;
     if (!(v = map_get(root, "jobs"))) {
         merr(c, root, "jobs is required: a list of jobs");
-    } else if (v->type != Y_SEQ || v->n == 0) {
-        merr(c, v, "jobs must be a non-empty list");
-    } else if (c->errors == 0) {
-        int ordinal = 0;
-        for (size_t i = 0; i < v->n; i++) {
-            const struct ynode *jn = v->kids[i];
-            static const char *jkeys[] = {"id", "prompt", "images", "params", "foreach", NULL};
-            if (jn->type != Y_MAP) {
-                merr(c, jn, "each job must be a mapping with prompt and images");
-                continue;
-            }
-            int before = c->errors;
-            char label[160];
-            const struct ynode *idn = map_get(jn, "id");
-            if (idn && idn->type == Y_SCALAR)
-                snprintf(label, sizeof label, "%.150s", idn->value);
-            else
-                snprintf(label, sizeof label, "#%d", ordinal + 1);
-            c->job = label;
-            check_keys(c, jn, jkeys, "a job");
-            c->job = NULL;
-            if (c->errors != before)
-                continue;
-            if (map_get(jn, "foreach"))
-                add_foreach(c, jn, defaults, defaults_node, &ordinal);
-            else
-                add_job(c, jn, defaults, defaults_node, NULL, ++ordinal);
-        }
+        return NULL;
     }
-    cJSON_Delete(defaults);
+    if (v->type != Y_SEQ) {
+        merr(c, v, "jobs must be a non-empty list");
+        return NULL;
+    }
+    return c->errors ? NULL : v;
+}
+
+/* One item of the jobs list: a job, or a foreach entry that expands to several. */
+static void job_item(struct mctx *c, const struct ynode *jn)
+{
+    static const char *jkeys[] = {"id", "prompt", "images", "params", "foreach", NULL};
+    if (jn->type != Y_MAP) {
+        merr(c, jn, "each job must be a mapping with prompt and images");
+        return;
+    }
+    int before = c->errors;
+    char label[160];
+    const struct ynode *idn = map_get(jn, "id");
+    if (idn && idn->type == Y_SCALAR)
+        snprintf(label, sizeof label, "%.150s", idn->value);
+    else
+        snprintf(label, sizeof label, "#%d", c->ordinal + 1);
+    c->job = label;
+    check_keys(c, jn, jkeys, "a job");
+    c->job = NULL;
+    if (c->errors != before)
+        return;
+    if (map_get(jn, "foreach"))
+        add_foreach(c, jn, c->defaults, c->defaults_node, &c->ordinal);
+    else
+        add_job(c, jn, c->defaults, c->defaults_node, NULL, ++c->ordinal);
+}
+
+static void on_item(struct ytree *t, const struct ynode *item, void *ud)
+{
+    (void)t;
+    job_item(ud, item);
 }
 
 static void free_localfile(void *p)
@@ -884,23 +988,30 @@ static void free_localfile(void *p)
     sb_localfile_free(p);
 }
 
+void sb_jobspec_clear(struct sb_jobspec *j)
+{
+    for (int k = 0; j->images && k < j->n_images; k++) {
+        free(j->images[k].spec);
+        free(j->images[k].url);
+    }
+    free(j->images);
+    free(j->id);
+    free(j->prompt);
+    free(j->invalid);
+    cJSON_Delete(j->params);
+    memset(j, 0, sizeof *j);
+}
+
 void sb_manifest_free(struct sb_manifest *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_jobs; i++) {
-        struct sb_jobspec *j = &m->jobs[i];
-        for (int k = 0; k < j->n_images; k++) {
-            free(j->images[k].spec);
-            free(j->images[k].url);
-        }
-        free(j->images);
-        free(j->id);
-        free(j->prompt);
-        free(j->invalid);
-        cJSON_Delete(j->params);
+    if (m->src) {
+        free(m->src->text);
+        cJSON_Delete(m->src->defaults);
+        free(m->src->root_real);
+        free(m->src);
     }
-    free(m->jobs);
     sb_map_free(m->files, free_localfile);
     free(m->path);
     free(m->dir);
@@ -925,14 +1036,132 @@ static char *default_output_dir(const char *name, const char *dir)
     return out;
 }
 
-int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
-                      struct sb_manifest **out, char *err, size_t errlen)
+/* Opens the manifest's text for one reading. */
+static int src_open(const struct sb_manifest *m, struct ysrc *y, char *err, size_t errlen)
+{
+    memset(y, 0, sizeof *y);
+    if (m->src->text) {
+        y->text = m->src->text;
+        y->len = m->src->len;
+    } else {
+        y->f = fopen(m->path, "rb");
+        if (!y->f)
+            return sb_seterr(err, errlen, "cannot read manifest %s: %s", m->path, strerror(errno));
+    }
+    y->hash = sb_sha256_new();
+    return SB_OK;
+}
+
+static void src_close(struct ysrc *y, char sha[65])
+{
+    if (y->f)
+        fclose(y->f);
+    sb_sha256_final_hex(y->hash, sha);
+}
+
+static int count_job(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud)
+{
+    struct sb_manifest *mm = ud;
+    (void)m, (void)index;
+    mm->n_jobs++;
+    mm->n_invalid += j->invalid != NULL;
+    mm->images_requested += j->images_requested;
+    return 0;
+}
+
+/*
+ * Reads the jobs list once: every item through job_item, in order. The
+ * configuration comes from the first reading. A text that is not the one
+ * the manifest was checked from (the file changed meanwhile) is an error.
+ */
+static int read_jobs(struct sb_manifest *m, struct mctx *c, const struct ynode *config_jobs,
+                     char *err, size_t errlen)
 {
     struct ytree t;
+    struct ysrc y;
+    char sha[65];
     memset(&t, 0, sizeof t);
-    t.name = name;
-    *out = NULL;
+    t.name = m->path;
+    t.on_item = on_item;
+    t.item_ud = c;
+    if (src_open(m, &y, err, errlen) != SB_OK)
+        return SB_EIO;
+    int rc = ybuild(&t, &y, err, errlen);
+    src_close(&y, sha);
+    if (rc == SB_OK && !t.jobs) {
+        /* The jobs list is not a plain value of the key (an alias): its items are in the tree. */
+        const struct ynode *v = t.root && t.root->type == Y_MAP ? map_get(t.root, "jobs") : NULL;
+        for (size_t i = 0; v && v->type == Y_SEQ && i < v->n; i++)
+            job_item(c, v->kids[i]);
+        t.n_items = v && v->type == Y_SEQ ? v->n : 0;
+    }
+    if (rc == SB_OK && t.n_items == 0 && !c->errors)
+        merr(c, config_jobs, "jobs must be a non-empty list");
+    yfree(&t);
+    if (rc != SB_OK)
+        return SB_EINVAL;
+    if (m->src->sha[0] && strcmp(sha, m->src->sha) != 0)
+        return sb_seterr(err, errlen, "%s changed while it was being read; run again", m->path);
+    return SB_OK;
+}
 
+static void set_summary(struct mctx *c, char *err, size_t errlen)
+{
+    if (c->errors == 1)
+        sb_seterr(err, errlen, "%s", c->first);
+    else
+        sb_seterr(err, errlen, "%s: %d errors, the first: %s", c->name, c->errors, c->first);
+}
+
+/*
+ * Two readings: the first takes the configuration (wherever the keys stand
+ * relative to jobs) while dropping job items as they pass; the second checks
+ * every job against it. Neither holds more than one job at a time.
+ */
+static int load(struct sb_manifest *m, char *err, size_t errlen)
+{
+    struct ytree t;
+    struct ysrc y;
+    memset(&t, 0, sizeof t);
+    t.name = m->path;
+    if (src_open(m, &y, err, errlen) != SB_OK) {
+        sb_error("%s", err);
+        return SB_EIO;
+    }
+    int rc = ybuild(&t, &y, err, errlen);
+    src_close(&y, m->src->sha);
+    if (rc != SB_OK) {
+        sb_error("%s", err);
+        yfree(&t);
+        return SB_EINVAL;
+    }
+    struct mctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.name = m->path;
+    const struct ynode *jobs = interpret_config(&c, t.root);
+    if (jobs) {
+        c.ids = sb_map_new();
+        c.fn = count_job;
+        c.fn_ud = m;
+        rc = read_jobs(m, &c, jobs, err, errlen);
+        sb_map_free(c.ids, NULL);
+        if (rc != SB_OK && !c.errors) {
+            sb_error("%s", err);
+            yfree(&t);
+            return rc;
+        }
+    }
+    yfree(&t);
+    if (c.errors) {
+        set_summary(&c, err, errlen);
+        return SB_EINVAL;
+    }
+    return SB_OK;
+}
+
+static struct sb_manifest *manifest_new(const char *name, const char *dir)
+{
     struct sb_manifest *m = sb_calloc(1, sizeof *m);
     m->path = sb_strdup(name);
     m->dir = sb_strdup(dir);
@@ -942,29 +1171,29 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
     m->media.root = sb_strdup(dir);
     m->media.upload_ttl_ms = 6LL * 3600 * 1000;
     m->files = sb_map_new();
+    m->src = sb_calloc(1, sizeof *m->src);
+    return m;
+}
 
-    if (ybuild(&t, text, len, err, errlen) != SB_OK) {
+int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
+                      struct sb_manifest **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (len > SB_MANIFEST_MAX_BYTES) {
+        sb_seterr(err, errlen, "%s: %zu bytes, over the manifest size limit of %u MiB", name, len,
+                  SB_MANIFEST_MAX_BYTES >> 20);
         sb_error("%s", err);
-        yfree(&t);
-        sb_manifest_free(m);
-        return SB_EINVAL;
+        return SB_ETOOBIG;
     }
-    struct mctx c;
-    memset(&c, 0, sizeof c);
-    c.m = m;
-    c.name = name;
-    c.ids = sb_map_new();
-    interpret(&c, t.root);
-    sb_map_free(c.ids, NULL);
-    free(c.root_real);
-    yfree(&t);
-    if (c.errors) {
-        if (c.errors == 1)
-            sb_seterr(err, errlen, "%s", c.first);
-        else
-            sb_seterr(err, errlen, "%s: %d errors, the first: %s", name, c.errors, c.first);
+    struct sb_manifest *m = manifest_new(name, dir);
+    m->src->text = sb_malloc(len + 1);
+    memcpy(m->src->text, text, len);
+    m->src->text[len] = '\0';
+    m->src->len = len;
+    int rc = load(m, err, errlen);
+    if (rc != SB_OK) {
         sb_manifest_free(m);
-        return SB_EINVAL;
+        return rc;
     }
     *out = m;
     return SB_OK;
@@ -972,26 +1201,125 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
 
 int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size_t errlen)
 {
-    char *text = NULL;
-    size_t len = 0;
-    char rerr[SB_ERRLEN];
+    struct stat st;
     *out = NULL;
-    int rc = sb_read_file(path, SB_MANIFEST_MAX_BYTES, &text, &len, rerr, sizeof rerr);
-    if (rc == SB_ETOOBIG) {
-        sb_seterr(err, errlen, "%s: %zu bytes, over the manifest size limit of %u MiB", path, len,
-                  SB_MANIFEST_MAX_BYTES >> 20);
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        sb_seterr(err, errlen, "cannot read manifest %s: %s", path,
+                  errno && !(stat(path, &st) == 0) ? strerror(errno) : "not a regular file");
+        sb_error("%s", err);
+        return SB_EIO;
+    }
+    if (st.st_size > (off_t)SB_MANIFEST_MAX_BYTES) {
+        sb_seterr(err, errlen, "%s: %lld bytes, over the manifest size limit of %u MiB", path,
+                  (long long)st.st_size, SB_MANIFEST_MAX_BYTES >> 20);
         sb_error("%s", err);
         return SB_ETOOBIG;
     }
+    char *dir = sb_dirname(path);
+    struct sb_manifest *m = manifest_new(path, dir);
+    free(dir);
+    int rc = load(m, err, errlen);
     if (rc != SB_OK) {
-        sb_seterr(err, errlen, "cannot read manifest %s", rerr);
-        sb_error("%s", err);
+        sb_manifest_free(m);
         return rc;
     }
-    char *dir = sb_dirname(path);
-    rc = sb_manifest_parse(path, dir, text, len, out, err, errlen);
-    free(dir);
-    free(text);
+    *out = m;
+    return SB_OK;
+}
+
+int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen)
+{
+    struct mctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.name = m->path;
+    c.quiet = 1;
+    c.fn = fn;
+    c.fn_ud = ud;
+    c.root_real = m->src->root_real;
+    c.defaults = m->src->defaults;
+    int rc = read_jobs(m, &c, NULL, err, errlen);
+    if (rc != SB_OK)
+        return rc;
+    if (c.errors)
+        return sb_seterr(err, errlen, "%s changed since it was checked: %s", m->path, c.first);
+    if (c.stopped)
+        return SB_ERR;
+    if (c.emitted != m->n_jobs)
+        return sb_seterr(err, errlen, "%s now gives %d jobs, not %d: its files changed; run again",
+                         m->path, c.emitted, m->n_jobs);
+    return SB_OK;
+}
+
+char *sb_jobspec_json(const struct sb_jobspec *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "prompt", j->prompt);
+    cJSON_AddItemToObject(o, "params", cJSON_Duplicate(j->params, 1));
+    cJSON *imgs = cJSON_AddArrayToObject(o, "images");
+    for (int k = 0; k < j->n_images; k++) {
+        cJSON *im = cJSON_CreateObject();
+        cJSON_AddStringToObject(im, "spec", j->images[k].spec);
+        if (j->images[k].url)
+            cJSON_AddStringToObject(im, "url", j->images[k].url);
+        if (j->images[k].file)
+            cJSON_AddStringToObject(im, "file", j->images[k].file->path);
+        cJSON_AddItemToArray(imgs, im);
+    }
+    cJSON_AddNumberToObject(o, "images_requested", j->images_requested);
+    if (j->invalid)
+        cJSON_AddStringToObject(o, "invalid", j->invalid);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? sb_strdup(v->valuestring) : NULL;
+}
+
+int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j)
+{
+    memset(j, 0, sizeof *j);
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(o, "images");
+    const cJSON *par = cJSON_GetObjectItemCaseSensitive(o, "params");
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(o, "images_requested");
+    if (!cJSON_IsObject(o) || !cJSON_IsArray(imgs) || !cJSON_IsObject(par) || !cJSON_IsNumber(req)) {
+        cJSON_Delete(o);
+        return SB_EINVAL;
+    }
+    j->id = sb_strdup(id);
+    j->prompt = jstr(o, "prompt");
+    j->invalid = jstr(o, "invalid");
+    j->params = cJSON_Duplicate(par, 1);
+    j->images_requested = (int)req->valuedouble;
+    int n = cJSON_GetArraySize(imgs);
+    j->images = sb_calloc(n ? (size_t)n : 1, sizeof *j->images);
+    int rc = j->prompt ? SB_OK : SB_EINVAL;
+    const cJSON *im;
+    cJSON_ArrayForEach(im, imgs) {
+        struct sb_image_ref *r = &j->images[j->n_images++];
+        r->spec = jstr(im, "spec");
+        r->url = jstr(im, "url");
+        char *file = jstr(im, "file");
+        if (file) {
+            r->file = m->files ? sb_map_get(m->files, file) : NULL;
+            if (!r->file) {
+                struct sb_localfile *f = sb_localfile_load(file);
+                sb_map_put(m->files, file, f);
+                r->file = f;
+            }
+            free(file);
+        }
+        if (!r->spec || (!r->url && !r->file))
+            rc = SB_EINVAL;
+    }
+    cJSON_Delete(o);
+    if (rc != SB_OK)
+        sb_jobspec_clear(j);
     return rc;
 }
 

@@ -49,72 +49,117 @@ static int count_removed(const struct sb_jobrow *r, void *ud)
     return 0;
 }
 
-static int removed_jobs(const struct sb_manifest *m, struct sb_store *st, FILE *out)
+struct plan_ctx {
+    struct sb_plan *p;
+    struct sb_store *st;
+    const char *retry_failed;
+    struct sb_map *files, *need, *ids;
+    int failures;
+};
+
+static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud)
 {
-    if (!st)
-        return 0;
-    struct removed_ctx c = {sb_map_new(), 0, out};
-    for (int i = 0; i < m->n_jobs; i++)
-        sb_map_put(c.ids, m->jobs[i].id, &m->jobs[i]);
-    sb_store_each_job(st, count_removed, &c);
-    sb_map_free(c.ids, NULL);
-    return c.removed;
+    struct plan_ctx *c = ud;
+    struct sb_plan *p = c->p;
+    struct sb_jobrow row;
+    int have = c->st && sb_store_get_job(c->st, j->id, &row) == SB_OK;
+    int submit;
+    enum sb_job_state s = effective_state(j, &row, have, c->retry_failed, &submit);
+    (void)index;
+    sb_map_put(c->ids, j->id, (void *)1);
+    p->counts[s]++;
+    if (j->invalid)
+        p->invalid++;
+    if (have && strcmp(row.fingerprint, j->fingerprint) != 0)
+        p->changed++;
+    if (have && strcmp(row.fingerprint, j->fingerprint) == 0)
+        p->spent += row.cost;
+    if (submit) {
+        p->to_submit++;
+        p->images_requested += j->images_requested;
+    } else if (s == SB_JOB_SUBMITTING || s == SB_JOB_RUNNING || s == SB_JOB_DOWNLOADING) {
+        p->to_resume++;
+    }
+    for (int k = 0; k < j->n_images; k++) {
+        const struct sb_image_ref *r = &j->images[k];
+        p->image_refs++;
+        if (!r->file) {
+            p->remote_refs++;
+            continue;
+        }
+        p->local_refs++;
+        if (!sb_map_get(c->files, r->file->path)) {
+            sb_map_put(c->files, r->file->path, (void *)r->file);
+            p->distinct_files++;
+        }
+        if (submit && !j->invalid && m->media.upload == SB_UPLOAD_PROVIDER &&
+            r->file->sha256[0] && !sb_map_get(c->need, r->file->sha256)) {
+            char *url = c->st ? sb_store_upload_url(c->st, r->file->sha256, m->media.upload_ttl_ms) : NULL;
+            if (!url) {
+                sb_map_put(c->need, r->file->sha256, (void *)r->file);
+                p->uploads_needed++;
+            }
+            free(url);
+        }
+    }
+    if (p->n_listed < MAX_LISTED) {
+        char *line;
+        if (j->invalid)
+            line = sb_asprintf("  job %s: will fail: %s\n", j->id, j->invalid);
+        else
+            line = sb_asprintf("  job %s: %d reference image%s -> up to %d output%s\n", j->id, j->n_images,
+                               j->n_images == 1 ? "" : "s", j->images_requested,
+                               j->images_requested == 1 ? "" : "s");
+        sb_buf_puts(&p->listing, line);
+        free(line);
+        p->n_listed++;
+    }
+    const char *kind = NULL, *msg = NULL;
+    if (j->invalid) {
+        kind = SB_EK_INVALID_INPUT;
+        msg = j->invalid;
+    } else if (have && row.state == SB_JOB_FAILED && strcmp(row.fingerprint, j->fingerprint) == 0) {
+        kind = row.error_kind ? row.error_kind : "unknown";
+        msg = row.error_message ? row.error_message : "";
+    }
+    if (kind && c->failures++ < MAX_LISTED) {
+        char *line = sb_asprintf("    %s: %s: %s\n", j->id, kind, msg);
+        sb_buf_puts(&p->failures, line);
+        free(line);
+    }
+    p->n_failures = c->failures;
+    if (have)
+        sb_jobrow_clear(&row);
+    return 0;
 }
 
-void sb_plan_compute(const struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
-                     struct sb_plan *p)
+int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
+                    struct sb_plan *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    sb_buf_init(&p->listing, 1 << 20);
+    sb_buf_init(&p->failures, 1 << 20);
     p->jobs = m->n_jobs;
-    struct sb_map *files = sb_map_new(), *need = sb_map_new();
-    for (int i = 0; i < m->n_jobs; i++) {
-        const struct sb_jobspec *j = &m->jobs[i];
-        struct sb_jobrow row;
-        int have = st && sb_store_get_job(st, j->id, &row) == SB_OK;
-        int submit;
-        enum sb_job_state s = effective_state(j, &row, have, retry_failed, &submit);
-        p->counts[s]++;
-        if (j->invalid)
-            p->invalid++;
-        if (have && strcmp(row.fingerprint, j->fingerprint) != 0)
-            p->changed++;
-        if (have && strcmp(row.fingerprint, j->fingerprint) == 0)
-            p->spent += row.cost;
-        if (submit) {
-            p->to_submit++;
-            p->images_requested += j->images_requested;
-        } else if (s == SB_JOB_SUBMITTING || s == SB_JOB_RUNNING || s == SB_JOB_DOWNLOADING) {
-            p->to_resume++;
-        }
-        for (int k = 0; k < j->n_images; k++) {
-            const struct sb_image_ref *r = &j->images[k];
-            p->image_refs++;
-            if (!r->file) {
-                p->remote_refs++;
-                continue;
-            }
-            p->local_refs++;
-            if (!sb_map_get(files, r->file->path)) {
-                sb_map_put(files, r->file->path, (void *)r->file);
-                p->distinct_files++;
-            }
-            if (submit && !j->invalid && m->media.upload == SB_UPLOAD_PROVIDER &&
-                r->file->sha256[0] && !sb_map_get(need, r->file->sha256)) {
-                char *url = st ? sb_store_upload_url(st, r->file->sha256, m->media.upload_ttl_ms) : NULL;
-                if (!url) {
-                    sb_map_put(need, r->file->sha256, (void *)r->file);
-                    p->uploads_needed++;
-                }
-                free(url);
-            }
-        }
-        if (have)
-            sb_jobrow_clear(&row);
-    }
+    struct plan_ctx c = {p, st, retry_failed, sb_map_new(), sb_map_new(), sb_map_new(), 0};
+    int rc = sb_manifest_each_job(m, plan_job, &c, err, errlen);
     p->quote = (double)p->images_requested * m->price_per_image;
-    p->removed = removed_jobs(m, st, NULL);
-    sb_map_free(files, NULL);
-    sb_map_free(need, NULL);
+    if (rc == SB_OK && st) {
+        struct removed_ctx rcx = {c.ids, 0, NULL};
+        sb_store_each_job(st, count_removed, &rcx);
+        p->removed = rcx.removed;
+    }
+    p->ids = c.ids;
+    sb_map_free(c.files, NULL);
+    sb_map_free(c.need, NULL);
+    return rc;
+}
+
+void sb_plan_clear(struct sb_plan *p)
+{
+    sb_buf_free(&p->listing);
+    sb_buf_free(&p->failures);
+    sb_map_free(p->ids, NULL);
+    p->ids = NULL;
 }
 
 void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan *p, const char *state_path)
@@ -146,52 +191,36 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
         else
             fprintf(out, "  max_cost $%.2f: within budget\n", m->limits.max_cost);
     }
-    int listed = 0;
-    for (int i = 0; i < m->n_jobs && listed < MAX_LISTED; i++, listed++) {
-        const struct sb_jobspec *j = &m->jobs[i];
-        if (j->invalid)
-            fprintf(out, "  job %s: will fail: %s\n", j->id, j->invalid);
-        else
-            fprintf(out, "  job %s: %d reference image%s -> up to %d output%s\n", j->id, j->n_images,
-                    j->n_images == 1 ? "" : "s", j->images_requested, j->images_requested == 1 ? "" : "s");
-    }
-    if (m->n_jobs > listed)
-        fprintf(out, "  ... and %d more jobs\n", m->n_jobs - listed);
+    if (p->listing.len)
+        fwrite(p->listing.data, 1, p->listing.len, out);
+    if (m->n_jobs > p->n_listed)
+        fprintf(out, "  ... and %d more jobs\n", m->n_jobs - p->n_listed);
 }
 
-void sb_status_print(FILE *out, const struct sb_manifest *m, struct sb_store *st, const char *state_path)
+int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
+                    char *err, size_t errlen)
 {
     struct sb_plan p;
-    sb_plan_compute(m, st, NULL, &p);
+    if (sb_plan_compute(m, st, NULL, &p, err, errlen) != SB_OK) {
+        sb_plan_clear(&p);
+        return SB_ERR;
+    }
     fprintf(out, "status of %s\n", m->path);
     fprintf(out, "  state %s%s\n", state_path, st ? "" : " (no run yet)");
     fprintf(out, "  jobs: %d", p.jobs);
     for (int s = 0; s < SB_JOB_NSTATES; s++)
         fprintf(out, ", %s %d", sb_job_state_name((enum sb_job_state)s), p.counts[s]);
     fprintf(out, "\n  spent: $%.2f; still to submit: %d jobs, quote $%.2f\n", p.spent, p.to_submit, p.quote);
-    int listed = 0, failed = 0;
-    for (int i = 0; i < m->n_jobs; i++) {
-        const struct sb_jobspec *j = &m->jobs[i];
-        const char *kind = NULL, *msg = NULL;
-        struct sb_jobrow row;
-        int have = st && sb_store_get_job(st, j->id, &row) == SB_OK;
-        if (j->invalid) {
-            kind = SB_EK_INVALID_INPUT;
-            msg = j->invalid;
-        } else if (have && row.state == SB_JOB_FAILED && strcmp(row.fingerprint, j->fingerprint) == 0) {
-            kind = row.error_kind ? row.error_kind : "unknown";
-            msg = row.error_message ? row.error_message : "";
-        }
-        if (kind) {
-            if (failed++ == 0)
-                fprintf(out, "  failures:\n");
-            if (listed++ < MAX_LISTED)
-                fprintf(out, "    %s: %s: %s\n", j->id, kind, msg);
-        }
-        if (have)
-            sb_jobrow_clear(&row);
+    if (p.n_failures) {
+        fprintf(out, "  failures:\n");
+        fwrite(p.failures.data, 1, p.failures.len, out);
     }
-    if (listed > MAX_LISTED)
-        fprintf(out, "    ... and %d more\n", listed - MAX_LISTED);
-    removed_jobs(m, st, out);
+    if (p.n_failures > MAX_LISTED)
+        fprintf(out, "    ... and %d more\n", p.n_failures - MAX_LISTED);
+    if (st) {
+        struct removed_ctx rc = {p.ids, 0, out};
+        sb_store_each_job(st, count_removed, &rc);
+    }
+    sb_plan_clear(&p);
+    return SB_OK;
 }

@@ -74,7 +74,15 @@ static const char *migrations[] = {
     "CREATE INDEX jobs_state ON jobs(state);"
     "CREATE TABLE uploads(sha256 TEXT PRIMARY KEY, url TEXT NOT NULL, size INTEGER,"
     "  uploaded_at INTEGER NOT NULL);",
+    /* 2: what the engine and results need of each job, so the manifest's jobs are not held in memory. */
+    "ALTER TABLE jobs ADD COLUMN spec TEXT;"
+    "CREATE INDEX jobs_order ON jobs(in_manifest, seq);",
 };
+
+#define ROW_COLUMNS                                                                         \
+    "id, seq, fingerprint, state, in_manifest, images_requested, attempts, prediction_id,"  \
+    " possible_duplicate, outputs, output_urls, error_kind, error_http, error_code,"        \
+    " error_message, submitted_at, finished_at, predict_time, cost, spec"
 
 static int exec(struct sb_store *st, const char *sql, char *err, size_t errlen)
 {
@@ -161,9 +169,7 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
     if (migrate(st, err, errlen) != SB_OK)
         goto fail;
     if (sqlite3_prepare_v2(st->db,
-            "SELECT id, seq, fingerprint, state, in_manifest, images_requested, attempts,"
-            " prediction_id, possible_duplicate, outputs, output_urls, error_kind, error_http,"
-            " error_code, error_message, submitted_at, finished_at, predict_time, cost"
+            "SELECT " ROW_COLUMNS
             " FROM jobs WHERE id=?", -1, &st->get_job, NULL) != SQLITE_OK ||
         (!readonly && sqlite3_prepare_v2(st->db,
             "UPDATE jobs SET state=?2, attempts=?3, prediction_id=?4, possible_duplicate=?5, outputs=?6,"
@@ -223,6 +229,7 @@ static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
     r->finished_at = sqlite3_column_int64(s, 16);
     r->predict_time = sqlite3_column_type(s, 17) == SQLITE_NULL ? -1 : sqlite3_column_double(s, 17);
     r->cost = sqlite3_column_double(s, 18);
+    r->spec = col_text(s, 19);
 }
 
 void sb_jobrow_clear(struct sb_jobrow *r)
@@ -234,6 +241,7 @@ void sb_jobrow_clear(struct sb_jobrow *r)
     free(r->error_kind);
     free(r->error_code);
     free(r->error_message);
+    free(r->spec);
     memset(r, 0, sizeof *r);
 }
 
@@ -379,123 +387,129 @@ void sb_sync_report_clear(struct sb_sync_report *r)
     memset(r, 0, sizeof *r);
 }
 
-int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sync_report *rep,
+struct sync_ctx {
+    struct sb_store *st;
+    struct sb_sync_report *rep;
+    sqlite3_stmt *ins, *keep, *reset;
+    int64_t now;
+    char *err;
+    size_t errlen;
+};
+
+/* One job of the manifest into the queue: new, unchanged, or changed (queued again). */
+static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int i, void *ud)
+{
+    struct sync_ctx *x = ud;
+    struct sb_store *st = x->st;
+    struct sb_sync_report *rep = x->rep;
+    struct sb_jobrow row;
+    (void)m;
+    memset(&row, 0, sizeof row);
+    int g = sb_store_get_job(st, j->id, &row);
+    char *spec = sb_jobspec_json(j);
+    sqlite3_stmt *s;
+    int need_pending = 0;
+    if (g == SB_ENOENT) {
+        s = x->ins;
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, i);
+        sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 4, j->images_requested);
+        sqlite3_bind_int64(s, 5, x->now);
+        sqlite3_bind_text(s, 6, spec, -1, SQLITE_STATIC);
+        rep->added++;
+    } else if (g != SB_OK) {
+        free(spec);
+        return sb_seterr(x->err, x->errlen, "%s: cannot read job %s", st->path, j->id);
+    } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
+        s = x->keep;
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, i);
+        sqlite3_bind_int(s, 3, j->images_requested);
+        sqlite3_bind_text(s, 4, spec, -1, SQLITE_STATIC);
+        rep->kept++;
+    } else {
+        if (row.prediction_id && (row.state == SB_JOB_RUNNING || row.state == SB_JOB_DOWNLOADING))
+            sb_warn("job %s changed while its prediction %s was running: it is queued again",
+                    j->id, row.prediction_id);
+        s = x->reset;
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, i);
+        sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 4, j->images_requested);
+        sqlite3_bind_text(s, 5, spec, -1, SQLITE_STATIC);
+        need_pending = 1;
+        rep->changed++;
+    }
+    int was_failed_invalid = g == SB_OK && row.state == SB_JOB_FAILED && row.error_kind &&
+                             strcmp(row.error_kind, SB_EK_INVALID_INPUT) == 0 && !need_pending;
+    sb_jobrow_clear(&row);
+    int step = sqlite3_step(s);
+    free(spec);
+    if (step != SQLITE_DONE)
+        return sb_seterr(x->err, x->errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
+    int trc = SB_OK;
+    if (j->invalid) {
+        if (!was_failed_invalid) {
+            struct sb_job_error e = {SB_EK_INVALID_INPUT, 0, NULL, j->invalid};
+            trc = sb_store_transition(st, j->id, SB_JOB_FAILED, &e);
+            rep->invalid++;
+        }
+    } else if (need_pending || was_failed_invalid) {
+        trc = sb_store_transition(st, j->id, SB_JOB_PENDING, NULL);
+    }
+    if (trc != SB_OK)
+        return sb_seterr(x->err, x->errlen, "%s: cannot update job %s", st->path, j->id);
+    return SB_OK;
+}
+
+int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
                   char *err, size_t errlen)
 {
-    sqlite3_stmt *ins = NULL, *keep = NULL, *reset = NULL, *gone = NULL, *batch = NULL;
+    struct sync_ctx x = {st, rep, NULL, NULL, NULL, sb_now_ms(), err, errlen};
+    sqlite3_stmt *gone = NULL, *batch = NULL;
     int rc = SB_EIO;
-    int64_t now = sb_now_ms();
     memset(rep, 0, sizeof *rep);
     if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
         return SB_EIO;
+    /* Jobs still marked 2 after the manifest has been read have left it. */
+    if (exec(st, "UPDATE jobs SET in_manifest=2 WHERE in_manifest=1", err, errlen) != SB_OK)
+        goto out;
     if (sqlite3_prepare_v2(st->db,
-            "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at)"
-            " VALUES(?1, ?2, ?3, 'pending', ?4, ?5, ?5)", -1, &ins, NULL) != SQLITE_OK ||
+            "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at, spec)"
+            " VALUES(?1, ?2, ?3, 'pending', ?4, ?5, ?5, ?6)", -1, &x.ins, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?3 WHERE id=?1", -1, &keep, NULL) != SQLITE_OK ||
+            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?3, spec=?4 WHERE id=?1",
+            -1, &x.keep, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, attempts=0,"
+            "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, spec=?5, attempts=0,"
             " prediction_id=NULL, submit_intent_at=NULL, possible_duplicate=0, outputs=NULL,"
             " output_urls=NULL, submitted_at=NULL, predict_time=NULL, cost=0 WHERE id=?1",
-            -1, &reset, NULL) != SQLITE_OK ||
+            -1, &x.reset, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET in_manifest=0, seq=?2 WHERE id=?1", -1, &gone, NULL) != SQLITE_OK ||
+            "SELECT id FROM jobs WHERE in_manifest=2 ORDER BY seq", -1, &gone, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
             "INSERT INTO batches(manifest, synced_at, jobs, added, changed, removed) VALUES(?,?,?,?,?,?)",
             -1, &batch, NULL) != SQLITE_OK) {
         sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
         goto out;
     }
-    struct sb_map *ids = sb_map_new();
-    for (int i = 0; i < m->n_jobs; i++) {
-        const struct sb_jobspec *j = &m->jobs[i];
-        sb_map_put(ids, j->id, (void *)j);
-        struct sb_jobrow row;
-        memset(&row, 0, sizeof row);
-        int g = sb_store_get_job(st, j->id, &row);
-        sqlite3_stmt *s;
-        int need_pending = 0;
-        if (g == SB_ENOENT) {
-            s = ins;
-            sqlite3_reset(s);
-            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 2, i);
-            sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
-            sqlite3_bind_int(s, 4, j->images_requested);
-            sqlite3_bind_int64(s, 5, now);
-            rep->added++;
-        } else if (g != SB_OK) {
-            sb_seterr(err, errlen, "%s: cannot read job %s", st->path, j->id);
-            sb_map_free(ids, NULL);
-            goto out;
-        } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
-            s = keep;
-            sqlite3_reset(s);
-            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 2, i);
-            sqlite3_bind_int(s, 3, j->images_requested);
-            rep->kept++;
-        } else {
-            if (row.prediction_id && (row.state == SB_JOB_RUNNING || row.state == SB_JOB_DOWNLOADING))
-                sb_warn("job %s changed while its prediction %s was running: it is queued again",
-                        j->id, row.prediction_id);
-            s = reset;
-            sqlite3_reset(s);
-            sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 2, i);
-            sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
-            sqlite3_bind_int(s, 4, j->images_requested);
-            need_pending = 1;
-            rep->changed++;
-        }
-        int was_failed_invalid = g == SB_OK && row.state == SB_JOB_FAILED && row.error_kind &&
-                                 strcmp(row.error_kind, SB_EK_INVALID_INPUT) == 0 && !need_pending;
-        sb_jobrow_clear(&row);
-        if (sqlite3_step(s) != SQLITE_DONE) {
-            sb_seterr(err, errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
-            sb_map_free(ids, NULL);
-            goto out;
-        }
-        int trc = SB_OK;
-        if (j->invalid) {
-            if (!was_failed_invalid) {
-                struct sb_job_error e = {SB_EK_INVALID_INPUT, 0, NULL, j->invalid};
-                trc = sb_store_transition(st, j->id, SB_JOB_FAILED, &e);
-                rep->invalid++;
-            }
-        } else if (need_pending || was_failed_invalid) {
-            trc = sb_store_transition(st, j->id, SB_JOB_PENDING, NULL);
-        }
-        if (trc != SB_OK) {
-            sb_seterr(err, errlen, "%s: cannot update job %s", st->path, j->id);
-            sb_map_free(ids, NULL);
-            goto out;
-        }
-    }
+    if (sb_manifest_each_job(m, sync_job, &x, err, errlen) != SB_OK)
+        goto out;
     /* Jobs that left the manifest stay in the state, flagged, and are reported. */
-    sqlite3_stmt *all = NULL;
-    sqlite3_prepare_v2(st->db, "SELECT id FROM jobs WHERE in_manifest=1 ORDER BY seq", -1, &all, NULL);
-    int64_t seq = m->n_jobs;
-    while (all && sqlite3_step(all) == SQLITE_ROW) {
-        const char *id = (const char *)sqlite3_column_text(all, 0);
-        if (sb_map_get(ids, id))
-            continue;
+    while (sqlite3_step(gone) == SQLITE_ROW) {
         rep->removed_ids = sb_realloc(rep->removed_ids, (size_t)(rep->removed + 1) * sizeof(char *));
-        rep->removed_ids[rep->removed++] = sb_strdup(id);
+        rep->removed_ids[rep->removed++] = sb_strdup((const char *)sqlite3_column_text(gone, 0));
     }
-    sqlite3_finalize(all);
-    sb_map_free(ids, NULL);
-    for (int i = 0; i < rep->removed; i++) {
-        sqlite3_reset(gone);
-        sqlite3_bind_text(gone, 1, rep->removed_ids[i], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(gone, 2, seq++);
-        if (sqlite3_step(gone) != SQLITE_DONE) {
-            sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
-            goto out;
-        }
-    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE jobs SET in_manifest=0, seq=seq+%d WHERE in_manifest=2", m->n_jobs);
+    if (exec(st, sql, err, errlen) != SB_OK)
+        goto out;
     sqlite3_bind_text(batch, 1, m->path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(batch, 2, now);
+    sqlite3_bind_int64(batch, 2, x.now);
     sqlite3_bind_int(batch, 3, m->n_jobs);
     sqlite3_bind_int(batch, 4, rep->added);
     sqlite3_bind_int(batch, 5, rep->changed);
@@ -508,9 +522,9 @@ int sb_store_sync(struct sb_store *st, const struct sb_manifest *m, struct sb_sy
         goto out;
     rc = SB_OK;
 out:
-    sqlite3_finalize(ins);
-    sqlite3_finalize(keep);
-    sqlite3_finalize(reset);
+    sqlite3_finalize(x.ins);
+    sqlite3_finalize(x.keep);
+    sqlite3_finalize(x.reset);
     sqlite3_finalize(gone);
     sqlite3_finalize(batch);
     if (rc != SB_OK)
@@ -518,23 +532,74 @@ out:
     return rc;
 }
 
-int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+static int each_row(struct sb_store *st, const char *sql, int64_t a, int64_t b,
+                    int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db,
-            "SELECT id, seq, fingerprint, state, in_manifest, images_requested, attempts,"
-            " prediction_id, possible_duplicate, outputs, output_urls, error_kind, error_http,"
-            " error_code, error_message, submitted_at, finished_at, predict_time, cost"
-            " FROM jobs ORDER BY in_manifest DESC, seq", -1, &s, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
         sb_error("%s: %s", st->path, sqlite3_errmsg(st->db));
         return SB_EIO;
     }
+    if (sqlite3_bind_parameter_count(s) >= 1)
+        sqlite3_bind_int64(s, 1, a);
+    if (sqlite3_bind_parameter_count(s) >= 2)
+        sqlite3_bind_int64(s, 2, b);
     int rc, stop = 0;
     while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct sb_jobrow r;
         read_row(s, &r);
         stop = fn(&r, ud);
         sb_jobrow_clear(&r);
+    }
+    if (!stop && rc != SQLITE_DONE) {
+        sb_error("%s: %s", st->path, sqlite3_errmsg(st->db));
+        sqlite3_finalize(s);
+        return SB_EIO;
+    }
+    sqlite3_finalize(s);
+    return SB_OK;
+}
+
+int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    return each_row(st, "SELECT " ROW_COLUMNS " FROM jobs ORDER BY in_manifest DESC, seq", 0, 0, fn, ud);
+}
+
+int sb_store_each_manifest_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    return each_row(st, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 ORDER BY seq", 0, 0, fn, ud);
+}
+
+int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
+                          int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    return each_row(st, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 AND seq>?1 AND state='pending'"
+                    " ORDER BY seq LIMIT ?2", after_seq, limit, fn, ud);
+}
+
+int sb_store_each_in_state(struct sb_store *st, enum sb_job_state s,
+                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 AND state='%s' ORDER BY seq",
+             sb_job_state_name(s));
+    return each_row(st, sql, 0, 0, fn, ud);
+}
+
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent)
+{
+    sqlite3_stmt *s;
+    memset(counts, 0, SB_JOB_NSTATES * sizeof *counts);
+    *spent = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*), total(cost) FROM jobs WHERE in_manifest=1"
+                           " GROUP BY state", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        enum sb_job_state js;
+        const unsigned char *name = sqlite3_column_text(s, 0);
+        if (name && sb_job_state_parse((const char *)name, &js) == SB_OK)
+            counts[js] += sqlite3_column_int(s, 1);
+        *spent += sqlite3_column_double(s, 2);
     }
     sqlite3_finalize(s);
     return SB_OK;

@@ -2,6 +2,7 @@
 #include "sb_manifest.h"
 #include "sb_log.h"
 #include "t.h"
+#include "t_jobs.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -25,7 +26,7 @@ static void refused(const char *text, const char *want, int line)
     if (m) {
         fprintf(stderr, "test at line %d: accepted, expected \"%s\"\n", line, want);
         t_fail++;
-        sb_manifest_free(m);
+        t_manifest_free(m);
         return;
     }
     if (!strstr(err, want)) {
@@ -74,7 +75,7 @@ static void test_full(void)
     CHECK(m->limits.max_cost == 10.5);
     CHECK(m->price_per_image == 0.05);
     CHECK_INT(m->n_jobs, 4);
-    struct sb_jobspec *j = &m->jobs[0];
+    struct sb_jobspec *j = &t_jobs(m)[0];
     CHECK_STR(j->id, "sku-1");
     CHECK_INT(j->images_requested, 3);
     CHECK_INT(j->n_images, 2);
@@ -85,20 +86,20 @@ static void test_full(void)
                      "\"ratio\":1.5,\"seed\":42,\"size\":\"2048*2048\"}");
     free(canon);
     CHECK_INT(j->line, 18);
-    CHECK_STR(m->jobs[1].id, "1-front-1");
-    CHECK_STR(m->jobs[2].id, "2-front-2");
-    CHECK_STR(m->jobs[1].prompt, "Put front.jpg (jpg, p/1/front.jpg) on marble {{literal}}.");
-    CHECK_STR(m->jobs[2].images[0].spec, "p/2/front.jpg");
-    CHECK_INT(m->jobs[1].images_requested, 2);
+    CHECK_STR(t_jobs(m)[1].id, "1-front-1");
+    CHECK_STR(t_jobs(m)[2].id, "2-front-2");
+    CHECK_STR(t_jobs(m)[1].prompt, "Put front.jpg (jpg, p/1/front.jpg) on marble {{literal}}.");
+    CHECK_STR(t_jobs(m)[2].images[0].spec, "p/2/front.jpg");
+    CHECK_INT(t_jobs(m)[1].images_requested, 2);
     /* The same file named by two jobs is read once. */
-    CHECK(m->jobs[0].images[0].file == m->jobs[1].images[0].file);
+    CHECK(t_jobs(m)[0].images[0].file == t_jobs(m)[1].images[0].file);
     CHECK_INT(sb_map_count(m->files), 4);
     /* No id: the first 12 hex digits of the fingerprint. */
-    CHECK_INT(strlen(m->jobs[3].id), 12);
-    CHECK(strncmp(m->jobs[3].id, m->jobs[3].fingerprint, 12) == 0);
-    CHECK_HAS(m->jobs[3].invalid, "width and height must be over 14");
-    CHECK(m->jobs[0].invalid == NULL);
-    sb_manifest_free(m);
+    CHECK_INT(strlen(t_jobs(m)[3].id), 12);
+    CHECK(strncmp(t_jobs(m)[3].id, t_jobs(m)[3].fingerprint, 12) == 0);
+    CHECK_HAS(t_jobs(m)[3].invalid, "width and height must be over 14");
+    CHECK(t_jobs(m)[0].invalid == NULL);
+    t_manifest_free(m);
 }
 
 static void test_defaults_and_media(void)
@@ -117,8 +118,8 @@ static void test_defaults_and_media(void)
         CHECK_HAS(m->output_dir, "/m.out");
         CHECK_INT(m->media.upload, SB_UPLOAD_PROVIDER);
         CHECK_INT(m->media.upload_ttl_ms, 6 * 3600 * 1000);
-        CHECK_INT(m->jobs[0].images_requested, 1);
-        sb_manifest_free(m);
+        CHECK_INT(t_jobs(m)[0].images_requested, 1);
+        t_manifest_free(m);
     }
     m = parse("version: 1\nprovider: runcomfy\nmodel: bytedance/seedream-5/lite/edit\n"
               "media:\n  upload: url_prefix\n  url_prefix: https://cdn.example.com/cat\n  root: p\n"
@@ -126,12 +127,12 @@ static void test_defaults_and_media(void)
               "    params: {sequential_image_generation: auto, max_images: 2}\n", err);
     CHECK(m != NULL);
     if (m) {
-        CHECK_STR(m->jobs[0].images[0].url, "https://cdn.example.com/cat/1/front.jpg");
-        CHECK_STR(m->jobs[0].images[1].url, "https://cdn.example.com/cat/sp%20ace/a%26b.jpg");
-        CHECK(m->jobs[0].images[0].file != NULL);
-        CHECK_INT(m->jobs[0].images_requested, 2);
+        CHECK_STR(t_jobs(m)[0].images[0].url, "https://cdn.example.com/cat/1/front.jpg");
+        CHECK_STR(t_jobs(m)[0].images[1].url, "https://cdn.example.com/cat/sp%20ace/a%26b.jpg");
+        CHECK(t_jobs(m)[0].images[0].file != NULL);
+        CHECK_INT(t_jobs(m)[0].images_requested, 2);
         CHECK(m->price_per_image == 0.028);
-        sb_manifest_free(m);
+        t_manifest_free(m);
     } else {
         fprintf(stderr, "error: %s\n", err);
     }
@@ -153,18 +154,18 @@ static void test_fingerprints(void)
     CHECK(a && b && c && d && e);
     if (a && b && c && d && e) {
         /* Key order and where a param is set do not matter; prompt and image content do. */
-        CHECK_STR(a->jobs[0].fingerprint, b->jobs[0].fingerprint);
-        CHECK(strcmp(a->jobs[0].fingerprint, c->jobs[0].fingerprint) != 0);
+        CHECK_STR(t_jobs(a)[0].fingerprint, t_jobs(b)[0].fingerprint);
+        CHECK(strcmp(t_jobs(a)[0].fingerprint, t_jobs(c)[0].fingerprint) != 0);
         /* logo2.png is a copy of logo.png: same content, same fingerprint. */
-        CHECK_STR(a->jobs[0].fingerprint, d->jobs[0].fingerprint);
-        CHECK(strcmp(a->jobs[0].fingerprint, e->jobs[0].fingerprint) != 0);
-        CHECK_INT(strlen(a->jobs[0].fingerprint), 64);
+        CHECK_STR(t_jobs(a)[0].fingerprint, t_jobs(d)[0].fingerprint);
+        CHECK(strcmp(t_jobs(a)[0].fingerprint, t_jobs(e)[0].fingerprint) != 0);
+        CHECK_INT(strlen(t_jobs(a)[0].fingerprint), 64);
     }
-    sb_manifest_free(a);
-    sb_manifest_free(b);
-    sb_manifest_free(c);
-    sb_manifest_free(d);
-    sb_manifest_free(e);
+    t_manifest_free(a);
+    t_manifest_free(b);
+    t_manifest_free(c);
+    t_manifest_free(d);
+    t_manifest_free(e);
 }
 
 static void test_refusals(void)
@@ -268,7 +269,7 @@ static void test_load_limits(void)
     CHECK(strstr(err, "secret") == NULL);
     chmod(keypath, 0600);
     CHECK_INT(sb_manifest_check_keyfile(m, err, sizeof err), SB_OK);
-    sb_manifest_free(m);
+    t_manifest_free(m);
 }
 
 int main(void)

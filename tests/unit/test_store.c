@@ -2,6 +2,7 @@
 #include "sb_store.h"
 #include "sb_log.h"
 #include "t.h"
+#include "t_jobs.h"
 
 #include <sqlite3.h>
 #include <unistd.h>
@@ -128,7 +129,7 @@ int main(void)
     CHECK_INT(sb_store_get_job(st, "a", &row), SB_OK);
     CHECK_INT(row.state, SB_JOB_PENDING);
     CHECK(row.error_kind == NULL);
-    CHECK_STR(row.fingerprint, m2->jobs[1].fingerprint);
+    CHECK_STR(row.fingerprint, t_jobs(m2)[1].fingerprint);
     CHECK_INT(row.seq, 1);
     sb_jobrow_clear(&row);
     CHECK_INT(q(db, "SELECT in_manifest FROM jobs WHERE id='c'"), 0);
@@ -144,7 +145,7 @@ int main(void)
     sb_sync_report_clear(&r);
 
     /* Upload cache, keyed by content hash, with a TTL. */
-    const char *sha = m1->jobs[0].images[0].file->sha256;
+    const char *sha = t_jobs(m1)[0].images[0].file->sha256;
     CHECK(sb_store_upload_url(st, sha, 1000) == NULL);
     CHECK_INT(sb_store_put_upload(st, sha, "https://u.example/1", 141), SB_OK);
     char *url = sb_store_upload_url(st, sha, 60000);
@@ -175,11 +176,16 @@ int main(void)
 
     /* Read-only opening of an existing database works and writes nothing. */
     sqlite3_open(db, &h);
-    sqlite3_exec(h, "UPDATE meta SET value='1' WHERE key='schema_version'", NULL, NULL, NULL);
+    char ver[128];
+    snprintf(ver, sizeof ver, "UPDATE meta SET value='%d' WHERE key='schema_version'", SB_SCHEMA_VERSION);
+    sqlite3_exec(h, ver, NULL, NULL, NULL);
     sqlite3_close(h);
     CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
     CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
     CHECK_INT(row.images_requested, 3);
+    /* The job as the engine needs it is kept in the state. */
+    CHECK_HAS(row.spec, "\"prompt\":\"two\"");
+    CHECK_HAS(row.spec, "\"max_images\":3");
     sb_jobrow_clear(&row);
     sb_store_close(st);
 
@@ -187,8 +193,8 @@ int main(void)
     CHECK(sb_store_open("/proc/nonexistent/state.db", 0, &st, err, sizeof err) != SB_OK);
     CHECK_HAS(err, "/proc/nonexistent");
 
-    sb_manifest_free(m1);
-    sb_manifest_free(m2);
+    t_manifest_free(m1);
+    t_manifest_free(m2);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
