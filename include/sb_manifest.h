@@ -99,7 +99,9 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
 
 /*
  * Reads the jobs of a loaded manifest again, in order. Fails (and says so in
- * err) when the file is no longer the text that was checked, or fn stopped.
+ * err) when the file is no longer the text that was checked, or fn stopped;
+ * what fn was given before the failure is to be discarded (the store's sync
+ * rolls its transaction back).
  */
 int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
 

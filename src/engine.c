@@ -1329,7 +1329,10 @@ static void pump(struct engine *e)
                        j->spec ? j->spec->invalid : "the state database holds no usable copy of this job");
             continue;
         }
-        activate(e, j);
+        if (activate(e, j) != 0) {
+            retire(e, j); /* still pending in the state */
+            break;
+        }
     }
 
     for (int i = 0; i < e->n_active; i++) {

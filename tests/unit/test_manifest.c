@@ -272,6 +272,71 @@ static void test_load_limits(void)
     t_manifest_free(m);
 }
 
+static int count_calls(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud)
+{
+    (void)m, (void)j;
+    int *n = ud;
+    CHECK_INT(index, *n);
+    (*n)++;
+    return 0;
+}
+
+/* Jobs are streamed: the keys after jobs still apply, anchors across jobs work, edits are caught. */
+static void test_streaming(void)
+{
+    char err[SB_ERRLEN];
+    /* jobs first, its configuration after it. */
+    struct sb_manifest *m = parse("jobs:\n"
+        "  - {id: a, prompt: one, images: [\"https://x.example/a.png\"], params: &p {seed: 7}}\n"
+        "  - {id: b, prompt: two, images: [\"https://x.example/b.png\"], params: *p}\n"
+        "version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n"
+        "defaults: {max_images: 2, output_format: png}\n", err);
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "error: %s\n", err);
+        return;
+    }
+    CHECK_INT(m->n_jobs, 2);
+    CHECK_INT(m->images_requested, 4);
+    struct sb_jobspec *j = t_jobs(m);
+    char *canon = sb_canonical_json(j[1].params);
+    CHECK_STR(canon, "{\"max_images\":2,\"output_format\":\"png\",\"seed\":7}");
+    free(canon);
+    CHECK_STR(j[1].id, "b");
+    int calls = 0;
+    CHECK_INT(sb_manifest_each_job(m, count_calls, &calls, err, sizeof err), SB_OK);
+    CHECK_INT(calls, 2);
+    t_manifest_free(m);
+
+    /* A file edited after it was checked is not read as if it were the same. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/edit.yaml", dir);
+    t_write(dir, "edit.yaml", HEAD "jobs:\n  - {id: a, prompt: one, images: [logo.png]}\n");
+    CHECK_INT(sb_manifest_load(path, &m, err, sizeof err), SB_OK);
+    t_write(dir, "edit.yaml", HEAD "jobs:\n  - {id: a, prompt: two, images: [logo.png]}\n");
+    calls = 0;
+    CHECK(sb_manifest_each_job(m, count_calls, &calls, err, sizeof err) != SB_OK);
+    CHECK_HAS(err, "changed while it was being read");
+    t_manifest_free(m);
+
+    /* The job as the state keeps it reads back the same. */
+    t_write(dir, "edit.yaml", HEAD "jobs:\n  - {id: a, prompt: one, images: [logo.png, \"https://x.example/b.png\"]}\n");
+    CHECK_INT(sb_manifest_load(path, &m, err, sizeof err), SB_OK);
+    j = t_jobs(m);
+    char *json = sb_jobspec_json(&j[0]);
+    struct sb_jobspec back;
+    CHECK_INT(sb_jobspec_from_json(m, "a", json, &back), SB_OK);
+    CHECK_STR(back.prompt, "one");
+    CHECK_INT(back.n_images, 2);
+    CHECK(back.images[0].file == j[0].images[0].file);
+    CHECK_STR(back.images[1].url, "https://x.example/b.png");
+    CHECK_INT(back.images_requested, j[0].images_requested);
+    sb_jobspec_clear(&back);
+    free(json);
+    CHECK_INT(sb_jobspec_from_json(m, "a", "{\"prompt\":1}", &back), SB_EINVAL);
+    t_manifest_free(m);
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_ERROR + 1); /* the errors are asserted, not printed */
@@ -287,6 +352,7 @@ int main(void)
     test_fingerprints();
     test_refusals();
     test_load_limits();
+    test_streaming();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
