@@ -55,6 +55,13 @@ uv_loop_t *sb_loop_uv(struct sb_loop *l);
 /* Transfers under way. */
 int sb_loop_active(const struct sb_loop *l);
 
+/* What the loop has seen since it began (the debug report prints it; tests read it there). */
+struct sb_loop_counts {
+    long sockets;                  /* connections opened */
+    long idle_wakeups;             /* kept-alive connections that woke while no transfer used them */
+};
+void sb_loop_counts(const struct sb_loop *l, struct sb_loop_counts *c);
+
 /*
  * Debug tracing of every transfer (headers and libcurl's notes) to the log,
  * with the Authorization header's value replaced by [redacted]. Off by default.

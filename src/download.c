@@ -136,8 +136,12 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     d->http_status = 0;
     d->error[0] = '\0';
     d->done = done;
-    unlink(d->part); /* a leftover from an interrupted run */
-    d->fd = open(d->part, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    d->fd = open(d->part, flags, 0644);
+    if (d->fd < 0 && errno == EEXIST) { /* a leftover from an interrupted run, or a planted link */
+        unlink(d->part);
+        d->fd = open(d->part, flags, 0644);
+    }
     if (d->fd < 0) {
         snprintf(d->error, sizeof d->error, "cannot create %s: %s", d->part, strerror(errno));
         d->failed = 1;

@@ -1903,6 +1903,9 @@ static void run_shutdown(struct run *r, int opened)
 {
     for (int i = 0; i < opened; i++)
         engine_drop_requests(r->engines[i]);
+    struct sb_loop_counts lc;
+    sb_loop_counts(r->http, &lc);
+    sb_debug("connections: %ld opened, %ld woke while idle", lc.sockets, lc.idle_wakeups);
     sb_loop_free(r->http);
     uv_walk(&r->uv, walk_close, NULL);
     while (uv_run(&r->uv, UV_RUN_DEFAULT))

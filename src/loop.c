@@ -1,11 +1,19 @@
 /*
  * loop.c glues libcurl's multi interface to libuv. CURLMOPT_SOCKETFUNCTION
- * starts or re-arms one uv_poll_t per socket (kept with curl_multi_assign) and
- * on REMOVE stops it and closes it, freeing it only in the close callback.
- * CURLMOPT_TIMERFUNCTION drives one uv_timer. After every socket event and
- * timer expiry, curl_multi_socket_action runs and then the finished transfers
- * are drained, copying handle and result out of each message before the
- * handle is removed. Callbacks from libcurl never call back into libcurl.
+ * starts or re-arms the uv_poll_t of a socket; CURLMOPT_TIMERFUNCTION drives
+ * one uv_timer. After every socket event and timer expiry,
+ * curl_multi_socket_action runs and then the finished transfers are drained,
+ * copying handle and result out of each message before the handle is removed.
+ * Callbacks from libcurl never call back into libcurl.
+ *
+ * A connection's socket keeps one uv_poll from its opening to its closing
+ * (CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION), not one per
+ * transfer: libcurl sends REMOVE each time a transfer leaves a kept-alive
+ * connection and IN again when the next one takes it, and closing and making
+ * a uv_poll each time cost about ten syscalls per request. On REMOVE the
+ * poll stays armed as it was; should an idle connection wake it (the server
+ * closed it), it is stopped then. Sockets libcurl opens itself (the
+ * resolver's) get the plain treatment: their uv_poll closes on REMOVE.
  */
 #include "sb_loop.h"
 #include "sb_log.h"
@@ -14,8 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define EASY_POOL 256
+
+struct sock_ctx;
 
 struct sb_loop {
     uv_loop_t *uv;
@@ -25,12 +37,19 @@ struct sb_loop {
     /* Finished easy handles kept for reuse: creating one per request costs big buffers. */
     CURL *pool[EASY_POOL];
     int npool;
+    /* The uv_poll of each socket, by descriptor. */
+    struct sock_ctx **socks;
+    size_t nsocks;
+    struct sb_loop_counts counts;
 };
 
 struct sock_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     struct sb_loop *loop;
+    int want;                      /* UV_READABLE/UV_WRITABLE libcurl asked for; 0 after REMOVE */
+    int armed;                     /* what the uv_poll is started with; 0 when stopped */
+    int owned;                     /* opened by open_socket: kept until close_socket */
 };
 
 static void check_done(struct sb_loop *l)
@@ -62,6 +81,15 @@ static void check_done(struct sb_loop *l)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct sock_ctx *c = sb_container_of(h, struct sock_ctx, poll);
+    struct sb_loop *l = c->loop;
+    if (!c->want) {
+        /* A kept-alive connection no transfer is using woke up: libcurl finds it dead
+         * when it next looks; until then, stop listening to it. */
+        uv_poll_stop(&c->poll);
+        c->armed = 0;
+        l->counts.idle_wakeups++;
+        return;
+    }
     int flags = 0, running;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -71,7 +99,6 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (events & UV_WRITABLE)
             flags |= CURL_CSELECT_OUT;
     }
-    struct sb_loop *l = c->loop;
     curl_multi_socket_action(l->multi, c->fd, flags, &running);
     check_done(l);
 }
@@ -100,35 +127,98 @@ static void free_sock(uv_handle_t *h)
     free(sb_container_of((uv_poll_t *)h, struct sock_ctx, poll));
 }
 
+static struct sock_ctx *sock_get(struct sb_loop *l, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < l->nsocks ? l->socks[fd] : NULL;
+}
+
+/* Closes the uv_poll of fd (freed in its close callback) and forgets it. */
+static void sock_close(struct sb_loop *l, curl_socket_t fd)
+{
+    struct sock_ctx *c = sock_get(l, fd);
+    if (!c)
+        return;
+    l->socks[fd] = NULL;
+    uv_poll_stop(&c->poll);
+    uv_close((uv_handle_t *)&c->poll, free_sock);
+}
+
+static struct sock_ctx *sock_new(struct sb_loop *l, curl_socket_t fd, int owned)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= l->nsocks) {
+        size_t n = l->nsocks ? l->nsocks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct sock_ctx **t = realloc(l->socks, n * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + l->nsocks, 0, (n - l->nsocks) * sizeof *t);
+        l->socks = t;
+        l->nsocks = n;
+    }
+    sock_close(l, fd); /* a descriptor closed behind our back and now reused */
+    struct sock_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->loop = l;
+    c->owned = owned;
+    if (uv_poll_init_socket(l->uv, &c->poll, fd) != 0) {
+        free(c);
+        return NULL;
+    }
+    l->socks[fd] = c;
+    return c;
+}
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct sb_loop *l = clientp;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if (!sock_new(l, fd, 1)) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    l->counts.sockets++;
+    return fd;
+}
+
+static int close_socket(void *clientp, curl_socket_t fd)
+{
+    sock_close(clientp, fd);
+    return close(fd);
+}
+
 static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
 {
     struct sb_loop *l = userp;
-    struct sock_ctx *c = socketp;
-    (void)easy;
+    struct sock_ctx *c = sock_get(l, s);
+    (void)easy, (void)socketp;
     if (action == CURL_POLL_REMOVE) {
-        if (c) {
-            uv_poll_stop(&c->poll);
-            curl_multi_assign(l->multi, s, NULL);
-            uv_close((uv_handle_t *)&c->poll, free_sock);
-        }
+        if (c && c->owned)
+            c->want = 0; /* stays armed: the next transfer on it most likely wants the same */
+        else
+            sock_close(l, s);
         return 0;
     }
-    if (!c) {
-        c = sb_calloc(1, sizeof *c);
-        c->fd = s;
-        c->loop = l;
-        if (uv_poll_init_socket(l->uv, &c->poll, s) != 0) {
-            free(c);
-            return -1;
-        }
-        curl_multi_assign(l->multi, s, c);
-    }
+    if (!c && !(c = sock_new(l, s, 0)))
+        return -1;
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
         events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&c->poll, events, on_poll);
+    c->want = events;
+    if (c->armed != events) {
+        if (uv_poll_start(&c->poll, events, on_poll) != 0)
+            return -1;
+        c->armed = events;
+    }
     return 0;
 }
 
@@ -161,12 +251,20 @@ int sb_loop_active(const struct sb_loop *l)
     return l->active;
 }
 
+void sb_loop_counts(const struct sb_loop *l, struct sb_loop_counts *c)
+{
+    *c = l->counts;
+}
+
 void sb_loop_free(struct sb_loop *l)
 {
     if (!l)
         return;
-    /* The multi handle closes its sockets; their uv_polls close through socket_cb. */
+    /* The multi handle closes its sockets, their uv_polls with them (close_socket). */
     curl_multi_cleanup(l->multi);
+    for (size_t fd = 0; fd < l->nsocks; fd++)
+        sock_close(l, (curl_socket_t)fd);
+    free(l->socks);
     while (l->npool)
         curl_easy_cleanup(l->pool[--l->npool]);
     uv_timer_stop(&l->timer);
@@ -263,6 +361,10 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);

@@ -39,4 +39,25 @@ expect_rc 1 "a black-holed server fails the job"
 expect_in "$T/err" "after 100" "connect timeout after 10 s named"
 expect_in "$T/err" "Timeout was reached" "connect timeout kind named"
 [ "$E" -ge 19 ] && [ "$E" -lt 40 ] && pass || fail "two connect attempts took ${E}s (expected about 2 x 10 s)"
+# Kept-alive connections the server closes while idle: each wakes its socket once
+# (then it is no longer listened to; a socket that kept waking would spin the loop),
+# libcurl opens new ones, and every job ends. The mock closes connections idle for 1 s;
+# the answers take 3 s and the polls come every 2 s, so idle connections close.
+mkdir -p "$T/idle/img"
+for i in 1 2 3 4; do "$GEN_IMAGE" jpeg 64 80 "$T/idle/img/p$i.jpg" "$i"; done
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 4, requests_per_second: 0, poll_interval: 2s}\njobs:\n  - foreach: "img/p*.jpg"\n    id: "job-{stem}"\n    prompt: "Edit {name}"\n    images: ["{path}"]\n' > "$T/idle/m.yaml"
+start_mock --key "$KEY" --latency 3000 --idle-timeout 1
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+run "$SEEDBATCH" run --debug "$T/idle/m.yaml"
+expect_rc 0 "jobs end although the server closes idle connections"
+expect_eq "$(grep -c '"status":"succeeded"' "$T/idle/out/results.jsonl")" 4 "every job succeeded"
+expect_eq "$(ls "$T/idle/out" | grep -c '^job-p[1-4]_1\.jpg$')" 4 "every output written"
+line=$(grep -o 'connections: [0-9]* opened, [0-9]* woke while idle' "$T/err")
+opened=$(echo "$line" | awk '{print $2}'); woke=$(echo "$line" | awk '{print $4}')
+expect_eq "$opened" "$(( $(stat_of connections) - 1 ))" "the connections opened are the ones the server accepted (less the stats call's)"
+[ -n "$woke" ] && [ "$woke" -ge 1 ] && [ "$woke" -le "$opened" ] && pass ||
+    fail "idle wakeups: '$woke' (expected 1 to $opened: one at most per connection)"
+[ "$opened" -gt 4 ] && pass || fail "connections opened: $opened (closed ones should have been replaced)"
+stop_mock
+
 finish

@@ -9,7 +9,7 @@
  *           [--retry-after S] [--fault EP:KIND:P]... [--slow-ms MS] [--fail-rate P]
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
  *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
- *           [--output-redirect file|gopher|loop|ok]
+ *           [--output-redirect file|gopher|loop|ok] [--idle-timeout S]
  *
  *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
@@ -17,6 +17,7 @@
  *         huge (an endless chunked body)
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
+ * --idle-timeout closes a connection idle for S seconds (default 120).
  * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
  * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done.
  */
@@ -96,6 +97,7 @@ static struct {
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
+    long connections;            /* TCP connections accepted */
     char *dup_prompts[32];       /* prompts of duplicate submissions, for diagnosis */
     char *image_urls[64];        /* reference image URLs of the first submissions */
     int n_image_urls;
@@ -413,6 +415,7 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "expired_downloads", (double)g.expired_downloads);
     cJSON_AddNumberToObject(j, "redirects", (double)g.redirects);
     cJSON_AddNumberToObject(j, "peak_requests_1s", (double)g.peak_1s);
+    cJSON_AddNumberToObject(j, "connections", (double)g.connections);
     pthread_mutex_unlock(&g.mu);
     return send_json(c, 200, j);
 }
@@ -1120,8 +1123,20 @@ static int parse_fault(const char *spec)
     return 0;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls, (void)c, (void)socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    pthread_mutex_lock(&g.mu);
+    g.connections++;
+    pthread_mutex_unlock(&g.mu);
+}
+
 int main(int argc, char **argv)
 {
+    unsigned idle_timeout = 120;
     unsigned port = 0;
     int threads = 2;
     const char *port_file = NULL, *tls_cert = NULL, *tls_key = NULL;
@@ -1144,6 +1159,7 @@ int main(int argc, char **argv)
         else if (OPT("--tls-cert")) tls_cert = v;
         else if (OPT("--tls-key")) tls_key = v;
         else if (OPT("--output-redirect")) g.output_redirect = v;
+        else if (OPT("--idle-timeout")) idle_timeout = (unsigned)atoi(v);
         else if (OPT("--fault")) {
             if (parse_fault(v) != 0) {
                 fprintf(stderr, "mockapi: bad --fault %s (EP:KIND:P)\n", v);
@@ -1192,9 +1208,10 @@ int main(int argc, char **argv)
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 0 ? threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, 8192u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "mockapi: cannot listen on 127.0.0.1:%u: %s\n", port, strerror(errno));
