@@ -11,7 +11,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 2
+#define SB_SCHEMA_VERSION 3
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -67,6 +67,7 @@ struct sb_jobrow {
     double predict_time;  /* seconds, < 0 when unknown */
     double cost;
     char *spec;           /* the job as sb_jobspec_json wrote it, or NULL */
+    int64_t rowid;        /* where the row is: saves find it without the id index */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
 

@@ -77,12 +77,18 @@ static const char *migrations[] = {
     /* 2: what the engine and results need of each job, so the manifest's jobs are not held in memory. */
     "ALTER TABLE jobs ADD COLUMN spec TEXT;"
     "CREATE INDEX jobs_order ON jobs(in_manifest, seq);",
+    /* 3: no query uses the index on state (jobs_order serves them all), and every state
+     * change paid for keeping it. */
+    "DROP INDEX jobs_state;",
 };
+
+/* The oldest schema a read-only open can read (3 only dropped an index). */
+#define READABLE_FROM 2
 
 #define ROW_COLUMNS                                                                         \
     "id, seq, fingerprint, state, in_manifest, images_requested, attempts, prediction_id,"  \
     " possible_duplicate, outputs, output_urls, error_kind, error_http, error_code,"        \
-    " error_message, submitted_at, finished_at, predict_time, cost, spec"
+    " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid"
 
 static int exec(struct sb_store *st, const char *sql, char *err, size_t errlen)
 {
@@ -116,7 +122,9 @@ static int migrate(struct sb_store *st, char *err, size_t errlen)
         return sb_seterr(err, errlen, "%s was written by a newer seedbatch (schema %d, this one knows %d)",
                          st->path, v, target);
     if (v == target || st->readonly)
-        return v == target || v == 0 ? SB_OK : sb_seterr(err, errlen, "%s needs a migration: run seedbatch run first", st->path);
+        return v == target || v == 0 || v >= READABLE_FROM
+                   ? SB_OK
+                   : sb_seterr(err, errlen, "%s needs a migration: run seedbatch run first", st->path);
     if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
         return SB_EIO;
     for (int i = v; i < target; i++) {
@@ -175,7 +183,7 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
             "UPDATE jobs SET state=?2, attempts=?3, prediction_id=?4, possible_duplicate=?5, outputs=?6,"
             " output_urls=?7, error_kind=?8, error_http=?9, error_code=?10, error_message=?11,"
             " submitted_at=?12, finished_at=?13, predict_time=?14, cost=?15, updated_at=?16"
-            " WHERE id=?1", -1, &st->save_job, NULL) != SQLITE_OK)) {
+            " WHERE rowid=?17 AND id=?1", -1, &st->save_job, NULL) != SQLITE_OK)) {
         sb_seterr(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -230,6 +238,7 @@ static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
     r->predict_time = sqlite3_column_type(s, 17) == SQLITE_NULL ? -1 : sqlite3_column_double(s, 17);
     r->cost = sqlite3_column_double(s, 18);
     r->spec = col_text(s, 19);
+    r->rowid = sqlite3_column_int64(s, 20);
 }
 
 void sb_jobrow_clear(struct sb_jobrow *r)
@@ -305,6 +314,7 @@ int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_jo
         sqlite3_bind_null(s, 14);
     sqlite3_bind_double(s, 15, r->cost);
     sqlite3_bind_int64(s, 16, sb_now_ms());
+    sqlite3_bind_int64(s, 17, r->rowid);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {

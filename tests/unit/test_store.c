@@ -189,6 +189,32 @@ int main(void)
     sb_jobrow_clear(&row);
     sb_store_close(st);
 
+    /* Schema 2 (with its index on state) is still readable, and a writable open migrates it. */
+    sqlite3_open(db, &h);
+    sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state)",
+                 NULL, NULL, NULL);
+    sqlite3_close(h);
+    CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
+    CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
+    sb_jobrow_clear(&row);
+    sb_store_close(st);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 1);
+    CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
+    CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), 3);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 0);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_order'"), 1);
+
+    /* A save finds its row by rowid and id together: a row that is not where it was read
+     * from (rowid stale) changes nothing. */
+    CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
+    CHECK(row.rowid > 0);
+    row.rowid = q(db, "SELECT rowid FROM jobs WHERE id='a'");
+    row.attempts = 77;
+    CHECK_INT(sb_store_save_job(st, &row, row.state), SB_ENOENT);
+    CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE attempts=77"), 0);
+    sb_jobrow_clear(&row);
+    sb_store_close(st);
+
     /* Unwritable location: a clear error. */
     CHECK(sb_store_open("/proc/nonexistent/state.db", 0, &st, err, sizeof err) != SB_OK);
     CHECK_HAS(err, "/proc/nonexistent");
