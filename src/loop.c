@@ -338,46 +338,28 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o)
+/*
+ * An easy handle from the pool, or a new one with the options every request
+ * shares. Pooled handles keep those options: setting them again for each
+ * request (after curl_easy_reset) cost more than the request's own work.
+ */
+static CURL *easy_get(struct sb_loop *l)
 {
-    sb_req_cleanup(r);
-    r->loop = l;
-    if (l->npool) {
-        r->easy = l->pool[--l->npool];
-        curl_easy_reset(r->easy);
-    } else {
-        r->easy = curl_easy_init();
-    }
-    if (!r->easy)
-        return SB_ENOMEM;
-    sb_buf_init(&r->body, o->max_body);
-    r->retry_after_ms = -1;
-    r->status = 0;
-    r->sent = 0;
-    r->too_big = 0;
-    r->errbuf[0] = '\0';
-    CURL *e = r->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    if (l->npool)
+        return l->pool[--l->npool];
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, o->low_speed_limit);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "seedbatch/" SB_VERSION);
@@ -393,6 +375,41 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
         ca = getenv("SSL_CERT_FILE");
     if (ca && *ca)
         curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+    return e;
+}
+
+int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o)
+{
+    sb_req_cleanup(r);
+    r->loop = l;
+    r->easy = easy_get(l);
+    if (!r->easy)
+        return SB_ENOMEM;
+    sb_buf_init(&r->body, o->max_body);
+    r->retry_after_ms = -1;
+    r->status = 0;
+    r->sent = 0;
+    r->too_big = 0;
+    r->errbuf[0] = '\0';
+    CURL *e = r->easy;
+    /* What an earlier request on this handle may have set: no body, no headers, a GET. */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, (curl_read_callback)NULL);
+    curl_easy_setopt(e, CURLOPT_READDATA, (void *)NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, o->follow_redirects ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, o->low_speed_limit);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_body);
     return SB_OK;
 }
 

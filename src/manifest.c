@@ -317,6 +317,7 @@ struct mctx {
     const char *job;    /* current job's label, for messages */
     char first[SB_ERRLEN];
     struct sb_map *ids; /* id -> (line number cast to pointer), while checking */
+    int checking;       /* the checking reading: fingerprints only where they make the id */
     const char *root_real; /* realpath of media.root, for url_prefix */
     const cJSON *defaults;
     const struct ynode *defaults_node; /* for messages; NULL on a second reading */
@@ -732,7 +733,8 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
                             &j.images_requested, on_check, &rc);
     }
     if (c->errors == errors_before) {
-        sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
+        if (!c->checking || !j.id)
+            sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
         if (!j.id)
             j.id = sb_strndup(j.fingerprint, 12);
         void *prev = c->ids ? sb_map_get(c->ids, j.id) : NULL;
@@ -1142,6 +1144,7 @@ static int load(struct sb_manifest *m, char *err, size_t errlen)
     const struct ynode *jobs = interpret_config(&c, t.root);
     if (jobs) {
         c.ids = sb_map_new();
+        c.checking = 1;
         c.fn = count_job;
         c.fn_ud = m;
         rc = read_jobs(m, &c, jobs, err, errlen);

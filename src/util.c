@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 static void oom(size_t n)
 {
@@ -267,11 +268,26 @@ struct sb_sha256 {
     EVP_MD_CTX *ctx;
 };
 
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+/* SHA-256 fetched once: EVP_sha256() makes every EVP_DigestInit_ex look it up again. */
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md;
+}
+
 struct sb_sha256 *sb_sha256_new(void)
 {
     struct sb_sha256 *h = sb_malloc(sizeof *h);
     h->ctx = EVP_MD_CTX_new();
-    if (!h->ctx || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
+    if (!h->ctx || !sha256() || EVP_DigestInit_ex(h->ctx, sha256(), NULL) != 1) {
         fprintf(stderr, "seedbatch: OpenSSL SHA-256 is unavailable\n");
         abort();
     }
@@ -288,8 +304,11 @@ void sb_sha256_final_hex(struct sb_sha256 *h, char hex[65])
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     EVP_DigestFinal_ex(h->ctx, md, &n);
-    for (unsigned int i = 0; i < n && i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < n && i < 32; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
+    }
     hex[64] = '\0';
     EVP_MD_CTX_free(h->ctx);
     free(h);
