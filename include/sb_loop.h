@@ -29,12 +29,13 @@ struct sb_req {
     long status;                   /* HTTP status, 0 when none arrived */
     int64_t retry_after_ms;        /* from a Retry-After header, -1 when absent */
     int sent;                      /* the request went out (its answer may be lost) */
+    int attempts;                  /* times it went out: libcurl resends on its own when a
+                                      reused connection dies before answering */
     int too_big;                   /* the body passed its cap: aborted */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *headers;    /* owned */
     curl_mime *mime;               /* owned */
     char *post;                    /* owned request body */
-    size_t post_off;               /* read position of a sb_req_json_once body */
     sb_req_done_fn done;
     int active;
 };
@@ -72,13 +73,6 @@ void sb_loop_set_debug(int on);
 int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o);
 /* Sets a JSON body (taken over) and makes it a POST. */
 void sb_req_json(struct sb_req *r, char *json);
-/*
- * Same, for requests that must never be sent twice without our knowing: the
- * body is read through a callback that cannot rewind, so where libcurl would
- * silently resend on a fresh connection (a reused one died before answering)
- * the transfer fails with CURLE_SEND_FAIL_REWIND instead.
- */
-void sb_req_json_once(struct sb_req *r, char *json);
 void sb_req_header(struct sb_req *r, const char *h);
 int sb_req_start(struct sb_req *r, sb_req_done_fn done);
 /* Stops a transfer without calling done. */

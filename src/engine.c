@@ -825,12 +825,11 @@ static void begin_submit(struct engine *e, struct job *j)
     sb_req_header(&c->req, e->api.auth_header);
     /*
      * On a reused connection that dies before any answer byte, libcurl 7.88
-     * silently sends the request again (Curl_retry_request; the opt-out
-     * CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16): for a submit, a second
-     * billed prediction nobody knows about. A body that cannot be rewound turns
-     * that resend into an error we see, flag and retry ourselves.
+     * sends the request again by itself (Curl_retry_request; the opt-out
+     * CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16): the first may have
+     * been billed. submit_done sees it in req.attempts and flags the job.
      */
-    sb_req_json_once(&c->req, body);
+    sb_req_json(&c->req, body);
     c->req.done = submit_done;
     j->tries++;
     j->row.attempts++;
@@ -867,6 +866,16 @@ static void submit_done(struct sb_req *r, CURLcode rc)
     struct outcome oc;
     struct job *j = job_call_ended(r, rc, &oc);
     struct engine *e = j->call.e;
+    if (r->attempts > 1) {
+        /* libcurl sent it again after a connection died: the first may have been accepted. */
+        e->calls[CALL_SUBMIT] += r->attempts - 1;
+        sb_warn("job %s: the submit was sent %d times (a connection died before answering); "
+                "flagged possible_duplicate", j->row.id, r->attempts);
+        if (!j->row.possible_duplicate) {
+            j->row.possible_duplicate = 1;
+            save(e, j, j->row.state);
+        }
+    }
     if (oc.v == V_OK) {
         char *id = NULL;
         if (e->api.ops->parse_submit(r->body.data, r->body.len, &id, oc.msg, sizeof oc.msg) == SB_OK) {

@@ -339,6 +339,19 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 }
 
 /*
+ * Called each time the request is about to go out: more than once when
+ * libcurl 7.88 sent it again by itself, as it does when a reused connection
+ * dies before any answer byte (Curl_retry_request).
+ */
+static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port)
+{
+    struct sb_req *r = ud;
+    (void)ip, (void)local_ip, (void)port, (void)local_port;
+    r->attempts++;
+    return CURL_PREREQFUNC_OK;
+}
+
+/*
  * An easy handle from the pool, or a new one with the options every request
  * shares. Pooled handles keep those options: setting them again for each
  * request (after curl_easy_reset) cost more than the request's own work.
@@ -360,6 +373,7 @@ static CURL *easy_get(struct sb_loop *l)
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "seedbatch/" SB_VERSION);
@@ -390,17 +404,17 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
     r->status = 0;
     r->sent = 0;
     r->too_big = 0;
+    r->attempts = 0;
     r->errbuf[0] = '\0';
     CURL *e = r->easy;
     /* What an earlier request on this handle may have set: no body, no headers, a GET. */
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)NULL);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, (curl_read_callback)NULL);
-    curl_easy_setopt(e, CURLOPT_READDATA, (void *)NULL);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
@@ -425,28 +439,6 @@ void sb_req_json(struct sb_req *r, char *json)
     sb_req_header(r, "Content-Type: application/json");
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->post);
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(r->post));
-}
-
-static size_t read_once(char *buf, size_t size, size_t n, void *ud)
-{
-    struct sb_req *r = ud;
-    size_t len = strlen(r->post), left = len - r->post_off, k = size * n < left ? size * n : left;
-    memcpy(buf, r->post + r->post_off, k);
-    r->post_off += k;
-    return k;
-}
-
-void sb_req_json_once(struct sb_req *r, char *json)
-{
-    free(r->post);
-    r->post = json;
-    r->post_off = 0;
-    sb_req_header(r, "Content-Type: application/json");
-    curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(r->easy, CURLOPT_READFUNCTION, read_once);
-    curl_easy_setopt(r->easy, CURLOPT_READDATA, r);
-    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json));
-    /* No CURLOPT_SEEKFUNCTION: a rewind (a silent resend) is impossible. */
 }
 
 int sb_req_start(struct sb_req *r, sb_req_done_fn done)

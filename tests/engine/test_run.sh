@@ -90,6 +90,17 @@ run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with a lost submit answer"
 expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 1 "the job whose answer was lost is flagged"
 expect_eq "$(stat_of duplicate_submissions)" 1 "server saw that one duplicate"
 stop_mock
+# The submit follows the uploads on their kept-alive connection: when that dies before
+# answering, libcurl sends the request again by itself. Counted, flagged, not hidden.
+D=$T/lost1; make_batch "$D" 1
+start_mock --key "$KEY" --fault submit:lost:#1; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run with a lost answer on a reused connection"
+expect_in "$T/err" "job-p1: the submit was sent 2 times" "libcurl's own resend is seen"
+expect_in "$T/err" "API calls: 2 submits" "both submits counted"
+expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 1 "the job is flagged"
+expect_eq "$(stat_of submissions)" 2 "the server got the submit twice"
+expect_eq "$(stat_of duplicate_submissions)" 1 "one duplicate, the flagged one"
+stop_mock
 
 # --- 4. request rate: the limit holds over every 1 s window ---
 D=$T/rate; make_batch "$D" 10 "price_per_image: 0.01"
