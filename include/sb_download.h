@@ -18,8 +18,10 @@ typedef void (*sb_download_done_fn)(struct sb_download *d);
 struct sb_download {
     struct sb_req req;
     int fd;
-    char *part;                /* <dir>/<stem>.part */
-    char *base;                /* <dir>/<stem> */
+    int dirfd;                 /* the output directory (the caller's; names are relative to it) */
+    const char *dir;           /* its path, for messages */
+    char *part;                /* <stem>.part */
+    char *stem;
     char *final_name;          /* <stem>.<ext> once done */
     unsigned char head[16];
     size_t headlen, total;
@@ -34,10 +36,11 @@ struct sb_download {
 };
 
 /*
- * Starts fetching url into dir/stem.part; done runs on the loop when the
+ * Starts fetching url into stem.part in the directory open as dirfd (dir is its
+ * path, for messages, and must outlive d); done runs on the loop when the
  * transfer has ended: failed is set, or every byte is in the .part file.
  */
-int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, const char *dir,
+int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, int dirfd, const char *dir,
                       const char *stem, size_t max_bytes, sb_download_done_fn done);
 /*
  * Makes a received download durable: fsync, close, rename into its final

@@ -54,7 +54,7 @@ static void SB_PRINTF(3, 4) fail(struct sb_download *d, int retryable, const cha
         d->fd = -1;
     }
     if (d->part)
-        unlink(d->part);
+        unlinkat(d->dirfd, d->part, 0);
     d->done(d);
 }
 
@@ -67,15 +67,13 @@ int sb_download_finish(struct sb_download *d)
     close(d->fd);
     d->fd = -1;
     enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
-    char *final = sb_asprintf("%s.%s", d->base, sb_image_format_ext(f));
-    if (rename(d->part, final) != 0) {
+    char *final = sb_asprintf("%s.%s", d->stem, sb_image_format_ext(f));
+    if (renameat(d->dirfd, d->part, d->dirfd, final) != 0) {
         snprintf(d->error, sizeof d->error, "cannot rename the output into place: %s", strerror(errno));
         free(final);
         goto fail;
     }
-    const char *slash = strrchr(final, '/');
-    d->final_name = sb_strdup(slash ? slash + 1 : final);
-    free(final);
+    d->final_name = final;
     return 0;
 fail:
     d->failed = 1;
@@ -83,7 +81,7 @@ fail:
         close(d->fd);
         d->fd = -1;
     }
-    unlink(d->part);
+    unlinkat(d->dirfd, d->part, 0);
     return -1;
 }
 
@@ -121,15 +119,17 @@ static void on_done(struct sb_req *r, CURLcode rc)
     d->done(d); /* every byte is in the .part file; sb_download_finish makes it final */
 }
 
-int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, const char *dir,
+int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, int dirfd, const char *dir,
                       const char *stem, size_t max_bytes, sb_download_done_fn done)
 {
     struct sb_http_opts o = {10000, 300000, 1000, 30, max_bytes, 1};
     free(d->part);
-    free(d->base);
+    free(d->stem);
     sb_freep(&d->final_name);
-    d->base = sb_asprintf("%s/%s", dir, stem);
-    d->part = sb_asprintf("%s.part", d->base);
+    d->dirfd = dirfd;
+    d->dir = dir;
+    d->stem = sb_strdup(stem);
+    d->part = sb_asprintf("%s.part", stem);
     d->headlen = d->total = 0;
     d->write_errno = 0;
     d->failed = d->retryable = 0;
@@ -137,20 +137,20 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     d->error[0] = '\0';
     d->done = done;
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-    d->fd = open(d->part, flags, 0644);
+    d->fd = openat(dirfd, d->part, flags, 0644);
     if (d->fd < 0 && errno == EEXIST) { /* a leftover from an interrupted run, or a planted link */
-        unlink(d->part);
-        d->fd = open(d->part, flags, 0644);
+        unlinkat(dirfd, d->part, 0);
+        d->fd = openat(dirfd, d->part, flags, 0644);
     }
     if (d->fd < 0) {
-        snprintf(d->error, sizeof d->error, "cannot create %s: %s", d->part, strerror(errno));
+        snprintf(d->error, sizeof d->error, "cannot create %s/%s: %s", dir, d->part, strerror(errno));
         d->failed = 1;
         return SB_EIO;
     }
     if (sb_req_init(&d->req, l, url, &o) != SB_OK) {
         close(d->fd);
         d->fd = -1;
-        unlink(d->part);
+        unlinkat(dirfd, d->part, 0);
         snprintf(d->error, sizeof d->error, "out of memory");
         d->failed = 1;
         return SB_ENOMEM;
@@ -165,7 +165,7 @@ void sb_download_abort(struct sb_download *d)
     if (d->fd >= 0) {
         close(d->fd);
         d->fd = -1;
-        unlink(d->part);
+        unlinkat(d->dirfd, d->part, 0);
     }
 }
 
@@ -177,7 +177,7 @@ void sb_download_cleanup(struct sb_download *d)
         d->fd = -1;
     }
     free(d->part);
-    free(d->base);
+    free(d->stem);
     free(d->final_name);
-    d->part = d->base = d->final_name = NULL;
+    d->part = d->stem = d->final_name = NULL;
 }

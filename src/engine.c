@@ -1150,8 +1150,8 @@ static void start_downloads(struct engine *e, struct job *j)
         const cJSON *u = cJSON_GetArrayItem(a, k);
         s->running = 1;
         if (!cJSON_IsString(u) ||
-            sb_download_start(&s->d, e->run->http, u->valuestring, e->m->output_dir, stem, MAX_OUTPUT_BYTES,
-                              download_done) != SB_OK) {
+            sb_download_start(&s->d, e->run->http, u->valuestring, e->outdir_fd, e->m->output_dir, stem,
+                              MAX_OUTPUT_BYTES, download_done) != SB_OK) {
             s->running = 0;
             set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
             sb_download_cleanup(&s->d);

@@ -8,29 +8,106 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static cJSON *json_array_text(const char *text)
+/*
+ * A line is written straight into the output buffer: building a cJSON tree
+ * per job and printing it cost more than the rest of the file's writing.
+ * Strings are escaped as cJSON does; numbers print as cJSON prints them.
+ */
+static void put_str(struct sb_buf *b, const char *s)
 {
-    cJSON *a = text ? cJSON_Parse(text) : NULL;
-    if (!cJSON_IsArray(a)) {
-        cJSON_Delete(a);
-        a = cJSON_CreateArray();
+    if (!s) {
+        sb_buf_puts(b, "null");
+        return;
     }
-    return a;
+    static const char hex[] = "0123456789abcdef";
+    sb_buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_buf_append(b, run, (size_t)(s - run));
+        char esc[7] = {'\\', 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        sb_buf_append(b, esc, n);
+        run = s + 1;
+    }
+    sb_buf_append(b, run, (size_t)(s - run));
+    sb_buf_append(b, "\"", 1);
 }
 
-static void add_time(cJSON *o, const char *key, int64_t ms)
+static void put_key(struct sb_buf *b, const char *key)
+{
+    sb_buf_printf(b, ",\"%s\":", key);
+}
+
+static void put_num(struct sb_buf *b, double v)
+{
+    char n[32];
+    if (v == (double)(long long)v && v > -1e15 && v < 1e15) {
+        snprintf(n, sizeof n, "%lld", (long long)v);
+    } else {
+        snprintf(n, sizeof n, "%1.15g", v);
+        double back = strtod(n, NULL), big = fabs(back) > fabs(v) ? fabs(back) : fabs(v);
+        if (!(fabs(back - v) <= big * DBL_EPSILON))
+            snprintf(n, sizeof n, "%1.17g", v);
+    }
+    sb_buf_puts(b, n);
+}
+
+/* A JSON array kept as text in the state, as it is when it is one, else []. */
+static void put_array_text(struct sb_buf *b, const char *text)
+{
+    cJSON *a = text ? cJSON_Parse(text) : NULL;
+    sb_buf_puts(b, cJSON_IsArray(a) ? text : "[]");
+    cJSON_Delete(a);
+}
+
+static void put_time(struct sb_buf *b, int64_t ms)
 {
     if (ms > 0) {
         char iso[32];
         sb_iso8601(ms, iso);
-        cJSON_AddStringToObject(o, key, iso);
+        put_str(b, iso);
     } else {
-        cJSON_AddNullToObject(o, key);
+        sb_buf_puts(b, "null");
     }
+}
+
+static void put_error(struct sb_buf *b, const char *kind, int http, const char *code, const char *msg)
+{
+    sb_buf_puts(b, "{\"kind\":");
+    put_str(b, kind);
+    sb_buf_puts(b, ",\"http_status\":");
+    if (http)
+        put_num(b, http);
+    else
+        sb_buf_puts(b, "null");
+    put_key(b, "code");
+    put_str(b, code);
+    put_key(b, "message");
+    put_str(b, msg ? msg : "");
+    sb_buf_puts(b, "}");
 }
 
 /* What results.jsonl says of a job besides its row. */
@@ -40,64 +117,57 @@ struct jobtext {
     int n_images;
 };
 
-static char *line_for(const struct sb_manifest *m, const struct jobtext *j, const struct sb_jobrow *r)
+static void line_for(struct sb_buf *b, const struct sb_manifest *m, const struct jobtext *j,
+                     const struct sb_jobrow *r)
 {
-    cJSON *o = cJSON_CreateObject();
     enum sb_job_state st = r ? r->state : SB_JOB_PENDING;
-    cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "status", sb_job_status_name(st));
-    cJSON_AddItemToObject(o, "outputs", json_array_text(r ? r->outputs : NULL));
-    cJSON_AddItemToObject(o, "output_urls", json_array_text(r ? r->output_urls : NULL));
-    if (r && r->prediction_id)
-        cJSON_AddStringToObject(o, "prediction_id", r->prediction_id);
-    else
-        cJSON_AddNullToObject(o, "prediction_id");
-    cJSON_AddStringToObject(o, "provider", sb_provider_name(m->provider));
-    cJSON_AddStringToObject(o, "model", m->model);
-    if (j->prompt)
-        cJSON_AddStringToObject(o, "prompt", j->prompt);
-    else
-        cJSON_AddNullToObject(o, "prompt");
-    cJSON *imgs = cJSON_CreateArray();
-    for (int i = 0; i < j->n_images; i++)
-        cJSON_AddItemToArray(imgs, cJSON_CreateString(j->images[i]));
-    cJSON_AddItemToObject(o, "images", imgs);
-    cJSON_AddNumberToObject(o, "attempts", r ? r->attempts : 0);
-    cJSON_AddBoolToObject(o, "possible_duplicate", r && r->possible_duplicate);
-    add_time(o, "submitted_at", r ? r->submitted_at : 0);
-    add_time(o, "finished_at", r && (st == SB_JOB_SUCCEEDED || st == SB_JOB_FAILED || st == SB_JOB_CANCELLED)
-                                   ? r->finished_at : 0);
-    if (r && r->predict_time >= 0)
-        cJSON_AddNumberToObject(o, "predict_time_s", r->predict_time);
-    else
-        cJSON_AddNullToObject(o, "predict_time_s");
-    cJSON_AddNumberToObject(o, "cost_usd", r ? r->cost : 0);
-    if (r && st == SB_JOB_FAILED && r->error_kind) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "kind", r->error_kind);
-        if (r->error_http)
-            cJSON_AddNumberToObject(e, "http_status", r->error_http);
-        else
-            cJSON_AddNullToObject(e, "http_status");
-        if (r->error_code)
-            cJSON_AddStringToObject(e, "code", r->error_code);
-        else
-            cJSON_AddNullToObject(e, "code");
-        cJSON_AddStringToObject(e, "message", r->error_message ? r->error_message : "");
-        cJSON_AddItemToObject(o, "error", e);
-    } else if (j->invalid && (!r || st == SB_JOB_FAILED)) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "kind", SB_EK_INVALID_INPUT);
-        cJSON_AddNullToObject(e, "http_status");
-        cJSON_AddNullToObject(e, "code");
-        cJSON_AddStringToObject(e, "message", j->invalid);
-        cJSON_AddItemToObject(o, "error", e);
-    } else {
-        cJSON_AddNullToObject(o, "error");
+    sb_buf_puts(b, "{\"id\":");
+    put_str(b, j->id);
+    put_key(b, "status");
+    put_str(b, sb_job_status_name(st));
+    put_key(b, "outputs");
+    put_array_text(b, r ? r->outputs : NULL);
+    put_key(b, "output_urls");
+    put_array_text(b, r ? r->output_urls : NULL);
+    put_key(b, "prediction_id");
+    put_str(b, r ? r->prediction_id : NULL);
+    put_key(b, "provider");
+    put_str(b, sb_provider_name(m->provider));
+    put_key(b, "model");
+    put_str(b, m->model);
+    put_key(b, "prompt");
+    put_str(b, j->prompt);
+    put_key(b, "images");
+    sb_buf_puts(b, "[");
+    for (int i = 0; i < j->n_images; i++) {
+        if (i)
+            sb_buf_puts(b, ",");
+        put_str(b, j->images[i]);
     }
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    sb_buf_puts(b, "]");
+    put_key(b, "attempts");
+    put_num(b, r ? r->attempts : 0);
+    put_key(b, "possible_duplicate");
+    sb_buf_puts(b, r && r->possible_duplicate ? "true" : "false");
+    put_key(b, "submitted_at");
+    put_time(b, r ? r->submitted_at : 0);
+    put_key(b, "finished_at");
+    put_time(b, r && (st == SB_JOB_SUCCEEDED || st == SB_JOB_FAILED || st == SB_JOB_CANCELLED) ? r->finished_at : 0);
+    put_key(b, "predict_time_s");
+    if (r && r->predict_time >= 0)
+        put_num(b, r->predict_time);
+    else
+        sb_buf_puts(b, "null");
+    put_key(b, "cost_usd");
+    put_num(b, r ? r->cost : 0);
+    put_key(b, "error");
+    if (r && st == SB_JOB_FAILED && r->error_kind)
+        put_error(b, r->error_kind, r->error_http, r->error_code, r->error_message);
+    else if (j->invalid && (!r || st == SB_JOB_FAILED))
+        put_error(b, SB_EK_INVALID_INPUT, 0, NULL, j->invalid);
+    else
+        sb_buf_puts(b, "null");
+    sb_buf_puts(b, "}\n");
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -124,10 +194,7 @@ struct writer {
 
 static void put_line(struct writer *w, const struct jobtext *j, const struct sb_jobrow *r)
 {
-    char *line = line_for(w->m, j, r);
-    sb_buf_puts(&w->b, line);
-    sb_buf_puts(&w->b, "\n");
-    free(line);
+    line_for(&w->b, w->m, j, r);
     if (w->b.len > (64 << 10)) {
         if (!w->failed && write_all(w->fd, w->b.data, w->b.len) != 0)
             w->failed = errno ? errno : EIO;

@@ -102,6 +102,19 @@ expect_eq "$(stat_of submissions)" 2 "the server got the submit twice"
 expect_eq "$(stat_of duplicate_submissions)" 1 "one duplicate, the flagged one"
 stop_mock
 
+# --- 3c. results.jsonl escapes what a prompt may hold: quotes, backslashes, control
+# characters, non-ASCII; every line parses and gives the prompt back exactly ---
+D=$T/esc; mkdir -p "$D/img"; "$GEN_IMAGE" jpeg 64 80 "$D/img/p1.jpg" 1
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 2, requests_per_second: 0, poll_interval: 100ms}\njobs:\n  - {id: q1, prompt: "say \\"hi\\" \\\\ back\\ttab\\nline\\u0001 caf\\u00e9 \\u2603", images: [img/p1.jpg]}\n  - {id: q2, prompt: "mock:fail \\"x\\"", images: [img/p1.jpg]}\n' > "$D/m.yaml"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "one of the two fails"
+expect_eq "$(python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(rows[0]["prompt"] == "say \"hi\" \\ back\ttab\nline\u0001 caf\u00e9 \u2603", rows[1]["error"]["kind"], rows[1]["prompt"], rows[0]["cost_usd"])' "$D/out/results.jsonl")" \
+    'True rejected mock:fail "x" 0.032' "escaped prompts round-trip through results.jsonl"
+stop_mock
+
 # --- 4. request rate: the limit holds over every 1 s window ---
 D=$T/rate; make_batch "$D" 10 "price_per_image: 0.01"
 sed -i 's/requests_per_second: 0/requests_per_second: 8/' "$D/m.yaml"
