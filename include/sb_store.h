@@ -119,6 +119,9 @@ int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out)
 int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
 
 /* The same for the jobs of the manifest only, in its order. */
+/* The manifest's jobs with from <= seq < to, in manifest order. */
+int sb_store_each_manifest_range(struct sb_store *st, int64_t from, int64_t to,
+                                 int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
 int sb_store_each_manifest_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
 /* Up to limit pending jobs of the manifest after position after_seq, in order. */
 int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,

@@ -170,6 +170,8 @@ struct engine {
     uv_work_t commit_work;
     int commit_inflight, commit_rc;
     uint64_t commit_started;       /* uv_now() when the last commit began */
+    struct sb_results_cache *res_cache;
+    int64_t res_lo, res_hi;        /* seqs of the rows written since results.jsonl was */
     uv_timer_t commit_timer;       /* a commit held back to make the group bigger */
     int n_dirty;
     double commit_last_ms;
@@ -232,6 +234,10 @@ static int write_dirty(struct engine *e)
         j->dirty_next = NULL;
         if (rc == SB_OK && sb_store_save_job(e->st, &j->row, j->dirty_from) != SB_OK)
             rc = SB_EIO;
+        if (j->row.seq < e->res_lo)
+            e->res_lo = j->row.seq;
+        if (j->row.seq > e->res_hi)
+            e->res_hi = j->row.seq;
         e->count[j->dirty_from]--;
         e->count[j->row.state]++;
     }
@@ -1476,8 +1482,12 @@ static int write_results(struct engine *e)
     if (e->commit_inflight || !e->st)
         return -1;
     write_dirty(e);
-    if (sb_results_write(e->m, e->st, err, sizeof err) != SB_OK)
+    if (sb_results_write(e->m, e->st, e->res_cache, e->res_lo, e->res_hi, err, sizeof err) != SB_OK) {
         sb_error("results.jsonl: %s", err);
+    } else {
+        e->res_lo = INT64_MAX;
+        e->res_hi = -1;
+    }
     return 0;
 }
 
@@ -1792,6 +1802,9 @@ static int engine_open(struct run *r, struct engine *e)
     char err[SB_ERRLEN];
     e->run = r;
     e->lock_fd = -1;
+    e->res_cache = sb_results_cache_new();
+    e->res_lo = INT64_MAX;
+    e->res_hi = -1;
     e->outdir_fd = -1;
     if (sb_api_open(m, &e->api, err, sizeof err) != SB_OK) {
         sb_error("%s: %s", m->path, err);
@@ -1893,6 +1906,8 @@ static void engine_close(struct engine *e)
         sb_jobrow_clear(&e->pend[i]);
     free(e->pend);
     free(e->active);
+    sb_results_cache_free(e->res_cache);
+    e->res_cache = NULL;
     for (struct upload *u = e->uploads_all, *n; u; u = n) {
         n = u->all_next;
         sb_req_cleanup(&u->call.req);

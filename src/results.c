@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /*
@@ -170,6 +171,30 @@ static void line_for(struct sb_buf *b, const struct sb_manifest *m, const struct
     sb_buf_puts(b, "}\n");
 }
 
+/* Lines between two recorded offsets: a rewrite copies or remakes whole strides. */
+#define RES_STRIDE 256
+
+struct sb_results_cache {
+    int valid;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t n;                     /* lines */
+    int64_t *off;                  /* n / RES_STRIDE + 1 entries */
+};
+
+struct sb_results_cache *sb_results_cache_new(void)
+{
+    return sb_calloc(1, sizeof(struct sb_results_cache));
+}
+
+void sb_results_cache_free(struct sb_results_cache *c)
+{
+    if (c)
+        free(c->off);
+    free(c);
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -190,14 +215,21 @@ struct writer {
     int fd;
     struct sb_buf b;
     int failed;
+    int64_t written;               /* bytes already in the file */
+    int64_t line;                  /* index of the next line */
+    int64_t *off;                  /* when set: off[k] = where line k * RES_STRIDE starts */
 };
 
 static void put_line(struct writer *w, const struct jobtext *j, const struct sb_jobrow *r)
 {
+    if (w->off && w->line % RES_STRIDE == 0)
+        w->off[w->line / RES_STRIDE] = w->written + (int64_t)w->b.len;
+    w->line++;
     line_for(&w->b, w->m, j, r);
     if (w->b.len > (64 << 10)) {
         if (!w->failed && write_all(w->fd, w->b.data, w->b.len) != 0)
             w->failed = errno ? errno : EIO;
+        w->written += (int64_t)w->b.len;
         sb_buf_reset(&w->b);
     }
 }
@@ -250,14 +282,80 @@ static int manifest_line(const struct sb_manifest *m, const struct sb_jobspec *j
  * was brought in line with the manifest by this run), else from the manifest
  * read again, each job with its row if the state has one.
  */
-static int write_results(struct sb_manifest *m, struct sb_store *st, int synced, char *err, size_t errlen)
+/* Copies len bytes at from in fd in to the end of fd out. */
+static int copy_bytes(int in, int out, off_t from, off_t len)
+{
+    while (len > 0) {
+        ssize_t n = copy_file_range(in, &from, out, NULL, (size_t)len, 0);
+        if (n < 0 && (errno == ENOSYS || errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP)) {
+            char buf[64 << 10];
+            n = pread(in, buf, (size_t)(len < (off_t)sizeof buf ? len : (off_t)sizeof buf), from);
+            if (n > 0 && write_all(out, buf, (size_t)n) != 0)
+                return -1;
+            from += n > 0 ? n : 0;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        len -= n;
+    }
+    return 0;
+}
+
+/*
+ * The lines to remake, [*a, *b), when the file the cache describes is still
+ * the one in place and only lines lo..hi changed since: whole strides around
+ * them. Returns the old file open, or -1 (write everything).
+ */
+static int reusable(const struct sb_results_cache *c, const char *path, int64_t n, int64_t lo, int64_t hi,
+                    int64_t *a, int64_t *b)
+{
+    struct stat st;
+    if (!c || !c->valid || c->n != n)
+        return -1;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) != 0 || st.st_dev != c->dev || st.st_ino != c->ino || st.st_size != c->size) {
+        close(fd);
+        return -1;
+    }
+    if (lo > hi) {
+        *a = *b = 0;
+    } else {
+        *a = lo < 0 ? 0 : lo / RES_STRIDE * RES_STRIDE;
+        *b = (hi / RES_STRIDE + 1) * RES_STRIDE;
+        if (*b > n)
+            *b = n;
+    }
+    return fd;
+}
+
+static int write_results(struct sb_manifest *m, struct sb_store *st, int synced, struct sb_results_cache *c,
+                         int64_t lo, int64_t hi, char *err, size_t errlen)
 {
     if (sb_mkdirs(m->output_dir, err, errlen) != SB_OK)
         return SB_EIO;
     char *path = sb_asprintf("%s/results.jsonl", m->output_dir);
     char *tmp = sb_asprintf("%s/.results.jsonl.tmp", m->output_dir);
-    int rc = SB_EIO;
-    struct writer w = {m, st, -1, {0}, 0};
+    int rc = SB_EIO, old = -1;
+    int64_t n = m->n_jobs, a = 0, b = n;
+    struct writer w = {m, st, -1, {0}, 0, 0, 0, NULL};
+    if (synced)
+        old = reusable(c, path, n, lo, hi, &a, &b);
+    if (old >= 0 && a == b) {
+        /* Nothing changed since the file in place was written. */
+        close(old);
+        free(path);
+        free(tmp);
+        return SB_OK;
+    }
+    if (c) {
+        w.off = sb_calloc((size_t)(n / RES_STRIDE + 1), sizeof *w.off);
+        if (old >= 0)
+            memcpy(w.off, c->off, (size_t)(a / RES_STRIDE) * sizeof *w.off);
+    }
     unlink(tmp);
     w.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (w.fd < 0) {
@@ -266,12 +364,32 @@ static int write_results(struct sb_manifest *m, struct sb_store *st, int synced,
     }
     sb_buf_init(&w.b, SIZE_MAX / 2);
     char rerr[SB_ERRLEN] = "";
-    int read_rc = synced ? sb_store_each_manifest_job(st, row_line, &w)
+    int read_rc, bad = 0;
+    off_t old_b = 0;
+    if (old >= 0) {
+        /* The lines before a and from b on are the old file's bytes. */
+        off_t old_a = c->off[a / RES_STRIDE];
+        old_b = b < n ? c->off[b / RES_STRIDE] : c->size;
+        bad = copy_bytes(old, w.fd, 0, old_a) != 0;
+        w.written = old_a;
+        w.line = a;
+        read_rc = sb_store_each_manifest_range(st, a, b, row_line, &w);
+        if (w.line != b)
+            read_rc = SB_ERR; /* the state is not what the file was made from */
+    } else {
+        read_rc = synced ? sb_store_each_manifest_job(st, row_line, &w)
                          : sb_manifest_each_job(m, manifest_line, &w, rerr, sizeof rerr);
-    int bad = w.failed || (w.b.len && write_all(w.fd, w.b.data, w.b.len) != 0) || fsync(w.fd) != 0;
+    }
+    bad = bad || w.failed || (w.b.len && write_all(w.fd, w.b.data, w.b.len) != 0);
+    w.written += (int64_t)w.b.len;
+    int64_t delta = w.written - (int64_t)old_b;
+    if (old >= 0 && !bad)
+        bad = copy_bytes(old, w.fd, old_b, c->size - old_b) != 0;
+    bad = bad || fsync(w.fd) != 0;
     int e = w.failed ? w.failed : errno;
     sb_buf_free(&w.b);
-    if (bad || close(w.fd) != 0) {
+    struct stat tst;
+    if (bad || fstat(w.fd, &tst) != 0 || close(w.fd) != 0) {
         w.fd = -1;
         sb_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(bad ? e : errno));
         unlink(tmp);
@@ -293,8 +411,27 @@ static int write_results(struct sb_manifest *m, struct sb_store *st, int synced,
         fsync(dfd);
         close(dfd);
     }
+    if (c) {
+        if (old >= 0)
+            for (int64_t k = (b + RES_STRIDE - 1) / RES_STRIDE; k <= n / RES_STRIDE; k++)
+                if (k * RES_STRIDE < n)
+                    w.off[k] = c->off[k] + delta;
+        free(c->off);
+        c->off = w.off;
+        w.off = NULL;
+        c->n = n;
+        c->dev = tst.st_dev;
+        c->ino = tst.st_ino;
+        c->size = tst.st_size;
+        c->valid = 1;
+    }
     rc = SB_OK;
 out:
+    if (rc != SB_OK && c)
+        c->valid = 0;
+    free(w.off);
+    if (old >= 0)
+        close(old);
     if (w.fd >= 0)
         close(w.fd);
     free(path);
@@ -302,12 +439,13 @@ out:
     return rc;
 }
 
-int sb_results_write(struct sb_manifest *m, struct sb_store *st, char *err, size_t errlen)
+int sb_results_write(struct sb_manifest *m, struct sb_store *st, struct sb_results_cache *c, int64_t lo,
+                     int64_t hi, char *err, size_t errlen)
 {
-    return write_results(m, st, 1, err, errlen);
+    return write_results(m, st, 1, c, lo, hi, err, errlen);
 }
 
 int sb_results_from_store(struct sb_manifest *m, struct sb_store *st, char *err, size_t errlen)
 {
-    return write_results(m, st, 0, err, errlen);
+    return write_results(m, st, 0, NULL, 1, 0, err, errlen);
 }

@@ -580,6 +580,13 @@ int sb_store_each_manifest_job(struct sb_store *st, int (*fn)(const struct sb_jo
     return each_row(st, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 ORDER BY seq", 0, 0, fn, ud);
 }
 
+int sb_store_each_manifest_range(struct sb_store *st, int64_t from, int64_t to,
+                                 int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+{
+    return each_row(st, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 AND seq>=?1 AND seq<?2 ORDER BY seq",
+                    from, to, fn, ud);
+}
+
 int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
 {
