@@ -36,6 +36,7 @@ static void finish_job(struct sb_store *st, int seq)
     r.state = SB_JOB_SUCCEEDED;
     free(r.outputs);
     r.outputs = sb_asprintf("[\"%s_1.png\", \"%s_2.png\"]", id, id);
+    free(r.prediction_id);
     r.prediction_id = sb_asprintf("pred-%d", seq);
     r.attempts = 2;
     r.cost = 0.064;
