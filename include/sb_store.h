@@ -126,9 +126,9 @@ int sb_store_each_manifest_job(struct sb_store *st, int (*fn)(const struct sb_jo
 /* Up to limit pending jobs of the manifest after position after_seq, in order. */
 int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
-/* The manifest's jobs in one state, in order. */
-int sb_store_each_in_state(struct sb_store *st, enum sb_job_state s,
-                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/* The manifest's jobs in any of the states (a mask of 1u << state), in order: one look. */
+int sb_store_each_in_states(struct sb_store *st, unsigned states,
+                            int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
 /* Jobs of the manifest per state, and what they have cost. */
 int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent);
 

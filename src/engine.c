@@ -1669,8 +1669,10 @@ static int collect_id(const struct sb_jobrow *r, void *ud)
         return 0;
     if (l->retry && r->error_kind && strcmp(r->error_kind, SB_EK_INVALID_INPUT) == 0) {
         /* A bad reference image fails again at once: nothing to retry. */
-        const char *inv = r->spec ? strstr(r->spec, "\"invalid\":") : NULL;
-        if (inv)
+        cJSON *spec = r->spec ? cJSON_Parse(r->spec) : NULL;
+        int invalid = cJSON_GetObjectItemCaseSensitive(spec, "invalid") != NULL;
+        cJSON_Delete(spec);
+        if (invalid)
             return 0;
     }
     if ((l->n & (l->n - 1)) == 0)
@@ -1731,11 +1733,6 @@ static void resubmit_flagged(struct engine *e, struct sb_jobrow *r)
             "(flagged possible_duplicate)", r->id);
 }
 
-static int collect_unsent(const struct sb_jobrow *r, void *ud)
-{
-    return r->prediction_id ? 0 : collect_id(r, ud);
-}
-
 /* A job the last run left with a prediction: polled or downloaded, never submitted again. */
 static int resume_job(const struct sb_jobrow *r, void *ud)
 {
@@ -1766,6 +1763,22 @@ static int resume_job(const struct sb_jobrow *r, void *ud)
  * resumable ones taken into work, the rest read later in windows when their
  * turn comes. Only the jobs in work are held in memory.
  */
+struct startup {
+    struct engine *e;
+    struct idlist uploading;       /* back to pending: their uploads are done again or cached */
+    struct idlist unsent;          /* submitting without an id: submitted again, flagged */
+};
+
+static int sort_left(const struct sb_jobrow *r, void *ud)
+{
+    struct startup *su = ud;
+    if (r->state == SB_JOB_UPLOADING)
+        return collect_id(r, &su->uploading);
+    if (r->state == SB_JOB_SUBMITTING && !r->prediction_id)
+        return collect_id(r, &su->unsent);
+    return resume_job(r, su->e);
+}
+
 static void load_jobs(struct engine *e)
 {
     const char *rf = e->o->retry_failed;
@@ -1774,19 +1787,20 @@ static void load_jobs(struct engine *e)
         l.retry = rf;
         if (strcmp(rf, "cancelled") == 0) {
             l.retry = NULL;
-            sb_store_each_in_state(e->st, SB_JOB_CANCELLED, collect_id, &l);
+            sb_store_each_in_states(e->st, 1u << SB_JOB_CANCELLED, collect_id, &l);
         } else {
-            sb_store_each_in_state(e->st, SB_JOB_FAILED, collect_id, &l);
+            sb_store_each_in_states(e->st, 1u << SB_JOB_FAILED, collect_id, &l);
         }
         each_listed(e, &l, requeue);
     }
-    sb_store_each_in_state(e->st, SB_JOB_UPLOADING, collect_id, &l);
-    each_listed(e, &l, unupload);
-    sb_store_each_in_state(e->st, SB_JOB_SUBMITTING, collect_unsent, &l);
-    each_listed(e, &l, resubmit_flagged);
+    /* One look over the jobs the last run left in work: rows to rewrite are listed
+     * (and rewritten after the look), jobs with a prediction are taken up again. */
+    struct startup su = {e, {NULL, 0, NULL}, {NULL, 0, NULL}};
+    sb_store_each_in_states(e->st, 1u << SB_JOB_UPLOADING | 1u << SB_JOB_SUBMITTING | 1u << SB_JOB_RUNNING |
+                            1u << SB_JOB_DOWNLOADING, sort_left, &su);
+    each_listed(e, &su.uploading, unupload);
+    each_listed(e, &su.unsent, resubmit_flagged);
     sb_store_counts(e->st, e->count, &e->spent);
-    for (enum sb_job_state st = SB_JOB_SUBMITTING; st <= SB_JOB_DOWNLOADING; st++)
-        sb_store_each_in_state(e->st, st, resume_job, e);
     e->pend_after = -1;
 }
 

@@ -1206,9 +1206,9 @@ int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size
 {
     struct stat st;
     *out = NULL;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-        sb_seterr(err, errlen, "cannot read manifest %s: %s", path,
-                  errno && !(stat(path, &st) == 0) ? strerror(errno) : "not a regular file");
+    int missing = stat(path, &st) != 0;
+    if (missing || !S_ISREG(st.st_mode)) {
+        sb_seterr(err, errlen, "cannot read manifest %s: %s", path, missing ? strerror(errno) : "not a regular file");
         sb_error("%s", err);
         return SB_EIO;
     }

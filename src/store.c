@@ -594,13 +594,19 @@ int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
                     " ORDER BY seq LIMIT ?2", after_seq, limit, fn, ud);
 }
 
-int sb_store_each_in_state(struct sb_store *st, enum sb_job_state s,
-                           int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
+int sb_store_each_in_states(struct sb_store *st, unsigned states,
+                            int (*fn)(const struct sb_jobrow *r, void *ud), void *ud)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 AND state='%s' ORDER BY seq",
-             sb_job_state_name(s));
-    return each_row(st, sql, 0, 0, fn, ud);
+    struct sb_buf sql;
+    sb_buf_init(&sql, 4096);
+    sb_buf_puts(&sql, "SELECT " ROW_COLUMNS " FROM jobs WHERE in_manifest=1 AND state IN (''");
+    for (int i = 0; i < SB_JOB_NSTATES; i++)
+        if (states & 1u << i)
+            sb_buf_printf(&sql, ",'%s'", sb_job_state_name((enum sb_job_state)i));
+    sb_buf_puts(&sql, ") ORDER BY seq");
+    int rc = each_row(st, sql.data, 0, 0, fn, ud);
+    sb_buf_free(&sql);
+    return rc;
 }
 
 int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent)

@@ -161,6 +161,13 @@ expect_in "$R" "expired or missing" "expired output message"
 expect_eq "$(results_field "$R" tiny error.kind)" invalid_input "bad image fails its job"
 expect_eq "$(results_field "$R" job-p1 status)" succeeded "other jobs unaffected"
 expect_eq "$(stat_of submissions)" 4 "the bad image was never sent"
+# --retry-failed leaves a job whose reference image is unusable: it would fail again at
+# once, unsent.
+run "$SEEDBATCH" run --debug --retry-failed=invalid_input "$D/m.yaml"; expect_rc 1 "retry-failed=invalid_input"
+expect_not_in "$T/err" "job tiny: failed -> pending" "the bad image job is not queued again"
+expect_eq "$(stat_of submissions)" 4 "nothing submitted again"
+expect_eq "$(results_field "$R" tiny error.kind)" invalid_input "the bad image still fails its job"
+expect_eq "$(results_field "$R" tiny attempts)" 0 "the bad image job was never attempted"
 stop_mock
 D=$T/timeout; make_batch "$D" 2
 sed -i 's/poll_interval: 200ms/poll_interval: 200ms, job_timeout: 1s/' "$D/m.yaml"
