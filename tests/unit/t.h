@@ -36,6 +36,14 @@ static inline char *t_tmpdir(void)
     return dir;
 }
 
+/* Removes a test's temporary directory and everything in it. */
+static inline int t_rmdir(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
 /* Runs gen_image (its path is in $GEN_IMAGE) to write an image file. */
 static inline void t_image(const char *fmt, int w, int h, const char *dir, const char *name)
 {

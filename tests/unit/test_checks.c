@@ -131,8 +131,6 @@ int main(void)
     f = sb_localfile_load(path);
     CHECK_HAS(f->problem, "must be under");
     sb_localfile_free(f);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK_INT(system(cmd), 0);
+    CHECK_INT(t_rmdir(dir), 0);
     return t_done("checks");
 }

@@ -155,8 +155,6 @@ int main(void)
     free(first);
     sb_store_close(st);
     t_manifest_free(m);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK_INT(system(cmd), 0);
+    CHECK_INT(t_rmdir(dir), 0);
     return t_done("results");
 }

@@ -221,8 +221,6 @@ int main(void)
 
     t_manifest_free(m1);
     t_manifest_free(m2);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK_INT(system(cmd), 0);
+    CHECK_INT(t_rmdir(dir), 0);
     return t_done("store");
 }
