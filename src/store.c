@@ -421,42 +421,34 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     int need_pending = 0;
     if (g == SB_ENOENT) {
         s = x->ins;
-        sqlite3_reset(s);
-        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, i);
-        sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 4, j->images_requested);
-        sqlite3_bind_int64(s, 5, x->now);
-        sqlite3_bind_text(s, 6, spec, -1, SQLITE_STATIC);
         rep->added++;
     } else if (g != SB_OK) {
         free(spec);
         return sb_seterr(x->err, x->errlen, "%s: cannot read job %s", st->path, j->id);
     } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
         s = x->keep;
-        sqlite3_reset(s);
-        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, i);
-        sqlite3_bind_int(s, 3, j->images_requested);
-        sqlite3_bind_text(s, 4, spec, -1, SQLITE_STATIC);
         rep->kept++;
     } else {
         if (row.prediction_id && (row.state == SB_JOB_RUNNING || row.state == SB_JOB_DOWNLOADING))
             sb_warn("job %s changed while its prediction %s was running: it is queued again",
                     j->id, row.prediction_id);
         s = x->reset;
-        sqlite3_reset(s);
-        sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, i);
-        sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s, 4, j->images_requested);
-        sqlite3_bind_text(s, 5, spec, -1, SQLITE_STATIC);
         need_pending = 1;
         rep->changed++;
     }
     int was_failed_invalid = g == SB_OK && row.state == SB_JOB_FAILED && row.error_kind &&
                              strcmp(row.error_kind, SB_EK_INVALID_INPUT) == 0 && !need_pending;
     sb_jobrow_clear(&row);
+    /* The three statements number their parameters alike: ?1 id, ?2 seq, ?3 fingerprint,
+     * ?4 images requested, ?5 spec, ?6 now (each uses what it needs). */
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, i);
+    sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, j->images_requested);
+    sqlite3_bind_text(s, 5, spec, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(s) >= 6)
+        sqlite3_bind_int64(s, 6, x->now);
     int step = sqlite3_step(s);
     free(spec);
     if (step != SQLITE_DONE)
@@ -490,9 +482,9 @@ int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_rep
         goto out;
     if (sqlite3_prepare_v2(st->db,
             "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at, spec)"
-            " VALUES(?1, ?2, ?3, 'pending', ?4, ?5, ?5, ?6)", -1, &x.ins, NULL) != SQLITE_OK ||
+            " VALUES(?1, ?2, ?3, 'pending', ?4, ?6, ?6, ?5)", -1, &x.ins, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?3, spec=?4 WHERE id=?1",
+            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?4, spec=?5 WHERE id=?1",
             -1, &x.keep, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
             "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, spec=?5, attempts=0,"
