@@ -19,6 +19,7 @@
  * submitted again, flagged possible_duplicate.
  */
 #include "sb_engine.h"
+#include "sb_jw.h"
 #include "sb_download.h"
 #include "sb_log.h"
 #include "sb_loop.h"
@@ -287,6 +288,15 @@ static void clear_error(struct job *j)
     j->row.error_http = 0;
 }
 
+/* A JSON array of strings, as the state keeps output names and URLs. */
+static char *str_array(char *const *v, int n)
+{
+    struct sb_buf b;
+    sb_buf_init(&b, SIZE_MAX / 2);
+    sb_jw_str_array(&b, v, n);
+    return b.data;
+}
+
 static void pump(struct engine *e);
 
 static void release(struct engine *e, struct job *j);
@@ -367,12 +377,8 @@ static void finalized(struct engine *e, struct job *list)
             job_failed(e, j, SB_EK_SERVER, 0, NULL, j->fin_error);
             continue;
         }
-        cJSON *a = cJSON_CreateArray();
-        for (int k = 0; k < j->n_out; k++)
-            cJSON_AddItemToArray(a, cJSON_CreateString(j->outputs[k]));
         free(j->row.outputs);
-        j->row.outputs = cJSON_PrintUnformatted(a);
-        cJSON_Delete(a);
+        j->row.outputs = str_array(j->outputs, j->n_out);
         double cost = j->n_out * price(e);
         j->row.cost += cost;
         e->spent += cost;
@@ -1043,12 +1049,8 @@ static void poll_done(struct sb_req *r, CURLcode rc)
                 e->ema_ms = e->samples ? 0.8 * e->ema_ms + 0.2 * sample : sample;
                 e->samples++;
                 j->row.predict_time = pr.predict_time;
-                cJSON *a = cJSON_CreateArray();
-                for (int k = 0; k < pr.n_outputs; k++)
-                    cJSON_AddItemToArray(a, cJSON_CreateString(pr.outputs[k]));
                 free(j->row.output_urls);
-                j->row.output_urls = cJSON_PrintUnformatted(a);
-                cJSON_Delete(a);
+                j->row.output_urls = str_array(pr.outputs, pr.n_outputs);
                 set_state(e, j, SB_JOB_DOWNLOADING);
                 j->want = W_DOWNLOAD;
                 j->due = 0;

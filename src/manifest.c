@@ -8,6 +8,7 @@
  * each scalar are capped. Every error names file:line:column and the job.
  */
 #include "sb_manifest.h"
+#include "sb_jw.h"
 #include "sb_log.h"
 
 #include <errno.h>
@@ -1254,27 +1255,56 @@ int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *er
     return SB_OK;
 }
 
+/* Keys whose value is missing are left out, as cJSON leaves out an item it could not make. */
 char *sb_jobspec_json(const struct sb_jobspec *j)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "prompt", j->prompt);
-    cJSON_AddItemToObject(o, "params", cJSON_Duplicate(j->params, 1));
-    cJSON *imgs = cJSON_AddArrayToObject(o, "images");
-    for (int k = 0; k < j->n_images; k++) {
-        cJSON *im = cJSON_CreateObject();
-        cJSON_AddStringToObject(im, "spec", j->images[k].spec);
-        if (j->images[k].url)
-            cJSON_AddStringToObject(im, "url", j->images[k].url);
-        if (j->images[k].file)
-            cJSON_AddStringToObject(im, "file", j->images[k].file->path);
-        cJSON_AddItemToArray(imgs, im);
+    struct sb_buf b;
+    sb_buf_init(&b, SIZE_MAX / 2);
+    sb_buf_append(&b, "{", 1);
+    if (j->prompt) {
+        sb_buf_puts(&b, "\"prompt\":");
+        sb_jw_str(&b, j->prompt);
+        sb_buf_append(&b, ",", 1);
     }
-    cJSON_AddNumberToObject(o, "images_requested", j->images_requested);
-    if (j->invalid)
-        cJSON_AddStringToObject(o, "invalid", j->invalid);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    if (j->params) {
+        sb_buf_puts(&b, "\"params\":");
+        if (sb_jw_value(&b, j->params, 0) != SB_OK) {
+            sb_buf_free(&b);
+            return NULL;
+        }
+        sb_buf_append(&b, ",", 1);
+    }
+    sb_buf_puts(&b, "\"images\":[");
+    for (int k = 0; k < j->n_images; k++) {
+        const struct sb_image_ref *im = &j->images[k];
+        sb_buf_puts(&b, k ? ",{" : "{");
+        const char *sep = "";
+        if (im->spec) {
+            sb_buf_puts(&b, "\"spec\":");
+            sb_jw_str(&b, im->spec);
+            sep = ",";
+        }
+        if (im->url) {
+            sb_buf_puts(&b, sep);
+            sb_buf_puts(&b, "\"url\":");
+            sb_jw_str(&b, im->url);
+            sep = ",";
+        }
+        if (im->file) {
+            sb_buf_puts(&b, sep);
+            sb_buf_puts(&b, "\"file\":");
+            sb_jw_str(&b, im->file->path);
+        }
+        sb_buf_append(&b, "}", 1);
+    }
+    sb_buf_puts(&b, "],\"images_requested\":");
+    sb_jw_num(&b, j->images_requested);
+    if (j->invalid) {
+        sb_buf_puts(&b, ",\"invalid\":");
+        sb_jw_str(&b, j->invalid);
+    }
+    sb_buf_append(&b, "}", 1);
+    return b.data;
 }
 
 static char *jstr(const cJSON *o, const char *key)

@@ -6,6 +6,7 @@
  * carry their text in msg, message or error.
  */
 #include "sb_provider.h"
+#include "sb_jw.h"
 
 #include <curl/curl.h>
 
@@ -50,20 +51,28 @@ static char *atlas_submit_url(const struct sb_api *p, const char *model)
 
 static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
 {
-    cJSON *b = cJSON_Duplicate(j->params, 1);
-    cJSON_AddStringToObject(b, "model", m->model);
-    cJSON_AddStringToObject(b, "prompt", j->prompt);
-    if (m->model_info.images_as_string) {
-        cJSON_AddStringToObject(b, "image", urls[0]);
-    } else {
-        cJSON *a = cJSON_CreateArray();
-        for (int i = 0; i < j->n_images; i++)
-            cJSON_AddItemToArray(a, cJSON_CreateString(urls[i]));
-        cJSON_AddItemToObject(b, m->model_info.images_field, a);
+    struct sb_buf b;
+    sb_buf_init(&b, SIZE_MAX / 2);
+    int n = sb_jw_open_object(&b, j->params);
+    if (n < 0) {
+        sb_buf_free(&b);
+        return NULL;
     }
-    char *s = cJSON_PrintUnformatted(b);
-    cJSON_Delete(b);
-    return s;
+    sb_buf_puts(&b, n ? ",\"model\":" : "\"model\":");
+    sb_jw_str(&b, m->model);
+    sb_buf_puts(&b, ",\"prompt\":");
+    sb_jw_str(&b, j->prompt ? j->prompt : "");
+    sb_buf_append(&b, ",", 1);
+    if (m->model_info.images_as_string) {
+        sb_buf_puts(&b, "\"image\":");
+        sb_jw_str(&b, urls[0]);
+    } else {
+        sb_jw_str(&b, m->model_info.images_field);
+        sb_buf_append(&b, ":", 1);
+        sb_jw_str_array(&b, urls, j->n_images);
+    }
+    sb_buf_append(&b, "}", 1);
+    return b.data;
 }
 
 static int atlas_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)

@@ -7,6 +7,7 @@
  * error_code; the codes map to the HTTP statuses they stand for.
  */
 #include "sb_provider.h"
+#include "sb_jw.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +30,19 @@ static char *rc_submit_url(const struct sb_api *p, const char *model)
 static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
 {
     (void)m;
-    cJSON *b = cJSON_Duplicate(j->params, 1);
-    cJSON_AddStringToObject(b, "prompt", j->prompt);
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < j->n_images; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(urls[i]));
-    cJSON_AddItemToObject(b, "image", a);
-    char *s = cJSON_PrintUnformatted(b);
-    cJSON_Delete(b);
-    return s;
+    struct sb_buf b;
+    sb_buf_init(&b, SIZE_MAX / 2);
+    int n = sb_jw_open_object(&b, j->params);
+    if (n < 0) {
+        sb_buf_free(&b);
+        return NULL;
+    }
+    sb_buf_puts(&b, n ? ",\"prompt\":" : "\"prompt\":");
+    sb_jw_str(&b, j->prompt ? j->prompt : "");
+    sb_buf_puts(&b, ",\"image\":");
+    sb_jw_str_array(&b, urls, j->n_images);
+    sb_buf_append(&b, "}", 1);
+    return b.data;
 }
 
 static int rc_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)

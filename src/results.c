@@ -4,76 +4,27 @@
  * job at a time, atomically.
  */
 #include "sb_results.h"
+#include "sb_jw.h"
 #include "sb_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <float.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /*
- * A line is written straight into the output buffer: building a cJSON tree
- * per job and printing it cost more than the rest of the file's writing.
- * Strings are escaped as cJSON does; numbers print as cJSON prints them.
+ * A line is written straight into the output buffer (sb_jw.h): building a cJSON
+ * tree per job and printing it cost more than the rest of the file's writing.
  */
-static void put_str(struct sb_buf *b, const char *s)
-{
-    if (!s) {
-        sb_buf_puts(b, "null");
-        return;
-    }
-    static const char hex[] = "0123456789abcdef";
-    sb_buf_append(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        sb_buf_append(b, run, (size_t)(s - run));
-        char esc[7] = {'\\', 0};
-        size_t n = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-        }
-        sb_buf_append(b, esc, n);
-        run = s + 1;
-    }
-    sb_buf_append(b, run, (size_t)(s - run));
-    sb_buf_append(b, "\"", 1);
-}
 
+/* ,"key": for a key that needs no escaping. */
 static void put_key(struct sb_buf *b, const char *key)
 {
-    sb_buf_printf(b, ",\"%s\":", key);
-}
-
-static void put_num(struct sb_buf *b, double v)
-{
-    char n[32];
-    if (v == (double)(long long)v && v > -1e15 && v < 1e15) {
-        snprintf(n, sizeof n, "%lld", (long long)v);
-    } else {
-        snprintf(n, sizeof n, "%1.15g", v);
-        double back = strtod(n, NULL), big = fabs(back) > fabs(v) ? fabs(back) : fabs(v);
-        if (!(fabs(back - v) <= big * DBL_EPSILON))
-            snprintf(n, sizeof n, "%1.17g", v);
-    }
-    sb_buf_puts(b, n);
+    sb_buf_append(b, ",\"", 2);
+    sb_buf_puts(b, key);
+    sb_buf_append(b, "\":", 2);
 }
 
 /* A JSON array kept as text in the state, as it is when it is one, else []. */
@@ -89,7 +40,7 @@ static void put_time(struct sb_buf *b, int64_t ms)
     if (ms > 0) {
         char iso[32];
         sb_iso8601(ms, iso);
-        put_str(b, iso);
+        sb_jw_str(b, iso);
     } else {
         sb_buf_puts(b, "null");
     }
@@ -98,16 +49,16 @@ static void put_time(struct sb_buf *b, int64_t ms)
 static void put_error(struct sb_buf *b, const char *kind, int http, const char *code, const char *msg)
 {
     sb_buf_puts(b, "{\"kind\":");
-    put_str(b, kind);
+    sb_jw_str(b, kind);
     sb_buf_puts(b, ",\"http_status\":");
     if (http)
-        put_num(b, http);
+        sb_jw_num(b, http);
     else
         sb_buf_puts(b, "null");
     put_key(b, "code");
-    put_str(b, code);
+    sb_jw_str(b, code);
     put_key(b, "message");
-    put_str(b, msg ? msg : "");
+    sb_jw_str(b, msg ? msg : "");
     sb_buf_puts(b, "}");
 }
 
@@ -123,31 +74,31 @@ static void line_for(struct sb_buf *b, const struct sb_manifest *m, const struct
 {
     enum sb_job_state st = r ? r->state : SB_JOB_PENDING;
     sb_buf_puts(b, "{\"id\":");
-    put_str(b, j->id);
+    sb_jw_str(b, j->id);
     put_key(b, "status");
-    put_str(b, sb_job_status_name(st));
+    sb_jw_str(b, sb_job_status_name(st));
     put_key(b, "outputs");
     put_array_text(b, r ? r->outputs : NULL);
     put_key(b, "output_urls");
     put_array_text(b, r ? r->output_urls : NULL);
     put_key(b, "prediction_id");
-    put_str(b, r ? r->prediction_id : NULL);
+    sb_jw_str(b, r ? r->prediction_id : NULL);
     put_key(b, "provider");
-    put_str(b, sb_provider_name(m->provider));
+    sb_jw_str(b, sb_provider_name(m->provider));
     put_key(b, "model");
-    put_str(b, m->model);
+    sb_jw_str(b, m->model);
     put_key(b, "prompt");
-    put_str(b, j->prompt);
+    sb_jw_str(b, j->prompt);
     put_key(b, "images");
     sb_buf_puts(b, "[");
     for (int i = 0; i < j->n_images; i++) {
         if (i)
             sb_buf_puts(b, ",");
-        put_str(b, j->images[i]);
+        sb_jw_str(b, j->images[i]);
     }
     sb_buf_puts(b, "]");
     put_key(b, "attempts");
-    put_num(b, r ? r->attempts : 0);
+    sb_jw_num(b, r ? r->attempts : 0);
     put_key(b, "possible_duplicate");
     sb_buf_puts(b, r && r->possible_duplicate ? "true" : "false");
     put_key(b, "submitted_at");
@@ -156,11 +107,11 @@ static void line_for(struct sb_buf *b, const struct sb_manifest *m, const struct
     put_time(b, r && (st == SB_JOB_SUCCEEDED || st == SB_JOB_FAILED || st == SB_JOB_CANCELLED) ? r->finished_at : 0);
     put_key(b, "predict_time_s");
     if (r && r->predict_time >= 0)
-        put_num(b, r->predict_time);
+        sb_jw_num(b, r->predict_time);
     else
         sb_buf_puts(b, "null");
     put_key(b, "cost_usd");
-    put_num(b, r ? r->cost : 0);
+    sb_jw_num(b, r ? r->cost : 0);
     put_key(b, "error");
     if (r && st == SB_JOB_FAILED && r->error_kind)
         put_error(b, r->error_kind, r->error_http, r->error_code, r->error_message);
