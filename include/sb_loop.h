@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <uv.h>
 
@@ -25,6 +26,8 @@ struct sb_req {
     CURL *easy;
     struct sb_loop *loop;
     struct sb_buf body;            /* the answer, capped (unless a sink takes it) */
+    cJSON *json;                   /* the answer parsed by the owner, freed with the request */
+    int json_read;                 /* the owner has parsed it (json may be NULL) */
     sb_req_sink_fn sink;
     long status;                   /* HTTP status, 0 when none arrived */
     int64_t retry_after_ms;        /* from a Retry-After header, -1 when absent */

@@ -32,6 +32,10 @@ void sb_poll_result_clear(struct sb_poll_result *r);
 
 struct sb_api;
 
+/*
+ * The parse_* and error_info functions read an answer's body as sb_json_parse
+ * gives it, parsed once for all of them: NULL when it is not a JSON object.
+ */
 struct sb_provider_ops {
     const char *name;
     const char *key_env;       /* environment variable holding the key */
@@ -39,25 +43,25 @@ struct sb_provider_ops {
     const char *default_base;
     int has_upload;
     char *(*upload_url)(const struct sb_api *p);
-    int (*parse_upload)(const char *body, size_t len, char **url, char *err, size_t errlen);
+    int (*parse_upload)(const cJSON *answer, char **url, char *err, size_t errlen);
     char *(*submit_url)(const struct sb_api *p, const char *model);
     char *(*submit_body)(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *image_urls);
-    int (*parse_submit)(const char *body, size_t len, char **id, char *err, size_t errlen);
+    int (*parse_submit)(const cJSON *answer, char **id, char *err, size_t errlen);
     char *(*poll_url)(const struct sb_api *p, const char *id);
     /* Where a finished prediction's outputs are read, when that is another call (else NULL). */
     char *(*result_url)(const struct sb_api *p, const char *id);
     /* Reads a poll or result answer. */
-    int (*parse_poll)(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen);
+    int (*parse_poll)(const cJSON *answer, struct sb_poll_result *out, char *err, size_t errlen);
     /* Cancelling a queued prediction (NULL when the provider cannot). */
     char *(*cancel_url)(const struct sb_api *p, const char *id);
     /* 1 cancelled, 0 not cancellable any more, SB_EINVAL unreadable. */
-    int (*parse_cancel)(const char *body, size_t len);
+    int (*parse_cancel)(const cJSON *answer);
     /*
      * The message and code of an error answer (any status), or of a 200 that
      * carries one: returns SB_ERR then, with *status the HTTP status the error
      * stands for (its code mapped), or 0 when unknown.
      */
-    int (*error_info)(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+    int (*error_info)(const cJSON *answer, char *msg, size_t msglen, char *code, size_t codelen,
                       int *status);
 };
 

@@ -666,6 +666,16 @@ struct outcome {
     int lost;              /* the request went out and its answer is unknown */
 };
 
+/* The answer parsed as JSON, once for all its readers (NULL when it is not an object). */
+static const cJSON *answer(struct sb_req *r)
+{
+    if (!r->json_read) {
+        r->json = sb_json_parse(r->body.data, r->body.len);
+        r->json_read = 1;
+    }
+    return r->json;
+}
+
 static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
 {
     memset(oc, 0, sizeof *oc);
@@ -684,7 +694,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     long s = r->status;
     char emsg[300] = "", ecode[64] = "";
     int hint = 0;
-    int carried = e->api.ops->error_info(r->body.data, r->body.len, emsg, sizeof emsg, ecode, sizeof ecode,
+    int carried = e->api.ops->error_info(answer(r), emsg, sizeof emsg, ecode, sizeof ecode,
                                          &hint) == SB_ERR;
     oc->http = (int)s;
     snprintf(oc->code, sizeof oc->code, "%s", ecode);
@@ -808,7 +818,7 @@ static void upload_done(struct sb_req *r, CURLcode rc)
     classify(e, r, rc, &oc);
     if (oc.v == V_OK) {
         char *url = NULL;
-        if (e->api.ops->parse_upload(r->body.data, r->body.len, &url, oc.msg, sizeof oc.msg) == SB_OK) {
+        if (e->api.ops->parse_upload(answer(r), &url, oc.msg, sizeof oc.msg) == SB_OK) {
             u->url = url;
             u->state = UP_DONE;
             if (!u->dirty) {
@@ -918,7 +928,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
     }
     if (oc.v == V_OK) {
         char *id = NULL;
-        if (e->api.ops->parse_submit(r->body.data, r->body.len, &id, oc.msg, sizeof oc.msg) == SB_OK) {
+        if (e->api.ops->parse_submit(answer(r), &id, oc.msg, sizeof oc.msg) == SB_OK) {
             free(j->row.prediction_id);
             j->row.prediction_id = id;
             j->row.submitted_at = sb_now_ms();
@@ -1022,7 +1032,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     }
     if (oc.v == V_OK) {
         struct sb_poll_result pr;
-        if (e->api.ops->parse_poll(r->body.data, r->body.len, &pr, oc.msg, sizeof oc.msg) == SB_OK) {
+        if (e->api.ops->parse_poll(answer(r), &pr, oc.msg, sizeof oc.msg) == SB_OK) {
             j->tries = 0;
             if (pr.state == SB_PRED_RUNNING) {
                 j->fetch_result = 0;
@@ -2084,7 +2094,7 @@ static void cancel_done(struct sb_req *rq, CURLcode rc)
     struct outcome oc;
     struct job *j = job_call_ended(rq, rc, &oc);
     struct engine *e = j->call.e;
-    int outcome = oc.v == V_OK ? e->api.ops->parse_cancel(rq->body.data, rq->body.len) : SB_EINVAL;
+    int outcome = oc.v == V_OK ? e->api.ops->parse_cancel(answer(rq)) : SB_EINVAL;
     if (outcome == 1) {
         set_error(e, j, "cancelled", 0, NULL, "cancelled by seedbatch cancel");
         set_state(e, j, SB_JOB_CANCELLED);

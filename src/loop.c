@@ -480,4 +480,7 @@ void sb_req_cleanup(struct sb_req *r)
     r->mime = NULL;
     sb_freep(&r->post);
     sb_buf_free(&r->body);
+    cJSON_Delete(r->json);
+    r->json = NULL;
+    r->json_read = 0;
 }

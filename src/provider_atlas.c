@@ -25,9 +25,8 @@ static char *atlas_upload_url(const struct sb_api *p)
     return sb_asprintf("%s/model/uploadMedia", p->base);
 }
 
-static int atlas_parse_upload(const char *body, size_t len, char **url, char *err, size_t errlen)
+static int atlas_parse_upload(const cJSON *j, char **url, char *err, size_t errlen)
 {
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "upload answer is not a JSON object");
     const cJSON *d = payload(j);
@@ -39,7 +38,6 @@ static int atlas_parse_upload(const char *body, size_t len, char **url, char *er
         rc = sb_seterr(err, errlen, "upload answer has no http(s) download_url");
     else
         *url = sb_strdup(u);
-    cJSON_Delete(j);
     return rc;
 }
 
@@ -75,9 +73,8 @@ static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobs
     return b.data;
 }
 
-static int atlas_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)
+static int atlas_parse_submit(const cJSON *j, char **id, char *err, size_t errlen)
 {
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "submit answer is not a JSON object");
     const char *v = sb_json_str(payload(j), "id");
@@ -86,7 +83,6 @@ static int atlas_parse_submit(const char *body, size_t len, char **id, char *err
         rc = sb_seterr(err, errlen, "submit answer has no prediction id");
     else
         *id = sb_strdup(v);
-    cJSON_Delete(j);
     return rc;
 }
 
@@ -98,12 +94,11 @@ static char *atlas_poll_url(const struct sb_api *p, const char *id)
     return u;
 }
 
-static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
+static int atlas_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->predict_time = -1;
     out->queue_position = -1;
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "poll answer is not a JSON object");
     const cJSON *d = payload(j);
@@ -149,16 +144,14 @@ static int atlas_parse_poll(const char *body, size_t len, struct sb_poll_result 
     }
     if (rc != SB_OK)
         sb_poll_result_clear(out);
-    cJSON_Delete(j);
     return rc;
 }
 
-static int atlas_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code, size_t codelen,
                             int *status)
 {
     msg[0] = code[0] = '\0';
     *status = 0;
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
     const char *t = sb_json_str(j, "msg");
@@ -174,7 +167,6 @@ static int atlas_error_info(const char *body, size_t len, char *msg, size_t msgl
     int is_error = cJSON_IsNumber(c) && c->valuedouble != 200 && c->valuedouble != 0;
     if (is_error && c->valuedouble >= 400 && c->valuedouble < 600)
         *status = (int)c->valuedouble;
-    cJSON_Delete(j);
     return is_error ? SB_ERR : SB_OK;
 }
 

@@ -45,9 +45,8 @@ static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec
     return b.data;
 }
 
-static int rc_parse_submit(const char *body, size_t len, char **id, char *err, size_t errlen)
+static int rc_parse_submit(const cJSON *j, char **id, char *err, size_t errlen)
 {
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "submit answer is not a JSON object");
     const char *v = sb_json_str(j, "request_id");
@@ -56,7 +55,6 @@ static int rc_parse_submit(const char *body, size_t len, char **id, char *err, s
         rc = sb_seterr(err, errlen, "submit answer has no request_id");
     else
         *id = sb_strdup(v);
-    cJSON_Delete(j);
     return rc;
 }
 
@@ -76,12 +74,11 @@ static char *rc_cancel_url(const struct sb_api *p, const char *id)
 }
 
 /* Reads a status or a result answer: both carry "status". */
-static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *out, char *err, size_t errlen)
+static int rc_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->predict_time = -1;
     out->queue_position = -1;
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return sb_seterr(err, errlen, "answer is not a JSON object");
     const char *st = sb_json_str(j, "status");
@@ -127,13 +124,11 @@ static int rc_parse_poll(const char *body, size_t len, struct sb_poll_result *ou
     }
     if (rc != SB_OK)
         sb_poll_result_clear(out);
-    cJSON_Delete(j);
     return rc;
 }
 
-static int rc_parse_cancel(const char *body, size_t len)
+static int rc_parse_cancel(const cJSON *j)
 {
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
     const char *o = sb_json_str(j, "outcome");
@@ -145,7 +140,6 @@ static int rc_parse_cancel(const char *body, size_t len)
         rc = 0;
     else if (st && (!strcmp(st, "cancelled") || !strcmp(st, "canceled")))
         rc = 1;
-    cJSON_Delete(j);
     return rc;
 }
 
@@ -167,12 +161,11 @@ static int code_status(long code)
     }
 }
 
-static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen, char *code, size_t codelen,
+static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, size_t codelen,
                          int *status)
 {
     msg[0] = code[0] = '\0';
     *status = 0;
-    cJSON *j = sb_json_parse(body, len);
     if (!j)
         return SB_EINVAL;
     const char *t = sb_json_str(j, "error_message");
@@ -197,7 +190,6 @@ static int rc_error_info(const char *body, size_t len, char *msg, size_t msglen,
             snprintf(code, codelen, "%.0f", c->valuedouble);
         *status = code_status(n);
     }
-    cJSON_Delete(j);
     return is_error ? SB_ERR : SB_OK;
 }
 

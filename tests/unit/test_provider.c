@@ -4,31 +4,56 @@
 
 static const struct sb_provider_ops *A = &sb_provider_atlas, *R = &sb_provider_runcomfy;
 
+/* Each helper parses the body as the engine does (once, sb_json_parse) and reads it. */
 static int poll(const struct sb_provider_ops *o, const char *body, struct sb_poll_result *pr)
 {
     char err[256];
-    return o->parse_poll(body, strlen(body), pr, err, sizeof err);
+    cJSON *j = sb_json_parse(body, strlen(body));
+    int rc = o->parse_poll(j, pr, err, sizeof err);
+    cJSON_Delete(j);
+    return rc;
 }
 
 static char *submit_id(const struct sb_provider_ops *o, const char *body)
 {
     char err[256], *id = NULL;
-    return o->parse_submit(body, strlen(body), &id, err, sizeof err) == SB_OK ? id : NULL;
+    cJSON *j = sb_json_parse(body, strlen(body));
+    int rc = o->parse_submit(j, &id, err, sizeof err);
+    cJSON_Delete(j);
+    return rc == SB_OK ? id : NULL;
+}
+
+static int upload(const struct sb_provider_ops *o, const char *body, char **url)
+{
+    char err[256];
+    cJSON *j = sb_json_parse(body, strlen(body));
+    int rc = o->parse_upload(j, url, err, sizeof err);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int cancel(const struct sb_provider_ops *o, const char *body)
+{
+    cJSON *j = sb_json_parse(body, strlen(body));
+    int rc = o->parse_cancel(j);
+    cJSON_Delete(j);
+    return rc;
 }
 
 static int status_of(const struct sb_provider_ops *o, const char *body, char *code)
 {
     char msg[300];
     int st = -1;
-    if (o->error_info(body, strlen(body), msg, sizeof msg, code, 64, &st) != SB_ERR)
-        return 0;
-    return st;
+    cJSON *j = sb_json_parse(body, strlen(body));
+    int rc = o->error_info(j, msg, sizeof msg, code, 64, &st);
+    cJSON_Delete(j);
+    return rc == SB_ERR ? st : 0;
 }
 
 int main(void)
 {
     struct sb_poll_result pr;
-    char code[64], err[256], *s;
+    char code[64], *s;
 
     /* Atlas: enveloped and flat submits, upload download_url and url. */
     s = submit_id(A, "{\"code\":200,\"data\":{\"id\":\"p1\",\"status\":\"starting\"}}");
@@ -36,10 +61,10 @@ int main(void)
     s = submit_id(A, "{\"id\":\"p2\",\"status\":\"processing\"}");
     CHECK_STR(s, "p2"); free(s);
     s = NULL;
-    CHECK_INT(A->parse_upload("{\"code\":200,\"data\":{\"url\":\"https://u/x\"}}", 41, &s, err, sizeof err), SB_OK);
+    CHECK_INT(upload(A, "{\"code\":200,\"data\":{\"url\":\"https://u/x\"}}", &s), SB_OK);
     CHECK_STR(s, "https://u/x"); free(s); s = NULL;
     const char *up = "{\"code\":200,\"data\":{\"download_url\":\"file:///etc/passwd\"}}";
-    CHECK(A->parse_upload(up, strlen(up), &s, err, sizeof err) != SB_OK);
+    CHECK(upload(A, up, &s) != SB_OK);
 
     /* Atlas polls: outputs list, output list, output string, failed with code, running. */
     CHECK_INT(poll(A, "{\"code\":200,\"data\":{\"status\":\"completed\",\"outputs\":[\"https://o/1\",\"https://o/2\"],"
@@ -74,8 +99,8 @@ int main(void)
     CHECK_INT(pr.n_outputs, 2); sb_poll_result_clear(&pr);
     CHECK_INT(poll(R, "{\"status\":\"failed\",\"error\":\"boom\"}", &pr), SB_OK);
     CHECK_INT(pr.state, SB_PRED_FAILED); CHECK_HAS(pr.error, "boom"); sb_poll_result_clear(&pr);
-    CHECK_INT(R->parse_cancel("{\"outcome\":\"cancelled\"}", 23), 1);
-    CHECK_INT(R->parse_cancel("{\"outcome\":\"not_cancellable\"}", 29), 0);
+    CHECK_INT(cancel(R, "{\"outcome\":\"cancelled\"}"), 1);
+    CHECK_INT(cancel(R, "{\"outcome\":\"not_cancellable\"}"), 0);
     CHECK_INT(status_of(R, "{\"error_code\":400002,\"error_message\":\"balance\"}", code), 402);
     CHECK_STR(code, "400002");
     CHECK_INT(status_of(R, "{\"error_code\":400004,\"error_message\":\"token\"}", code), 401);
