@@ -43,6 +43,9 @@ expect_eq "$(results_field "$D/out/results.jsonl" job-p3 cost_usd)" 0.064 "job c
 expect_eq "$(results_field "$D/out/results.jsonl" job-p3 attempts)" 1 "job attempts"
 expect_eq "$(results_field "$D/out/results.jsonl" job-p3 images)" '["img/p3.jpg", "img/logo.png"]' "job images"
 expect_eq "$(results_field "$D/out/results.jsonl" job-p3 error)" null "job error null"
+# Before check_outputs, whose own downloads the mock counts too.
+expect_eq "$(stat_of foreign_agents)" 0 "every request (uploads, submits, polls, downloads) says User-Agent: seedbatch/"
+expect_eq "$(stat_of accept_encoding)" 0 "no request asks for compressed answers"
 check_outputs "$D/out/results.jsonl" "$D/out"
 expect_eq "$(stat_of submissions)" 6 "one submission per job"
 expect_eq "$(stat_of duplicate_submissions)" 0 "no duplicate submissions"

@@ -95,6 +95,7 @@ static struct {
     long requests[EP_N];
     long faults_by_kind[K_N];
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
+    long foreign_agents, accept_encoding; /* requests without seedbatch's User-Agent; asking for compression */
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     long connections;            /* TCP connections accepted */
@@ -416,6 +417,8 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "redirects", (double)g.redirects);
     cJSON_AddNumberToObject(j, "peak_requests_1s", (double)g.peak_1s);
     cJSON_AddNumberToObject(j, "connections", (double)g.connections);
+    cJSON_AddNumberToObject(j, "foreign_agents", (double)g.foreign_agents);
+    cJSON_AddNumberToObject(j, "accept_encoding", (double)g.accept_encoding);
     pthread_mutex_unlock(&g.mu);
     return send_json(c, 200, j);
 }
@@ -1005,8 +1008,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         char want[512];
         snprintf(want, sizeof want, "Bearer %s", g.key);
         int authed = auth && strcmp(auth, want) == 0;
+        const char *agent = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "User-Agent");
+        const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        int json_body = type && strcmp(type, "application/json") == 0;
         pthread_mutex_lock(&g.mu);
         g.requests[ep]++;
+        g.foreign_agents += !agent || strncmp(agent, "seedbatch/", 10) != 0;
+        g.accept_encoding += MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding") != NULL;
         if (ep == EP_DOWNLOAD) {
             if (auth)
                 g.downloads_with_auth++;
@@ -1021,6 +1029,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Atlas answers 401 for a wrong path too; unauthorised requests never reach a handler. */
         if (ep != EP_DOWNLOAD && !authed)
             return send_error(c, runcomfy, 401, runcomfy ? 400004 : 401, "unauthorized", NULL);
+        /* Both APIs read a submit's body as JSON only when it says it is. */
+        if ((ep == EP_SUBMIT || ep == EP_RC_SUBMIT) && !json_body)
+            return send_error(c, runcomfy, 400, 400, "Content-Type must be application/json", NULL);
         if (refused) {
             char ra[16];
             snprintf(ra, sizeof ra, "%d", g.retry_after);
