@@ -88,6 +88,7 @@ struct job {
     int queued;             /* in a dispatch queue */
     int inflight;           /* an API call is under way */
     int64_t due;            /* the next action waits until then (monotonic ms) */
+    int wq_pos;             /* 1 + its place in the engine's wake queue, 0 when not in it */
     int tries;              /* attempts of the current call */
     char **urls;            /* reference image URLs */
     int uploads_left;
@@ -157,6 +158,15 @@ struct engine {
     int pend_done;                       /* no pending row left after pend_after */
     int count[SB_JOB_NSTATES];           /* jobs per state, as in the state database */
     struct job **active;
+    /*
+     * Jobs waiting for their due time, earliest first (a binary heap on due): the
+     * scheduler looks only at those whose time has come, not at every job in work
+     * each time a call ends. scan_all asks for one look at every job instead (at
+     * start, and from the periodic tick as a safety net).
+     */
+    struct job **wq;
+    int n_wq, cap_wq;
+    int scan_all;
     int n_active, cap_active;
     int slots_used;
     struct job *q_submit, *q_submit_tail, *q_poll, *q_poll_tail;
@@ -318,6 +328,7 @@ static void send_submits(struct engine *e, struct job *list)
             /* Not sent: the intent stays committed and a later run resubmits, flagged. */
             sb_req_cleanup(&j->call.req);
             j->inflight = 0;
+            e->scan_all = 1;
         }
     }
 }
@@ -488,8 +499,80 @@ static void retire(struct engine *e, struct job *j)
     e->grave = j;
 }
 
+/* ---- the wake queue: a binary heap of jobs on their due time ---- */
+
+static void wq_put(struct engine *e, int i, struct job *j)
+{
+    e->wq[i] = j;
+    j->wq_pos = i + 1;
+}
+
+static void wq_up(struct engine *e, int i)
+{
+    struct job *j = e->wq[i];
+    while (i > 0 && e->wq[(i - 1) / 2]->due > j->due) {
+        wq_put(e, i, e->wq[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    wq_put(e, i, j);
+}
+
+static void wq_down(struct engine *e, int i)
+{
+    struct job *j = e->wq[i];
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= e->n_wq)
+            break;
+        if (c + 1 < e->n_wq && e->wq[c + 1]->due < e->wq[c]->due)
+            c++;
+        if (e->wq[c]->due >= j->due)
+            break;
+        wq_put(e, i, e->wq[c]);
+        i = c;
+    }
+    wq_put(e, i, j);
+}
+
+static void wq_remove(struct engine *e, struct job *j)
+{
+    if (!j->wq_pos)
+        return;
+    int i = j->wq_pos - 1;
+    j->wq_pos = 0;
+    struct job *last = e->wq[--e->n_wq];
+    if (i == e->n_wq)
+        return;
+    wq_put(e, i, last);
+    wq_up(e, i);
+    wq_down(e, last->wq_pos - 1);
+}
+
+/* The job's next action waits until due: the scheduler looks at it then. */
+static void set_due(struct engine *e, struct job *j, int64_t due)
+{
+    wq_remove(e, j);
+    j->due = due;
+    if (e->n_wq == e->cap_wq) {
+        e->cap_wq = e->cap_wq ? e->cap_wq * 2 : 64;
+        e->wq = sb_realloc(e->wq, (size_t)e->cap_wq * sizeof *e->wq);
+    }
+    wq_put(e, e->n_wq++, j);
+    wq_up(e, e->n_wq - 1);
+}
+
+static struct job *wq_pop_due(struct engine *e, int64_t now)
+{
+    if (e->n_wq == 0 || e->wq[0]->due > now)
+        return NULL;
+    struct job *j = e->wq[0];
+    wq_remove(e, j);
+    return j;
+}
+
 static void job_free(struct engine *e, struct job *j)
 {
+    wq_remove(e, j);
     if (j->live_prev)
         j->live_prev->live_next = j->live_next;
     else
@@ -801,7 +884,7 @@ static void upload_settled(struct engine *e, struct upload *u, const struct outc
         }
         if (j->uploads_left == 0) {
             j->want = W_SUBMIT;
-            j->due = 0;
+            set_due(e, j, 0);
         }
     }
     free(u->waiters);
@@ -938,7 +1021,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             set_state(e, j, SB_JOB_RUNNING);
             j->want = W_POLL;
             j->poll_every = e->m->limits.poll_interval_ms;
-            j->due = mono_ms() + first_poll_delay(e);
+            set_due(e, j, mono_ms() + first_poll_delay(e));
             /* Once the typical processing time is known, the first look goes straight to the result. */
             j->fetch_result = e->api.ops->result_url && e->samples > 0;
             sb_req_cleanup(r);
@@ -967,7 +1050,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             release(e, j); /* stays submitting: the next run resubmits it, flagged */
         } else {
             j->want = W_SUBMIT;
-            j->due = mono_ms() + backoff(j->tries, ra);
+            set_due(e, j, mono_ms() + backoff(j->tries, ra));
         }
     } else {
         job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
@@ -1025,7 +1108,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
         now - j->submitted_mono < EARLY_404_MS) {
         oc.v = V_OK;
         j->tries = 0;
-        j->due = now + j->poll_every;
+        set_due(e, j, now + j->poll_every);
         sb_req_cleanup(r);
         pump(e);
         return;
@@ -1037,14 +1120,14 @@ static void poll_done(struct sb_req *r, CURLcode rc)
             if (pr.state == SB_PRED_RUNNING) {
                 j->fetch_result = 0;
                 j->queue_position = pr.queue_position;
-                j->due = now + j->poll_every;
+                set_due(e, j, now + j->poll_every);
                 j->poll_every = (int64_t)((double)j->poll_every * 1.5);
                 if (j->poll_every > POLL_CAP_MS)
                     j->poll_every = POLL_CAP_MS;
             } else if (pr.state == SB_PRED_READY) {
                 j->fetch_result = 1;   /* finished: read the result right away */
                 j->queue_position = -1;
-                j->due = 0;
+                set_due(e, j, 0);
             } else if (pr.state == SB_PRED_CANCELLED) {
                 set_error(e, j, "cancelled", 0, NULL, "the request was cancelled at the provider");
                 set_state(e, j, SB_JOB_CANCELLED);
@@ -1063,7 +1146,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
                 j->row.output_urls = str_array(pr.outputs, pr.n_outputs);
                 set_state(e, j, SB_JOB_DOWNLOADING);
                 j->want = W_DOWNLOAD;
-                j->due = 0;
+                set_due(e, j, 0);
                 start_downloads(e, j);
             }
             sb_poll_result_clear(&pr);
@@ -1079,7 +1162,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
-        j->due = now + backoff(j->tries, ra);
+        set_due(e, j, now + backoff(j->tries, ra));
     } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400 || atoi(oc.code) == 404001)) {
         job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, "the prediction is no longer known to the provider (expired?)");
     } else {
@@ -1100,7 +1183,7 @@ static void download_done(struct sb_download *d)
         s->received = 1; /* kept open: the worker fsyncs and renames it */
     } else {
         if (d->retryable && j->tries < e->m->limits.max_attempts && !e->run->stopping) {
-            j->due = mono_ms() + backoff(j->tries, -1);
+            set_due(e, j, mono_ms() + backoff(j->tries, -1));
             sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
         } else if (j->want == W_DOWNLOAD) {
             j->want = W_FINISHING; /* the others still running finish first */
@@ -1138,6 +1221,8 @@ static void download_done(struct sb_download *d)
         j->fin_failed = 0;
         j->fin_next = e->finalize_pending;
         e->finalize_pending = j;
+    } else if (j->want == W_DOWNLOAD) {
+        set_due(e, j, j->due); /* a retry waits for the others to end: look again */
     }
     pump(e);
 }
@@ -1255,7 +1340,7 @@ static int activate(struct engine *e, struct job *j)
         set_state(e, j, SB_JOB_UPLOADING);
     } else {
         j->want = W_SUBMIT;
-        j->due = 0;
+        set_due(e, j, 0);
     }
     return 0;
 }
@@ -1360,6 +1445,39 @@ static struct sb_jobrow *next_pending(struct engine *e)
 }
 
 /* Starts whatever may start now, commits the turn, and sets the next wake-up. */
+/*
+ * What a job in work needs now that its due time has come (or on a look at
+ * every job): its call queued or its downloads started, or a failure once it
+ * has run past job_timeout. A job not ready yet goes back in the wake queue.
+ */
+static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall)
+{
+    if (!j->active || j->inflight || j->queued)
+        return; /* its call's end, or its release, decides what comes next */
+    if (j->want == W_POLL && j->row.submitted_at && wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
+        job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, "the prediction was still running at job_timeout");
+        return;
+    }
+    if (e->run->stopping)
+        return;
+    if (j->want == W_SUBMIT || j->want == W_POLL) {
+        if (j->due <= now)
+            enqueue_job(e, j);
+        else
+            set_due(e, j, j->due);
+    } else if (j->want == W_DOWNLOAD) {
+        int running = 0;
+        for (int k = 0; k < j->n_out; k++)
+            running |= j->dl ? j->dl[k].running : 0;
+        if (running)
+            return; /* download_done looks again */
+        if (j->due <= now)
+            start_downloads(e, j);
+        else
+            set_due(e, j, j->due);
+    }
+}
+
 static void pump(struct engine *e)
 {
     if (e->finished)
@@ -1390,35 +1508,21 @@ static void pump(struct engine *e)
         }
     }
 
-    for (int i = 0; i < e->n_active; i++) {
-        struct job *j = e->active[i];
-        if (j->inflight || j->queued)
-            continue;
-        if (j->want == W_POLL && j->row.submitted_at &&
-            wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
-            job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, "the prediction was still running at job_timeout");
-            i--;
-            continue;
+    if (e->scan_all) {
+        e->scan_all = 0;
+        for (int i = 0; i < e->n_active; i++) {
+            struct job *j = e->active[i];
+            look_at(e, j, now, wall);
+            if (i < e->n_active && e->active[i] != j)
+                i--; /* it left the list: another job took its place */
         }
-        if (e->run->stopping)
-            continue;
-        if (j->want == W_SUBMIT || j->want == W_POLL) {
-            if (j->due <= now)
-                enqueue_job(e, j);
-            else if (j->due < next)
-                next = j->due;
-        } else if (j->want == W_DOWNLOAD) {
-            int running = 0;
-            for (int k = 0; k < j->n_out; k++)
-                running |= j->dl ? j->dl[k].running : 0;
-            if (!running) {
-                if (j->due <= now)
-                    start_downloads(e, j);
-                else if (j->due < next)
-                    next = j->due;
-            }
-        }
+    } else {
+        struct job *j;
+        while ((j = wq_pop_due(e, now)))
+            look_at(e, j, now, wall);
     }
+    if (e->n_wq && e->wq[0]->due < next)
+        next = e->wq[0]->due;
     for (struct upload *u = e->uploads_all; u && !e->run->stopping; u = u->all_next) {
         if (u->state != UP_IDLE || u->queued || u->n_waiters == 0)
             continue;
@@ -1528,10 +1632,13 @@ static void on_tick(uv_timer_t *t)
         done_run += e->jobs_done_run;
         spent += e->spent;
     }
-    /* A safety net against a missed wake-up: look at every unfinished manifest again. */
-    for (int k = 0; k < r->n; k++)
-        if (!r->engines[k]->finished)
+    /* A safety net against a missed wake-up: look at every job of every unfinished manifest. */
+    for (int k = 0; k < r->n; k++) {
+        if (!r->engines[k]->finished) {
+            r->engines[k]->scan_all = 1;
             pump(r->engines[k]);
+        }
+    }
     double el = (double)(now - r->started) / 1000.0;
     double rps = el > 0 ? (double)calls / el : 0;
     char eta[32] = "--", inq[32] = "";
@@ -1757,7 +1864,7 @@ static int resume_job(const struct sb_jobrow *r, void *ud)
     hold(e, j);
     j->reserved = (j->spec ? j->spec->images_requested : j->row.images_requested) * price(e);
     e->reserved += j->reserved;
-    j->due = 0;
+    set_due(e, j, 0);
     if (j->row.state == SB_JOB_DOWNLOADING) {
         j->want = W_DOWNLOAD;
         return 0;
@@ -1871,6 +1978,7 @@ static int engine_open(struct run *r, struct engine *e)
     e->cached_uploads = sb_map_new();
     sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
     e->last_results = mono_ms();
+    e->scan_all = 1;
     load_jobs(e);
     uv_timer_init(&r->uv, &e->wake);
     uv_timer_init(&r->uv, &e->commit_timer);
@@ -1932,6 +2040,7 @@ static void engine_close(struct engine *e)
         sb_jobrow_clear(&e->pend[i]);
     free(e->pend);
     free(e->active);
+    free(e->wq);
     sb_results_cache_free(e->res_cache);
     e->res_cache = NULL;
     for (struct upload *u = e->uploads_all, *n; u; u = n) {

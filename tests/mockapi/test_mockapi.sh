@@ -102,7 +102,12 @@ stop_mock
 # --- RunComfy: submit, status, result, cancel (phases moved on by the control endpoint) ---
 start_mock --latency 600000
 RC=bytedance/seedream-5/lite/edit
-req POST "/v1/models/$RC" -d '{"prompt":"q","image":["https://x.example/a.png"],"sequential_image_generation":"auto","max_images":3}'
+req POST "/v1/models/$RC" -d '{"prompt":"q","image":["https://x.example/a.png"]}'
+expect_eq "$(cat "$T/code")" 400 "rc submit without Content-Type: application/json is refused"
+req POST /api/v1/model/generateImage -d '{"model":"m","prompt":"q"}'
+expect_eq "$(cat "$T/code")" 400 "atlas submit without Content-Type: application/json is refused"
+expect_eq "$(stat_of submissions)" 0 "refused submits create nothing"
+req POST "/v1/models/$RC" -H "Content-Type: application/json" -d '{"prompt":"q","image":["https://x.example/a.png"],"sequential_image_generation":"auto","max_images":3}'
 expect_eq "$(cat "$T/code")" 200 "rc submit"
 RID=$(json_get "$T/body" request_id)
 expect_eq "$(json_get "$T/body" status_url)" "$MOCK_URL/v1/requests/$RID/status" "rc status_url"
@@ -117,12 +122,12 @@ force "$RID" done
 req GET "/v1/requests/$RID/status"; expect_eq "$(json_get "$T/body" status)" completed "rc completed"
 req GET "/v1/requests/$RID/result"; expect_eq "$(json_get "$T/body" status)" succeeded "rc succeeded"
 expect_eq "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["output"]["images"]))' "$T/body")" 3 "rc three images"
-req POST "/v1/models/$RC" -d '{"prompt":"q2","image":["https://x.example/a.png"]}'
+req POST "/v1/models/$RC" -H "Content-Type: application/json" -d '{"prompt":"q2","image":["https://x.example/a.png"]}'
 RID2=$(json_get "$T/body" request_id)
 req POST "/v1/requests/$RID2/cancel"; expect_eq "$(json_get "$T/body" outcome)" cancelled "rc queued is cancelled"
 req GET "/v1/requests/$RID2/status"; expect_eq "$(json_get "$T/body" status)" cancelled "rc status cancelled"
 expect_eq "$(stat_of cancelled)" 1 "cancel counted"
-req POST "/v1/models/not/a/model" -d '{"prompt":"q"}'; expect_eq "$(json_get "$T/body" error_code)" 400001 "rc bad model id"
+req POST "/v1/models/not/a/model" -H "Content-Type: application/json" -d '{"prompt":"q"}'; expect_eq "$(json_get "$T/body" error_code)" 400001 "rc bad model id"
 req GET "/v1/requests/nope/status"; expect_eq "$(json_get "$T/body" error_code)" 404001 "rc unknown request"
 curl -s -o "$T/body" "$MOCK_URL/v1/requests/$RID/status"; expect_eq "$(json_get "$T/body" error_code)" 400004 "rc no token"
 stop_mock
@@ -200,9 +205,9 @@ grep -qi '^Retry-After: 3' "$T/h3" && pass || fail "rate limit with Retry-After"
 stop_mock
 # RunComfy's HTTP 200 carrying an error, and balance (402 -> 400002).
 start_mock --fault rc_status:err200:#1 --fault rc_submit:402:#1
-req POST "/v1/models/$RC" -d '{"prompt":"q","image":["https://x.example/a.png"]}'
+req POST "/v1/models/$RC" -H "Content-Type: application/json" -d '{"prompt":"q","image":["https://x.example/a.png"]}'
 expect_eq "$(cat "$T/code")" 402 "rc balance status"; expect_eq "$(json_get "$T/body" error_code)" 400002 "rc balance code"
-req POST "/v1/models/$RC" -d '{"prompt":"q","image":["https://x.example/a.png"]}'; RID=$(json_get "$T/body" request_id)
+req POST "/v1/models/$RC" -H "Content-Type: application/json" -d '{"prompt":"q","image":["https://x.example/a.png"]}'; RID=$(json_get "$T/body" request_id)
 req GET "/v1/requests/$RID/status"; expect_eq "$(cat "$T/code")" 200 "err200 is HTTP 200"
 expect_eq "$(json_get "$T/body" error_code)" 400004 "err200 carries error_code"
 stop_mock
