@@ -167,6 +167,7 @@ struct engine {
     struct job **wq;
     int n_wq, cap_wq;
     int scan_all;
+    long queued_on_time, queued_by_scan; /* calls queued from the heap / by a look at all */
     int n_active, cap_active;
     int slots_used;
     struct job *q_submit, *q_submit_tail, *q_poll, *q_poll_tail;
@@ -1450,7 +1451,7 @@ static struct sb_jobrow *next_pending(struct engine *e)
  * every job): its call queued or its downloads started, or a failure once it
  * has run past job_timeout. A job not ready yet goes back in the wake queue.
  */
-static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall)
+static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, int from_wq)
 {
     if (!j->active || j->inflight || j->queued)
         return; /* its call's end, or its release, decides what comes next */
@@ -1461,10 +1462,12 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall)
     if (e->run->stopping)
         return;
     if (j->want == W_SUBMIT || j->want == W_POLL) {
-        if (j->due <= now)
+        if (j->due <= now) {
             enqueue_job(e, j);
-        else
+            *(from_wq ? &e->queued_on_time : &e->queued_by_scan) += 1;
+        } else {
             set_due(e, j, j->due);
+        }
     } else if (j->want == W_DOWNLOAD) {
         int running = 0;
         for (int k = 0; k < j->n_out; k++)
@@ -1512,14 +1515,14 @@ static void pump(struct engine *e)
         e->scan_all = 0;
         for (int i = 0; i < e->n_active; i++) {
             struct job *j = e->active[i];
-            look_at(e, j, now, wall);
+            look_at(e, j, now, wall, 0);
             if (i < e->n_active && e->active[i] != j)
                 i--; /* it left the list: another job took its place */
         }
     } else {
         struct job *j;
         while ((j = wq_pop_due(e, now)))
-            look_at(e, j, now, wall);
+            look_at(e, j, now, wall, 1);
     }
     if (e->n_wq && e->wq[0]->due < next)
         next = e->wq[0]->due;
@@ -2090,8 +2093,11 @@ static int run_open(struct run *r, struct sb_manifest **ms, const struct sb_engi
 /* Shutdown: transfers, then handles, then the loop itself (which must close cleanly). */
 static void run_shutdown(struct run *r, int opened)
 {
-    for (int i = 0; i < opened; i++)
+    for (int i = 0; i < opened; i++) {
         engine_drop_requests(r->engines[i]);
+        sb_debug("%s: scheduler: %ld calls queued at their due time, %ld by a look at every job",
+                 r->engines[i]->m->path, r->engines[i]->queued_on_time, r->engines[i]->queued_by_scan);
+    }
     struct sb_loop_counts lc;
     sb_loop_counts(r->http, &lc);
     sb_debug("connections: %ld opened, %ld woke while idle", lc.sockets, lc.idle_wakeups);

@@ -58,6 +58,14 @@ expect_eq "$opened" "$(( $(stat_of connections) - 1 ))" "the connections opened 
 [ -n "$woke" ] && [ "$woke" -ge 1 ] && [ "$woke" -le "$opened" ] && pass ||
     fail "idle wakeups: '$woke' (expected 1 to $opened: one at most per connection)"
 [ "$opened" -gt 4 ] && pass || fail "connections opened: $opened (closed ones should have been replaced)"
+# Every submit and poll was queued by the scheduler, from the heap of due times (the tick's
+# look at every job is only a safety net, so it finds little or nothing due).
+line=$(grep -o 'scheduler: [0-9]* calls queued at their due time, [0-9]* by a look at every job' "$T/err")
+on_time=$(echo "$line" | awk '{print $2}'); by_scan=$(echo "$line" | awk '{print $9}')
+expect_eq "$(( on_time + by_scan ))" "$(( $(stat_of requests.submit) + $(stat_of requests.poll) ))" \
+    "every submit and poll sent was queued once by the scheduler"
+[ -n "$on_time" ] && [ "$on_time" -gt "$by_scan" ] && pass ||
+    fail "calls queued on time: '$on_time', by a look at every job: '$by_scan' (the heap should queue most)"
 stop_mock
 
 finish
