@@ -19,13 +19,8 @@
  * tree per job and printing it cost more than the rest of the file's writing.
  */
 
-/* ,"key": for a key that needs no escaping. */
-static void put_key(struct sb_buf *b, const char *key)
-{
-    sb_buf_append(b, ",\"", 2);
-    sb_buf_puts(b, key);
-    sb_buf_append(b, "\":", 2);
-}
+/* ,"key": for a literal key that needs no escaping, in one append. */
+#define put_key(b, key) sb_buf_append((b), ",\"" key "\":", sizeof(",\"" key "\":") - 1)
 
 /* A JSON array kept as text in the state, as it is when it is one, else []. */
 static void put_array_text(struct sb_buf *b, const char *text)

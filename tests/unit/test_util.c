@@ -2,6 +2,8 @@
 #include "sb_common.h"
 #include "t.h"
 
+#include <time.h>
+
 static void count(const char *k, void *v, void *ud)
 {
     (void)k;
@@ -86,5 +88,25 @@ int main(void)
     char iso[32];
     sb_iso8601(1795226401000LL, iso);
     CHECK_STR(iso, "2026-11-21T02:00:01Z");
+    /* The computed date against gmtime_r + strftime: epoch, leap days, centuries, the
+       last millisecond of a day, before 1970, and a spread of times up to year 9999. */
+    static const int64_t fixed[] = {0, 999, 1000, 86399999, 86400000, 951782400000LL /* 2000-02-29 */,
+                                    4107542400000LL /* 2100-03-01 */, 13574563200000LL /* 2400-02-29 */,
+                                    -1, -1000, -86400001, 253402300799000LL};
+    int bad = 0;
+    for (int i = 0; i < 20000; i++) {
+        int64_t at = i < 12 ? fixed[i] : (int64_t)((uint64_t)i * 2654435761u % 253402300799ULL) * 1000 + i % 1000;
+        if (i >= 12 && i % 3 == 0)
+            at = -at / 100; /* some before 1970 */
+        time_t t = (time_t)(at >= 0 ? at / 1000 : -((-at + 999) / 1000));
+        struct tm tm;
+        char want[32];
+        gmtime_r(&t, &tm);
+        strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        sb_iso8601(at, iso);
+        if (strcmp(iso, want) != 0 && bad++ < 3)
+            fprintf(stderr, "%lld: %s, expected %s\n", (long long)at, iso, want);
+    }
+    CHECK_INT(bad, 0);
     return t_done("util");
 }
