@@ -34,6 +34,20 @@ expect_eq "$(results_field "$D/out/results.jsonl" job-p1 attempts)" 3 "attempts 
 expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 0 "a 503 answer is not a lost answer"
 stop_mock
 
+# --- proxies named in the environment are used (libcurl's variables), and their exceptions ---
+DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+D=$T/proxy; batch "$D" 1 "concurrency: 1, requests_per_second: 0, poll_interval: 100ms, max_attempts: 1"
+start_mock --key "$KEY"; use_mock
+run env http_proxy="http://127.0.0.1:$DEAD" "$SEEDBATCH" run "$D/m.yaml"
+expect_rc 1 "a run through a proxy that is not there fails its job"
+expect_eq "$(stat_of api_requests)" 0 "nothing reached the API past the dead proxy"
+expect_in "$D/out/results.jsonl" "port $DEAD" "the error names the proxy's port"
+D=$T/noproxy; batch "$D" 1
+run env http_proxy="http://127.0.0.1:$DEAD" no_proxy=127.0.0.1 "$SEEDBATCH" run "$D/m.yaml"
+expect_rc 0 "no_proxy exempts the API's host"
+expect_eq "$(stat_of api_requests)" 3 "upload, submit and poll reached the API"
+stop_mock
+
 # --- TLS: a self-signed server is refused unless its CA is given; never unverified ---
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem" -days 1 \
     -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
