@@ -12,6 +12,11 @@ enum sb_log_format { SB_LOG_TEXT, SB_LOG_JSON };
 
 void sb_log_setup(enum sb_log_format fmt, enum sb_log_level min_level);
 void sb_log(enum sb_log_level lvl, const char *fmt, ...) SB_PRINTF(2, 3);
+/* Holds log lines back instead of writing them (a reading that may be thrown away),
+   until sb_log_release writes them (write) or drops them, warnings uncounted. When the
+   held text passed its cap (256 KiB) it drops them all and returns -1. */
+void sb_log_hold(void);
+int sb_log_release(int write);
 /* Number of warnings logged so far (validate reports it). */
 unsigned sb_log_warnings(void);
 

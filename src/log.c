@@ -26,6 +26,41 @@ unsigned sb_log_warnings(void)
     return g_warnings;
 }
 
+/* Lines held back (sb_log_hold), up to a cap; over it the rest are dropped and noted. */
+static struct {
+    int on, over;
+    unsigned warnings_before;
+    struct sb_buf lines;
+} g_hold;
+
+void sb_log_hold(void)
+{
+    g_hold.on = 1;
+    g_hold.over = 0;
+    g_hold.warnings_before = g_warnings;
+    sb_buf_init(&g_hold.lines, 256u << 10);
+}
+
+int sb_log_release(int write)
+{
+    int complete = !g_hold.over;
+    if (write && complete && g_hold.lines.len)
+        fwrite(g_hold.lines.data, 1, g_hold.lines.len, stderr);
+    if (!write || !complete)
+        g_warnings = g_hold.warnings_before; /* dropped: the caller does it again */
+    sb_buf_free(&g_hold.lines);
+    g_hold.on = g_hold.over = 0;
+    return complete ? 0 : -1;
+}
+
+static void put_line(const char *line, size_t len)
+{
+    if (!g_hold.on)
+        fwrite(line, 1, len, stderr);
+    else if (sb_buf_append(&g_hold.lines, line, len) != SB_OK)
+        g_hold.over = 1;
+}
+
 void sb_log(enum sb_log_level lvl, const char *fmt, ...)
 {
     if (lvl == SB_LOG_WARN)
@@ -37,6 +72,8 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    struct sb_buf line;
+    sb_buf_init(&line, 64u << 10);
     if (g_fmt == SB_LOG_JSON) {
         char ts[32];
         sb_iso8601(sb_now_ms(), ts);
@@ -45,12 +82,18 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...)
         cJSON_AddStringToObject(o, "level", level_name[lvl]);
         cJSON_AddStringToObject(o, "msg", msg);
         char *s = cJSON_PrintUnformatted(o);
-        fprintf(stderr, "%s\n", s ? s : "{}");
+        sb_buf_puts(&line, s ? s : "{}");
         free(s);
         cJSON_Delete(o);
-    } else if (lvl == SB_LOG_INFO) {
-        fprintf(stderr, "seedbatch: %s\n", msg);
     } else {
-        fprintf(stderr, "seedbatch: %s: %s\n", level_name[lvl], msg);
+        sb_buf_puts(&line, "seedbatch: ");
+        if (lvl != SB_LOG_INFO) {
+            sb_buf_puts(&line, level_name[lvl]);
+            sb_buf_puts(&line, ": ");
+        }
+        sb_buf_puts(&line, msg);
     }
+    sb_buf_append(&line, "\n", 1);
+    put_line(line.data, line.len);
+    sb_buf_free(&line);
 }

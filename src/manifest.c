@@ -875,7 +875,11 @@ static void read_media(struct mctx *c, const struct ynode *n)
 }
 
 /* Reads everything but the jobs themselves. Returns the jobs node (NULL after an error). */
-static const struct ynode *interpret_config(struct mctx *c, const struct ynode *root)
+/*
+ * Every key but jobs. Returns -1 after an error that ends the reading there, 0
+ * otherwise (errors the reading goes on after are counted in c).
+ */
+static int interpret_settings(struct mctx *c, const struct ynode *root)
 {
     static const char *keys[] = {"version", "provider", "model", "output_dir", "defaults", "limits",
                                  "price_per_image", "media", "jobs", "api_key_file", NULL};
@@ -884,13 +888,13 @@ static const struct ynode *interpret_config(struct mctx *c, const struct ynode *
 
     if (root->type != Y_MAP) {
         merr(c, root, "the manifest must be a mapping with version, provider, model and jobs");
-        return NULL;
+        return -1;
     }
     check_keys(c, root, keys, "the manifest");
     if (!(v = map_get(root, "version")))
         merr(c, root, "version is required (version: 1)");
     else if (get_int(c, v, "version", 1, 1, &m->version) != SB_OK)
-        return NULL;
+        return -1;
     if (!(v = map_get(root, "provider"))) {
         merr(c, root, "provider is required (atlascloud or runcomfy)");
     } else {
@@ -906,7 +910,7 @@ static const struct ynode *interpret_config(struct mctx *c, const struct ynode *
             m->model = sb_strdup(s);
     }
     if (c->errors)
-        return NULL;
+        return -1;
     sb_model_lookup(m->provider, m->model, &m->model_info);
     if (!m->model_info.known)
         sb_warn("%s:%d:%d: model %s is not one seedbatch knows for %s: its params are not checked",
@@ -945,6 +949,14 @@ static const struct ynode *interpret_config(struct mctx *c, const struct ynode *
     }
     c->root_real = m->src->root_real;
     c->defaults = m->src->defaults;
+    return 0;
+}
+
+static const struct ynode *interpret_config(struct mctx *c, const struct ynode *root)
+{
+    const struct ynode *v;
+    if (interpret_settings(c, root) != 0)
+        return NULL;
     if (!(v = map_get(root, "jobs"))) {
         merr(c, root, "jobs is required: a list of jobs");
         return NULL;
@@ -1118,13 +1130,104 @@ static void set_summary(struct mctx *c, char *err, size_t errlen)
         sb_seterr(err, errlen, "%s: %d errors, the first: %s", c->name, c->errors, c->first);
 }
 
+enum { LOAD_TWICE = 1 }; /* load_once: the manifest needs two readings */
+
+/* The first reading's view of the jobs list: the configuration is read when its first item arrives. */
+struct first_reading {
+    struct mctx *c;
+    int started;        /* the keys before jobs were read as the configuration */
+    int config_ok;      /* ... without error: the items are checked as they come */
+};
+
+static void first_item(struct ytree *t, const struct ynode *item, void *ud)
+{
+    struct first_reading *f = ud;
+    if (!f->started) {
+        f->started = 1;
+        /* The root mapping, still open: its keys before jobs, and jobs itself without its value. */
+        f->config_ok = interpret_settings(f->c, t->stack[0]) == 0 && f->c->errors == 0;
+    }
+    if (f->config_ok)
+        job_item(f->c, item);
+}
+
+static void set_summary(struct mctx *c, char *err, size_t errlen);
+static struct sb_manifest *manifest_new(const char *name, const char *dir);
+
+/*
+ * One reading, when the configuration comes before jobs and jobs is the last key
+ * (as manifests are usually written): the configuration is read as the first job
+ * item arrives and every job is checked as it passes. Whether that held is known
+ * only at the end, so what it logs is held back meanwhile. Returns LOAD_TWICE when
+ * it did not hold (a key after jobs, no items, an alias for the list, a YAML
+ * error, too much logged): the manifest then takes two readings.
+ */
+static int load_once(struct sb_manifest *m, char *err, size_t errlen)
+{
+    struct ytree t;
+    struct ysrc y;
+    struct mctx c;
+    memset(&t, 0, sizeof t);
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.name = m->path;
+    c.ids = sb_map_new();
+    c.checking = 1;
+    c.fn = count_job;
+    c.fn_ud = m;
+    struct first_reading f = {&c, 0, 0};
+    t.name = m->path;
+    t.on_item = first_item;
+    t.item_ud = &f;
+    if (src_open(m, &y, err, errlen) != SB_OK) {
+        sb_map_free(c.ids, NULL);
+        return LOAD_TWICE;
+    }
+    sb_log_hold();
+    int rc = ybuild(&t, &y, err, errlen);
+    src_close(&y, m->src->sha);
+    int held = rc == SB_OK && f.started && t.jobs && t.root && t.root->type == Y_MAP &&
+               t.root->n >= 2 && t.root->kids[t.root->n - 1] == t.jobs;
+    if (sb_log_release(held) != 0 || !held)
+        rc = LOAD_TWICE;
+    else if (c.errors)
+        rc = SB_EINVAL;
+    if (rc == SB_EINVAL)
+        set_summary(&c, err, errlen);
+    sb_map_free(c.ids, NULL);
+    yfree(&t);
+    return rc;
+}
+
+/* Back to what manifest_new made, keeping the text (a manifest parsed from memory). */
+static void manifest_reset(struct sb_manifest *m)
+{
+    struct sb_manifest *fresh = manifest_new(m->path, m->dir);
+    fresh->src->text = m->src->text;
+    fresh->src->len = m->src->len;
+    m->src->text = NULL;
+    struct sb_manifest old = *m;
+    *m = *fresh;
+    *fresh = old;
+    sb_manifest_free(fresh);
+}
+
 /*
  * Two readings: the first takes the configuration (wherever the keys stand
  * relative to jobs) while dropping job items as they pass; the second checks
- * every job against it. Neither holds more than one job at a time.
+ * every job against it. Neither holds more than one job at a time. A manifest
+ * whose jobs come last takes one (load_once).
  */
 static int load(struct sb_manifest *m, char *err, size_t errlen)
 {
+    int once = load_once(m, err, errlen);
+    if (once != LOAD_TWICE) {
+        sb_debug("%s: read once", m->path);
+        return once;
+    }
+    sb_debug("%s: read twice (a key after jobs, or a list that is not plain)", m->path);
+    manifest_reset(m);
+    err[0] = '\0';
     struct ytree t;
     struct ysrc y;
     memset(&t, 0, sizeof t);

@@ -35,6 +35,28 @@ echo "not an image" > "$T/m/img/fake.jpg"
 HEAD='version: 1
 provider: atlascloud
 model: bytedance/seedream-v5.0-lite/edit-sequential'
+# --- one reading or two: what the checks log appears once either way ---
+# With jobs as the last key the manifest is read once, its log held back until that
+# is known to hold; with a key after jobs it is read twice and the first reading's log
+# is dropped; past 256 KiB of held log it is read twice too.
+warn_jobs() { for i in $(seq 1 "$1"); do printf '  - {id: w%d, prompt: hello, images: [img/a.png], params: {shiny: %d}}\n' "$i" "$i"; done; }
+{ echo "$HEAD"; echo "jobs:"; warn_jobs 3; } > "$T/m/warn_last.yaml"
+{ echo "version: 1"; echo "jobs:"; warn_jobs 3; echo "provider: atlascloud"; echo "model: bytedance/seedream-v5.0-lite/edit-sequential"; } > "$T/m/warn_after.yaml"
+{ echo "$HEAD"; echo "jobs:"; warn_jobs 3000; } > "$T/m/warn_many.yaml"
+for c in "last once 3" "after twice 3" "many twice 3000"; do
+    set -- $c
+    run "$SEEDBATCH" validate --debug "$T/m/warn_$1.yaml"; expect_rc 0 "validate warn_$1"
+    expect_in "$T/err" "warn_$1.yaml: read $2" "warn_$1 is read $2"
+    expect_eq "$(grep -c 'param shiny is not known' "$T/err")" "$3" "warn_$1: each warning once"
+done
+{ echo "$HEAD"; echo "jobs:"; warn_jobs 2; echo "  - {id: bad, prompt: x, images: [img/a.png], params: {max_images: 40}}"; } > "$T/m/err_last.yaml"
+{ echo "version: 1"; echo "jobs:"; warn_jobs 2; echo "  - {id: bad, prompt: x, images: [img/a.png], params: {max_images: 40}}"; echo "provider: atlascloud"; echo "model: bytedance/seedream-v5.0-lite/edit-sequential"; } > "$T/m/err_after.yaml"
+for w in last after; do
+    run "$SEEDBATCH" validate "$T/m/err_$w.yaml"; expect_rc 2 "validate err_$w"
+    expect_eq "$(grep -c 'max_images must be an integer' "$T/err")" 1 "err_$w: the error once"
+    expect_eq "$(grep -c 'param shiny is not known' "$T/err")" 2 "err_$w: the warnings once"
+done
+
 bad() { # bad NAME WANT (manifest text on stdin)
     cat > "$T/m/$1.yaml"
     run "$SEEDBATCH" validate "$T/m/$1.yaml"
