@@ -90,6 +90,17 @@ static const char *migrations[] = {
     " possible_duplicate, outputs, output_urls, error_kind, error_http, error_code,"        \
     " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid"
 
+/* The first column of a one-row query, or -1. */
+static int64_t query_int(struct sb_store *st, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
 static int exec(struct sb_store *st, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
@@ -404,6 +415,7 @@ struct sync_ctx {
     int64_t now;
     char *err;
     size_t errlen;
+    int fresh;          /* the state held no job when the sync began: every job is new */
 };
 
 /* One job of the manifest into the queue: new, unchanged, or changed (queued again). */
@@ -415,7 +427,7 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     struct sb_jobrow row;
     (void)m;
     memset(&row, 0, sizeof row);
-    int g = sb_store_get_job(st, j->id, &row);
+    int g = x->fresh ? SB_ENOENT : sb_store_get_job(st, j->id, &row);
     char *spec = sb_jobspec_json(j);
     sqlite3_stmt *s;
     int need_pending = 0;
@@ -471,7 +483,7 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
 int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
                   char *err, size_t errlen)
 {
-    struct sync_ctx x = {st, rep, NULL, NULL, NULL, sb_now_ms(), err, errlen};
+    struct sync_ctx x = {st, rep, NULL, NULL, NULL, sb_now_ms(), err, errlen, 0};
     sqlite3_stmt *gone = NULL, *batch = NULL;
     int rc = SB_EIO;
     memset(rep, 0, sizeof *rep);
@@ -499,6 +511,8 @@ int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_rep
         sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
         goto out;
     }
+    /* Ids are unique within a manifest: in a state without jobs, none needs looking up. */
+    x.fresh = query_int(st, "SELECT NOT EXISTS(SELECT 1 FROM jobs)") == 1;
     if (sb_manifest_each_job(m, sync_job, &x, err, errlen) != SB_OK)
         goto out;
     /* Jobs that left the manifest stay in the state, flagged, and are reported. */
