@@ -391,18 +391,27 @@ static const struct ynode *map_key(const struct ynode *map, const char *key)
 /* Every key a scalar, none repeated, and (when allowed is given) each one known. */
 static void check_keys(struct mctx *c, const struct ynode *map, const char *const *allowed, const char *what)
 {
-    struct sb_map *seen = sb_map_new();
+    /* A job has a handful of keys: comparing them pairwise is cheaper than a hash map. */
+    struct sb_map *seen = map->n > 32 ? sb_map_new() : NULL;
     for (size_t i = 0; i + 1 < map->n; i += 2) {
         const struct ynode *k = map->kids[i];
         if (k->type != Y_SCALAR) {
             merr(c, k, "keys in %s must be plain names, not %s", what, type_name(k));
             continue;
         }
-        if (sb_map_get(seen, k->value)) {
+        int twice = 0;
+        if (seen) {
+            twice = sb_map_get(seen, k->value) != NULL;
+            if (!twice)
+                sb_map_put(seen, k->value, (void *)k);
+        } else {
+            for (size_t e = 0; e < i && !twice; e += 2)
+                twice = map->kids[e]->type == Y_SCALAR && strcmp(map->kids[e]->value, k->value) == 0;
+        }
+        if (twice) {
             merr(c, k, "key %s appears twice in %s", k->value, what);
             continue;
         }
-        sb_map_put(seen, k->value, (void *)k);
         if (!allowed)
             continue;
         int ok = 0;

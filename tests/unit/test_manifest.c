@@ -207,6 +207,10 @@ static void test_refusals(void)
     REFUSED(HEAD "jobs:\n  - id: a\n    prompt: [x]\n    images: [logo.png]\n", "m.yaml:6:13: job a: prompt must be a string, not a list");
     REFUSED(HEAD "jobs:\n  - {id: a, prompt: x, images: [logo.png]}\n  - {id: b, prompt: x, images: [logo.png], id: c}\n",
             "key id appears twice");
+    /* Past 16 keys the repeats are found through a hash map instead of pairwise. */
+    REFUSED(HEAD "model: again\nx1: 1\nx2: 1\nx3: 1\nx4: 1\nx5: 1\nx6: 1\nx7: 1\nx8: 1\nx9: 1\nx10: 1\n"
+                 "x11: 1\nx12: 1\nx13: 1\njobs:\n  - {id: a, prompt: x, images: [logo.png]}\n",
+            "m.yaml:4:1: key model appears twice in the manifest");
     REFUSED("version: 1\nprovider: runcomfy\nmodel: bytedance/seedream-5/lite/edit\n"
             "jobs:\n  - id: a\n    prompt: x\n    images: [logo.png]\n",
             "m.yaml:7:14: job a: local file logo.png cannot be sent: RunComfy has no upload call. Set media.upload: url_prefix");
