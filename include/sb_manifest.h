@@ -105,6 +105,28 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
  */
 int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
 
+/* Whether manifests loaded from now on keep their checked jobs for the store
+   (sb_manifest_each_kept): for a run, which syncs them; off by default. */
+void sb_manifest_keep_jobs(int on);
+
+/* What the store keeps of a job, as the checking reading left it. */
+struct sb_kept_job {
+    const char *id;
+    const char *fingerprint;
+    const char *invalid;      /* why it cannot run, or NULL */
+    const char *spec;         /* sb_jobspec_json of the job */
+    int images_requested;
+};
+typedef int (*sb_kept_fn)(const struct sb_kept_job *k, int index, void *ud);
+
+/*
+ * The jobs as the checking reading kept them, in order, without reading the
+ * manifest again (it wrote them to an unnamed temporary file as it checked them).
+ * SB_ENOENT when it kept none (the temporary file could not be made or written):
+ * read the jobs with sb_manifest_each_job then. Each call reads them from the start.
+ */
+int sb_manifest_each_kept(struct sb_manifest *m, sb_kept_fn fn, void *ud, char *err, size_t errlen);
+
 /* Frees what a job spec owns. */
 void sb_jobspec_clear(struct sb_jobspec *j);
 /* What the engine and results need of a job, as JSON for the store (newly allocated). */

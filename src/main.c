@@ -349,6 +349,8 @@ int main(int argc, char **argv)
         return SB_EXIT_USAGE;
     }
     struct sb_manifest **ms = sb_calloc((size_t)o.n_manifests, sizeof *ms);
+    /* A run syncs every job into its state: the checking reading keeps them for that. */
+    sb_manifest_keep_jobs(strcmp(o.command, "run") == 0 && !o.dry_run);
     if (load_all(&o, ms) != 0) {
         rc = SB_EXIT_USAGE;
     } else if (strcmp(o.command, "validate") == 0) {

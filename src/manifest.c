@@ -336,6 +336,8 @@ struct sb_msource {
     char sha[65];
     cJSON *defaults;
     char *root_real;
+    FILE *kept;         /* the checked jobs (sb_manifest_each_kept), or NULL */
+    int kept_failed;    /* writing them failed: there are none to give */
 };
 
 static void SB_PRINTF(3, 4) merr(struct mctx *c, const struct ynode *n, const char *fmt, ...)
@@ -745,7 +747,7 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
                             &j.images_requested, on_check, &rc);
     }
     if (c->errors == errors_before) {
-        if (!c->checking || !j.id)
+        if (!c->checking || !j.id || c->m->src->kept)
             sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
         if (!j.id)
             j.id = sb_strndup(j.fingerprint, 12);
@@ -1033,6 +1035,8 @@ void sb_manifest_free(struct sb_manifest *m)
     if (!m)
         return;
     if (m->src) {
+        if (m->src->kept)
+            fclose(m->src->kept);
         free(m->src->text);
         cJSON_Delete(m->src->defaults);
         free(m->src->root_real);
@@ -1085,6 +1089,30 @@ static void src_close(struct ysrc *y, char sha[65])
     sb_sha256_final_hex(y->hash, sha);
 }
 
+/*
+ * A checked job, kept for the store: the lengths of its id, fingerprint, reason
+ * it is invalid ("" for none) and spec, its images requested, then the four
+ * strings, each NUL-terminated. The store reads these instead of the manifest a
+ * second time (YAML, the checks, the spec made again: most of a sync's cost).
+ */
+static void keep_job(struct sb_msource *src, const struct sb_jobspec *j)
+{
+    if (!src->kept || src->kept_failed)
+        return;
+    char *spec = sb_jobspec_json(j);
+    const char *fields[] = {j->id, j->fingerprint, j->invalid ? j->invalid : "", spec ? spec : ""};
+    uint32_t head[5];
+    for (int i = 0; i < 4; i++)
+        head[i] = (uint32_t)strlen(fields[i]);
+    head[4] = (uint32_t)j->images_requested;
+    int ok = spec && fwrite(head, sizeof head, 1, src->kept) == 1;
+    for (int i = 0; i < 4 && ok; i++)
+        ok = fwrite(fields[i], 1, head[i] + 1, src->kept) == head[i] + 1;
+    if (!ok)
+        src->kept_failed = 1;
+    free(spec);
+}
+
 static int count_job(const struct sb_manifest *m, const struct sb_jobspec *j, int index, void *ud)
 {
     struct sb_manifest *mm = ud;
@@ -1092,7 +1120,62 @@ static int count_job(const struct sb_manifest *m, const struct sb_jobspec *j, in
     mm->n_jobs++;
     mm->n_invalid += j->invalid != NULL;
     mm->images_requested += j->images_requested;
+    keep_job(mm->src, j);
     return 0;
+}
+
+static int g_keep_jobs;
+
+void sb_manifest_keep_jobs(int on)
+{
+    g_keep_jobs = on;
+}
+
+/* The checking reading keeps its jobs when asked, in a new unnamed file. */
+static void keep_begin(struct sb_manifest *m)
+{
+    if (m->src->kept)
+        fclose(m->src->kept);
+    m->src->kept = g_keep_jobs ? tmpfile() : NULL;
+    m->src->kept_failed = 0;
+}
+
+int sb_manifest_each_kept(struct sb_manifest *m, sb_kept_fn fn, void *ud, char *err, size_t errlen)
+{
+    FILE *f = m->src->kept;
+    if (!f || m->src->kept_failed || fflush(f) != 0 || fseek(f, 0, SEEK_SET) != 0)
+        return SB_ENOENT;
+    char *rec = NULL;
+    size_t cap = 0;
+    int rc = SB_OK;
+    for (int index = 0; index < m->n_jobs && rc == SB_OK; index++) {
+        uint32_t head[5];
+        size_t need = 0;
+        int bad = fread(head, sizeof head, 1, f) != 1;
+        for (int i = 0; i < 4 && !bad; i++) {
+            bad = head[i] > SB_MANIFEST_MAX_BYTES;
+            need += (size_t)head[i] + 1;
+        }
+        if (!bad && need > cap) {
+            cap = need;
+            rec = sb_realloc(rec, cap);
+        }
+        if (bad || fread(rec, 1, need, f) != need) {
+            rc = sb_seterr(err, errlen, "%s: the checked jobs could not be read back (temporary file)", m->path);
+            break;
+        }
+        const char *at[4];
+        size_t off = 0;
+        for (int i = 0; i < 4; i++) {
+            at[i] = rec + off;
+            off += (size_t)head[i] + 1;
+        }
+        struct sb_kept_job k = {at[0], at[1], head[2] ? at[2] : NULL, at[3], (int)head[4]};
+        if (fn(&k, index, ud) != 0)
+            rc = SB_ERR;
+    }
+    free(rec);
+    return rc;
 }
 
 /*
@@ -1184,6 +1267,7 @@ static int load_once(struct sb_manifest *m, char *err, size_t errlen)
     c.checking = 1;
     c.fn = count_job;
     c.fn_ud = m;
+    keep_begin(m);
     struct first_reading f = {&c, 0, 0};
     t.name = m->path;
     t.on_item = first_item;
@@ -1262,6 +1346,7 @@ static int load(struct sb_manifest *m, char *err, size_t errlen)
         c.checking = 1;
         c.fn = count_job;
         c.fn_ud = m;
+        keep_begin(m);
         rc = read_jobs(m, &c, jobs, err, errlen);
         sb_map_free(c.ids, NULL);
         if (rc != SB_OK && !c.errors) {

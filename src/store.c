@@ -419,23 +419,21 @@ struct sync_ctx {
 };
 
 /* One job of the manifest into the queue: new, unchanged, or changed (queued again). */
-static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int i, void *ud)
+static int sync_kept(const struct sb_kept_job *j, int i, void *ud)
 {
     struct sync_ctx *x = ud;
     struct sb_store *st = x->st;
     struct sb_sync_report *rep = x->rep;
     struct sb_jobrow row;
-    (void)m;
     memset(&row, 0, sizeof row);
     int g = x->fresh ? SB_ENOENT : sb_store_get_job(st, j->id, &row);
-    char *spec = sb_jobspec_json(j);
+    const char *spec = j->spec;
     sqlite3_stmt *s;
     int need_pending = 0;
     if (g == SB_ENOENT) {
         s = x->ins;
         rep->added++;
     } else if (g != SB_OK) {
-        free(spec);
         return sb_seterr(x->err, x->errlen, "%s: cannot read job %s", st->path, j->id);
     } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
         s = x->keep;
@@ -462,7 +460,6 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     if (sqlite3_bind_parameter_count(s) >= 6)
         sqlite3_bind_int64(s, 6, x->now);
     int step = sqlite3_step(s);
-    free(spec);
     if (step != SQLITE_DONE)
         return sb_seterr(x->err, x->errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
     int trc = SB_OK;
@@ -478,6 +475,17 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     if (trc != SB_OK)
         return sb_seterr(x->err, x->errlen, "%s: cannot update job %s", st->path, j->id);
     return SB_OK;
+}
+
+/* The same from a job read from the manifest again (when the checked jobs were not kept). */
+static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int i, void *ud)
+{
+    (void)m;
+    char *spec = sb_jobspec_json(j);
+    struct sb_kept_job k = {j->id, j->fingerprint, j->invalid, spec ? spec : "", j->images_requested};
+    int rc = sync_kept(&k, i, ud);
+    free(spec);
+    return rc;
 }
 
 int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
@@ -513,7 +521,10 @@ int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_rep
     }
     /* Ids are unique within a manifest: in a state without jobs, none needs looking up. */
     x.fresh = query_int(st, "SELECT NOT EXISTS(SELECT 1 FROM jobs)") == 1;
-    if (sb_manifest_each_job(m, sync_job, &x, err, errlen) != SB_OK)
+    int kept = sb_manifest_each_kept(m, sync_kept, &x, err, errlen);
+    if (kept == SB_ENOENT)
+        kept = sb_manifest_each_job(m, sync_job, &x, err, errlen);
+    if (kept != SB_OK)
         goto out;
     /* Jobs that left the manifest stay in the state, flagged, and are reported. */
     while (sqlite3_step(gone) == SQLITE_ROW) {
