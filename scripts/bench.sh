@@ -9,7 +9,8 @@
 # runners rather than a disk). Not a test: figures depend on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x build/seedbatch ] && [ -x build/mockapi ] || bash scripts/setup.sh >/dev/null
+# Measured as users build it (RelWithDebInfo, -O2), in its own directory whatever build/ is.
+BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
@@ -22,7 +23,7 @@ trap '[ -n "$mock" ] && kill $mock 2>/dev/null; rm -rf "$tmp"' EXIT
 
 start_mock() {
     rm -f "$tmp/port"
-    build/mockapi --port-file "$tmp/port" --latency 0 --no-variants --threads 1 >"$tmp/mock.log" 2>&1 &
+    build-bench/mockapi --port-file "$tmp/port" --latency 0 --no-variants --threads 1 >"$tmp/mock.log" 2>&1 &
     mock=$!
     for _ in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.02; done
     url="http://127.0.0.1:$(cat "$tmp/port")"
@@ -46,7 +47,7 @@ with open(path, "w") as f:
 PY
     start_mock
     ATLASCLOUD_BASE_URL="$url/api/v1" ATLASCLOUD_API_KEY=test-key \
-        /usr/bin/time -f '%e %U %S %M' -o "$d/time" build/seedbatch run --progress never "$d/m.yaml" \
+        /usr/bin/time -f '%e %U %S %M' -o "$d/time" build-bench/seedbatch run --progress never "$d/m.yaml" \
         >/dev/null 2>"$d/log" || { echo "seedbatch failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
     read -r el user sys rss < "$d/time"
     api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
