@@ -177,7 +177,9 @@ int sb_jw_open_object(struct sb_buf *b, const cJSON *obj)
     for (const cJSON *it = cJSON_IsObject(obj) ? obj->child : NULL; it; it = it->next)
         if (member(b, it, 0, n++ == 0) != SB_OK)
             return SB_EINVAL;
-    return n;
+    if (n)
+        sb_buf_append(b, ",", 1);
+    return SB_OK;
 }
 
 void sb_jw_str_array(struct sb_buf *b, char *const *v, int n)

@@ -51,12 +51,11 @@ static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobs
 {
     struct sb_buf b;
     sb_buf_init(&b, SIZE_MAX / 2);
-    int n = sb_jw_open_object(&b, j->params);
-    if (n < 0) {
+    if (sb_jw_open_object(&b, j->params) != SB_OK) {
         sb_buf_free(&b);
         return NULL;
     }
-    sb_buf_puts(&b, n ? ",\"model\":" : "\"model\":");
+    sb_buf_puts(&b, "\"model\":");
     sb_jw_str(&b, m->model);
     sb_buf_puts(&b, ",\"prompt\":");
     sb_jw_str(&b, j->prompt ? j->prompt : "");

@@ -32,12 +32,11 @@ static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec
     (void)m;
     struct sb_buf b;
     sb_buf_init(&b, SIZE_MAX / 2);
-    int n = sb_jw_open_object(&b, j->params);
-    if (n < 0) {
+    if (sb_jw_open_object(&b, j->params) != SB_OK) {
         sb_buf_free(&b);
         return NULL;
     }
-    sb_buf_puts(&b, n ? ",\"prompt\":" : "\"prompt\":");
+    sb_buf_puts(&b, "\"prompt\":");
     sb_jw_str(&b, j->prompt ? j->prompt : "");
     sb_buf_puts(&b, ",\"image\":");
     sb_jw_str_array(&b, urls, j->n_images);
