@@ -1096,7 +1096,8 @@ static void start_poll(struct engine *e, struct job *j)
     job_request(e, j, url, NULL, poll_done);
 }
 
-static void start_downloads(struct engine *e, struct job *j);
+static void start_downloads(struct engine *e, struct job *j, char *const *urls, int n);
+static void start_downloads_kept(struct engine *e, struct job *j);
 
 static void poll_done(struct sb_req *r, CURLcode rc)
 {
@@ -1148,7 +1149,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
                 set_state(e, j, SB_JOB_DOWNLOADING);
                 j->want = W_DOWNLOAD;
                 set_due(e, j, 0);
-                start_downloads(e, j);
+                start_downloads(e, j, pr.outputs, pr.n_outputs);
             }
             sb_poll_result_clear(&pr);
             sb_req_cleanup(r);
@@ -1228,10 +1229,9 @@ static void download_done(struct sb_download *d)
     pump(e);
 }
 
-static void start_downloads(struct engine *e, struct job *j)
+/* Starts the downloads of the outputs not yet written, from the output URLs the poll gave. */
+static void start_downloads(struct engine *e, struct job *j, char *const *urls, int n)
 {
-    cJSON *a = cJSON_Parse(j->row.output_urls ? j->row.output_urls : "[]");
-    int n = cJSON_GetArraySize(a);
     if (!j->dl) {
         j->n_out = n;
         j->dl = sb_calloc((size_t)(n ? n : 1), sizeof *j->dl);
@@ -1251,10 +1251,9 @@ static void start_downloads(struct engine *e, struct job *j)
         s->d.fd = -1;
         char stem[200];
         snprintf(stem, sizeof stem, "%s_%d", j->row.id, k + 1);
-        const cJSON *u = cJSON_GetArrayItem(a, k);
         s->running = 1;
-        if (!cJSON_IsString(u) ||
-            sb_download_start(&s->d, e->run->http, u->valuestring, e->outdir_fd, e->m->output_dir, stem,
+        if (!urls[k] ||
+            sb_download_start(&s->d, e->run->http, urls[k], e->outdir_fd, e->m->output_dir, stem,
                               MAX_OUTPUT_BYTES, download_done) != SB_OK) {
             s->running = 0;
             set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
@@ -1264,7 +1263,6 @@ static void start_downloads(struct engine *e, struct job *j)
         }
         started++;
     }
-    cJSON_Delete(a);
     if (n == 0)
         job_failed(e, j, SB_EK_SERVER, 0, NULL, "the prediction finished without outputs");
     else if (!started && j->want == W_FINISHING) {
@@ -1275,6 +1273,21 @@ static void start_downloads(struct engine *e, struct job *j)
             job_failed(e, j, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, 0, NULL,
                        j->row.error_message ? j->row.error_message : "download failed");
     }
+}
+
+/* The same from the output URLs kept in the row (a retry, or a run resuming downloads). */
+static void start_downloads_kept(struct engine *e, struct job *j)
+{
+    cJSON *a = cJSON_Parse(j->row.output_urls ? j->row.output_urls : "[]");
+    int n = cJSON_GetArraySize(a);
+    char **urls = sb_calloc((size_t)(n ? n : 1), sizeof *urls);
+    for (int k = 0; k < n; k++) {
+        const cJSON *u = cJSON_GetArrayItem(a, k);
+        urls[k] = cJSON_IsString(u) ? u->valuestring : NULL;
+    }
+    start_downloads(e, j, urls, n);
+    free(urls);
+    cJSON_Delete(a);
 }
 
 /* ---- activation ---- */
@@ -1475,7 +1488,7 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, 
         if (running)
             return; /* download_done looks again */
         if (j->due <= now)
-            start_downloads(e, j);
+            start_downloads_kept(e, j);
         else
             set_due(e, j, j->due);
     }

@@ -78,6 +78,36 @@ void sb_jw_num(struct sb_buf *b, double v)
         sb_buf_append(b, p, (size_t)(n + sizeof n - p));
         return;
     }
+    /*
+     * The double nearest to a number of at most 15 digits with at most 6 decimals,
+     * between 1e-4 and 1e9 (prices, costs, seconds): %1.15g prints that number's digits
+     * (DBL_DIG is 15), and they read back as the value. Written here without printf;
+     * anything else goes the way cJSON goes.
+     */
+    double a = fabs(v);
+    if (a >= 1e-4 && a < 1e9) {
+        long long m = llround(a * 1e6);
+        if ((double)m / 1e6 == a) {
+            char *p = n + sizeof n;
+            int frac = 6;
+            while (frac > 0 && m % 10 == 0) {
+                m /= 10;
+                frac--;
+            }
+            for (int d = 0; d < frac; d++, m /= 10)
+                *--p = (char)('0' + m % 10);
+            if (frac)
+                *--p = '.';
+            do {
+                *--p = (char)('0' + m % 10);
+                m /= 10;
+            } while (m);
+            if (v < 0)
+                *--p = '-';
+            sb_buf_append(b, p, (size_t)(n + sizeof n - p));
+            return;
+        }
+    }
     snprintf(n, sizeof n, "%1.15g", v);
     double back = strtod(n, NULL), big = fabs(back) > fabs(v) ? fabs(back) : fabs(v);
     if (!(fabs(back - v) <= big * DBL_EPSILON))

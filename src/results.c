@@ -7,6 +7,7 @@
 #include "sb_jw.h"
 #include "sb_log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -22,10 +23,56 @@
 /* ,"key": for a literal key that needs no escaping, in one append. */
 #define put_key(b, key) sb_buf_append((b), ",\"" key "\":", sizeof(",\"" key "\":") - 1)
 
+/* Whether s is ["...","..."] as seedbatch writes lists of strings: no spaces, every
+   string closed, escapes well formed, no raw control character. */
+static int plain_string_array(const char *s)
+{
+    if (*s++ != '[')
+        return 0;
+    if (*s == ']')
+        return s[1] == '\0';
+    for (;;) {
+        if (*s++ != '"')
+            return 0;
+        while (*s != '"') {
+            unsigned char c = (unsigned char)*s++;
+            if (c < 0x20)
+                return 0; /* a control character, or the end */
+            if (c != '\\')
+                continue;
+            c = (unsigned char)*s++;
+            if (c == 'u') {
+                for (int i = 0; i < 4; i++, s++)
+                    if (!isxdigit((unsigned char)*s))
+                        return 0;
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return 0;
+            }
+        }
+        s++;
+        if (*s == ']')
+            return s[1] == '\0';
+        if (*s++ != ',')
+            return 0;
+    }
+}
+
 /* A JSON array kept as text in the state, as it is when it is one, else []. */
 static void put_array_text(struct sb_buf *b, const char *text)
 {
-    cJSON *a = text ? cJSON_Parse(text) : NULL;
+    if (text && plain_string_array(text)) {
+        sb_buf_puts(b, text);
+        return;
+    }
+    /* Nothing may follow the array, and no control character (a line break among them)
+       may be in it: the line must stay one JSON object. */
+    for (const char *p = text; p && *p; p++) {
+        if ((unsigned char)*p < 0x20) {
+            text = NULL;
+            break;
+        }
+    }
+    cJSON *a = text ? cJSON_ParseWithOpts(text, NULL, 1) : NULL;
     sb_buf_puts(b, cJSON_IsArray(a) ? text : "[]");
     cJSON_Delete(a);
 }

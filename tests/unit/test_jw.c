@@ -210,10 +210,24 @@ int main(void)
 
     /* Numbers one by one, where %1.15g and the integer path meet. */
     static const double nums[] = {0.0, -0.0, 7.0, -7.0, 1e15, 999999999999999.0, -999999999999999.0,
-                                  1e15 + 2, 0.1, 1.0 / 3, 1e21, 123.456};
+                                  1e15 + 2, 0.1, 1.0 / 3, 1e21, 123.456, 0.032, 0.064, 3 * 0.032, 8.3,
+                                  0.0001, 0.00009999, 0.000123, 999999999.999999, 1e9, -2.5, 0.1 + 0.2,
+                                  123456.789012, 0.0000015, 1.0000000000001, 12.3456785, 0.999999999};
     bad = 0;
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
         cJSON *n = cJSON_CreateNumber(nums[i]);
+        same(sb_jw_print(n, 0), cJSON_PrintUnformatted(n), &bad);
+        cJSON_Delete(n);
+    }
+    CHECK_INT(bad, 0);
+    /* Short decimals, where the number writer takes its own way: every one as cJSON writes it. */
+    bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        double d = (double)((long long)rnd(2000000000) - 1000000000) / (double)(1 + rnd(7) * 9 + rnd(3) * 990) /
+                   (i % 3 ? 1000.0 : 1.0);
+        if (i % 5 == 0)
+            d = (double)rnd(100000) * 0.032 + (double)rnd(1000) / 1e6;
+        cJSON *n = cJSON_CreateNumber(d);
         same(sb_jw_print(n, 0), cJSON_PrintUnformatted(n), &bad);
         cJSON_Delete(n);
     }

@@ -49,6 +49,21 @@ static void finish_job(struct sb_store *st, int seq)
     sb_jobrow_clear(&r);
 }
 
+/* Sets a job's stored outputs text as it stands (a state written by any version, or damaged). */
+static void set_outputs(struct sb_store *st, const char *id, const char *text)
+{
+    struct sb_jobrow r;
+    char err[SB_ERRLEN];
+    CHECK_INT(sb_store_get_job(st, id, &r), SB_OK);
+    free(r.outputs);
+    r.outputs = sb_strdup(text);
+    r.state = SB_JOB_SUCCEEDED;
+    CHECK_INT(sb_store_begin(st), SB_OK);
+    CHECK_INT(sb_store_save_job(st, &r, r.state), SB_OK);
+    CHECK_INT(sb_store_commit(st, err, sizeof err), SB_OK);
+    sb_jobrow_clear(&r);
+}
+
 /* The file as a write from scratch makes it, elsewhere (the file in place is left alone). */
 static char *from_scratch(struct sb_manifest *m, struct sb_store *st)
 {
@@ -150,6 +165,36 @@ int main(void)
     CHECK(inc && !strstr(inc, "junk"));
     free(inc);
     free(full);
+
+    /* Stored lists of outputs go out as they are when they are JSON arrays, else as []:
+       every line stays one JSON object. */
+    static const char *texts[][2] = {
+        {"[\"j1_1.png\",\"j1_2.png\"]", "[\"j1_1.png\",\"j1_2.png\"]"},
+        {"[\"q\\\"uo\\\\te\\u00e9\\n\"]", "[\"q\\\"uo\\\\te\\u00e9\\n\"]"},
+        {"[ \"a\" , \"b\" ]", "[ \"a\" , \"b\" ]"},
+        {"[1,2]", "[1,2]"},
+        {"[]", "[]"},
+        {"[\"a\"", "[]"},
+        {"garbage", "[]"},
+        {"[\"a\\q\"]", "[]"},
+        {"[\"a\"]x", "[]"},
+        {"[\"a\x01\"]", "[]"},
+        {"[\n\"a\"\n]", "[]"},
+        {"", "[]"},
+    };
+    int nt = (int)(sizeof texts / sizeof *texts);
+    for (int i = 0; i < nt; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "j%d", i + 1);
+        set_outputs(st, id, texts[i][0]);
+    }
+    char *all = from_scratch(m, st);
+    for (int i = 0; i < nt; i++) {
+        char want[200];
+        snprintf(want, sizeof want, "{\"id\":\"j%d\",\"status\":\"succeeded\",\"outputs\":%s,", i + 1, texts[i][1]);
+        CHECK_HAS(all, want);
+    }
+    free(all);
 
     sb_results_cache_free(c);
     free(first);
