@@ -1657,7 +1657,7 @@ static void on_tick(uv_timer_t *t)
     }
     double el = (double)(now - r->started) / 1000.0;
     double rps = el > 0 ? (double)calls / el : 0;
-    char eta[32] = "--", inq[32] = "";
+    char eta[32] = "--", inq[48] = "";
     if (done_run > 0 && el > 0)
         snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) * el / (double)done_run);
     if (queued)
