@@ -56,26 +56,37 @@ void sb_jw_str(struct sb_buf *b, const char *s)
     sb_buf_append(b, "\"", 1);
 }
 
+/* m / 10^frac in decimal, its fraction's trailing zeros left out, with a sign if neg. */
+static void put_decimal(struct sb_buf *b, int neg, unsigned long long m, int frac)
+{
+    char n[32], *p = n + sizeof n;
+    while (frac > 0 && m % 10 == 0) {
+        m /= 10;
+        frac--;
+    }
+    for (int d = 0; d < frac; d++, m /= 10)
+        *--p = (char)('0' + m % 10);
+    if (frac)
+        *--p = '.';
+    do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (neg)
+        *--p = '-';
+    sb_buf_append(b, p, (size_t)(n + sizeof n - p));
+}
+
 void sb_jw_num(struct sb_buf *b, double v)
 {
-    char n[32];
     if (isnan(v) || isinf(v)) {
         sb_buf_append(b, "null", 4);
         return;
     }
-    /* Below 1e15 an integer has at most 15 digits: %1.15g prints all of them, as %lld
-       does (but "-0" for negative zero). */
+    /* Below 1e15 an integer has at most 15 digits: %1.15g prints all of them (and "-0"
+       for negative zero, which takes the printf way). */
     if (v > -1e15 && v < 1e15 && v == (double)(long long)v && !(v == 0 && signbit(v))) {
-        long long i = (long long)v;
-        unsigned long long u = i < 0 ? 0ULL - (unsigned long long)i : (unsigned long long)i;
-        char *p = n + sizeof n;
-        do {
-            *--p = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        if (i < 0)
-            *--p = '-';
-        sb_buf_append(b, p, (size_t)(n + sizeof n - p));
+        put_decimal(b, v < 0, (unsigned long long)fabs(v), 0);
         return;
     }
     /*
@@ -88,26 +99,11 @@ void sb_jw_num(struct sb_buf *b, double v)
     if (a >= 1e-4 && a < 1e9) {
         long long m = llround(a * 1e6);
         if ((double)m / 1e6 == a) {
-            char *p = n + sizeof n;
-            int frac = 6;
-            while (frac > 0 && m % 10 == 0) {
-                m /= 10;
-                frac--;
-            }
-            for (int d = 0; d < frac; d++, m /= 10)
-                *--p = (char)('0' + m % 10);
-            if (frac)
-                *--p = '.';
-            do {
-                *--p = (char)('0' + m % 10);
-                m /= 10;
-            } while (m);
-            if (v < 0)
-                *--p = '-';
-            sb_buf_append(b, p, (size_t)(n + sizeof n - p));
+            put_decimal(b, v < 0, (unsigned long long)m, 6);
             return;
         }
     }
+    char n[32];
     snprintf(n, sizeof n, "%1.15g", v);
     double back = strtod(n, NULL), big = fabs(back) > fabs(v) ? fabs(back) : fabs(v);
     if (!(fabs(back - v) <= big * DBL_EPSILON))
