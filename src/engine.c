@@ -1458,7 +1458,6 @@ static struct sb_jobrow *next_pending(struct engine *e)
     return e->n_pend ? &e->pend[0] : NULL;
 }
 
-/* Starts whatever may start now, commits the turn, and sets the next wake-up. */
 /*
  * What a job in work needs now that its due time has come (or on a look at
  * every job): its call queued or its downloads started, or a failure once it
@@ -1494,6 +1493,7 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, 
     }
 }
 
+/* Starts whatever may start now, commits the turn, and sets the next wake-up. */
 static void pump(struct engine *e)
 {
     if (e->finished)
