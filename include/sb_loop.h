@@ -39,6 +39,7 @@ struct sb_req {
     struct curl_slist *headers;    /* owned */
     curl_mime *mime;               /* owned */
     char *post;                    /* owned request body */
+    CURLU *uh;                     /* owned: the URL parsed, when seedbatch could do it cheaply */
     sb_req_done_fn done;
     int active;
 };
@@ -63,6 +64,8 @@ int sb_loop_active(const struct sb_loop *l);
 struct sb_loop_counts {
     long sockets;                  /* connections opened */
     long idle_wakeups;             /* kept-alive connections that woke while no transfer used them */
+    long requests;                 /* transfers prepared */
+    long urls_parsed;              /* of which libcurl was given the URL parsed (sb_loop_url) */
 };
 void sb_loop_counts(const struct sb_loop *l, struct sb_loop_counts *c);
 
@@ -72,6 +75,11 @@ void sb_loop_counts(const struct sb_loop *l, struct sb_loop_counts *c);
  */
 void sb_loop_set_debug(int on);
 
+/*
+ * The parsed form of url for CURLOPT_CURLU (the caller frees it), or NULL when
+ * libcurl must parse the text itself: see loop.c.
+ */
+CURLU *sb_loop_url(struct sb_loop *l, const char *url);
 /* Prepares r for a new transfer of url (keeping nothing of an earlier one). */
 int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const struct sb_http_opts *o);
 /* Sets a JSON body (taken over) and makes it a POST. */

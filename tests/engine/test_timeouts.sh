@@ -58,6 +58,11 @@ expect_eq "$opened" "$(( $(stat_of connections) - 1 ))" "the connections opened 
 [ -n "$woke" ] && [ "$woke" -ge 1 ] && [ "$woke" -le "$opened" ] && pass ||
     fail "idle wakeups: '$woke' (expected 1 to $opened: one at most per connection)"
 [ "$opened" -gt 4 ] && pass || fail "connections opened: $opened (closed ones should have been replaced)"
+# Every URL of the run is plain (uploads, submits, polls, downloads): libcurl gets each parsed.
+line=$(grep -o 'requests: [0-9]*, [0-9]* of them with the URL handed to libcurl parsed' "$T/err")
+reqs=$(echo "$line" | awk '{print $2}' | tr -d ,); parsed=$(echo "$line" | awk '{print $3}')
+[ -n "$reqs" ] && [ "$reqs" -ge 16 ] && [ "$parsed" = "$reqs" ] && pass ||
+    fail "requests: '$reqs', URLs parsed: '$parsed' (expected at least 16, all parsed)"
 # Every submit and poll was queued by the scheduler, from the heap of due times (the tick's
 # look at every job is only a safety net, so it finds little or nothing due).
 line=$(grep -o 'scheduler: [0-9]* calls queued at their due time, [0-9]* by a look at every job' "$T/err")
