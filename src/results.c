@@ -231,20 +231,11 @@ static void put_line(struct writer *w, const struct jobtext *j, const struct sb_
 static int row_line(const struct sb_jobrow *r, void *ud)
 {
     struct writer *w = ud;
-    cJSON *spec = r->spec ? cJSON_Parse(r->spec) : NULL;
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(spec, "prompt");
-    const cJSON *inv = cJSON_GetObjectItemCaseSensitive(spec, "invalid");
-    const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(spec, "images"), *im;
-    const char *names[SB_MAX_REF_IMAGES];
-    struct jobtext j = {r->id, cJSON_IsString(p) ? p->valuestring : NULL,
-                        cJSON_IsString(inv) ? inv->valuestring : NULL, names, 0};
-    cJSON_ArrayForEach(im, imgs) {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(im, "spec");
-        if (cJSON_IsString(sp) && j.n_images < SB_MAX_REF_IMAGES)
-            names[j.n_images++] = sp->valuestring;
-    }
+    struct sb_spec_text t;
+    sb_jobspec_text(r->spec, &t, 0);
+    struct jobtext j = {r->id, t.prompt, t.invalid, (const char **)t.images, t.n_images};
     put_line(w, &j, r);
-    cJSON_Delete(spec);
+    sb_spec_text_clear(&t);
     return w->failed;
 }
 

@@ -1,0 +1,351 @@
+/*
+ * jr.c reads JSON text in order without building a tree. A run reads every
+ * job's spec back from the state twice (to start the job, and for its line in
+ * results.jsonl); through cJSON that was about 18,000 instructions a job each
+ * time, most of it allocating and freeing the tree's nodes. The reader is
+ * strict and gives up (bad) on anything it is not sure to read as cJSON does;
+ * its callers then use cJSON.
+ */
+#include "sb_jr.h"
+#include "sb_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define JR_MAX_DEPTH 64
+
+void sb_jr_init(struct sb_jr *r, const char *s, size_t n)
+{
+    r->p = s;
+    r->end = s + n;
+    r->depth = 0;
+    r->first = 0;
+    r->bad = 0;
+}
+
+static int fail(struct sb_jr *r)
+{
+    r->bad = 1;
+    r->p = r->end;
+    return 0;
+}
+
+static void ws(struct sb_jr *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+        r->p++;
+}
+
+int sb_jr_peek(struct sb_jr *r)
+{
+    ws(r);
+    if (r->bad || r->p >= r->end)
+        return 0;
+    char c = *r->p;
+    if (c == '"' || c == '{' || c == '[' || c == 't' || c == 'f')
+        return c;
+    if (c == 'n')
+        return 'z';
+    return c == '-' || (c >= '0' && c <= '9') ? 'n' : 0;
+}
+
+int sb_jr_enter(struct sb_jr *r, char open)
+{
+    ws(r);
+    if (r->bad || r->p >= r->end || *r->p != open || r->depth >= JR_MAX_DEPTH)
+        return fail(r);
+    r->p++;
+    r->depth++;
+    r->first = 1; /* no comma before its first member or item */
+    return 1;
+}
+
+/* After a member or item: a comma (1: another follows) or the closing character (0). */
+static int next(struct sb_jr *r, char close)
+{
+    int first = r->first;
+    r->first = 0;
+    ws(r);
+    if (r->bad || r->p >= r->end)
+        return fail(r);
+    if (*r->p == close) {
+        r->p++;
+        r->depth--;
+        return 0;
+    }
+    if (!first) {
+        if (*r->p != ',')
+            return fail(r);
+        r->p++;
+        ws(r);
+        if (r->p < r->end && *r->p == close) /* [1,] is not JSON */
+            return fail(r);
+    }
+    return 1;
+}
+
+static int hex4(const char *s, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/*
+ * Reads the string at r->p (its opening quote) into out (cap bytes with the NUL;
+ * out NULL: measure only). Returns the unescaped length, or -1 (bad). Escapes as
+ * cJSON reads them; \u0000, lone surrogates and raw control characters are refused.
+ */
+static long string(struct sb_jr *r, char *out, size_t cap)
+{
+    const char *s = r->p + 1;
+    size_t n = 0;
+    while (s < r->end && *s != '"') {
+        unsigned char c = (unsigned char)*s;
+        char buf[4];
+        size_t k = 1;
+        if (c < 0x20)
+            return -1;
+        if (c != '\\') {
+            buf[0] = (char)c;
+            s++;
+        } else {
+            if (s + 1 >= r->end)
+                return -1;
+            char e = s[1];
+            s += 2;
+            switch (e) {
+            case '"': case '\\': case '/': buf[0] = e; break;
+            case 'b': buf[0] = '\b'; break;
+            case 'f': buf[0] = '\f'; break;
+            case 'n': buf[0] = '\n'; break;
+            case 'r': buf[0] = '\r'; break;
+            case 't': buf[0] = '\t'; break;
+            case 'u': {
+                unsigned u, lo;
+                if (r->end - s < 4 || !hex4(s, &u) || u == 0 || (u >= 0xDC00 && u <= 0xDFFF))
+                    return -1;
+                s += 4;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    if (r->end - s < 6 || s[0] != '\\' || s[1] != 'u' || !hex4(s + 2, &lo) || lo < 0xDC00 ||
+                        lo > 0xDFFF)
+                        return -1;
+                    s += 6;
+                    u = 0x10000 + ((u & 0x3FF) << 10) + (lo & 0x3FF);
+                }
+                if (u < 0x80)
+                    buf[0] = (char)u;
+                else if (u < 0x800) {
+                    buf[0] = (char)(0xC0 | (u >> 6));
+                    buf[1] = (char)(0x80 | (u & 0x3F));
+                    k = 2;
+                } else if (u < 0x10000) {
+                    buf[0] = (char)(0xE0 | (u >> 12));
+                    buf[1] = (char)(0x80 | ((u >> 6) & 0x3F));
+                    buf[2] = (char)(0x80 | (u & 0x3F));
+                    k = 3;
+                } else {
+                    buf[0] = (char)(0xF0 | (u >> 18));
+                    buf[1] = (char)(0x80 | ((u >> 12) & 0x3F));
+                    buf[2] = (char)(0x80 | ((u >> 6) & 0x3F));
+                    buf[3] = (char)(0x80 | (u & 0x3F));
+                    k = 4;
+                }
+                break;
+            }
+            default:
+                return -1;
+            }
+        }
+        if (out && n + k < cap)
+            memcpy(out + n, buf, k);
+        n += k;
+    }
+    if (s >= r->end)
+        return -1;
+    if (out)
+        out[n < cap ? n : cap - 1] = '\0';
+    r->p = s + 1;
+    return (long)n;
+}
+
+/* The closing quote of the string at r->p when nothing in it needs unescaping (most), else NULL. */
+static const char *plain(const struct sb_jr *r)
+{
+    const char *q = r->p + 1;
+    while (q < r->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+        q++;
+    return q < r->end && *q == '"' ? q : NULL;
+}
+
+char *sb_jr_str(struct sb_jr *r)
+{
+    if (sb_jr_peek(r) != '"')
+        return fail(r), NULL;
+    const char *at = r->p, *q = plain(r);
+    if (q) {
+        size_t n = (size_t)(q - at - 1);
+        char *s = sb_malloc(n + 1);
+        memcpy(s, at + 1, n);
+        s[n] = '\0';
+        r->p = q + 1;
+        return s;
+    }
+    long n = string(r, NULL, 0);
+    if (n < 0)
+        return fail(r), NULL;
+    char *s = sb_malloc((size_t)n + 1);
+    r->p = at;
+    string(r, s, (size_t)n + 1);
+    return s;
+}
+
+int sb_jr_key(struct sb_jr *r, char *key, size_t size)
+{
+    if (!next(r, '}'))
+        return 0;
+    if (sb_jr_peek(r) != '"')
+        return fail(r);
+    const char *at = r->p, *q = plain(r);
+    long n;
+    if (q) {
+        n = q - at - 1;
+        if ((size_t)n < size)
+            memcpy(key, at + 1, (size_t)n), key[n] = '\0';
+        r->p = q + 1;
+    } else if ((n = string(r, NULL, 0)) < 0)
+        return fail(r);
+    else if ((size_t)n < size) {
+        r->p = at;
+        string(r, key, size);
+    }
+    if ((size_t)n >= size && size)
+        key[0] = '\0';
+    ws(r);
+    if (r->p >= r->end || *r->p != ':')
+        return fail(r);
+    r->p++;
+    return 1;
+}
+
+int sb_jr_item(struct sb_jr *r)
+{
+    return next(r, ']');
+}
+
+/* The text of a JSON number at r->p: its length, or 0 when it is not one. */
+static size_t number_len(const struct sb_jr *r)
+{
+    const char *s = r->p, *e = r->end;
+    if (s < e && *s == '-')
+        s++;
+    if (s >= e || *s < '0' || *s > '9')
+        return 0;
+    if (*s == '0')
+        s++;
+    else
+        while (s < e && *s >= '0' && *s <= '9')
+            s++;
+    if (s < e && *s == '.') {
+        s++;
+        if (s >= e || *s < '0' || *s > '9')
+            return 0;
+        while (s < e && *s >= '0' && *s <= '9')
+            s++;
+    }
+    if (s < e && (*s == 'e' || *s == 'E')) {
+        s++;
+        if (s < e && (*s == '+' || *s == '-'))
+            s++;
+        if (s >= e || *s < '0' || *s > '9')
+            return 0;
+        while (s < e && *s >= '0' && *s <= '9')
+            s++;
+    }
+    return (size_t)(s - r->p);
+}
+
+int sb_jr_num(struct sb_jr *r, double *v)
+{
+    if (sb_jr_peek(r) != 'n')
+        return fail(r);
+    size_t n = number_len(r);
+    char buf[64];
+    /* cJSON reads at most 63 characters of a number. */
+    if (!n || n >= sizeof buf)
+        return fail(r);
+    memcpy(buf, r->p, n);
+    buf[n] = '\0';
+    *v = strtod(buf, NULL);
+    r->p += n;
+    return 1;
+}
+
+int sb_jr_skip(struct sb_jr *r, const char **start, size_t *len)
+{
+    int kind = sb_jr_peek(r);
+    const char *at = r->p;
+    char key[1];
+    double d;
+    switch (kind) {
+    case '"': {
+        const char *q = plain(r);
+        if (q)
+            r->p = q + 1;
+        else if (string(r, NULL, 0) < 0)
+            return fail(r);
+        break;
+    }
+    case 'n':
+        if (!sb_jr_num(r, &d))
+            return 0;
+        break;
+    case 't': case 'f': case 'z': {
+        const char *word = kind == 't' ? "true" : kind == 'f' ? "false" : "null";
+        size_t wl = strlen(word);
+        if ((size_t)(r->end - r->p) < wl || memcmp(r->p, word, wl) != 0)
+            return fail(r);
+        r->p += wl;
+        break;
+    }
+    case '{':
+        sb_jr_enter(r, '{');
+        while (sb_jr_key(r, key, 0))
+            if (!sb_jr_skip(r, NULL, NULL))
+                return 0;
+        break;
+    case '[':
+        sb_jr_enter(r, '[');
+        while (sb_jr_item(r))
+            if (!sb_jr_skip(r, NULL, NULL))
+                return 0;
+        break;
+    default:
+        return fail(r);
+    }
+    if (r->bad)
+        return 0;
+    if (start)
+        *start = at;
+    if (len)
+        *len = (size_t)(r->p - at);
+    return 1;
+}
+
+int sb_jr_end(struct sb_jr *r)
+{
+    ws(r);
+    return !r->bad && r->depth == 0 && r->p == r->end;
+}

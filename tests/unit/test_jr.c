@@ -1,0 +1,220 @@
+/*
+ * sb_jr and its users: specs read with the reader must come out exactly as
+ * cJSON reads them, for the specs seedbatch writes and for damaged ones; what the
+ * reader cannot vouch for it must give up on (its callers then use cJSON).
+ */
+#include "sb_jr.h"
+#include "sb_jw.h"
+#include "sb_manifest.h"
+#include "t.h"
+#include "t_jobs.h"
+
+#include <stdint.h>
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static unsigned next(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (unsigned)rng;
+}
+
+/* Reads text as one value with the reader alone: 1 when it read all of it. */
+static int reads(const char *text)
+{
+    struct sb_jr r;
+    sb_jr_init(&r, text, strlen(text));
+    return sb_jr_skip(&r, NULL, NULL) && sb_jr_end(&r);
+}
+
+static void test_reader(void)
+{
+    CHECK(reads("{\"a\":[1,-2.5e+3,true,false,null,\"x\\n\\u00e9\\ud83d\\ude00\"],\"b\":{}}"));
+    CHECK(reads(" [ ] "));
+    CHECK(reads("\"\\\"\\\\\\/\\b\\f\\r\\t\""));
+    CHECK(reads("0"));
+    CHECK(reads("-0.5E-7"));
+    /* Not plain JSON, or not read as cJSON reads it: given up. */
+    const char *bad[] = {"", "{", "{\"a\":1", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "[1 2]", "01", "1.",
+                         "-", "1e", ".5", "+1", "\"\\x\"", "\"a\nb\"", "\"\\u0000\"", "\"\\ud800\"",
+                         "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\u12g4\"", "nul", "tru", "{} x", "[]]",
+                         "\x01[]", "'a'", "\"abc"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (reads(bad[i])) {
+            fprintf(stderr, "read without fault: %s\n", bad[i]);
+            CHECK(0);
+        }
+    /* Nesting: 64 levels read, 65 given up on. */
+    char deep[200];
+    for (int d = 64; d <= 65; d++) {
+        memset(deep, '[', (size_t)d);
+        memset(deep + d, ']', (size_t)d);
+        deep[2 * d] = '\0';
+        CHECK_INT(reads(deep), d == 64);
+    }
+    /* Keys and strings come out unescaped; a key too long for the buffer comes out empty. */
+    struct sb_jr r;
+    const char *text = "{\"pr\\u006fmpt\":\"a\\tb\\u00e9\",\"a_key_longer_than_eight\":[],\"n\":42}";
+    char key[8];
+    sb_jr_init(&r, text, strlen(text));
+    CHECK(sb_jr_enter(&r, '{'));
+    CHECK(sb_jr_key(&r, key, sizeof key));
+    CHECK_STR(key, "prompt");
+    char *s = sb_jr_str(&r);
+    CHECK_STR(s, "a\tb\xc3\xa9");
+    free(s);
+    CHECK(sb_jr_key(&r, key, sizeof key));
+    CHECK_STR(key, "");
+    const char *at;
+    size_t len;
+    CHECK(sb_jr_skip(&r, &at, &len));
+    CHECK_INT(len, 2);
+    CHECK(sb_jr_key(&r, key, sizeof key));
+    double v = 0;
+    CHECK(sb_jr_num(&r, &v) && v == 42);
+    CHECK(!sb_jr_key(&r, key, sizeof key));
+    CHECK(sb_jr_end(&r));
+}
+
+/* A random string: plain, quotes, escapes, control characters, UTF-8. */
+static char *rand_str(void)
+{
+    static const char *pieces[] = {"a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\x01", "\x1f", "\xc3\xa9",
+                                   "\xf0\x9f\x98\x80", "\xe2\x82\xac", "{", "}", "[", ",", ":"};
+    char buf[256] = "";
+    int n = (int)(next() % 12);
+    for (int i = 0; i < n; i++)
+        strcat(buf, pieces[next() % (sizeof pieces / sizeof pieces[0])]);
+    return sb_strdup(buf);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Both readings of text agree: the same code and the same fields. */
+static int same_spec(struct sb_manifest *m, const char *text, int *read_ok)
+{
+    struct sb_jobspec a, b;
+    int ra = sb_jobspec_from_json(m, "id", text, &a), rb = sb_jobspec_from_cjson(m, "id", text, &b);
+    int same = ra == rb && same_str(a.id, b.id) && same_str(a.prompt, b.prompt) && same_str(a.invalid, b.invalid) &&
+               a.n_images == b.n_images && a.images_requested == b.images_requested;
+    for (int k = 0; same && k < a.n_images; k++)
+        same = same_str(a.images[k].spec, b.images[k].spec) && same_str(a.images[k].url, b.images[k].url) &&
+               a.images[k].file == b.images[k].file;
+    if (same && (a.params || b.params)) {
+        char *pa = sb_jw_print(a.params, 0), *pb = sb_jw_print(b.params, 0);
+        same = same_str(pa, pb);
+        free(pa);
+        free(pb);
+    }
+    struct sb_spec_text ta, tb;
+    sb_jobspec_text(text, &ta, 0);
+    sb_jobspec_text(text, &tb, 1);
+    same = same && same_str(ta.prompt, tb.prompt) && same_str(ta.invalid, tb.invalid) && ta.n_images == tb.n_images;
+    for (int k = 0; same && k < ta.n_images; k++)
+        same = same_str(ta.images[k], tb.images[k]);
+    if (!same)
+        fprintf(stderr, "readings differ (%d, %d) for: %s\n", ra, rb, text);
+    *read_ok = ra == SB_OK;
+    sb_spec_text_clear(&ta);
+    sb_spec_text_clear(&tb);
+    sb_jobspec_clear(&a);
+    sb_jobspec_clear(&b);
+    return same;
+}
+
+static void test_specs(const char *dir)
+{
+    char err[512], path[512];
+    t_write(dir, "m.yaml", "version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n"
+                           "jobs:\n  - {id: a, prompt: one, images: [\"https://x.example/b.png\"]}\n");
+    snprintf(path, sizeof path, "%s/m.yaml", dir);
+    struct sb_manifest *m;
+    if (sb_manifest_load(path, &m, err, sizeof err) != SB_OK) {
+        fprintf(stderr, "error: %s\n", err);
+        CHECK(0);
+        return;
+    }
+    int differ = 0, ok = 0, read_ok;
+    char file_path[600];
+    snprintf(file_path, sizeof file_path, "%s/missing.png", dir);
+    for (int n = 0; n < 3000; n++) {
+        /* A spec as a run keeps it. */
+        struct sb_jobspec j = {0};
+        j.prompt = rand_str();
+        j.invalid = next() % 4 ? NULL : rand_str();
+        j.params = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j.params, "max_images", 1 + next() % 15);
+        char *v = rand_str();
+        cJSON_AddStringToObject(j.params, next() % 2 ? "output_format" : v, v);
+        free(v);
+        if (next() % 3 == 0) {
+            cJSON *o = cJSON_AddObjectToObject(j.params, "optimize_prompt_options");
+            cJSON_AddStringToObject(o, "mode", "fast");
+            cJSON_AddItemToObject(o, "list", cJSON_CreateIntArray((const int[]){1, 2, 3}, 3));
+        }
+        j.n_images = (int)(next() % 4);
+        j.images = sb_calloc(4, sizeof *j.images);
+        struct sb_localfile lf = {.path = file_path};
+        for (int k = 0; k < j.n_images; k++) {
+            j.images[k].spec = rand_str();
+            if (next() % 2)
+                j.images[k].url = rand_str();
+            else
+                j.images[k].file = &lf;
+        }
+        j.images_requested = (int)(next() % 16);
+        char *text = sb_jobspec_json(&j);
+        for (int k = 0; k < j.n_images; k++)
+            j.images[k].file = NULL;
+        sb_jobspec_clear(&j);
+        if (!same_spec(m, text, &read_ok))
+            differ++;
+        ok += read_ok;
+        if (!reads(text)) {
+            fprintf(stderr, "the reader gave up on a spec seedbatch wrote: %s\n", text);
+            differ++;
+        }
+        /* The same damaged: bytes changed, cut, doubled. */
+        size_t len = strlen(text);
+        for (int d = 0; d < 8 && len; d++) {
+            char *bad = sb_malloc(2 * len + 2);
+            memcpy(bad, text, len + 1);
+            size_t at = next() % len;
+            switch (next() % 4) {
+            case 0: bad[at] = "{}[]\",:\\ 0a-"[next() % 13]; break;
+            case 1: bad[at] = '\0'; break;
+            case 2: memcpy(bad + len, text, len + 1); break;
+            default: memmove(bad + at, bad + at + 1, len - at); break;
+            }
+            if (!same_spec(m, bad, &read_ok))
+                differ++;
+            free(bad);
+        }
+        free(text);
+    }
+    CHECK_INT(differ, 0);
+    CHECK(ok > 2000); /* most random specs are valid ones (an image without a url or file is not) */
+    /* Keys named twice, or of another type: the same as cJSON's reading. */
+    const char *odd[] = {"{\"prompt\":\"a\",\"prompt\":\"b\",\"params\":{},\"images\":[],\"images_requested\":1}",
+                         "{\"prompt\":\"a\",\"params\":[],\"images\":[],\"images_requested\":1}",
+                         "{\"prompt\":2,\"params\":{},\"images\":[],\"images_requested\":1}",
+                         "{\"prompt\":\"a\",\"params\":{},\"images\":{\"x\":{\"spec\":\"s\"}},\"images_requested\":1}",
+                         "{\"prompt\":\"a\",\"params\":{},\"images\":[\"s\",{\"spec\":\"t\",\"spec\":\"u\",\"url\":\"v\"}],"
+                         "\"images_requested\":1}",
+                         "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":\"1\"} trailing",
+                         "[\"prompt\"]", "null", "{}"};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+        CHECK(same_spec(m, odd[i], &read_ok));
+    t_manifest_free(m);
+}
+
+int main(void)
+{
+    char *dir = t_tmpdir();
+    test_reader();
+    test_specs(dir);
+    t_rmdir(dir);
+    return t_done("test_jr");
+}
