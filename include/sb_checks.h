@@ -47,6 +47,12 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
                         const cJSON *params, int n_images, int *images_requested,
                         sb_check_report_fn report, void *ud);
 
+/*
+ * The length of url's origin ("http://host:port", "https://...") when the rest is a
+ * plain path: letters, digits and "-._~/", no "." or ".." segment, no query or
+ * fragment, which libcurl's parser keeps as it is. 0 otherwise.
+ */
+size_t sb_url_plain_origin(const char *url);
 /* A remote image must be an http(s) URL with a host. Returns 0 or fills why. */
 int sb_check_url(const char *url, char *why, size_t whylen);
 

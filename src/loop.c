@@ -16,6 +16,7 @@
  * resolver's) get the plain treatment: their uv_poll closes on REMOVE.
  */
 #include "sb_loop.h"
+#include "sb_checks.h"
 #include "sb_log.h"
 
 #include <ctype.h>
@@ -433,25 +434,16 @@ static CURL *easy_get(struct sb_loop *l)
  * then curl_url_get with a 15-field aprintf): about 14,000 instructions a request,
  * 7% of a run. Given a parsed handle it takes a copy instead. The handle is made
  * from the origin's, parsed once by libcurl (kept per loop), with the path set as
- * is: done only when the path is plain (letters, digits, "-._~/", no "." or ".."
- * segment, no query or fragment), where libcurl's parser would keep it unchanged.
+ * is: done only when the path is plain (sb_url_plain_origin), where libcurl's
+ * parser would keep it unchanged.
  * The text stays set with CURLOPT_URL: libcurl reports it and follows redirects from it.
  */
 CURLU *sb_loop_url(struct sb_loop *l, const char *url)
 {
-    const char *p = strncmp(url, "http://", 7) == 0 ? url + 7 : strncmp(url, "https://", 8) == 0 ? url + 8 : NULL;
-    if (!p)
+    size_t len = sb_url_plain_origin(url);
+    if (!len)
         return NULL;
-    const char *path = strchr(p, '/');
-    if (!path || path == p)
-        return NULL;
-    for (const char *c = path; *c; c++) {
-        if (!isalnum((unsigned char)*c) && !strchr("-._~/", *c))
-            return NULL;
-        if (*c == '/' && c[1] == '.' && (c[2] == '/' || !c[2] || (c[2] == '.' && (c[3] == '/' || !c[3]))))
-            return NULL;
-    }
-    size_t len = (size_t)(path - url);
+    const char *path = url + len;
     struct origin *o = NULL;
     for (int i = 0; i < l->norigins && !o; i++)
         if (l->origins[i].len == len && memcmp(l->origins[i].text, url, len) == 0)

@@ -95,6 +95,18 @@ int main(void)
     CHECK_HAS(why, "only http and https");
     CHECK(sb_check_url("file:///etc/passwd", why, sizeof why) != SB_OK);
     CHECK(sb_check_url("https://", why, sizeof why) != SB_OK);
+    /* After a valid URL, others on its origin are checked without libcurl: what libcurl
+       would refuse is still refused. */
+    CHECK_INT(sb_check_url("https://cdn.example.com/b/c-1_2.png", why, sizeof why), SB_OK);
+    CHECK_INT(sb_url_plain_origin("https://cdn.example.com/b/c-1_2.png"), 23);
+    CHECK_INT(sb_url_plain_origin("https://cdn.example.com/b/../c.png"), 0);
+    CHECK_INT(sb_url_plain_origin("https://cdn.example.com/c.png?x=1"), 0);
+    CHECK_INT(sb_url_plain_origin("https://cdn.example.com"), 0);
+    CHECK_INT(sb_url_plain_origin("ftp://cdn.example.com/a"), 0);
+    CHECK(sb_check_url("https://cdn.example.com:99999/a.png", why, sizeof why) != SB_OK);
+    CHECK(sb_check_url("https://cdn.example.com/a b.png", why, sizeof why) != SB_OK);
+    CHECK(sb_check_url("https://cdn.exa mple.com/a.png", why, sizeof why) != SB_OK);
+    CHECK_INT(sb_check_url("https://cdn.example.com/c.png", why, sizeof why), SB_OK);
 
     char *dir = t_tmpdir();
     char path[512];
