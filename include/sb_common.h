@@ -39,8 +39,10 @@ enum sb_err {
 
 #if defined(__GNUC__)
 #define SB_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define SB_SENTINEL __attribute__((sentinel))
 #else
 #define SB_PRINTF(f, a)
+#define SB_SENTINEL
 #endif
 
 /* Allocation: out of memory is reported and the process exits (as redis does). */
@@ -50,6 +52,10 @@ void *sb_realloc(void *p, size_t n);
 char *sb_strdup(const char *s);
 char *sb_strndup(const char *s, size_t n); /* at most n bytes, stopping at a NUL */
 char *sb_asprintf(const char *fmt, ...) SB_PRINTF(1, 2);
+/* The strings up to a NULL, one after the other (for the paths and URLs made per request). */
+char *sb_concat(const char *s, ...) SB_SENTINEL;
+/* s with every byte but letters, digits and "-._~" written %XX, as curl_easy_escape does. */
+char *sb_url_escape(const char *s);
 #define sb_freep(pp) do { free(*(pp)); *(pp) = NULL; } while (0)
 
 /* Formats into a caller's error buffer; returns SB_ERR for `return sb_seterr(...)`. */

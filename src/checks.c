@@ -230,9 +230,11 @@ size_t sb_url_plain_origin(const char *url)
     if (!path || path == p)
         return 0;
     for (const char *c = path; *c; c++) {
-        if (!isalnum((unsigned char)*c) && !strchr("-._~/", *c))
+        unsigned char u = (unsigned char)*c;
+        if (!((u | 0x20) >= 'a' && (u | 0x20) <= 'z') && !(u >= '0' && u <= '9') && u != '-' && u != '.' &&
+            u != '_' && u != '~' && u != '/')
             return 0;
-        if (*c == '/' && c[1] == '.' && (c[2] == '/' || !c[2] || (c[2] == '.' && (c[3] == '/' || !c[3]))))
+        if (u == '/' && c[1] == '.' && (c[2] == '/' || !c[2] || (c[2] == '.' && (c[3] == '/' || !c[3]))))
             return 0;
     }
     return (size_t)(path - url);

@@ -67,7 +67,7 @@ int sb_download_finish(struct sb_download *d)
     close(d->fd);
     d->fd = -1;
     enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
-    char *final = sb_asprintf("%s.%s", d->stem, sb_image_format_ext(f));
+    char *final = sb_concat(d->stem, ".", sb_image_format_ext(f), NULL);
     if (renameat(d->dirfd, d->part, d->dirfd, final) != 0) {
         snprintf(d->error, sizeof d->error, "cannot rename the output into place: %s", strerror(errno));
         free(final);
@@ -129,7 +129,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     d->dirfd = dirfd;
     d->dir = dir;
     d->stem = sb_strdup(stem);
-    d->part = sb_asprintf("%s.part", stem);
+    d->part = sb_concat(stem, ".part", NULL);
     d->headlen = d->total = 0;
     d->write_errno = 0;
     d->failed = d->retryable = 0;

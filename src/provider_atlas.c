@@ -8,8 +8,6 @@
 #include "sb_provider.h"
 #include "sb_jw.h"
 
-#include <curl/curl.h>
-
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,7 +42,7 @@ static int atlas_parse_upload(const cJSON *j, char **url, char *err, size_t errl
 static char *atlas_submit_url(const struct sb_api *p, const char *model)
 {
     (void)model;
-    return sb_asprintf("%s/model/generateImage", p->base);
+    return sb_concat(p->base, "/model/generateImage", NULL);
 }
 
 static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
@@ -87,9 +85,9 @@ static int atlas_parse_submit(const cJSON *j, char **id, char *err, size_t errle
 
 static char *atlas_poll_url(const struct sb_api *p, const char *id)
 {
-    char *esc = curl_easy_escape(NULL, id, 0);
-    char *u = sb_asprintf("%s/model/prediction/%s", p->base, esc ? esc : "");
-    curl_free(esc);
+    char *esc = sb_url_escape(id);
+    char *u = sb_concat(p->base, "/model/prediction/", esc, NULL);
+    free(esc);
     return u;
 }
 

@@ -12,19 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 
 static char *request_url(const struct sb_api *p, const char *id, const char *what)
 {
-    char *esc = curl_easy_escape(NULL, id, 0);
-    char *u = sb_asprintf("%s/v1/requests/%s/%s", p->base, esc ? esc : "", what);
-    curl_free(esc);
+    char *esc = sb_url_escape(id);
+    char *u = sb_concat(p->base, "/v1/requests/", esc, "/", what, NULL);
+    free(esc);
     return u;
 }
 
 static char *rc_submit_url(const struct sb_api *p, const char *model)
 {
-    return sb_asprintf("%s/v1/models/%s", p->base, model);
+    return sb_concat(p->base, "/v1/models/", model, NULL);
 }
 
 static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)

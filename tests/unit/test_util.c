@@ -4,14 +4,49 @@
 
 #include <time.h>
 
+#include <curl/curl.h>
+
 static void count(const char *k, void *v, void *ud)
 {
     (void)k;
     *(long *)ud += (long)(intptr_t)v;
 }
 
+/* sb_url_escape writes what curl_easy_escape writes; sb_concat joins. */
+static void test_escape_concat(void)
+{
+    char s[16];
+    unsigned x = 12345;
+    int differ = 0;
+    for (int n = 0; n < 20000; n++) {
+        int len = (int)(x % 15);
+        for (int i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            s[i] = (char)(1 + (x >> 16) % 255);
+        }
+        s[len] = '\0';
+        char *ours = sb_url_escape(s), *theirs = curl_easy_escape(NULL, s, 0);
+        if (!theirs || strcmp(ours, theirs) != 0)
+            differ++;
+        free(ours);
+        curl_free(theirs);
+        x = x * 1103515245u + 12345u;
+    }
+    CHECK_INT(differ, 0);
+    char *e = sb_url_escape("a b/c~d-e_f.g%");
+    CHECK_STR(e, "a%20b%2Fc~d-e_f.g%25");
+    free(e);
+    char *c = sb_concat("http://h", "/x/", "", "y", NULL);
+    CHECK_STR(c, "http://h/x/y");
+    free(c);
+    c = sb_concat("", NULL);
+    CHECK_STR(c, "");
+    free(c);
+}
+
 int main(void)
 {
+    test_escape_concat();
     struct sb_buf b;
     sb_buf_init(&b, 10);
     CHECK_INT(sb_buf_puts(&b, "hello"), SB_OK);
