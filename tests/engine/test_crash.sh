@@ -78,4 +78,36 @@ expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok
 expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "ids kept"
 stop_mock
 
+# The start of downloading is written with the job's end: a job writes three rows
+# (submitting, running, succeeded). Killed while its outputs download, it is left running
+# in the state, and the next run polls it again and downloads, never resubmitting.
+D3=$T/d; mkdir -p "$D3"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 4, requests_per_second: 0, poll_interval: 100ms}\njobs:\n' > "$D3/m.yaml"
+for i in 1 2 3; do printf '  - {id: d%d, prompt: "download %d", images: ["http://127.0.0.1/in/%d.jpg"]}\n' $i $i $i >> "$D3/m.yaml"; done
+start_mock --key "$KEY"
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+run "$SEEDBATCH" run --debug "$D3/m.yaml"; expect_rc 0 "three jobs"
+expect_in "$T/err" "state: " "state report"
+expect_eq "$(grep -o '[0-9]* job rows written' "$T/err" | grep -o '^[0-9]*')" 9 "three row writes per job"
+expect_eq "$(grep -c 'running -> downloading (written with its next change)' "$T/err")" 3 "downloading noted, not written"
+expect_eq "$(grep -c 'job d[123]: running -> succeeded' "$T/err")" 3 "the next write goes from running to succeeded"
+stop_mock
+rm -rf "$D3/out"
+start_mock --key "$KEY" --fault download:slow:#3 --slow-ms 30000
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+"$SEEDBATCH" run --debug "$D3/m.yaml" >/dev/null 2>"$T/err3" & pid=$!
+for _ in $(seq 1 200); do [ "$(grep -c 'running -> downloading' "$T/err3")" -ge 3 ] && break; sleep 0.05; done
+sleep 0.3 # the commits in flight return
+kill -9 $pid; wait $pid 2>/dev/null
+expect_eq "$(grep -c 'running -> downloading' "$T/err3")" 3 "all three were downloading when killed"
+expect_eq "$(sqlite3 "$D3/out/.seedbatch/state.db" "SELECT group_concat(state) FROM (SELECT state FROM jobs ORDER BY id)")" \
+    "running,running,running" "left running in the state"
+polls=$(stat_of requests.poll)
+run "$SEEDBATCH" run "$D3/m.yaml"; expect_rc 0 "resume after a kill while downloading"
+expect_eq "$(stat_of submissions)" 3 "not submitted again"
+expect_eq "$(( $(stat_of requests.poll) - polls ))" 3 "polled again, once each"
+expect_eq "$(grep -c '"status":"succeeded"' "$D3/out/results.jsonl")" 3 "all succeeded"
+check_outputs "$D3/out/results.jsonl" "$D3/out"
+stop_mock
+
 finish
