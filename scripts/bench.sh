@@ -2,9 +2,11 @@
 # Benchmark: seedbatch and a Python asyncio + aiohttp runner (scripts/bench_peer.py,
 # Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
 # processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
-# time per job, peak RSS, API calls per job, rate refusals, state commits.
+# time per job, peak RSS, API calls per job, rate refusals, state commits; each the
+# median of REPEAT runs (default 3) in which the two runners alternate, with each
+# run's CPU per job after it (the machines are shared: single runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
-#   CONC=256 POLL=0.1 BENCH_DIR=/dev/shm scripts/bench.sh 10000
+#   CONC=256 POLL=0.1 REPEAT=3 BENCH_DIR=/dev/shm scripts/bench.sh 10000
 # Work files go under BENCH_DIR (default /dev/shm: tmpfs, so the figures compare the
 # runners rather than a disk). Not a test: figures depend on the machine.
 set -euo pipefail
@@ -14,6 +16,7 @@ BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
+REPEAT=${REPEAT:-3}   # runs of each runner per size, alternated; medians are printed
 POLL=${POLL:-0.1}
 BASE_DIR=${BENCH_DIR:-/dev/shm}
 [ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
@@ -32,7 +35,7 @@ stop_mock() { kill $mock; wait $mock 2>/dev/null || true; mock=""; }
 stat() { curl -s "$url/_mock/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s"
-printf '%-10s %-8s %9s %9s %12s %10s %10s %8s %8s\n' runner jobs seconds jobs/s "cpu ms/job" "peak RSS" "calls/job" refused commits
+printf '%-10s %-8s %9s %9s %12s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
 for n in "${SIZES[@]}"; do
     d=$tmp/run$n; mkdir -p "$d"
     python3 - "$d/m.yaml" "$n" "$CONC" "$POLL" <<'PY'
@@ -45,24 +48,42 @@ with open(path, "w") as f:
     for i in range(n):
         f.write(f'  - {{id: j{i}, prompt: "bench {i}", images: ["http://127.0.0.1/in/{i}.jpg"]}}\n')
 PY
-    start_mock
-    ATLASCLOUD_BASE_URL="$url/api/v1" ATLASCLOUD_API_KEY=test-key \
-        /usr/bin/time -f '%e %U %S %M' -o "$d/time" build-bench/seedbatch run --progress never "$d/m.yaml" \
-        >/dev/null 2>"$d/log" || { echo "seedbatch failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
-    read -r el user sys rss < "$d/time"
-    api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
-    commits=$(grep -o '[0-9]* state commits' "$d/log" | grep -o '^[0-9]*' || echo "?")
-    stop_mock
-    python3 -c "
-n=$n; el=$el; cpu=$user+$sys
-print(f'{\"seedbatch\":<10} {n:<8} {el:>9.2f} {n/el:>9.0f} {cpu*1000/n:>12.3f} {$rss/1024:>7.1f}MiB {$api/n:>10.2f} {$refused:>8} {\"$commits\":>8}')"
-    start_mock
-    /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" /usr/bin/python3 scripts/bench_peer.py "$url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
-    read -r el user sys rss < "$d/ptime"
-    api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
-    stop_mock
-    python3 -c "
-n=$n; el=$el; cpu=$user+$sys
-print(f'{\"python\":<10} {n:<8} {el:>9.2f} {n/el:>9.0f} {cpu*1000/n:>12.3f} {$rss/1024:>7.1f}MiB {$api/n:>10.2f} {$refused:>8} {\"-\":>8}')"
+    : > "$d/rows"
+    for rep in $(seq 1 "$REPEAT"); do
+        rm -rf "$d/out" "$d/peer"
+        start_mock
+        ATLASCLOUD_BASE_URL="$url/api/v1" ATLASCLOUD_API_KEY=test-key \
+            /usr/bin/time -f '%e %U %S %M' -o "$d/time" build-bench/seedbatch run --progress never "$d/m.yaml" \
+            >/dev/null 2>"$d/log" || { echo "seedbatch failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
+        read -r el user sys rss < "$d/time"
+        api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
+        commits=$(grep -o '[0-9]* state commits' "$d/log" | grep -o '^[0-9]*' || echo "-1")
+        stop_mock
+        echo "seedbatch $n $el $user $sys $rss $api $refused $commits" >> "$d/rows"
+        start_mock
+        /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" /usr/bin/python3 scripts/bench_peer.py "$url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
+        read -r el user sys rss < "$d/ptime"
+        api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
+        stop_mock
+        echo "python $n $el $user $sys $rss $api $refused -1" >> "$d/rows"
+    done
+    # Each runner's median over the repetitions (they alternate, so both meet the same
+    # machine); each run's CPU per job in the last column.
+    python3 - "$d/rows" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+cpu = {}
+for runner in ("seedbatch", "python"):
+    rs = [r for r in rows if r[0] == runner]
+    n = int(rs[0][1])
+    med = lambda i: statistics.median(float(r[i]) for r in rs)
+    runs = [(float(r[3]) + float(r[4])) * 1000 / n for r in rs]
+    cpu[runner] = statistics.median(runs)
+    commits = med(8)
+    print(f"{runner:<10} {n:<8} {med(2):>9.2f} {n / med(2):>9.0f} {cpu[runner]:>12.3f} {med(5) / 1024:>7.1f}MiB "
+          f"{med(6) / n:>10.2f} {med(7):>8.0f} {('-' if commits < 0 else f'{commits:.0f}'):>8}  "
+          + " ".join(f"{c:.3f}" for c in runs))
+print(f"{'ratio':<10} {n:<8} python / seedbatch CPU per job: {cpu['python'] / cpu['seedbatch']:.2f}")
+PY
     rm -rf "$d"
 done
