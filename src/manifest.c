@@ -1513,6 +1513,15 @@ static char *jstr(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? sb_strdup(v->valuestring) : NULL;
 }
 
+/* A kept spec's images_requested as an int: 0 when a damaged state gives it out of range. */
+static int images_count(double v, int *out)
+{
+    if (!(v >= 0 && v <= 1000))
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
 /* The local file a kept spec names, loaded once per manifest (file is freed). */
 static struct sb_localfile *image_file(struct sb_manifest *m, char *file)
 {
@@ -1540,10 +1549,9 @@ int sb_jobspec_from_cjson(struct sb_manifest *m, const char *id, const char *jso
     j->prompt = jstr(o, "prompt");
     j->invalid = jstr(o, "invalid");
     j->params = cJSON_Duplicate(par, 1);
-    j->images_requested = (int)req->valuedouble;
     int n = cJSON_GetArraySize(imgs);
     j->images = sb_calloc(n ? (size_t)n : 1, sizeof *j->images);
-    int rc = j->prompt ? SB_OK : SB_EINVAL;
+    int rc = j->prompt && images_count(req->valuedouble, &j->images_requested) ? SB_OK : SB_EINVAL;
     const cJSON *im;
     cJSON_ArrayForEach(im, imgs) {
         struct sb_image_ref *r = &j->images[j->n_images++];
@@ -1638,8 +1646,7 @@ static int jobspec_from_reader(struct sb_manifest *m, const char *id, const char
     if (!j->images)
         j->images = sb_calloc(1, sizeof *j->images);
     j->id = sb_strdup(id);
-    j->images_requested = (int)req;
-    if (!j->prompt)
+    if (!j->prompt || !images_count(req, &j->images_requested))
         rc = SB_EINVAL;
     if (rc != SB_OK)
         sb_jobspec_clear(j);

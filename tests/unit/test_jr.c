@@ -204,9 +204,19 @@ static void test_specs(const char *dir)
                          "{\"prompt\":\"a\",\"params\":{},\"images\":[\"s\",{\"spec\":\"t\",\"spec\":\"u\",\"url\":\"v\"}],"
                          "\"images_requested\":1}",
                          "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":\"1\"} trailing",
+                         "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":1e300}",
+                         "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":-1}",
                          "[\"prompt\"]", "null", "{}"};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
         CHECK(same_spec(m, odd[i], &read_ok));
+    /* An images count a damaged state gives out of range makes the spec unusable. */
+    struct sb_jobspec js;
+    CHECK_INT(sb_jobspec_from_json(m, "id", "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":1e300}",
+                                   &js), SB_EINVAL);
+    CHECK_INT(sb_jobspec_from_json(m, "id", "{\"prompt\":\"a\",\"params\":{},\"images\":[],\"images_requested\":3}",
+                                   &js), SB_OK);
+    CHECK_INT(js.images_requested, 3);
+    sb_jobspec_clear(&js);
     t_manifest_free(m);
 }
 
