@@ -21,9 +21,10 @@ void sb_jw_num(struct sb_buf *b, double v);
    (the fingerprint's canonical form). SB_EINVAL for an item cJSON cannot print
    (a raw item without text, an unknown type). */
 int sb_jw_value(struct sb_buf *b, const cJSON *v, int sort_keys);
-/* "{" and the members of obj (none when it is not an object) followed by a comma if
-   there were any: the object is left open for the caller's own members and "}".
-   SB_OK, or SB_EINVAL for an item cJSON cannot print. */
+/* Starts b, a new buffer, with "{" and the members of obj (none when it is not an
+   object) followed by a comma if there were any: the object is left open for the
+   caller's own members and "}". SB_OK, or SB_EINVAL (b freed) for an item cJSON
+   cannot print. */
 int sb_jw_open_object(struct sb_buf *b, const cJSON *obj);
 /* An array of n strings. */
 void sb_jw_str_array(struct sb_buf *b, char *const *v, int n);

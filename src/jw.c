@@ -199,10 +199,13 @@ int sb_jw_value(struct sb_buf *b, const cJSON *v, int sort_keys)
 int sb_jw_open_object(struct sb_buf *b, const cJSON *obj)
 {
     int n = 0;
+    sb_buf_init(b, SIZE_MAX / 2);
     sb_buf_append(b, "{", 1);
     for (const cJSON *it = cJSON_IsObject(obj) ? obj->child : NULL; it; it = it->next)
-        if (member(b, it, 0, n++ == 0) != SB_OK)
+        if (member(b, it, 0, n++ == 0) != SB_OK) {
+            sb_buf_free(b);
             return SB_EINVAL;
+        }
     if (n)
         sb_buf_append(b, ",", 1);
     return SB_OK;

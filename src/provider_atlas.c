@@ -48,11 +48,8 @@ static char *atlas_submit_url(const struct sb_api *p, const char *model)
 static char *atlas_submit_body(const struct sb_manifest *m, const struct sb_jobspec *j, char *const *urls)
 {
     struct sb_buf b;
-    sb_buf_init(&b, SIZE_MAX / 2);
-    if (sb_jw_open_object(&b, j->params) != SB_OK) {
-        sb_buf_free(&b);
+    if (sb_jw_open_object(&b, j->params) != SB_OK)
         return NULL;
-    }
     sb_buf_puts(&b, "\"model\":");
     sb_jw_str(&b, m->model);
     sb_buf_puts(&b, ",\"prompt\":");

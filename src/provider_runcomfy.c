@@ -30,11 +30,8 @@ static char *rc_submit_body(const struct sb_manifest *m, const struct sb_jobspec
 {
     (void)m;
     struct sb_buf b;
-    sb_buf_init(&b, SIZE_MAX / 2);
-    if (sb_jw_open_object(&b, j->params) != SB_OK) {
-        sb_buf_free(&b);
+    if (sb_jw_open_object(&b, j->params) != SB_OK)
         return NULL;
-    }
     sb_buf_puts(&b, "\"prompt\":");
     sb_jw_str(&b, j->prompt ? j->prompt : "");
     sb_buf_puts(&b, ",\"image\":");
