@@ -2257,6 +2257,21 @@ static void cancel_done(struct sb_req *rq, CURLcode rc)
 }
 
 /*
+ * Whether a cancel call or a commit is still under way. The loop does not empty
+ * by itself when they end: a kept-alive connection stays armed after its
+ * transfer, until the server closes it (often a minute or two later).
+ */
+static int cancel_pending(const struct run *r, int opened)
+{
+    if (sb_loop_active(r->http))
+        return 1;
+    for (int i = 0; i < opened; i++)
+        if (r->engines[i]->commit_inflight)
+            return 1;
+    return 0;
+}
+
+/*
  * seedbatch cancel: jobs not yet sent are cancelled without a call; requests
  * still queued at a provider that can cancel are cancelled there. What cannot
  * be cancelled (already processing, or a provider without a cancel call) is
@@ -2306,7 +2321,7 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
                     "the next run downloads their outputs", e->m->path, kept, e->api.ops->name);
         sb_info("%s: %d jobs cancelled before submission, %d cancel requests sent", e->m->path, local, remote);
     }
-    while (uv_run(&r->uv, UV_RUN_DEFAULT))
+    while (cancel_pending(r, opened) && uv_run(&r->uv, UV_RUN_ONCE))
         ;
     run_shutdown(r, opened);
     int worst = rc;

@@ -94,7 +94,8 @@ kill -TERM $pid; wait $pid
 ids=$(sqlite3 "$D/rc.out/.seedbatch/state.db" "SELECT prediction_id FROM jobs WHERE prediction_id IS NOT NULL ORDER BY id")
 first=$(echo "$ids" | head -1); second=$(echo "$ids" | tail -1)
 force "$second" running   # already processing: not cancellable
-run "$SEEDBATCH" cancel "$D/m.yaml"; expect_rc 0 "cancel"
+# Bounded: kept-alive connections must not hold the loop open until the mock drops them (120 s).
+run timeout 60 "$SEEDBATCH" cancel "$D/m.yaml"; expect_rc 0 "cancel ends with its calls"
 expect_eq "$(stat_of requests.rc_cancel)" 2 "two cancel calls"
 expect_eq "$(stat_of cancelled)" 1 "one cancelled at the provider"
 expect_in "$T/err" "already being processed: it cannot be cancelled" "not cancellable reported"
