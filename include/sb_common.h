@@ -54,6 +54,8 @@ char *sb_strndup(const char *s, size_t n); /* at most n bytes, stopping at a NUL
 char *sb_asprintf(const char *fmt, ...) SB_PRINTF(1, 2);
 /* The strings up to a NULL, one after the other (for the paths and URLs made per request). */
 char *sb_concat(const char *s, ...) SB_SENTINEL;
+/* Copies s into dst of size n (n > 0), cut to fit and always terminated, as snprintf "%s" would. */
+void sb_strlcpy(char *dst, const char *s, size_t n);
 /* s with every byte but letters, digits and "-._~" written %XX, as curl_easy_escape does. */
 char *sb_url_escape(const char *s);
 #define sb_freep(pp) do { free(*(pp)); *(pp) = NULL; } while (0)

@@ -797,7 +797,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     int carried = e->api.ops->error_info(answer(r), emsg, sizeof emsg, ecode, sizeof ecode,
                                          &hint) == SB_ERR;
     oc->http = (int)s;
-    snprintf(oc->code, sizeof oc->code, "%s", ecode);
+    sb_strlcpy(oc->code, ecode, sizeof oc->code);
     if (carried && hint && (s < 300 || s == 400 || s == 404))
         s = hint; /* the provider's code says more than the status (or is the only error sign) */
     else if (s >= 200 && s < 300 && carried)

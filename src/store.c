@@ -229,7 +229,7 @@ static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
     r->id = col_text(s, 0);
     r->seq = sqlite3_column_int64(s, 1);
     const unsigned char *fp = sqlite3_column_text(s, 2);
-    snprintf(r->fingerprint, sizeof r->fingerprint, "%s", fp ? (const char *)fp : "");
+    sb_strlcpy(r->fingerprint, fp ? (const char *)fp : "", sizeof r->fingerprint);
     const unsigned char *state = sqlite3_column_text(s, 3);
     if (!state || sb_job_state_parse((const char *)state, &r->state) != SB_OK)
         r->state = SB_JOB_PENDING;

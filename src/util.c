@@ -64,6 +64,13 @@ char *sb_strndup(const char *s, size_t n)
     return p;
 }
 
+void sb_strlcpy(char *dst, const char *s, size_t n)
+{
+    size_t len = strnlen(s, n - 1);
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+}
+
 char *sb_concat(const char *s, ...)
 {
     va_list ap;

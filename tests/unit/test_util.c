@@ -42,6 +42,18 @@ static void test_escape_concat(void)
     c = sb_concat("", NULL);
     CHECK_STR(c, "");
     free(c);
+    char d[5] = "xxxx";
+    sb_strlcpy(d, "abcdef", sizeof d);
+    CHECK_STR(d, "abcd"); /* cut to fit, terminated */
+    sb_strlcpy(d, "ab", sizeof d);
+    CHECK_STR(d, "ab");
+    sb_strlcpy(d, "", sizeof d);
+    CHECK_STR(d, "");
+    sb_strlcpy(d, "wxyz", sizeof d);
+    CHECK_STR(d, "wxyz");
+    char one[1] = {'q'};
+    sb_strlcpy(one, "abc", sizeof one);
+    CHECK_INT(one[0], 0);
 }
 
 int main(void)
