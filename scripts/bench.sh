@@ -3,7 +3,7 @@
 # Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
 # processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
 # time per job, peak RSS, API calls per job, rate refusals, state commits; each the
-# median of REPEAT runs (default 3) in which the two runners alternate, with each
+# median of REPEAT runs (default 5) in which the two runners alternate, with each
 # run's CPU per job after it (the machines are shared: single runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
 #   CONC=256 POLL=0.1 REPEAT=3 BENCH_DIR=/dev/shm scripts/bench.sh 10000
@@ -16,7 +16,7 @@ BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
-REPEAT=${REPEAT:-3}   # runs of each runner per size, alternated; medians are printed
+REPEAT=${REPEAT:-5}   # runs of each runner per size, alternated; medians are printed
 POLL=${POLL:-0.1}
 BASE_DIR=${BENCH_DIR:-/dev/shm}
 [ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
