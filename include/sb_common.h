@@ -56,6 +56,12 @@ char *sb_asprintf(const char *fmt, ...) SB_PRINTF(1, 2);
 char *sb_concat(const char *s, ...) SB_SENTINEL;
 /* Copies s into dst of size n (n > 0), cut to fit and always terminated, as snprintf "%s" would. */
 void sb_strlcpy(char *dst, const char *s, size_t n);
+/* Letters, digits and "-._~": the bytes a URL carries as they are (RFC 3986 unreserved). */
+static inline int sb_url_unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~';
+}
 /* s with every byte but letters, digits and "-._~" written %XX, as curl_easy_escape does. */
 char *sb_url_escape(const char *s);
 #define sb_freep(pp) do { free(*(pp)); *(pp) = NULL; } while (0)

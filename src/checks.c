@@ -231,8 +231,7 @@ size_t sb_url_plain_origin(const char *url)
         return 0;
     for (const char *c = path; *c; c++) {
         unsigned char u = (unsigned char)*c;
-        if (!((u | 0x20) >= 'a' && (u | 0x20) <= 'z') && !(u >= '0' && u <= '9') && u != '-' && u != '.' &&
-            u != '_' && u != '~' && u != '/')
+        if (!sb_url_unreserved(u) && u != '/')
             return 0;
         if (u == '/' && c[1] == '.' && (c[2] == '/' || !c[2] || (c[2] == '.' && (c[3] == '/' || !c[3]))))
             return 0;

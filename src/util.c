@@ -97,8 +97,7 @@ char *sb_url_escape(const char *s)
     char *out = sb_malloc(3 * strlen(s) + 1), *o = out;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '.' || c == '_' || c == '~')
+        if (sb_url_unreserved(c))
             *o++ = (char)c;
         else {
             *o++ = '%';
