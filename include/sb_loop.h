@@ -1,6 +1,6 @@
 /*
  * HTTP on one libuv loop: libcurl's multi interface driven by uv_poll (one
- * per socket) and a uv_timer per multi handle, as curl's multi-uv example does it. A request
+ * per socket) and one uv_timer, as curl's multi-uv example does it. A request
  * is a struct sb_req embedded in its owner's struct; its done callback runs
  * from the loop, outside any libcurl callback, once the transfer has ended.
  */
@@ -42,7 +42,6 @@ struct sb_req {
     CURLU *uh;                     /* owned: the URL parsed, when seedbatch could do it cheaply */
     sb_req_done_fn done;
     int active;
-    int shard;                     /* the loop's multi handle it was added to */
 };
 
 struct sb_http_opts {
@@ -54,8 +53,6 @@ struct sb_http_opts {
     int follow_redirects;          /* http(s) only, at most 5 */
 };
 
-/* max_connects: connections kept open at most, which also sets how many multi handles
-   share the transfers (one per 64, at most 8: see loop.c). */
 struct sb_loop *sb_loop_new(uv_loop_t *uv, long max_connects);
 /* Stops every transfer without calling their done callbacks, then frees. */
 void sb_loop_free(struct sb_loop *l);
@@ -65,7 +62,6 @@ int sb_loop_active(const struct sb_loop *l);
 
 /* What the loop has seen since it began (the debug report prints it; tests read it there). */
 struct sb_loop_counts {
-    long shards;                   /* multi handles the transfers are spread over */
     long sockets;                  /* connections opened */
     long idle_wakeups;             /* kept-alive connections that woke while no transfer used them */
     long requests;                 /* transfers prepared */

@@ -2130,8 +2130,7 @@ static void run_shutdown(struct run *r, int opened)
     }
     struct sb_loop_counts lc;
     sb_loop_counts(r->http, &lc);
-    sb_debug("connections: %ld opened in %ld pool%s, %ld woke while idle", lc.sockets, lc.shards,
-             lc.shards == 1 ? "" : "s", lc.idle_wakeups);
+    sb_debug("connections: %ld opened, %ld woke while idle", lc.sockets, lc.idle_wakeups);
     sb_debug("requests: %ld, %ld of them with the URL handed to libcurl parsed", lc.requests, lc.urls_parsed);
     sb_loop_free(r->http);
     uv_walk(&r->uv, walk_close, NULL);

@@ -14,13 +14,6 @@
  * poll stays armed as it was; should an idle connection wake it (the server
  * closed it), it is stopped then. Sockets libcurl opens itself (the
  * resolver's) get the plain treatment: their uv_poll closes on REMOVE.
- *
- * With many transfers at once the loop spreads them over several multi
- * handles (shards), each with its own connections and timer, taking turns.
- * libcurl 7.88 walks a host's connections in order to find an idle one for
- * every transfer, and again to forget the last one when it ends: with 256
- * connections to the API, those walks were about 4% of a run's CPU. A shard
- * holds a few dozen.
  */
 #include "sb_loop.h"
 #include "sb_checks.h"
@@ -35,7 +28,6 @@
 
 #define EASY_POOL 256
 #define ORIGINS 8
-#define SHARDS 8
 
 struct sock_ctx;
 
@@ -46,18 +38,10 @@ struct origin {
     CURLU *uh;
 };
 
-/* One multi handle with its connections and its timer (see the top of this file). */
-struct shard {
-    CURLM *multi;
-    uv_timer_t timer;
-    struct sb_loop *loop;
-};
-
 struct sb_loop {
     uv_loop_t *uv;
-    struct shard shards[SHARDS];
-    int nshards;
-    int next;                      /* the shard the next transfer goes to */
+    CURLM *multi;
+    uv_timer_t timer;
     int active;
     /* Finished easy handles kept for reuse: creating one per request costs big buffers. */
     CURL *pool[EASY_POOL];
@@ -74,25 +58,23 @@ struct sock_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     struct sb_loop *loop;
-    struct shard *shard;           /* whose connection it is (set by its socket callback) */
     int want;                      /* UV_READABLE/UV_WRITABLE libcurl asked for; 0 after REMOVE */
     int armed;                     /* what the uv_poll is started with; 0 when stopped */
     int owned;                     /* opened by open_socket: kept until close_socket */
 };
 
-static void check_done(struct shard *sh)
+static void check_done(struct sb_loop *l)
 {
-    struct sb_loop *l = sh->loop;
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(sh->multi, &left))) {
+    while ((msg = curl_multi_info_read(l->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURL *easy = msg->easy_handle;
         CURLcode rc = msg->data.result;
         struct sb_req *r = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
-        curl_multi_remove_handle(sh->multi, easy);
+        curl_multi_remove_handle(l->multi, easy);
         l->active--;
         r->active = 0;
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
@@ -128,26 +110,26 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (events & UV_WRITABLE)
             flags |= CURL_CSELECT_OUT;
     }
-    curl_multi_socket_action(c->shard->multi, c->fd, flags, &running);
-    check_done(c->shard);
+    curl_multi_socket_action(l->multi, c->fd, flags, &running);
+    check_done(l);
 }
 
 static void on_timeout(uv_timer_t *t)
 {
-    struct shard *sh = sb_container_of(t, struct shard, timer);
+    struct sb_loop *l = sb_container_of(t, struct sb_loop, timer);
     int running;
-    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(sh);
+    curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(l);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    struct shard *sh = userp;
+    struct sb_loop *l = userp;
     (void)multi;
     if (timeout_ms < 0)
-        uv_timer_stop(&sh->timer);
+        uv_timer_stop(&l->timer);
     else
-        uv_timer_start(&sh->timer, on_timeout, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&l->timer, on_timeout, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
@@ -225,8 +207,7 @@ static int close_socket(void *clientp, curl_socket_t fd)
 
 static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
 {
-    struct shard *sh = userp;
-    struct sb_loop *l = sh->loop;
+    struct sb_loop *l = userp;
     struct sock_ctx *c = sock_get(l, s);
     (void)easy, (void)socketp;
     if (action == CURL_POLL_REMOVE) {
@@ -238,7 +219,6 @@ static int socket_cb(CURL *easy, curl_socket_t s, int action, void *userp, void 
     }
     if (!c && !(c = sock_new(l, s, 0)))
         return -1;
-    c->shard = sh;
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
         events |= UV_READABLE;
@@ -257,27 +237,18 @@ struct sb_loop *sb_loop_new(uv_loop_t *uv, long max_connects)
 {
     struct sb_loop *l = sb_calloc(1, sizeof *l);
     l->uv = uv;
-    /* One shard per 64 connections allowed (32 transfers at once, each may hold two). */
-    l->nshards = (int)(max_connects / 64);
-    l->nshards = l->nshards < 1 ? 1 : l->nshards > SHARDS ? SHARDS : l->nshards;
-    l->counts.shards = l->nshards;
-    for (int i = 0; i < l->nshards; i++) {
-        struct shard *sh = &l->shards[i];
-        sh->loop = l;
-        sh->multi = curl_multi_init();
-        if (!sh->multi) {
-            l->nshards = i;
-            sb_loop_free(l);
-            return NULL;
-        }
-        uv_timer_init(uv, &sh->timer);
-        curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-        curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
-        curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-        curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
-        curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, (max_connects + l->nshards - 1) / l->nshards);
-        curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    l->multi = curl_multi_init();
+    if (!l->multi) {
+        free(l);
+        return NULL;
     }
+    uv_timer_init(uv, &l->timer);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, max_connects);
+    curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     return l;
 }
 
@@ -300,9 +271,8 @@ void sb_loop_free(struct sb_loop *l)
 {
     if (!l)
         return;
-    /* The multi handles close their sockets, their uv_polls with them (close_socket). */
-    for (int i = 0; i < l->nshards; i++)
-        curl_multi_cleanup(l->shards[i].multi);
+    /* The multi handle closes its sockets, their uv_polls with them (close_socket). */
+    curl_multi_cleanup(l->multi);
     for (size_t fd = 0; fd < l->nsocks; fd++)
         sock_close(l, (curl_socket_t)fd);
     free(l->socks);
@@ -312,10 +282,8 @@ void sb_loop_free(struct sb_loop *l)
         free(l->origins[i].text);
         curl_url_cleanup(l->origins[i].uh);
     }
-    for (int i = 0; i < l->nshards; i++) {
-        uv_timer_stop(&l->shards[i].timer);
-        uv_close((uv_handle_t *)&l->shards[i].timer, NULL);
-    }
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, NULL);
     uv_run(l->uv, UV_RUN_NOWAIT); /* run the close callbacks */
     free(l);
 }
@@ -566,10 +534,7 @@ int sb_req_start(struct sb_req *r, sb_req_done_fn done)
         curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
     if (r->mime)
         curl_easy_setopt(r->easy, CURLOPT_MIMEPOST, r->mime);
-    struct sb_loop *l = r->loop;
-    r->shard = l->next;
-    l->next = (l->next + 1) % l->nshards;
-    if (curl_multi_add_handle(l->shards[r->shard].multi, r->easy) != CURLM_OK)
+    if (curl_multi_add_handle(r->loop->multi, r->easy) != CURLM_OK)
         return SB_ERR;
     r->active = 1;
     r->loop->active++;
@@ -579,7 +544,7 @@ int sb_req_start(struct sb_req *r, sb_req_done_fn done)
 void sb_req_abort(struct sb_req *r)
 {
     if (r->active) {
-        curl_multi_remove_handle(r->loop->shards[r->shard].multi, r->easy);
+        curl_multi_remove_handle(r->loop->multi, r->easy);
         r->active = 0;
         r->loop->active--;
     }
