@@ -2,9 +2,10 @@
 # Benchmark: seedbatch and a Python asyncio + aiohttp runner (scripts/bench_peer.py,
 # Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
 # processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
-# time per job, peak RSS, API calls per job, rate refusals, state commits; each the
-# median of REPEAT runs (default 5) in which the two runners alternate, with each
-# run's CPU per job after it (the machines are shared: single runs vary by 10-30%).
+# time per job (and its user/kernel parts), peak RSS, API calls per job, rate refusals,
+# state commits; each the median of REPEAT runs (default 5) in which the two runners
+# alternate, with each run's CPU per job after it (the machines are shared: single
+# runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
 #   CONC=256 POLL=0.1 REPEAT=3 BENCH_DIR=/dev/shm scripts/bench.sh 10000
 # Work files go under BENCH_DIR (default /dev/shm: tmpfs, so the figures compare the
@@ -35,7 +36,7 @@ stop_mock() { kill $mock; wait $mock 2>/dev/null || true; mock=""; }
 stat() { curl -s "$url/_mock/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s"
-printf '%-10s %-8s %9s %9s %12s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
+printf '%-10s %-8s %9s %9s %12s %13s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "user/sys" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
 for n in "${SIZES[@]}"; do
     d=$tmp/run$n; mkdir -p "$d"
     python3 - "$d/m.yaml" "$n" "$CONC" "$POLL" <<'PY'
@@ -80,7 +81,8 @@ for runner in ("seedbatch", "python"):
     runs = [(float(r[3]) + float(r[4])) * 1000 / n for r in rs]
     cpu[runner] = statistics.median(runs)
     commits = med(8)
-    print(f"{runner:<10} {n:<8} {med(2):>9.2f} {n / med(2):>9.0f} {cpu[runner]:>12.3f} {med(5) / 1024:>7.1f}MiB "
+    user_sys = f"{med(3) * 1000 / n:.3f}/{med(4) * 1000 / n:.3f}"
+    print(f"{runner:<10} {n:<8} {med(2):>9.2f} {n / med(2):>9.0f} {cpu[runner]:>12.3f} {user_sys:>13} {med(5) / 1024:>7.1f}MiB "
           f"{med(6) / n:>10.2f} {med(7):>8.0f} {('-' if commits < 0 else f'{commits:.0f}'):>8}  "
           + " ".join(f"{c:.3f}" for c in runs))
 print(f"{'ratio':<10} {n:<8} python / seedbatch CPU per job: {cpu['python'] / cpu['seedbatch']:.2f}")
