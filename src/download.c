@@ -100,7 +100,7 @@ static void on_done(struct sb_req *r, CURLcode rc)
         return;
     }
     if (rc != CURLE_OK) {
-        snprintf(msg, sizeof msg, "%s", curl_easy_strerror(rc));
+        sb_strlcpy(msg, curl_easy_strerror(rc), sizeof msg);
         fail(d, 1, "download failed: %s", r->errbuf[0] ? r->errbuf : msg);
         return;
     }

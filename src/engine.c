@@ -362,7 +362,7 @@ static void commit_work(uv_work_t *w)
                 continue;
             if (sb_download_finish(d) != 0) {
                 if (!j->fin_failed)
-                    snprintf(j->fin_error, sizeof j->fin_error, "%s", d->error);
+                    sb_strlcpy(j->fin_error, d->error, sizeof j->fin_error);
                 j->fin_failed = 1;
             } else {
                 renamed++;
@@ -428,7 +428,7 @@ static void commit_done(uv_work_t *w, int status)
     if (e->commit_last_ms > e->commit_ms_max)
         e->commit_ms_max = e->commit_last_ms;
     if (status != 0 || e->commit_rc != SB_OK) {
-        snprintf(e->err, sizeof e->err, "%s", status ? "the state commit was cancelled" : e->commit_err);
+        sb_strlcpy(e->err, status ? "the state commit was cancelled" : e->commit_err, sizeof e->err);
         e->fatal = 1;
         e->run->stopping = 1;
     }
@@ -1231,7 +1231,7 @@ static void download_done(struct sb_download *d)
         e->spent += j->n_out * price(e);
         char *msg = sb_strdup(j->row.error_message ? j->row.error_message : "download failed");
         char kind[32];
-        snprintf(kind, sizeof kind, "%s", j->row.error_kind ? j->row.error_kind : SB_EK_SERVER);
+        sb_strlcpy(kind, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, sizeof kind);
         job_failed(e, j, kind, j->row.error_http, NULL, msg);
         free(msg);
     } else if (complete) {

@@ -1513,7 +1513,7 @@ static char *jstr(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? sb_strdup(v->valuestring) : NULL;
 }
 
-/* A kept spec's images_requested as an int: 0 when a damaged state gives it out of range. */
+/* A kept spec's images_requested into *out; 0 (and *out untouched) when a damaged state gives it out of range. */
 static int images_count(double v, int *out)
 {
     if (!(v >= 0 && v <= 1000))

@@ -154,7 +154,7 @@ static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code
     if (!t)
         t = sb_json_str(j, "error");
     if (t)
-        snprintf(msg, msglen, "%s", t);
+        sb_strlcpy(msg, t, msglen);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "code");
     if (cJSON_IsNumber(c) && c->valuedouble != 200)
         snprintf(code, codelen, "%.0f", c->valuedouble);

@@ -169,7 +169,7 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
     if (!t)
         t = sb_json_str(j, "detail");
     if (t)
-        snprintf(msg, msglen, "%s", t);
+        sb_strlcpy(msg, t, msglen);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "error_code");
     long n = 0;
     /* Numbers are doubles: one out of range would make the conversion undefined. */
@@ -180,7 +180,7 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
     int is_error = c && !cJSON_IsNull(c);
     if (is_error) {
         if (cJSON_IsString(c))
-            snprintf(code, codelen, "%s", c->valuestring);
+            sb_strlcpy(code, c->valuestring, codelen);
         else if (cJSON_IsNumber(c))
             snprintf(code, codelen, "%.0f", c->valuedouble);
         *status = code_status(n);
