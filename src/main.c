@@ -22,6 +22,9 @@
 
 #include <curl/curl.h>
 #include <sqlite3.h>
+#ifdef SB_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 static const char usage_text[] =
     "usage: seedbatch COMMAND [OPTIONS] MANIFEST...\n"
@@ -313,9 +316,31 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
     return rc;
 }
 
+/* The version, and which allocator serves malloc() in this process (checked, not assumed). */
+static void print_version(void)
+{
+    printf("seedbatch %s\n", SB_VERSION);
+    const char *allocator = "system malloc";
+#ifdef SB_MIMALLOC
+    /*
+     * mimalloc serves the process only when its malloc comes first in the
+     * symbol lookup (a preloaded library, valgrind's for one, comes before it).
+     */
+    char name[32];
+    void *p = malloc(64);
+    if (p && mi_is_in_heap_region(p)) {
+        int v = mi_version();
+        snprintf(name, sizeof name, "mimalloc %d.%d.%d", v / 100, v / 10 % 10, v % 10);
+        allocator = name;
+    }
+    free(p);
+#endif
+    printf("allocator: %s\n", allocator);
+}
+
 int main(int argc, char **argv)
 {
-#ifdef __GLIBC__
+#if defined(__GLIBC__) && !defined(SB_MIMALLOC)
     /*
      * A fixed threshold: buffers over 128 KiB always get their own mapping,
      * returned when freed. glibc's default raises the threshold after such a
@@ -332,7 +357,7 @@ int main(int argc, char **argv)
         return SB_EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("seedbatch %s\n", SB_VERSION);
+        print_version();
         return SB_EXIT_OK;
     }
     struct options o = {.command = argv[1], .rps = -1};

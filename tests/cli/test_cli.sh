@@ -8,6 +8,13 @@ run "$SEEDBATCH" --help; expect_rc 0 "--help"
 expect_in "$T/out" "run MANIFEST..." "--help lists run"
 expect_in "$T/out" "75 interrupted or locked" "--help lists exit codes"
 run "$SEEDBATCH" --version; expect_rc 0 "--version"; expect_in "$T/out" "seedbatch 0.1.0" "--version text"
+# The allocator the build links (mimalloc unless built with sanitizers or -DMIMALLOC=OFF)
+# is the one serving malloc(): it has to come first in the symbol lookup.
+if [ -n "${MIMALLOC:-}" ]; then
+    expect_in "$T/out" "allocator: mimalloc 2." "--version: mimalloc serves malloc()"
+else
+    expect_in "$T/out" "allocator: system malloc" "--version: the system's malloc"
+fi
 run "$SEEDBATCH"; expect_rc 2 "no arguments"
 run "$SEEDBATCH" frobnicate x.yaml; expect_rc 2 "unknown command"; expect_in "$T/err" "unknown command 'frobnicate'" "unknown command message"
 run "$SEEDBATCH" validate; expect_rc 2 "validate without manifest"; expect_in "$T/err" "needs at least one manifest" "missing manifest message"
