@@ -3,7 +3,7 @@
 # Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
 # processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
 # time per job (and its user/kernel parts), peak RSS, API calls per job, rate refusals,
-# state commits; each the median of REPEAT runs (default 5) in which the two runners
+# state commits; each the median of REPEAT runs in which the two runners
 # alternate, with each run's CPU per job after it (the machines are shared: single
 # runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
@@ -17,7 +17,9 @@ BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
-REPEAT=${REPEAT:-5}   # runs of each runner per size, alternated; medians are printed
+# Runs of each runner per size, alternated; medians are printed. Unless REPEAT is set:
+# 9 for batches up to 20,000 jobs (a run takes seconds, and short runs vary most), else 5.
+REPEAT_SET=${REPEAT:-}
 POLL=${POLL:-0.1}
 BASE_DIR=${BENCH_DIR:-/dev/shm}
 [ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
@@ -50,6 +52,7 @@ with open(path, "w") as f:
         f.write(f'  - {{id: j{i}, prompt: "bench {i}", images: ["http://127.0.0.1/in/{i}.jpg"]}}\n')
 PY
     : > "$d/rows"
+    REPEAT=${REPEAT_SET:-$([ "$n" -le 20000 ] && echo 9 || echo 5)}
     for rep in $(seq 1 "$REPEAT"); do
         rm -rf "$d/out" "$d/peer"
         start_mock
