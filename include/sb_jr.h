@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 struct sb_jr {
     const char *p, *end;
     int depth;
@@ -38,5 +40,13 @@ int sb_jr_num(struct sb_jr *r, double *v);
 int sb_jr_skip(struct sb_jr *r, const char **start, size_t *len);
 /* 1 when the whole text was one value read without fault (only whitespace after it). */
 int sb_jr_end(struct sb_jr *r);
+
+/*
+ * The text (one value, nothing after it but whitespace) as a cJSON tree in a
+ * single allocation, freed with cJSON_Delete on the root like any tree; read
+ * it, never detach or delete a part of it. NULL where the reader would give up
+ * (and for texts over 16 KiB): the caller then parses with cJSON.
+ */
+cJSON *sb_jr_tree(const char *s, size_t n);
 
 #endif

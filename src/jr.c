@@ -9,6 +9,7 @@
 #include "sb_jr.h"
 #include "sb_common.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -350,4 +351,147 @@ int sb_jr_end(struct sb_jr *r)
 {
     ws(r);
     return !r->bad && r->depth == 0 && r->p == r->end;
+}
+
+/*
+ * sb_jr_tree: the text as a cJSON tree in one allocation. An API answer parsed
+ * by cJSON_Parse costs an allocation for every node, key and string (about 19 for
+ * a poll answer) and as many frees; here the nodes come first in one block and
+ * their strings after them. Only the root is marked a reference, so cJSON_Delete
+ * frees the root alone, which is the block: a caller cannot tell the tree from
+ * cJSON's. The other nodes carry no flags, so cJSON_Duplicate copies them whole.
+ */
+struct tree {
+    struct sb_jr *r;
+    cJSON *nodes;
+    char *text;
+    size_t n_nodes, n_text;   /* used */
+    size_t max_nodes, max_text;
+};
+
+/* A cleared node, or NULL (and the reader bad) past the bound: never happens for JSON. */
+static cJSON *tree_node(struct tree *t)
+{
+    if (t->n_nodes == t->max_nodes)
+        return fail(t->r), NULL;
+    cJSON *c = &t->nodes[t->n_nodes++];
+    memset(c, 0, sizeof *c);
+    return c;
+}
+
+/* The string at r->p, unescaped into the block; NULL when bad. */
+static char *tree_str(struct sb_jr *r, struct tree *t)
+{
+    if (sb_jr_peek(r) != '"')
+        return fail(r), NULL;
+    const char *at = r->p, *q = plain(r);
+    long n = q ? (long)(q - at - 1) : string(r, NULL, 0);
+    if (n < 0 || (size_t)n + 1 > t->max_text - t->n_text)
+        return fail(r), NULL;
+    char *s = t->text + t->n_text;
+    t->n_text += (size_t)n + 1;
+    if (q) {
+        memcpy(s, at + 1, (size_t)n);
+        s[n] = '\0';
+        r->p = q + 1;
+    } else {
+        r->p = at;
+        string(r, s, (size_t)n + 1);
+    }
+    return s;
+}
+
+static void tree_value(struct sb_jr *r, struct tree *t, cJSON *c);
+
+/* The members or items of the container just entered, as c's children. */
+static void tree_children(struct sb_jr *r, struct tree *t, cJSON *c, char close)
+{
+    cJSON *last = NULL;
+    while (next(r, close)) {
+        char *key = NULL;
+        if (close == '}') {
+            key = tree_str(r, t);
+            ws(r);
+            if (r->bad || r->p >= r->end || *r->p != ':') {
+                fail(r);
+                return;
+            }
+            r->p++;
+        }
+        cJSON *k = tree_node(t);
+        if (!k)
+            return;
+        tree_value(r, t, k);
+        if (r->bad)
+            return;
+        k->string = key;
+        k->prev = last;
+        if (last)
+            last->next = k;
+        else
+            c->child = k;
+        last = k;
+    }
+    if (c->child)
+        c->child->prev = last; /* as cJSON links a list: the head's prev is the tail */
+}
+
+static void tree_value(struct sb_jr *r, struct tree *t, cJSON *c)
+{
+    int kind = sb_jr_peek(r);
+    double d;
+    switch (kind) {
+    case '"': {
+        c->valuestring = tree_str(r, t);
+        c->type = cJSON_String;
+        break;
+    }
+    case 'n':
+        if (sb_jr_num(r, &d)) {
+            c->type = cJSON_Number;
+            c->valuedouble = d;
+            /* cJSON's saturation */
+            c->valueint = d >= INT_MAX ? INT_MAX : d <= (double)INT_MIN ? INT_MIN : (int)d;
+        }
+        break;
+    case 't': case 'f': case 'z':
+        if (sb_jr_skip(r, NULL, NULL)) {
+            c->type = kind == 't' ? cJSON_True : kind == 'f' ? cJSON_False : cJSON_NULL;
+            c->valueint = kind == 't';
+        }
+        break;
+    case '{': case '[':
+        sb_jr_enter(r, (char)kind);
+        c->type = kind == '{' ? cJSON_Object : cJSON_Array;
+        tree_children(r, t, c, kind == '{' ? '}' : ']');
+        break;
+    default:
+        fail(r);
+    }
+}
+
+/* Texts longer than this go to cJSON: the block is sized from a bound, not a count. */
+#define TREE_MAX_TEXT 16384
+
+cJSON *sb_jr_tree(const char *s, size_t n)
+{
+    if (n > TREE_MAX_TEXT)
+        return NULL;
+    /* Every value but the first follows a ':', ',' or '['; every string's
+       unescaped text and NUL fit in its quoted text. */
+    size_t bound = 1;
+    for (size_t i = 0; i < n; i++)
+        bound += s[i] == ':' || s[i] == ',' || s[i] == '[';
+    char *block = sb_malloc(bound * sizeof(cJSON) + n);
+    struct sb_jr r;
+    sb_jr_init(&r, s, n);
+    struct tree t = {&r, (cJSON *)(void *)block, block + bound * sizeof(cJSON), 0, 0, bound, n};
+    cJSON *root = tree_node(&t);
+    tree_value(&r, &t, root);
+    if (!sb_jr_end(&r)) {
+        free(block);
+        return NULL;
+    }
+    root->type |= cJSON_IsReference; /* cJSON_Delete(root) frees the block alone */
+    return root;
 }

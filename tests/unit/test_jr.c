@@ -8,7 +8,10 @@
 #include "sb_manifest.h"
 #include "t.h"
 #include "t_jobs.h"
+#include "../json_same.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
@@ -220,10 +223,160 @@ static void test_specs(const char *dir)
     t_manifest_free(m);
 }
 
+/* cJSON's reading of text as sb_json_parse asks for it: all of it, nothing after. */
+static cJSON *cjson_reads(const char *text, size_t n)
+{
+    const char *end;
+    return cJSON_ParseWithLengthOpts(text, n + 1, &end, 1);
+}
+
+/* sb_jr_tree on text: NULL, or a tree the same as cJSON's (which must read it too). */
+static int tree_agrees(const char *text, size_t n, int *taken)
+{
+    cJSON *t = sb_jr_tree(text, n), *c = cjson_reads(text, n);
+    int ok = !t || json_same(t, c);
+    if (!ok)
+        fprintf(stderr, "sb_jr_tree reads differently: %.*s\n", (int)n, text);
+    *taken = t != NULL;
+    cJSON_Delete(t); /* frees the tree's one block (ASan and valgrind see to it) */
+    cJSON_Delete(c);
+    return ok;
+}
+
+/* A random value: containers to depth 4, strings with anything in them, numbers of every form. */
+static cJSON *rand_value(int depth)
+{
+    static const char *nums[] = {"0", "-0", "1", "-1", "0.5", "1e3", "-2.5E-3", "2147483647", "2147483648",
+                                 "-2147483649", "1e400", "-1e400", "123456789012345678901234567890", "4.9e-324"};
+    int k = (int)(next() % (depth < 4 ? 7 : 5));
+    switch (k) {
+    case 0: return cJSON_CreateNull();
+    case 1: return cJSON_CreateBool(next() % 2);
+    case 2: return cJSON_CreateNumber(strtod(nums[next() % (sizeof nums / sizeof nums[0])], NULL));
+    case 3:
+    case 4: {
+        char *s = rand_str();
+        cJSON *v = cJSON_CreateString(s);
+        free(s);
+        return v;
+    }
+    default: {
+        cJSON *c = k == 5 ? cJSON_CreateObject() : cJSON_CreateArray();
+        int n = (int)(next() % 5);
+        for (int i = 0; i < n; i++) {
+            cJSON *v = rand_value(depth + 1);
+            if (k == 5) {
+                char *key = rand_str();
+                cJSON_AddItemToObject(c, next() % 4 ? key : "dup", v); /* keys repeat too */
+                free(key);
+            } else {
+                cJSON_AddItemToArray(c, v);
+            }
+        }
+        return c;
+    }
+    }
+}
+
+static void test_tree(void)
+{
+    int taken;
+    /* The answers of both providers, in each documented shape, are read into one block. */
+    const char *answers[] = {
+        "{\"code\":200,\"data\":{\"id\":\"abc123\",\"status\":\"starting\",\"model\":\"m\"}}",
+        "{\"id\":\"abc123\",\"status\":\"processing\"}",
+        "{\"code\":200,\"data\":{\"id\":\"p\",\"status\":\"completed\",\"outputs\":[\"http://h/o/1.jpeg\","
+        "\"https://h/o/2.jpeg\"],\"metrics\":{\"predict_time\":1.25},\"error\":null}}",
+        "{\"code\":200,\"data\":{\"status\":\"failed\",\"error\":\"rejected \\\"x\\\" \\u00e9\\ud83d\\ude00\","
+        "\"error_code\":1039}}",
+        "{\"request_id\":\"r\",\"status\":\"in_queue\",\"queue_position\":3}",
+        "{\"status\":\"succeeded\",\"output\":{\"images\":[{\"url\":\"https://x/1.png\"}]},\"true\":true,"
+        "\"false\":false}",
+        " {\"code\" : 500 , \"msg\" : \"busy\" }\n",
+        "{\"a\":1,\"a\":2,\"\":{},\"e\":[],\"n\":[-0,1e400,-1e400,2147483648,-2147483649,0.1,12e-1]}",
+    };
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+        CHECK(tree_agrees(answers[i], strlen(answers[i]), &taken));
+        CHECK(taken);
+    }
+    /* Fields as cJSON sets them, lists linked both ways, the root alone flagged. */
+    const char *text = answers[2];
+    cJSON *t = sb_jr_tree(text, strlen(text));
+    CHECK(t && cJSON_IsObject(t) && (t->type & cJSON_IsReference));
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(t, "data");
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(d, "outputs");
+    CHECK_INT(cJSON_GetArraySize(o), 2);
+    CHECK_STR(cJSON_GetArrayItem(o, 1)->valuestring, "https://h/o/2.jpeg");
+    CHECK(o->child->prev == o->child->next && o->child->next->next == NULL);
+    CHECK(o->type == cJSON_Array && d->type == cJSON_Object);
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "metrics"), "predict_time");
+    CHECK(cJSON_IsNumber(pt) && pt->valuedouble == 1.25 && pt->valueint == 1);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(d, "error")));
+    cJSON *copy = cJSON_Duplicate(d, 1); /* a copy owns all of itself */
+    cJSON_Delete(t);
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(copy, "status")->valuestring, "completed");
+    cJSON_Delete(copy);
+    t = sb_jr_tree("[1e400,-1e400,3000000000]", 25);
+    CHECK(t && isinf(t->child->valuedouble) && t->child->valueint == INT_MAX &&
+          t->child->next->valueint == INT_MIN && t->child->next->next->valueint == INT_MAX);
+    cJSON_Delete(t);
+
+    /* What it gives up on goes to cJSON, which reads or refuses it as before. */
+    char nul[] = "{\"a\":1}\0garbage";
+    const char *refused[] = {"", "{", "[1,]", "{} x", "{\"a\":\"\\u0000\"}", "{\"a\":\"tab\there\"}", "\x01{}",
+                             "{\"a\":01}", "{\"a\":1}\x01"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        CHECK(sb_jr_tree(refused[i], strlen(refused[i])) == NULL);
+        CHECK(tree_agrees(refused[i], strlen(refused[i]), &taken));
+    }
+    CHECK(sb_jr_tree(nul, sizeof nul - 1) == NULL);
+    char deep[200];
+    for (int n = 64; n <= 65; n++) {
+        memset(deep, '[', (size_t)n);
+        memset(deep + n, ']', (size_t)n);
+        t = sb_jr_tree(deep, (size_t)(2 * n));
+        CHECK_INT(t != NULL, n == 64);
+        cJSON_Delete(t);
+    }
+    /* Over 16 KiB: cJSON's. */
+    size_t big = 20000;
+    char *long_text = sb_malloc(big + 1);
+    memset(long_text, 'a', big);
+    memcpy(long_text, "{\"a\":\"", 6);
+    memcpy(long_text + big - 2, "\"}", 2);
+    long_text[big] = '\0';
+    CHECK(sb_jr_tree(long_text, big - 1000) == NULL);
+    CHECK(sb_jr_tree(long_text, big) == NULL);
+    free(long_text);
+
+    /* Random values, printed both ways, and then damaged byte by byte. */
+    int n_taken = 0, n_docs = 3000;
+    for (int i = 0; i < n_docs; i++) {
+        cJSON *v = rand_value(0);
+        char *txt = next() % 2 ? cJSON_PrintUnformatted(v) : cJSON_Print(v);
+        size_t n = strlen(txt);
+        CHECK(tree_agrees(txt, n, &taken));
+        n_taken += taken;
+        for (int m = 0; m < 4 && n; m++) {
+            size_t at = next() % n;
+            char was = txt[at];
+            static const char bytes[] = "{}[],:\"\\ 0-.eE+tfnu\x01";
+            txt[at] = bytes[next() % (sizeof bytes - 1)];
+            CHECK(tree_agrees(txt, n, &taken));
+            txt[at] = was;
+        }
+        free(txt);
+        cJSON_Delete(v);
+    }
+    /* Every value cJSON prints is plain JSON: the tree reads them all. */
+    CHECK(n_taken == n_docs);
+}
+
 int main(void)
 {
     char *dir = t_tmpdir();
     test_reader();
+    test_tree();
     test_specs(dir);
     t_rmdir(dir);
     return t_done("test_jr");
