@@ -44,8 +44,9 @@ int sb_jr_end(struct sb_jr *r);
 /*
  * The text (one value, nothing after it but whitespace) as a cJSON tree in a
  * single allocation, freed with cJSON_Delete on the root like any tree; read
- * it, never detach or delete a part of it. NULL where the reader would give up
- * (and for texts over 16 KiB): the caller then parses with cJSON.
+ * it, never detach or delete a part of it. NULL where the reader would give up,
+ * and for texts over 16 KiB or of more than 64 values: the caller then parses
+ * with cJSON.
  */
 cJSON *sb_jr_tree(const char *s, size_t n);
 

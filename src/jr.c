@@ -470,18 +470,17 @@ static void tree_value(struct sb_jr *r, struct tree *t, cJSON *c)
     }
 }
 
-/* Texts longer than this go to cJSON: the block is sized from a bound, not a count. */
+/* Texts longer than this, or of more values, go to cJSON (answers have a few dozen at most). */
 #define TREE_MAX_TEXT 16384
+#define TREE_MAX_NODES 64
 
 cJSON *sb_jr_tree(const char *s, size_t n)
 {
     if (n > TREE_MAX_TEXT)
         return NULL;
-    /* Every value but the first follows a ':', ',' or '['; every string's
-       unescaped text and NUL fit in its quoted text. */
-    size_t bound = 1;
-    for (size_t i = 0; i < n; i++)
-        bound += s[i] == ':' || s[i] == ',' || s[i] == '[';
+    /* Every value takes a character and all but the first follow a ',', ':' or '[';
+       every string's unescaped text and NUL fit in its quoted text. */
+    size_t bound = n / 2 + 1 < TREE_MAX_NODES ? n / 2 + 1 : TREE_MAX_NODES;
     char *block = sb_malloc(bound * sizeof(cJSON) + n);
     struct sb_jr r;
     sb_jr_init(&r, s, n);
