@@ -4,7 +4,8 @@
  * once per job. Strict: whatever is not plain JSON (trailing text, a raw
  * control character, \u0000, a lone surrogate, nesting past 64) makes the
  * reader bad, and the caller reads the text with cJSON instead. What the
- * reader accepts, it reads as cJSON_Parse does.
+ * reader accepts, it reads as cJSON_Parse does. The same reader builds the
+ * trees of API answers in one allocation (sb_jr_tree).
  */
 #ifndef SB_JR_H
 #define SB_JR_H

@@ -4,7 +4,8 @@
  * results.jsonl); through cJSON that was about 15,000 and 11,000 instructions a
  * job, most of it allocating and freeing the tree's nodes. The reader is
  * strict and gives up (bad) on anything it is not sure to read as cJSON does;
- * its callers then use cJSON.
+ * its callers then use cJSON. sb_jr_tree, at the end, uses it to read API
+ * answers into a cJSON tree held in one allocation.
  */
 #include "sb_jr.h"
 #include "sb_common.h"
