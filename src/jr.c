@@ -442,11 +442,10 @@ static void tree_value(struct sb_jr *r, struct tree *t, cJSON *c)
     int kind = sb_jr_peek(r);
     double d;
     switch (kind) {
-    case '"': {
+    case '"':
         c->valuestring = tree_str(r, t);
         c->type = cJSON_String;
         break;
-    }
     case 'n':
         if (sb_jr_num(r, &d)) {
             c->type = cJSON_Number;

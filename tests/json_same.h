@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+/* The same text, or both NULL. */
 static int json_same_str(const char *a, const char *b)
 {
     return a && b ? strcmp(a, b) == 0 : a == b;

@@ -90,33 +90,28 @@ static char *rand_str(void)
     return sb_strdup(buf);
 }
 
-static int same_str(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
 /* Both readings of text agree: the same code and the same fields. */
 static int same_spec(struct sb_manifest *m, const char *text, int *read_ok)
 {
     struct sb_jobspec a, b;
     int ra = sb_jobspec_from_json(m, "id", text, &a), rb = sb_jobspec_from_cjson(m, "id", text, &b);
-    int same = ra == rb && same_str(a.id, b.id) && same_str(a.prompt, b.prompt) && same_str(a.invalid, b.invalid) &&
+    int same = ra == rb && json_same_str(a.id, b.id) && json_same_str(a.prompt, b.prompt) && json_same_str(a.invalid, b.invalid) &&
                a.n_images == b.n_images && a.images_requested == b.images_requested;
     for (int k = 0; same && k < a.n_images; k++)
-        same = same_str(a.images[k].spec, b.images[k].spec) && same_str(a.images[k].url, b.images[k].url) &&
+        same = json_same_str(a.images[k].spec, b.images[k].spec) && json_same_str(a.images[k].url, b.images[k].url) &&
                a.images[k].file == b.images[k].file;
     if (same && (a.params || b.params)) {
         char *pa = sb_jw_print(a.params, 0), *pb = sb_jw_print(b.params, 0);
-        same = same_str(pa, pb);
+        same = json_same_str(pa, pb);
         free(pa);
         free(pb);
     }
     struct sb_spec_text ta, tb;
     sb_jobspec_text(text, &ta, 0);
     sb_jobspec_text(text, &tb, 1);
-    same = same && same_str(ta.prompt, tb.prompt) && same_str(ta.invalid, tb.invalid) && ta.n_images == tb.n_images;
+    same = same && json_same_str(ta.prompt, tb.prompt) && json_same_str(ta.invalid, tb.invalid) && ta.n_images == tb.n_images;
     for (int k = 0; same && k < ta.n_images; k++)
-        same = same_str(ta.images[k], tb.images[k]);
+        same = json_same_str(ta.images[k], tb.images[k]);
     if (!same)
         fprintf(stderr, "readings differ (%d, %d) for: %s\n", ra, rb, text);
     *read_ok = ra == SB_OK;
