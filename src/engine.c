@@ -1200,9 +1200,14 @@ static void download_done(struct sb_download *d)
     if (!d->failed) {
         s->received = 1; /* kept open: the worker fsyncs and renames it */
     } else {
-        if (d->retryable && j->tries < e->m->limits.max_attempts && !e->run->stopping) {
-            set_due(e, j, mono_ms() + backoff(j->tries, -1));
-            sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
+        if (d->retryable && j->tries < e->m->limits.max_attempts) {
+            if (e->run->stopping) {
+                /* Paid for and worth another try: the next run polls it again. */
+                sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
+            } else {
+                set_due(e, j, mono_ms() + backoff(j->tries, -1));
+                sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
+            }
         } else if (j->want == W_DOWNLOAD) {
             j->want = W_FINISHING; /* the others still running finish first */
             set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, d->error);
@@ -1239,6 +1244,8 @@ static void download_done(struct sb_download *d)
         j->fin_failed = 0;
         j->fin_next = e->finalize_pending;
         e->finalize_pending = j;
+    } else if (j->want == W_DOWNLOAD && e->run->stopping) {
+        release(e, j); /* its state stays what was committed: outputs not written are fetched again */
     } else if (j->want == W_DOWNLOAD) {
         set_due(e, j, j->due); /* a retry waits for the others to end: look again */
     }

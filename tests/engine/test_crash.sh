@@ -110,4 +110,25 @@ expect_eq "$(grep -c '"status":"succeeded"' "$D3/out/results.jsonl")" 3 "all suc
 check_outputs "$D3/out/results.jsonl" "$D3/out"
 stop_mock
 
+# A download that fails in a way worth retrying after a signal leaves its job for the next
+# run: the job is not failed (its prediction is paid for), the next run polls it again and
+# downloads, never resubmitting.
+D4=$T/e; mkdir -p "$D4"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 2, requests_per_second: 0, poll_interval: 100ms}\njobs:\n  - {id: t1, prompt: "term", images: ["http://127.0.0.1/in/1.jpg"]}\n' > "$D4/m.yaml"
+start_mock --key "$KEY" --fault download:slow:#1 --slow-ms 1500 --fault download:503:#1
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+"$SEEDBATCH" run --debug "$D4/m.yaml" >/dev/null 2>"$T/err4" & pid=$!
+for _ in $(seq 1 200); do grep -q 'running -> downloading' "$T/err4" && break; sleep 0.05; done
+kill -TERM $pid; wait $pid; RC=$?
+expect_rc 75 "terminated while downloading"
+expect_eq "$(stat_of faults.503)" 1 "the download answered 503 after the signal"
+expect_not_in "$T/err4" "job t1 failed" "the job not failed"
+expect_eq "$(sqlite3 "$D4/out/.seedbatch/state.db" "SELECT state || ',' || coalesce(error_kind, '-') FROM jobs")" \
+    "running,-" "left running, with no error"
+run "$SEEDBATCH" run "$D4/m.yaml"; expect_rc 0 "resume after the signal"
+expect_eq "$(stat_of submissions)" 1 "not submitted again"
+expect_eq "$(grep -c '"status":"succeeded"' "$D4/out/results.jsonl")" 1 "succeeded on resume"
+check_outputs "$D4/out/results.jsonl" "$D4/out"
+stop_mock
+
 finish
