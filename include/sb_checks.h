@@ -7,6 +7,7 @@
 #define SB_CHECKS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -56,6 +57,16 @@ size_t sb_url_plain_origin(const char *url);
 /* A remote image must be an http(s) URL with a host. Returns 0 or fills why. */
 int sb_check_url(const char *url, char *why, size_t whylen);
 
+/*
+ * What identifies a file's content without reading it: device, inode, size, and the
+ * modification and change times in nanoseconds. Writing a file changes its ctime,
+ * which no program can set back, so a stamp that still matches means the bytes
+ * hashed last time.
+ */
+struct sb_filestamp {
+    int64_t dev, ino, size, mtime_ns, ctime_ns;
+};
+
 /* A local reference image, read once and shared by every job that names it. */
 struct sb_localfile {
     char *path;               /* as opened */
@@ -63,10 +74,22 @@ struct sb_localfile {
     size_t size;
     struct sb_imageinfo info;
     char *problem;            /* why it cannot be used, or NULL */
+    struct sb_filestamp stamp;
+    int known;                /* hash and header taken from an earlier run's record */
+    int to_remember;          /* read now, usable, and steady: worth recording for the next run */
 };
 
-/* Reads, hashes and checks one local image. Never fails: problems go in ->problem. */
-struct sb_localfile *sb_localfile_load(const char *path);
+/*
+ * Looks a stamp up among the files earlier runs read; 1 (sha256 and info filled) when
+ * one with the very same stamp is known, else 0.
+ */
+typedef int (*sb_file_lookup_fn)(void *ud, const struct sb_filestamp *s, char sha256[65], struct sb_imageinfo *info);
+
+/*
+ * Reads, hashes and checks one local image. Never fails: problems go in ->problem.
+ * With lookup, a file whose stamp is known is opened and checked but not read.
+ */
+struct sb_localfile *sb_localfile_load(const char *path, sb_file_lookup_fn lookup, void *ud);
 void sb_localfile_free(struct sb_localfile *f);
 
 #endif

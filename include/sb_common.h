@@ -103,6 +103,11 @@ void sb_sha256_hex(const void *p, size_t n, char hex[65]);
 
 /* Reads a whole file into memory if it is at most max bytes. On SB_ETOOBIG *len is the size. */
 int sb_read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen);
+/* sb_read_file in two steps: opens a regular file of at most max bytes (*st its fstat, also
+   on SB_ETOOBIG), then reads its n bytes (fewer if it shrank) from the open fd. */
+struct stat;
+int sb_open_file(const char *path, size_t max, int *fd, struct stat *st, char *err, size_t errlen);
+int sb_read_open_file(int fd, const char *path, size_t n, char **out, size_t *len, char *err, size_t errlen);
 /* Directory part of a path ("." when none), newly allocated. */
 char *sb_dirname(const char *path);
 /* Joins dir and rel unless rel is absolute. */

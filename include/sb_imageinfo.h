@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 
+/* The values are kept in the state database (its files table): add at the end only. */
 enum sb_image_format {
     SB_IMG_UNKNOWN = 0,
     SB_IMG_JPEG,

@@ -75,6 +75,8 @@ struct sb_manifest {
     int n_invalid;            /* of which with an unusable reference image */
     long images_requested;    /* outputs asked for by all jobs together */
     struct sb_map *files;     /* local path -> struct sb_localfile */
+    int files_read;           /* of which read and hashed by this load, */
+    int files_known;          /* ... and known unchanged from the state (sb_manifest_file_cache) */
     struct sb_msource *src;   /* private: how to read the jobs again */
 };
 
@@ -104,6 +106,14 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
  * rolls its transaction back).
  */
 int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
+
+/*
+ * Whether manifests loaded from now on look their local files up in the files the
+ * state database recorded (state, or <output_dir>/.seedbatch/state.db when NULL),
+ * opened read-only while loading, and skip reading and hashing those whose device,
+ * inode, size, mtime and ctime all match. Off by default.
+ */
+void sb_manifest_file_cache(int on, const char *state);
 
 /* Whether manifests loaded from now on keep their checked jobs for the store
    (sb_manifest_each_kept): for a run, which syncs them; off by default. */

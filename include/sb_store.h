@@ -11,7 +11,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 3
+#define SB_SCHEMA_VERSION 4
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -89,9 +89,17 @@ struct sb_sync_report {
 };
 void sb_sync_report_clear(struct sb_sync_report *r);
 
-/* Brings the queue in line with the manifest (reading its jobs again), in one transaction. */
+/* Brings the queue in line with the manifest (reading its jobs again), in one transaction;
+   the local files it read and hashed are recorded there too (sb_store_file_lookup). */
 int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
                   char *err, size_t errlen);
+
+/*
+ * An sb_file_lookup_fn over the local files earlier runs recorded (ud is the store):
+ * their hash and image header, when device, inode, size, mtime and ctime all match.
+ * 0 in a state without the table (an older schema opened read-only).
+ */
+int sb_store_file_lookup(void *ud, const struct sb_filestamp *s, char sha256[65], struct sb_imageinfo *info);
 
 /*
  * The one place a job's row is written: every field of r, its state included.

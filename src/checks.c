@@ -11,6 +11,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -282,19 +285,52 @@ out:
     return rc;
 }
 
-struct sb_localfile *sb_localfile_load(const char *path)
+static void stamp_of(const struct stat *st, struct sb_filestamp *s)
+{
+    s->dev = (int64_t)st->st_dev;
+    s->ino = (int64_t)st->st_ino;
+    s->size = (int64_t)st->st_size;
+    s->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    s->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/*
+ * A file written within this long before it was hashed is not recorded: a second
+ * write in the same tick of the filesystem's clock (2 s on FAT) could leave the
+ * stamp as it was with other bytes behind it.
+ */
+#define STEADY_NS (3 * 1000000000LL)
+
+struct sb_localfile *sb_localfile_load(const char *path, sb_file_lookup_fn lookup, void *ud)
 {
     struct sb_localfile *f = sb_calloc(1, sizeof *f);
     f->path = sb_strdup(path);
     char err[SB_ERRLEN];
     char *data = NULL;
     size_t len = 0;
-    int rc = sb_read_file(path, SB_MAX_IMAGE_BYTES - 1, &data, &len, err, sizeof err);
+    int fd;
+    struct stat st;
+    int rc = sb_open_file(path, SB_MAX_IMAGE_BYTES - 1, &fd, &st, err, sizeof err);
     if (rc == SB_ETOOBIG) {
-        f->problem = sb_asprintf("%s: %zu bytes; reference images must be under %u bytes (10 MiB)",
-                                 path, len, SB_MAX_IMAGE_BYTES);
+        f->problem = sb_asprintf("%s: %lld bytes; reference images must be under %u bytes (10 MiB)",
+                                 path, (long long)st.st_size, SB_MAX_IMAGE_BYTES);
         return f;
     }
+    if (rc != SB_OK) {
+        f->problem = sb_asprintf("cannot read %s", err);
+        return f;
+    }
+    stamp_of(&st, &f->stamp);
+    if (lookup && lookup(ud, &f->stamp, f->sha256, &f->info) == 1) {
+        close(fd);
+        f->known = 1;
+        f->size = (size_t)st.st_size;
+        goto dimensions;
+    }
+    rc = sb_read_open_file(fd, path, (size_t)st.st_size, &data, &len, err, sizeof err);
+    struct stat after;
+    int steady = rc == SB_OK && fstat(fd, &after) == 0;
+    close(fd);
     if (rc != SB_OK) {
         f->problem = sb_asprintf("cannot read %s", err);
         return f;
@@ -307,15 +343,29 @@ struct sb_localfile *sb_localfile_load(const char *path)
         else
             f->problem = sb_asprintf("%s: %s header is damaged or unreadable", path,
                                      sb_image_format_name(f->info.format));
-    } else {
-        int w = f->info.width, h = f->info.height;
-        int lo = w < h ? w : h, hi = w < h ? h : w;
-        if (lo < SB_MIN_IMAGE_SIDE)
-            f->problem = sb_asprintf("%s: %dx%d pixels; width and height must be over 14", path, w, h);
-        else if ((long long)hi > (long long)lo * SB_MAX_ASPECT)
-            f->problem = sb_asprintf("%s: %dx%d pixels; aspect ratio must be within 1:16 to 16:1", path, w, h);
+        free(data);
+        return f;
     }
     free(data);
+    if (steady) {
+        struct sb_filestamp s2;
+        struct timespec now;
+        stamp_of(&after, &s2);
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+        int64_t changed = f->stamp.ctime_ns > f->stamp.mtime_ns ? f->stamp.ctime_ns : f->stamp.mtime_ns;
+        f->to_remember = memcmp(&s2, &f->stamp, sizeof s2) == 0 && f->stamp.size == (int64_t)len &&
+                         now_ns - changed >= STEADY_NS;
+    }
+dimensions:;
+    int w = f->info.width, h = f->info.height;
+    int lo = w < h ? w : h, hi = w < h ? h : w;
+    if (lo < SB_MIN_IMAGE_SIDE)
+        f->problem = sb_asprintf("%s: %dx%d pixels; width and height must be over 14", path, w, h);
+    else if ((long long)hi > (long long)lo * SB_MAX_ASPECT)
+        f->problem = sb_asprintf("%s: %dx%d pixels; aspect ratio must be within 1:16 to 16:1", path, w, h);
+    if (f->problem)
+        f->to_remember = 0;
     return f;
 }
 

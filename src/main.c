@@ -170,6 +170,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 static int load_all(const struct options *o, struct sb_manifest **ms)
 {
     int bad = 0;
+    sb_manifest_file_cache(1, o->state);
     for (int i = 0; i < o->n_manifests; i++) {
         char err[SB_ERRLEN];
         if (sb_manifest_load(o->manifests[i], &ms[i], err, sizeof err) != SB_OK) {
@@ -226,8 +227,11 @@ static int cmd_validate(const struct options *o, struct sb_manifest **ms)
             printf("%s: %d jobs, %d with an unusable reference image\n", m->path, m->n_jobs, m->n_invalid);
             rc = SB_EXIT_USAGE;
         } else {
-            printf("%s: ok: %d jobs, %zu local files, up to %ld output images\n", m->path, m->n_jobs,
+            printf("%s: ok: %d jobs, %zu local files, up to %ld output images", m->path, m->n_jobs,
                    sb_map_count(m->files), m->images_requested);
+            if (m->files_known)
+                printf(" (%d of the files known unchanged from the state, not read again)", m->files_known);
+            printf("\n");
         }
     }
     return rc;

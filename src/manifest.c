@@ -11,6 +11,7 @@
 #include "sb_jr.h"
 #include "sb_jw.h"
 #include "sb_log.h"
+#include "sb_store.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -339,7 +340,59 @@ struct sb_msource {
     char *root_real;
     FILE *kept;         /* the checked jobs (sb_manifest_each_kept), or NULL */
     int kept_failed;    /* writing them failed: there are none to give */
+    struct sb_store *files_state; /* the state, read-only, while local files are loaded */
+    int files_state_tried;
 };
+
+static int g_file_cache;
+static char *g_file_cache_state;
+
+void sb_manifest_file_cache(int on, const char *state)
+{
+    g_file_cache = on;
+    free(g_file_cache_state);
+    g_file_cache_state = on && state ? sb_strdup(state) : NULL;
+}
+
+/*
+ * The local file at path, loaded once per manifest. A file an earlier run recorded in
+ * this manifest's state with the same stamp is not read again: a resume or a status
+ * of a catalogue of large photos would otherwise hash them all each time.
+ */
+static struct sb_localfile *local_file(struct sb_manifest *m, const char *path)
+{
+    struct sb_localfile *f = sb_map_get(m->files, path);
+    if (f)
+        return f;
+    struct sb_msource *s = m->src;
+    if (g_file_cache && !s->files_state_tried) {
+        s->files_state_tried = 1;
+        char *state = g_file_cache_state ? sb_strdup(g_file_cache_state) : sb_store_default_path(m);
+        char err[SB_ERRLEN];
+        /* No state, or one that cannot be read: every file is read, and the command
+           that opens the state says what is wrong with it. */
+        if (sb_store_open(state, 1, &s->files_state, err, sizeof err) != SB_OK)
+            s->files_state = NULL;
+        free(state);
+    }
+    f = sb_localfile_load(path, s->files_state ? sb_store_file_lookup : NULL, s->files_state);
+    if (f->known)
+        m->files_known++;
+    else
+        m->files_read++;
+    sb_map_put(m->files, path, f);
+    return f;
+}
+
+/* After loading: the state is opened again, read-write, by the command that needs it. */
+static void files_state_close(struct sb_manifest *m)
+{
+    sb_store_close(m->src->files_state);
+    m->src->files_state = NULL;
+    if (m->files_known || m->files_read)
+        sb_debug("%s: local files: %d read and hashed, %d known unchanged from the state", m->path,
+                 m->files_read, m->files_known);
+}
 
 static void SB_PRINTF(3, 4) merr(struct mctx *c, const struct ynode *n, const char *fmt, ...)
 {
@@ -698,11 +751,7 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
                 continue;
             }
             char *path = sb_path_join(m->dir, r->spec);
-            struct sb_localfile *f = sb_map_get(m->files, path);
-            if (!f) {
-                f = sb_localfile_load(path);
-                sb_map_put(m->files, path, f);
-            }
+            struct sb_localfile *f = local_file(m, path);
             r->file = f;
             if (m->media.upload == SB_UPLOAD_NONE) {
                 merr(c, in, "local file %s needs a URL, but media.upload is none: set media.upload "
@@ -1036,6 +1085,7 @@ void sb_manifest_free(struct sb_manifest *m)
     if (!m)
         return;
     if (m->src) {
+        sb_store_close(m->src->files_state);
         if (m->src->kept)
             fclose(m->src->kept);
         free(m->src->text);
@@ -1399,6 +1449,7 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
         sb_manifest_free(m);
         return rc;
     }
+    files_state_close(m);
     *out = m;
     return SB_OK;
 }
@@ -1427,6 +1478,7 @@ int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size
         sb_manifest_free(m);
         return rc;
     }
+    files_state_close(m);
     *out = m;
     return SB_OK;
 }
@@ -1525,11 +1577,7 @@ static int images_count(double v, int *out)
 /* The local file a kept spec names, loaded once per manifest (file is freed). */
 static struct sb_localfile *image_file(struct sb_manifest *m, char *file)
 {
-    struct sb_localfile *f = m->files ? sb_map_get(m->files, file) : NULL;
-    if (!f) {
-        f = sb_localfile_load(file);
-        sb_map_put(m->files, file, f);
-    }
+    struct sb_localfile *f = local_file(m, file);
     free(file);
     return f;
 }

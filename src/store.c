@@ -21,6 +21,8 @@ struct sb_store {
     int readonly;
     sqlite3_stmt *get_job;
     sqlite3_stmt *save_job;
+    sqlite3_stmt *get_file;   /* prepared at the first lookup; */
+    int no_files;             /* ... or there is no files table (an older schema, read-only) */
     int in_tx;
     long commits;
 };
@@ -80,6 +82,12 @@ static const char *migrations[] = {
     /* 3: no query uses the index on state (jobs_order serves them all), and every state
      * change paid for keeping it. */
     "DROP INDEX jobs_state;",
+    /* 4: local files read by earlier runs, so that an unchanged file is not read and hashed
+     * again (a catalogue of large photos took minutes to hash at every resume and status). */
+    "CREATE TABLE files(dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,"
+    "  mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,"
+    "  format INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,"
+    "  seen_at INTEGER NOT NULL, PRIMARY KEY(dev, ino)) WITHOUT ROWID;",
 };
 
 /* The oldest schema a read-only open can read (3 only dropped an index). */
@@ -211,6 +219,7 @@ void sb_store_close(struct sb_store *st)
         return;
     sqlite3_finalize(st->get_job);
     sqlite3_finalize(st->save_job);
+    sqlite3_finalize(st->get_file);
     if (st->db && sqlite3_close(st->db) != SQLITE_OK)
         sb_error("closing %s: %s", st->path, sqlite3_errmsg(st->db));
     free(st->path);
@@ -488,6 +497,87 @@ static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     return rc;
 }
 
+int sb_store_file_lookup(void *ud, const struct sb_filestamp *s, char sha256[65], struct sb_imageinfo *info)
+{
+    struct sb_store *st = ud;
+    if (st->no_files)
+        return 0;
+    if (!st->get_file && sqlite3_prepare_v2(st->db,
+            "SELECT sha256, format, width, height FROM files"
+            " WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?", -1, &st->get_file, NULL) != SQLITE_OK) {
+        st->no_files = 1;
+        return 0;
+    }
+    sqlite3_stmt *q = st->get_file;
+    sqlite3_bind_int64(q, 1, s->dev);
+    sqlite3_bind_int64(q, 2, s->ino);
+    sqlite3_bind_int64(q, 3, s->size);
+    sqlite3_bind_int64(q, 4, s->mtime_ns);
+    sqlite3_bind_int64(q, 5, s->ctime_ns);
+    int found = 0;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        const char *sha = (const char *)sqlite3_column_text(q, 0);
+        int fmt = sqlite3_column_int(q, 1);
+        /* A damaged row is no answer: the file is read instead. */
+        if (sha && strlen(sha) == 64 && strspn(sha, "0123456789abcdef") == 64 && fmt > SB_IMG_UNKNOWN &&
+            fmt <= SB_IMG_GIF) {
+            memcpy(sha256, sha, 65);
+            info->format = (enum sb_image_format)fmt;
+            info->width = sqlite3_column_int(q, 2);
+            info->height = sqlite3_column_int(q, 3);
+            found = 1;
+        }
+    }
+    sqlite3_reset(q);
+    return found;
+}
+
+struct files_ctx {
+    sqlite3_stmt *put;
+    int64_t now;
+    int rc;
+};
+
+static void put_file(const char *path, void *val, void *ud)
+{
+    (void)path;
+    const struct sb_localfile *f = val;
+    struct files_ctx *x = ud;
+    if (x->rc != SB_OK || !f->to_remember)
+        return;
+    sqlite3_stmt *q = x->put;
+    sqlite3_bind_int64(q, 1, f->stamp.dev);
+    sqlite3_bind_int64(q, 2, f->stamp.ino);
+    sqlite3_bind_int64(q, 3, f->stamp.size);
+    sqlite3_bind_int64(q, 4, f->stamp.mtime_ns);
+    sqlite3_bind_int64(q, 5, f->stamp.ctime_ns);
+    sqlite3_bind_text(q, 6, f->sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 7, (int)f->info.format);
+    sqlite3_bind_int(q, 8, f->info.width);
+    sqlite3_bind_int(q, 9, f->info.height);
+    sqlite3_bind_int64(q, 10, x->now);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        x->rc = SB_EIO;
+    sqlite3_reset(q);
+}
+
+/* Records the manifest's local files read and hashed by this run, for the next one. */
+static int remember_files(struct sb_store *st, const struct sb_manifest *m, int64_t now, char *err, size_t errlen)
+{
+    struct files_ctx x = {NULL, now, SB_OK};
+    if (!m->files || sb_map_count(m->files) == 0)
+        return SB_OK;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?,?,?)", -1, &x.put,
+                           NULL) != SQLITE_OK)
+        x.rc = SB_EIO;
+    else
+        sb_map_each(m->files, put_file, &x);
+    if (x.rc != SB_OK)
+        sb_seterr(err, errlen, "%s: cannot record the local files: %s", st->path, sqlite3_errmsg(st->db));
+    sqlite3_finalize(x.put);
+    return x.rc;
+}
+
 int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
                   char *err, size_t errlen)
 {
@@ -545,7 +635,7 @@ int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_rep
         sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
         goto out;
     }
-    if (exec(st, "COMMIT", err, errlen) != SB_OK)
+    if (remember_files(st, m, x.now, err, errlen) != SB_OK || exec(st, "COMMIT", err, errlen) != SB_OK)
         goto out;
     rc = SB_OK;
 out:

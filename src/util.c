@@ -368,37 +368,42 @@ void sb_sha256_hex(const void *p, size_t n, char hex[65])
 
 /* ---- files and paths ---- */
 
-int sb_read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
+int sb_open_file(const char *path, size_t max, int *fd_out, struct stat *st, char *err, size_t errlen)
 {
-    int rc = SB_EIO;
-    char *data = NULL;
+    *fd_out = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sb_seterr(err, errlen, "%s: %s", path, strerror(errno)), errno == ENOENT ? SB_ENOENT : SB_EIO;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    int rc = SB_EIO;
+    if (fstat(fd, st) != 0)
         sb_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
+    else if (!S_ISREG(st->st_mode))
         sb_seterr(err, errlen, "%s: not a regular file", path);
-        goto out;
+    else if ((uint64_t)st->st_size > max)
+        rc = SB_ETOOBIG, sb_seterr(err, errlen, "%s: %lld bytes, over the limit of %zu", path,
+                                   (long long)st->st_size, max);
+    else
+        rc = SB_OK;
+    if (rc != SB_OK) {
+        close(fd);
+        return rc;
     }
-    if ((uint64_t)st.st_size > max) {
-        *len = (size_t)st.st_size;
-        rc = SB_ETOOBIG;
-        sb_seterr(err, errlen, "%s: %lld bytes, over the limit of %zu", path, (long long)st.st_size, max);
-        goto out;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    data = sb_malloc(n + 1);
+    *fd_out = fd;
+    return SB_OK;
+}
+
+int sb_read_open_file(int fd, const char *path, size_t n, char **out, size_t *len, char *err, size_t errlen)
+{
+    size_t got = 0;
+    char *data = sb_malloc(n + 1);
     while (got < n) {
         ssize_t r = read(fd, data + got, n - got);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
             sb_seterr(err, errlen, "%s: %s", path, strerror(errno));
-            goto out;
+            free(data);
+            return SB_EIO;
         }
         if (r == 0)
             break; /* the file shrank while we read it */
@@ -407,10 +412,19 @@ int sb_read_file(const char *path, size_t max, char **out, size_t *len, char *er
     data[got] = '\0';
     *out = data;
     *len = got;
-    data = NULL;
-    rc = SB_OK;
-out:
-    free(data);
+    return SB_OK;
+}
+
+int sb_read_file(const char *path, size_t max, char **out, size_t *len, char *err, size_t errlen)
+{
+    int fd;
+    struct stat st;
+    int rc = sb_open_file(path, max, &fd, &st, err, errlen);
+    if (rc == SB_ETOOBIG)
+        *len = (size_t)st.st_size;
+    if (rc != SB_OK)
+        return rc;
+    rc = sb_read_open_file(fd, path, (size_t)st.st_size, out, len, err, errlen);
     close(fd);
     return rc;
 }

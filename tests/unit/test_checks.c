@@ -4,6 +4,8 @@
 #include "t.h"
 
 #include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int n_err, n_warn;
@@ -35,6 +37,26 @@ static int run(enum sb_provider p, const char *model, const char *json, int n_im
 #define SEQ "bytedance/seedream-v5.0-lite/edit-sequential"
 #define EDIT "bytedance/seedream-v5.0-lite/edit"
 #define RC "bytedance/seedream-5/lite/edit"
+
+#define FAKE_SHA "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+struct fake_lookup {
+    int answer, calls;
+    struct sb_imageinfo info;
+    struct sb_filestamp seen;
+};
+
+static int fake_lookup(void *ud, const struct sb_filestamp *s, char sha256[65], struct sb_imageinfo *info)
+{
+    struct fake_lookup *fl = ud;
+    fl->calls++;
+    fl->seen = *s;
+    if (!fl->answer)
+        return 0;
+    memcpy(sha256, FAKE_SHA, 65);
+    *info = fl->info;
+    return 1;
+}
 
 int main(void)
 {
@@ -117,7 +139,9 @@ int main(void)
     t_write(dir, "text.jpg", "not an image\n");
     t_write(dir, "damaged.png", "\x89PNG\r\n\x1a\nxx");
     snprintf(path, sizeof path, "%s/ok.png", dir);
-    struct sb_localfile *f = sb_localfile_load(path);
+    struct fake_lookup fl;
+    memset(&fl, 0, sizeof fl);
+    struct sb_localfile *f = sb_localfile_load(path, NULL, NULL);
     CHECK(f->problem == NULL);
     CHECK_INT(strlen(f->sha256), 64);
     CHECK_INT(f->info.width, 64);
@@ -127,12 +151,12 @@ int main(void)
         {"damaged.png", "damaged"}, {"missing.png", "cannot read"}};
     for (size_t i = 0; i < SB_ARRAY_LEN(bad); i++) {
         snprintf(path, sizeof path, "%s/%s", dir, bad[i].name);
-        f = sb_localfile_load(path);
+        f = sb_localfile_load(path, NULL, NULL);
         CHECK_HAS(f->problem, bad[i].want);
         sb_localfile_free(f);
     }
     snprintf(path, sizeof path, "%s/edge.png", dir);
-    f = sb_localfile_load(path);
+    f = sb_localfile_load(path, NULL, NULL);
     CHECK(f->problem == NULL); /* 16:1 exactly is allowed */
     sb_localfile_free(f);
     /* 10 MiB or more is refused before reading it. */
@@ -140,8 +164,50 @@ int main(void)
     int fd = open(path, O_CREAT | O_WRONLY, 0644);
     CHECK(fd >= 0 && ftruncate(fd, SB_MAX_IMAGE_BYTES) == 0);
     close(fd);
-    f = sb_localfile_load(path);
+    f = sb_localfile_load(path, fake_lookup, &fl);
     CHECK_HAS(f->problem, "must be under");
+    CHECK_INT(fl.calls, 0); /* refused before any lookup */
+    sb_localfile_free(f);
+
+    /* A file whose stamp is known is not read: its hash and header come from the record. */
+    snprintf(path, sizeof path, "%s/ok.png", dir);
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    fl.answer = 1;
+    fl.info = (struct sb_imageinfo){SB_IMG_PNG, 64, 48};
+    f = sb_localfile_load(path, fake_lookup, &fl);
+    CHECK_INT(fl.calls, 1);
+    CHECK_INT(fl.seen.ino, (long long)st.st_ino);
+    CHECK_INT(fl.seen.size, (long long)st.st_size);
+    CHECK_INT(fl.seen.mtime_ns, (long long)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    CHECK_INT(fl.seen.ctime_ns, (long long)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec);
+    CHECK(f->known && !f->to_remember && f->problem == NULL);
+    CHECK_STR(f->sha256, FAKE_SHA);
+    CHECK_INT(f->info.width, 64);
+    CHECK_INT((long long)f->size, (long long)st.st_size);
+    sb_localfile_free(f);
+    /* ... and checked as if read. */
+    fl.info = (struct sb_imageinfo){SB_IMG_PNG, 10, 10};
+    f = sb_localfile_load(path, fake_lookup, &fl);
+    CHECK(f->known);
+    CHECK_HAS(f->problem, "10x10 pixels; width and height must be over 14");
+    sb_localfile_free(f);
+    /* Not known: read and hashed; written moments ago, so not worth recording yet. */
+    fl.answer = 0;
+    f = sb_localfile_load(path, fake_lookup, &fl);
+    CHECK(!f->known && !f->to_remember && f->problem == NULL);
+    CHECK(strcmp(f->sha256, FAKE_SHA) != 0 && strlen(f->sha256) == 64);
+    CHECK_INT(f->info.width, 64);
+    sb_localfile_free(f);
+    /* Written more than 3 s before it was read: recorded. ctime cannot be set back, so
+     * this waits. */
+    sleep(4);
+    f = sb_localfile_load(path, fake_lookup, &fl);
+    CHECK(!f->known && f->to_remember && f->problem == NULL);
+    sb_localfile_free(f);
+    snprintf(path, sizeof path, "%s/thin.png", dir);
+    f = sb_localfile_load(path, fake_lookup, &fl);
+    CHECK(!f->known && !f->to_remember && f->problem != NULL); /* never one with a problem */
     sb_localfile_free(f);
     CHECK_INT(t_rmdir(dir), 0);
     return t_done("checks");

@@ -149,6 +149,50 @@ int main(void)
     free(msg);
     CHECK_INT(q(db, "SELECT count(*) FROM batches"), 1);
 
+    /* Local files: a.png was written just now, so it is not recorded (another write in the
+     * same clock tick could keep its stamp); one steady enough is, and found by its stamp. */
+    CHECK_INT(q(db, "SELECT count(*) FROM files"), 0);
+    char apath[600];
+    snprintf(apath, sizeof apath, "%s/a.png", dir);
+    struct sb_localfile *af = sb_map_get(m1->files, apath);
+    CHECK(af != NULL && !af->known && !af->to_remember && af->stamp.ino > 0);
+    struct sb_localfile *tf = NULL;
+    if (af) {
+        af->to_remember = 1;
+        snprintf(apath, sizeof apath, "%s/tiny.png", dir);
+        tf = sb_map_get(m1->files, apath);
+        CHECK(tf != NULL && tf->problem != NULL && !tf->to_remember);
+        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        sb_sync_report_clear(&r);
+        CHECK_INT(q(db, "SELECT count(*) FROM files"), 1);
+        char sqlq[256];
+        snprintf(sqlq, sizeof sqlq, "SELECT count(*) FROM files WHERE ino=%lld AND size=%lld AND width=32"
+                 " AND height=32 AND format=%d", (long long)af->stamp.ino, (long long)af->stamp.size, SB_IMG_PNG);
+        CHECK_INT(q(db, sqlq), 1);
+        char sha[65] = "";
+        struct sb_imageinfo info = {SB_IMG_UNKNOWN, 0, 0};
+        CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 1);
+        CHECK_STR(sha, af->sha256);
+        CHECK_INT(info.format, SB_IMG_PNG);
+        CHECK_INT(info.width, 32);
+        struct sb_filestamp other = af->stamp;
+        other.ctime_ns++; /* written since: not the same file any more */
+        CHECK_INT(sb_store_file_lookup(st, &other, sha, &info), 0);
+        other = af->stamp;
+        other.size++;
+        CHECK_INT(sb_store_file_lookup(st, &other, sha, &info), 0);
+        other = af->stamp;
+        other.ino++;
+        CHECK_INT(sb_store_file_lookup(st, &other, sha, &info), 0);
+        /* A damaged row is not an answer. */
+        sqlite3 *hh;
+        sqlite3_open(db, &hh);
+        sqlite3_exec(hh, "UPDATE files SET sha256='xyz'", NULL, NULL, NULL);
+        sqlite3_close(hh);
+        CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 0);
+        af->to_remember = 0;
+    }
+
     /* Progress recorded by a run survives an unchanged re-sync. */
     struct sb_job_error e = {SB_EK_REJECTED, 0, "1039", "moderation"};
     CHECK_INT(sb_store_transition(st, "a", SB_JOB_SUCCEEDED, NULL), SB_OK);
@@ -250,16 +294,23 @@ int main(void)
 
     /* Schema 2 (with its index on state) is still readable, and a writable open migrates it. */
     sqlite3_open(db, &h);
-    sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state)",
-                 NULL, NULL, NULL);
+    sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state);"
+                 "DROP TABLE files", NULL, NULL, NULL);
     sqlite3_close(h);
     CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
     CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
     sb_jobrow_clear(&row);
+    /* Without the files table (schema 4) a lookup finds nothing, and says so again. */
+    struct sb_filestamp fs = {1, 2, 3, 4, 5};
+    char fsha[65] = "";
+    struct sb_imageinfo finfo = {SB_IMG_UNKNOWN, 0, 0};
+    CHECK_INT(sb_store_file_lookup(st, &fs, fsha, &finfo), 0);
+    CHECK_INT(sb_store_file_lookup(st, &fs, fsha, &finfo), 0);
     sb_store_close(st);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 1);
     CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
-    CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), 3);
+    CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), SB_SCHEMA_VERSION);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='files'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 0);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_order'"), 1);
 
