@@ -532,8 +532,16 @@ int sb_store_file_lookup(void *ud, const struct sb_filestamp *s, char sha256[65]
     return found;
 }
 
+/*
+ * A recorded file no run has looked at for this long is forgotten: files replaced
+ * (new inodes) or deleted would otherwise pile up in a state cron runs for years. A
+ * file in use is marked seen at most once a day.
+ */
+#define FILES_KEPT_MS (30LL * 24 * 3600 * 1000)
+#define FILES_SEEN_EVERY_MS (24LL * 3600 * 1000)
+
 struct files_ctx {
-    sqlite3_stmt *put;
+    sqlite3_stmt *put, *seen;
     int64_t now;
     int rc;
 };
@@ -543,19 +551,21 @@ static void put_file(const char *path, void *val, void *ud)
     (void)path;
     const struct sb_localfile *f = val;
     struct files_ctx *x = ud;
-    if (x->rc != SB_OK || !f->to_remember)
+    if (x->rc != SB_OK || (!f->to_remember && !f->known))
         return;
-    sqlite3_stmt *q = x->put;
+    sqlite3_stmt *q = f->to_remember ? x->put : x->seen;
     sqlite3_bind_int64(q, 1, f->stamp.dev);
     sqlite3_bind_int64(q, 2, f->stamp.ino);
-    sqlite3_bind_int64(q, 3, f->stamp.size);
-    sqlite3_bind_int64(q, 4, f->stamp.mtime_ns);
-    sqlite3_bind_int64(q, 5, f->stamp.ctime_ns);
-    sqlite3_bind_text(q, 6, f->sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_int(q, 7, (int)f->info.format);
-    sqlite3_bind_int(q, 8, f->info.width);
-    sqlite3_bind_int(q, 9, f->info.height);
-    sqlite3_bind_int64(q, 10, x->now);
+    sqlite3_bind_int64(q, 3, x->now);
+    if (f->to_remember) {
+        sqlite3_bind_int64(q, 4, f->stamp.size);
+        sqlite3_bind_int64(q, 5, f->stamp.mtime_ns);
+        sqlite3_bind_int64(q, 6, f->stamp.ctime_ns);
+        sqlite3_bind_text(q, 7, f->sha256, -1, SQLITE_STATIC);
+        sqlite3_bind_int(q, 8, (int)f->info.format);
+        sqlite3_bind_int(q, 9, f->info.width);
+        sqlite3_bind_int(q, 10, f->info.height);
+    }
     if (sqlite3_step(q) != SQLITE_DONE)
         x->rc = SB_EIO;
     sqlite3_reset(q);
@@ -564,17 +574,25 @@ static void put_file(const char *path, void *val, void *ud)
 /* Records the manifest's local files read and hashed by this run, for the next one. */
 static int remember_files(struct sb_store *st, const struct sb_manifest *m, int64_t now, char *err, size_t errlen)
 {
-    struct files_ctx x = {NULL, now, SB_OK};
-    if (!m->files || sb_map_count(m->files) == 0)
-        return SB_OK;
-    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?,?,?)", -1, &x.put,
-                           NULL) != SQLITE_OK)
+    struct files_ctx x = {NULL, NULL, now, SB_OK};
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE files SET seen_at=?3 WHERE dev=?1 AND ino=?2 AND seen_at<?3-%lld",
+             FILES_SEEN_EVERY_MS);
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO files(dev, ino, seen_at, size, mtime_ns, ctime_ns,"
+                           " sha256, format, width, height) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", -1, &x.put,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, sql, -1, &x.seen, NULL) != SQLITE_OK)
         x.rc = SB_EIO;
-    else
+    else if (m->files)
         sb_map_each(m->files, put_file, &x);
+    if (x.rc == SB_OK) {
+        snprintf(sql, sizeof sql, "DELETE FROM files WHERE seen_at<%lld", (long long)(now - FILES_KEPT_MS));
+        x.rc = exec(st, sql, err, errlen);
+    }
     if (x.rc != SB_OK)
         sb_seterr(err, errlen, "%s: cannot record the local files: %s", st->path, sqlite3_errmsg(st->db));
     sqlite3_finalize(x.put);
+    sqlite3_finalize(x.seen);
     return x.rc;
 }
 

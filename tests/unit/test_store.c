@@ -190,7 +190,36 @@ int main(void)
         sqlite3_exec(hh, "UPDATE files SET sha256='xyz'", NULL, NULL, NULL);
         sqlite3_close(hh);
         CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 0);
+        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK); /* recorded again */
+        sb_sync_report_clear(&r);
+        CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 1);
         af->to_remember = 0;
+
+        /* A file found by its stamp is marked seen at most once a day; a row not seen for
+         * 30 days is forgotten. */
+        af->known = 1;
+        long long day = 24LL * 3600 * 1000, now = (long long)sb_now_ms();
+        snprintf(sqlq, sizeof sqlq, "INSERT INTO files VALUES(1, 2, 3, 4, 5, '%s', 1, 20, 20, %lld)", af->sha256,
+                 now - 31 * day);
+        sqlite3_open(db, &hh);
+        sqlite3_exec(hh, sqlq, NULL, NULL, NULL);
+        snprintf(sqlq, sizeof sqlq, "UPDATE files SET seen_at=%lld WHERE ino=%lld", now - 29 * day,
+                 (long long)af->stamp.ino);
+        sqlite3_exec(hh, sqlq, NULL, NULL, NULL);
+        sqlite3_close(hh);
+        CHECK_INT(q(db, "SELECT count(*) FROM files"), 2);
+        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        sb_sync_report_clear(&r);
+        CHECK_INT(q(db, "SELECT count(*) FROM files"), 1); /* the old one forgotten */
+        CHECK(q(db, "SELECT seen_at FROM files") >= now);    /* a.png seen now */
+        sqlite3_open(db, &hh);
+        snprintf(sqlq, sizeof sqlq, "UPDATE files SET seen_at=%lld", now - day / 2);
+        sqlite3_exec(hh, sqlq, NULL, NULL, NULL);
+        sqlite3_close(hh);
+        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        sb_sync_report_clear(&r);
+        CHECK_INT(q(db, "SELECT seen_at FROM files"), now - day / 2); /* seen within a day: not written */
+        af->known = 0;
     }
 
     /* Progress recorded by a run survives an unchanged re-sync. */
