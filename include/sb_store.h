@@ -1,7 +1,8 @@
 /*
  * The persistent queue: one SQLite database (WAL) per output directory,
  * holding every job's state, fingerprint, attempts, prediction id, outputs,
- * error and cost, and the cache of uploaded files keyed by content hash.
+ * error and cost, the cache of uploaded files keyed by content hash, and the
+ * record of local files already hashed, keyed by device and inode.
  * Every job state change goes through sb_store_transition.
  */
 #ifndef SB_STORE_H

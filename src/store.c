@@ -1,7 +1,8 @@
 /*
  * store.c owns the SQLite state database: opening it in WAL mode with a busy
  * timeout, creating and migrating the schema, syncing a manifest into the
- * job queue, the single job-state transition function, and the upload cache.
+ * job queue, the single job-state transition function, the upload cache, and
+ * the record of local files already hashed (looked up while manifests load).
  * Writes that belong together share one transaction (BEGIN IMMEDIATE, so the
  * busy handler applies).
  */
