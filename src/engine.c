@@ -821,6 +821,13 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     } else if (s >= 500 || s < 200 || (s >= 300 && s < 400) || s == 408) {
         oc->v = V_RETRY;
         oc->kind = SB_EK_SERVER;
+        /*
+         * A gateway's answer (502, 504; a CDN's 520 and 524) says the API behind
+         * it failed or did not answer in time, not that it never took the
+         * request: a submit answered so may have been accepted, as when its
+         * answer is lost on the way.
+         */
+        oc->lost = s == 502 || s == 504 || s == 520 || s == 524;
     } else {
         oc->v = V_FAIL;
         oc->kind = SB_EK_INVALID_INPUT;

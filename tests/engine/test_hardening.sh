@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fault and bad-input checklist (../shared/RELIABILITY.md), each with an exact
-# pass criterion: Retry-After, 503 storms, TLS, redirects, oversized bodies,
+# pass criterion: Retry-After, 503 storms, gateway errors, TLS, redirects, oversized bodies,
 # symlinks in the output directory, fsync errors, and a full disk.
 . "$(dirname "$0")/../lib.sh"
 
@@ -32,6 +32,19 @@ expect_eq "$(results_field "$D/out/results.jsonl" job-p1 error.kind)" server "ki
 expect_eq "$(results_field "$D/out/results.jsonl" job-p1 error.http_status)" 503 "http_status 503"
 expect_eq "$(results_field "$D/out/results.jsonl" job-p1 attempts)" 3 "attempts recorded"
 expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 0 "a 503 answer is not a lost answer"
+stop_mock
+
+# --- a gateway's 502 or 504 to a submit: retried and flagged (the API behind it may have
+# taken it); a 503 and a 500 are retried unflagged ---
+D=$T/gateway; batch "$D" 4
+start_mock --key "$KEY" --fault submit:502:#1 --fault submit:503:#1 --fault submit:504:#1 --fault submit:500:#1; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "submits answered 502, 503, 504 and 500 are retried"
+expect_eq "$(stat_of requests.submit)" 8 "four refused submits, four retries"
+R=$D/out/results.jsonl
+# The four first submits go out together and each meets one of the faults (which job
+# meets which is the order they reach the mock): the 502's and the 504's jobs are flagged.
+expect_eq "$(grep -c '"possible_duplicate":true' "$R")" 2 "two jobs flagged"
+expect_eq "$(grep -c '"attempts":2' "$R")" 4 "every job submitted twice"
 stop_mock
 
 # --- proxies named in the environment are used (libcurl's variables), and their exceptions ---

@@ -10,6 +10,7 @@
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
  *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
  *           [--output-redirect file|gopher|loop|ok] [--idle-timeout S]
+ *           [--public-origin URL]
  *
  *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
@@ -18,6 +19,8 @@
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
  * --idle-timeout closes a connection idle for S seconds (default 120).
+ * --public-origin: the scheme://host:port its output, upload and status URLs name,
+ * for a proxy in front of it (default: its own address).
  * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
  * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done.
  */
@@ -82,6 +85,7 @@ static struct {
     double rate_limit, fail_rate;
     int retry_after, outputs, variants;
     const char *scheme;          /* http, or https with --tls-cert/--tls-key */
+    char origin[128];            /* scheme://host:port of the URLs it hands out (--public-origin) */
     const char *output_redirect; /* outputs listed behind /_mock/redirect/MODE/... */
     struct fault faults[MAX_FAULTS];
     int nfaults;
@@ -328,9 +332,9 @@ static enum MHD_Result handle_redirect(struct MHD_Connection *c, const char *res
     else if (strncmp(rest, "gopher/", 7) == 0)
         snprintf(loc, sizeof loc, "gopher://127.0.0.1:%u/", g.port);
     else if (strncmp(rest, "loop/", 5) == 0)
-        snprintf(loc, sizeof loc, "%s://127.0.0.1:%u/_mock/redirect/%s", g.scheme, g.port, rest);
+        snprintf(loc, sizeof loc, "%s/_mock/redirect/%s", g.origin, rest);
     else if (strncmp(rest, "ok/", 3) == 0)
-        snprintf(loc, sizeof loc, "%s://127.0.0.1:%u/outputs/%s", g.scheme, g.port, rest + 3);
+        snprintf(loc, sizeof loc, "%s/outputs/%s", g.origin, rest + 3);
     else
         return send_body(c, 404, "text/plain", "no such mode\n", 13, NULL);
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -483,8 +487,8 @@ static enum MHD_Result handle_upload(struct MHD_Connection *c, struct conn *cn, 
         sb_map_put(g.uploads, sha, u);
     }
     pthread_mutex_unlock(&g.mu);
-    char url[256];
-    snprintf(url, sizeof url, "%s://127.0.0.1:%u/files/%s", g.scheme, g.port, sha);
+    char url[512];
+    snprintf(url, sizeof url, "%s/files/%s", g.origin, sha);
     cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "code", 200);
     cJSON_AddStringToObject(j, "message", "success");
@@ -520,8 +524,8 @@ static int outputs_for(const cJSON *params, int runcomfy)
 /* Checks that an image URL naming this server's /files/ was uploaded. */
 static int image_ok(const char *url)
 {
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "%s://127.0.0.1:%u/files/", g.scheme, g.port);
+    char prefix[192];
+    snprintf(prefix, sizeof prefix, "%s/files/", g.origin);
     if (strncmp(url, prefix, strlen(prefix)) != 0)
         return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
     pthread_mutex_lock(&g.mu);
@@ -672,13 +676,13 @@ static cJSON *output_urls(const struct pred *p)
 {
     cJSON *a = cJSON_CreateArray();
     for (int k = 1; k <= p->n_outputs; k++) {
-        char url[256];
+        char url[512];
         const char *ext = strcmp(p->format, "png") == 0 ? "png" : "jpeg";
         if (g.output_redirect)
-            snprintf(url, sizeof url, "%s://127.0.0.1:%u/_mock/redirect/%s/%s/%d.%s", g.scheme, g.port,
+            snprintf(url, sizeof url, "%s/_mock/redirect/%s/%s/%d.%s", g.origin,
                      g.output_redirect, p->id, k, ext);
         else
-            snprintf(url, sizeof url, "%s://127.0.0.1:%u/outputs/%s/%d.%s", g.scheme, g.port, p->id, k, ext);
+            snprintf(url, sizeof url, "%s/outputs/%s/%d.%s", g.origin, p->id, k, ext);
         cJSON_AddItemToArray(a, cJSON_CreateString(url));
     }
     return a;
@@ -765,8 +769,8 @@ static enum MHD_Result handle_rc_submit(struct MHD_Connection *c, struct conn *c
         r = MHD_NO;
         goto out;
     }
-    char base[128], buf[256];
-    snprintf(base, sizeof base, "%s://127.0.0.1:%u/v1/requests/%s", g.scheme, g.port, p->id);
+    char base[256], buf[512];
+    snprintf(base, sizeof base, "%s/v1/requests/%s", g.origin, p->id);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "request_id", p->id);
     snprintf(buf, sizeof buf, "%s/status", base);
@@ -1150,7 +1154,7 @@ int main(int argc, char **argv)
     unsigned idle_timeout = 120;
     unsigned port = 0;
     int threads = 2;
-    const char *port_file = NULL, *tls_cert = NULL, *tls_key = NULL;
+    const char *port_file = NULL, *tls_cert = NULL, *tls_key = NULL, *public_origin = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define OPT(name) (strcmp(a, name) == 0 && v && (++i, 1))
@@ -1171,6 +1175,7 @@ int main(int argc, char **argv)
         else if (OPT("--tls-key")) tls_key = v;
         else if (OPT("--output-redirect")) g.output_redirect = v;
         else if (OPT("--idle-timeout")) idle_timeout = (unsigned)atoi(v);
+        else if (OPT("--public-origin")) public_origin = v;
         else if (OPT("--fault")) {
             if (parse_fault(v) != 0) {
                 fprintf(stderr, "mockapi: bad --fault %s (EP:KIND:P)\n", v);
@@ -1230,6 +1235,10 @@ int main(int argc, char **argv)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     g.port = info ? info->port : port;
+    if (public_origin)
+        snprintf(g.origin, sizeof g.origin, "%s", public_origin);
+    else
+        snprintf(g.origin, sizeof g.origin, "%s://127.0.0.1:%u", g.scheme, g.port);
     pthread_t tid;
     pthread_create(&tid, NULL, waker, NULL);
     printf("mockapi listening on %s://127.0.0.1:%u\n", g.scheme, g.port);
