@@ -3,7 +3,8 @@
 # TLS-terminating HTTP/2 proxy, Debian's nghttp2-proxy) in front of the mock, with a
 # certificate made here. Many transfers share one connection (multiplexing); the
 # proxy's GOAWAY after a number of streams, its 502 for a submit the API took but
-# did not answer, and a kill -9 mid-run lose and duplicate nothing unflagged.
+# did not answer, a kill -9 mid-run and the proxy's own death with submits in flight
+# lose and duplicate nothing unflagged.
 . "$(dirname "$0")/../lib.sh"
 
 command -v nghttpx >/dev/null || { fail "nghttpx is not installed (scripts/setup.sh installs nghttp2-proxy)"; finish; exit 1; }
@@ -21,22 +22,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # start_h2 ARGS...: the mock behind nghttpx; PROXY_URL is what seedbatch talks to, and
 # the mock names the proxy in every URL it hands out (outputs, uploads, RunComfy's).
 start_h2() {
-    local px
     for _ in 1 2 3; do
-        px=$(free_port)
-        start_mock --public-origin "https://127.0.0.1:$px" "$@"
+        PX=$(free_port)
+        start_mock --public-origin "https://127.0.0.1:$PX" "$@"
         : > "$T/access.log"
-        nghttpx --conf=/dev/null --frontend="127.0.0.1,$px" --backend="127.0.0.1,${MOCK_URL##*:}" \
-            --workers=1 --no-ocsp --errorlog-file="$T/nx.err" --accesslog-file="$T/access.log" \
-            --accesslog-format='$alpn $remote_port $method $path $status' ${NX_ARGS:-} \
-            "$T/key.pem" "$T/cert.pem" 2>>"$T/nx.err" &
-        NX_PID=$!
-        for _ in $(seq 1 100); do
-            curl -s -o /dev/null "https://127.0.0.1:$px/_mock/stats" && break
-            sleep 0.05
-        done
-        if curl -s -o /dev/null "https://127.0.0.1:$px/_mock/stats"; then
-            PROXY_URL="https://127.0.0.1:$px"
+        if start_proxy; then
+            PROXY_URL="https://127.0.0.1:$PX"
             export ATLASCLOUD_BASE_URL="$PROXY_URL/api/v1" RUNCOMFY_BASE_URL="$PROXY_URL"
             : > "$T/access.log"
             return 0
@@ -44,6 +35,19 @@ start_h2() {
         stop_proxy; stop_mock
     done
     fail "nghttpx did not start"; sed 's/^/  | /' "$T/nx.err" >&2; finish; exit 1
+}
+# start_proxy: nghttpx on $PX in front of the running mock; fails if it does not answer.
+start_proxy() {
+    nghttpx --conf=/dev/null --frontend="127.0.0.1,$PX" --backend="127.0.0.1,${MOCK_URL##*:}" \
+        --workers=1 --no-ocsp --errorlog-file="$T/nx.err" --accesslog-file="$T/access.log" \
+        --accesslog-format='$alpn $remote_port $method $path $status' ${NX_ARGS:-} \
+        "$T/key.pem" "$T/cert.pem" 2>>"$T/nx.err" &
+    NX_PID=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "https://127.0.0.1:$PX/_mock/stats" && return 0
+        sleep 0.05
+    done
+    return 1
 }
 stop_h2() { stop_proxy; stop_mock; }
 # Lines of the proxy's access log: all of them, those not on HTTP/2, connections.
@@ -158,6 +162,23 @@ expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok 
 expect_eq "$(stat_of distinct_submissions)" $N "each job submitted"
 expect_eq "$(unflagged_duplicates "$R")" 0 "duplicates only where flagged"
 expect_eq "$(not_h2)" 0 "every request was HTTP/2"
+stop_h2
+
+# --- 6. the proxy dies while submits wait at the API: their answers are lost ---
+D=$T/proxykill; N=20; atlas_batch "$D" $N "concurrency: 8, requests_per_second: 0, poll_interval: 100ms"
+start_h2 --key "$KEY" --latency 100 --fault submit:slow:#8 --slow-ms 1500
+"$SEEDBATCH" run --progress never "$D/m.yaml" >"$T/pk.out" 2>"$T/pk.err" & pid=$!
+# The first eight submits wait 1.5 s at the mock; the proxy is killed while they wait.
+for _ in $(seq 1 100); do [ "$(stat_of requests.submit)" -ge 8 ] && break; sleep 0.05; done
+kill -9 "$NX_PID"; wait "$NX_PID" 2>/dev/null; NX_PID=""
+sleep 0.5
+start_proxy || fail "nghttpx did not start again"
+wait $pid; RC=$?; expect_rc 0 "the run outlives its proxy"
+R=$D/out/results.jsonl
+expect_eq "$(grep -c '"status":"succeeded"' "$R")" $N "every job succeeded"
+expect_eq "$(stat_of distinct_submissions)" $N "each job submitted"
+expect_eq "$(grep -c '"possible_duplicate":true' "$R")" 8 "the eight cut off are flagged possible_duplicate"
+expect_eq "$(unflagged_duplicates "$R")" 0 "duplicates only where flagged"
 stop_h2
 
 # The key went to the proxy in Authorization only, and never into a file here.
