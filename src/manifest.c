@@ -73,6 +73,8 @@ struct ysrc {
     FILE *f;
     size_t len, off, total;
     int too_big;
+    size_t event_at;      /* total when the parser last gave an event */
+    int value_too_long;   /* more than SB_YAML_MAX_VALUE_INPUT read since */
     struct sb_sha256 *hash;
 };
 
@@ -92,6 +94,11 @@ static int yread(void *ud, unsigned char *buf, size_t size, size_t *got)
     s->total += n;
     if (s->total > SB_MANIFEST_MAX_BYTES) {
         s->too_big = 1;
+        return 0;
+    }
+    if (s->total - s->event_at > SB_YAML_MAX_VALUE_INPUT) {
+        /* libyaml buffers a value whole before it hands it over: stop it here. */
+        s->value_too_long = 1;
         return 0;
     }
     sb_sha256_update(s->hash, buf, n);
@@ -179,6 +186,7 @@ static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
     yaml_parser_t parser;
     yaml_event_t ev;
     int rc = SB_ERR, docs = 0, done = 0;
+    yaml_mark_t last = {0, 0, 0};
 
     t->anchors = sb_map_new();
     if (!yaml_parser_initialize(&parser))
@@ -188,8 +196,13 @@ static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
     while (!done) {
         if (!yaml_parser_parse(&parser, &ev)) {
             if (src->too_big) {
-                sb_seterr(err, errlen, "%s: over the manifest size limit of %u MiB", t->name,
-                          SB_MANIFEST_MAX_BYTES >> 20);
+                sb_seterr(err, errlen, "%s: over the manifest size limit of " SB_MANIFEST_MAX_TEXT, t->name);
+                goto out;
+            }
+            if (src->value_too_long) {
+                sb_seterr(err, errlen, "%s:%zu:%zu: the value after this point runs past %u MiB of text "
+                          "(a value may be at most %u bytes)", t->name, last.line + 1, last.column + 1,
+                          SB_YAML_MAX_VALUE_INPUT >> 20, SB_YAML_MAX_SCALAR);
                 goto out;
             }
             sb_seterr(err, errlen, "%s:%zu:%zu: YAML syntax error: %s%s%s", t->name,
@@ -199,6 +212,8 @@ static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
             goto out;
         }
         t->events++;
+        src->event_at = src->total;
+        last = ev.end_mark;
         const yaml_mark_t *mk = &ev.start_mark;
         int bad = 0;
         switch (ev.type) {
@@ -1434,8 +1449,7 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
 {
     *out = NULL;
     if (len > SB_MANIFEST_MAX_BYTES) {
-        sb_seterr(err, errlen, "%s: %zu bytes, over the manifest size limit of %u MiB", name, len,
-                  SB_MANIFEST_MAX_BYTES >> 20);
+        sb_seterr(err, errlen, "%s: %zu bytes, over the manifest size limit of " SB_MANIFEST_MAX_TEXT, name, len);
         sb_error("%s", err);
         return SB_ETOOBIG;
     }
@@ -1465,8 +1479,8 @@ int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size
         return SB_EIO;
     }
     if (st.st_size > (off_t)SB_MANIFEST_MAX_BYTES) {
-        sb_seterr(err, errlen, "%s: %lld bytes, over the manifest size limit of %u MiB", path,
-                  (long long)st.st_size, SB_MANIFEST_MAX_BYTES >> 20);
+        sb_seterr(err, errlen, "%s: %lld bytes, over the manifest size limit of " SB_MANIFEST_MAX_TEXT, path,
+                  (long long)st.st_size);
         sb_error("%s", err);
         return SB_ETOOBIG;
     }

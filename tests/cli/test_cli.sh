@@ -141,8 +141,23 @@ for i in range(1, 9):
 open(sys.argv[1], 'w').write('\n'.join(lines) + '\n')
 EOF2
 run "$SEEDBATCH" validate "$T/m/bomb.yaml"; expect_rc 2 "billion laughs"; expect_in "$T/err" "(an alias bomb?); refused" "billion laughs message"
+# 33 MiB of one value: stopped after 4 MiB, where the value began.
 head -c $((33 * 1024 * 1024)) /dev/zero | tr '\0' 'a' > "$T/m/huge.yaml"
-run "$SEEDBATCH" validate "$T/m/huge.yaml"; expect_rc 2 "huge manifest"; expect_in "$T/err" "over the manifest size limit of 32 MiB" "huge manifest message"
+run "$SEEDBATCH" validate "$T/m/huge.yaml"; expect_rc 2 "huge value"
+expect_in "$T/err" "huge.yaml:1:1: the value after this point runs past 4 MiB of text (a value may be at most 1048576 bytes)" "huge value message"
+# A large catalogue with long prompts of its own (34 MiB: 12,000 jobs) is read as a stream.
+python3 - "$T/m/large.yaml" <<'EOF2'
+import sys
+words = "keep the product centred, soft daylight from the left, white marble table, no text, "
+with open(sys.argv[1], "w") as f:
+    f.write("version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\njobs:\n")
+    for i in range(12000):
+        f.write(f'  - {{id: sku-{i}, prompt: "{(f"sku {i}: " + words * 40)[:2900]}", images: ["https://cdn.example.com/{i}.jpg"]}}\n')
+EOF2
+[ "$(stat -c %s "$T/m/large.yaml")" -gt $((34 * 1024 * 1024)) ] && pass || fail "large.yaml is not over 34 MiB"
+run "$SEEDBATCH" validate "$T/m/large.yaml"; expect_rc 0 "a 34 MiB manifest"
+expect_in "$T/out" "ok: 12000 jobs" "all its jobs read"
+rm -f "$T/m/large.yaml" "$T/m/huge.yaml"
 run "$SEEDBATCH" validate "$T/m/missing.yaml"; expect_rc 2 "missing manifest"; expect_in "$T/err" "cannot read manifest $T/m/missing.yaml: No such file or directory" "missing manifest message"
 
 # RunComfy with local files and no way to publish them: validate says what to set.
