@@ -19,12 +19,14 @@
 /*
  * A manifest is read as a stream (its jobs one at a time), so its size costs time,
  * not memory: the cap is generous. What libyaml holds whole is one value, and it
- * holds it before seedbatch sees it: the input read while no event comes out is
- * capped (SB_YAML_MAX_VALUE_INPUT), then the value itself (SB_YAML_MAX_SCALAR).
+ * holds it before seedbatch sees it: the text read while no event comes out is
+ * capped (SB_YAML_MAX_VALUE_INPUT; as much as the whole file could hold when files
+ * were capped at 32 MiB, so that long comments stay fine), then the value itself
+ * (SB_YAML_MAX_SCALAR).
  */
 #define SB_MANIFEST_MAX_BYTES (1024u * 1024 * 1024)
 #define SB_MANIFEST_MAX_TEXT "1 GiB"
-#define SB_YAML_MAX_VALUE_INPUT (4u * 1024 * 1024)
+#define SB_YAML_MAX_VALUE_INPUT (32u * 1024 * 1024)
 #define SB_YAML_MAX_DEPTH 64
 #define SB_YAML_MAX_SCALAR (1u * 1024 * 1024)
 #define SB_YAML_ALIAS_BUDGET 10000 /* expanded nodes, or 10x the document's events */

@@ -200,7 +200,7 @@ static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
                 goto out;
             }
             if (src->value_too_long) {
-                sb_seterr(err, errlen, "%s:%zu:%zu: the value after this point runs past %u MiB of text "
+                sb_seterr(err, errlen, "%s:%zu:%zu: %u MiB of text after this point hold no complete value "
                           "(a value may be at most %u bytes)", t->name, last.line + 1, last.column + 1,
                           SB_YAML_MAX_VALUE_INPUT >> 20, SB_YAML_MAX_SCALAR);
                 goto out;

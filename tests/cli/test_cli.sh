@@ -141,10 +141,10 @@ for i in range(1, 9):
 open(sys.argv[1], 'w').write('\n'.join(lines) + '\n')
 EOF2
 run "$SEEDBATCH" validate "$T/m/bomb.yaml"; expect_rc 2 "billion laughs"; expect_in "$T/err" "(an alias bomb?); refused" "billion laughs message"
-# 33 MiB of one value: stopped after 4 MiB, where the value began.
+# 33 MiB of one value: stopped after 32 MiB, where the value began.
 head -c $((33 * 1024 * 1024)) /dev/zero | tr '\0' 'a' > "$T/m/huge.yaml"
 run "$SEEDBATCH" validate "$T/m/huge.yaml"; expect_rc 2 "huge value"
-expect_in "$T/err" "huge.yaml:1:1: the value after this point runs past 4 MiB of text (a value may be at most 1048576 bytes)" "huge value message"
+expect_in "$T/err" "huge.yaml:1:1: 32 MiB of text after this point hold no complete value (a value may be at most 1048576 bytes)" "huge value message"
 # A large catalogue with long prompts of its own (34 MiB: 12,000 jobs) is read as a stream.
 python3 - "$T/m/large.yaml" <<'EOF2'
 import sys
@@ -157,7 +157,18 @@ EOF2
 [ "$(stat -c %s "$T/m/large.yaml")" -gt $((34 * 1024 * 1024)) ] && pass || fail "large.yaml is not over 34 MiB"
 run "$SEEDBATCH" validate "$T/m/large.yaml"; expect_rc 0 "a 34 MiB manifest"
 expect_in "$T/out" "ok: 12000 jobs" "all its jobs read"
-rm -f "$T/m/large.yaml" "$T/m/huge.yaml"
+# Long comments (jobs commented out by the thousand) are no value: 6 MiB of them are fine.
+python3 - "$T/m/comments.yaml" <<'EOF2'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write("version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\njobs:\n")
+    for i in range(60000):
+        f.write(f'#  - {{id: old-{i}, prompt: "an edit we no longer run, number {i}", images: [x.jpg]}}\n')
+    f.write('  - {id: kept, prompt: "the one job", images: ["https://cdn.example.com/1.jpg"]}\n')
+EOF2
+run "$SEEDBATCH" validate "$T/m/comments.yaml"; expect_rc 0 "6 MiB of comments"
+expect_in "$T/out" "ok: 1 jobs" "the job after them read"
+rm -f "$T/m/large.yaml" "$T/m/huge.yaml" "$T/m/comments.yaml"
 run "$SEEDBATCH" validate "$T/m/missing.yaml"; expect_rc 2 "missing manifest"; expect_in "$T/err" "cannot read manifest $T/m/missing.yaml: No such file or directory" "missing manifest message"
 
 # RunComfy with local files and no way to publish them: validate says what to set.
