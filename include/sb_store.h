@@ -71,6 +71,14 @@ struct sb_jobrow {
     int64_t rowid;        /* where the row is: saves find it without the id index */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
+/*
+ * Whether a failed job's prediction may still be at the provider with its outputs:
+ * it has an id and failed on the way to them (its polls or downloads met network,
+ * server or rate-limit trouble), not because the provider refused it, no longer
+ * knows it (400, 404, 404001) or let its outputs expire (404, 410). --retry-failed
+ * polls such a job again instead of submitting (and paying for) it again.
+ */
+int sb_jobrow_repollable(const struct sb_jobrow *r);
 
 struct sb_store;
 

@@ -94,6 +94,7 @@ struct job {
     int uploads_left;
     int64_t poll_every;
     int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
+    int seen_running;       /* a poll of this run found the prediction still running */
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
     int queue_position;     /* place in the provider's queue, -1 when unknown */
     double reserved;        /* cost held against max_cost */
@@ -1143,6 +1144,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
         if (e->api.ops->parse_poll(answer(r), &pr, oc.msg, sizeof oc.msg) == SB_OK) {
             j->tries = 0;
             if (pr.state == SB_PRED_RUNNING) {
+                j->seen_running = 1;
                 j->fetch_result = 0;
                 j->queue_position = pr.queue_position;
                 set_due(e, j, now + j->poll_every);
@@ -1497,7 +1499,12 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, 
 {
     if (!j->active || j->inflight || j->queued)
         return; /* its call's end, or its release, decides what comes next */
-    if (j->want == W_POLL && j->row.submitted_at && wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
+    /*
+     * Only once a poll has found it running: a run resumed long after the last one
+     * stopped looks first (a prediction that has finished meanwhile is downloaded).
+     */
+    if (j->want == W_POLL && j->seen_running && j->row.submitted_at &&
+        wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
         job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, "the prediction was still running at job_timeout");
         return;
     }
@@ -1866,9 +1873,40 @@ static void each_listed(struct engine *e, struct idlist *l, void (*fn)(struct en
     memset(l, 0, sizeof *l);
 }
 
+/* How many URLs a stored JSON array of output URLs (written by str_array) holds. */
+static int url_count(const char *json)
+{
+    cJSON *a = json ? cJSON_Parse(json) : NULL;
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
+    cJSON_Delete(a);
+    return n;
+}
+
+/*
+ * --retry-failed: a job whose prediction may still be at the provider is polled
+ * again (running, its id kept); any other is submitted again (pending).
+ */
 static void requeue(struct engine *e, struct sb_jobrow *r)
 {
-    (void)e;
+    if (sb_jobrow_repollable(r)) {
+        /* Failing after its outputs were listed counted the prediction's cost; it is
+           counted again when the outputs are written. */
+        if (r->output_urls) {
+            r->cost -= url_count(r->output_urls) * price(e);
+            if (r->cost < 0.0005)
+                r->cost = 0;
+        }
+        sb_freep(&r->error_kind);
+        sb_freep(&r->error_code);
+        sb_freep(&r->error_message);
+        r->error_http = 0;
+        sb_freep(&r->outputs);
+        sb_freep(&r->output_urls);
+        r->finished_at = 0;
+        r->state = SB_JOB_RUNNING;
+        sb_info("job %s: its prediction %s is polled again, not submitted again", r->id, r->prediction_id);
+        return;
+    }
     sb_freep(&r->error_kind);
     sb_freep(&r->error_code);
     sb_freep(&r->error_message);

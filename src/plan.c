@@ -23,6 +23,8 @@ static enum sb_job_state effective_state(const struct sb_jobspec *j, const struc
     }
     if (row->state == SB_JOB_FAILED && retry_failed &&
         (!*retry_failed || (row->error_kind && strcmp(row->error_kind, retry_failed) == 0))) {
+        if (sb_jobrow_repollable(row))
+            return SB_JOB_RUNNING; /* polled again, not paid for again */
         *submit = 1;
         return SB_JOB_PENDING;
     }

@@ -735,6 +735,18 @@ int sb_store_each_in_states(struct sb_store *st, unsigned states,
     return rc;
 }
 
+int sb_jobrow_repollable(const struct sb_jobrow *r)
+{
+    if (r->state != SB_JOB_FAILED || !r->prediction_id || !*r->prediction_id || !r->error_kind)
+        return 0;
+    if (strcmp(r->error_kind, SB_EK_NETWORK) != 0 && strcmp(r->error_kind, SB_EK_SERVER) != 0 &&
+        strcmp(r->error_kind, SB_EK_RATE_LIMITED) != 0)
+        return 0;
+    if (r->error_http == 400 || r->error_http == 404 || r->error_http == 410)
+        return 0;
+    return !(r->error_code && strcmp(r->error_code, "404001") == 0);
+}
+
 int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent)
 {
     sqlite3_stmt *s;

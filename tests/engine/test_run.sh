@@ -187,6 +187,49 @@ run "$SEEDBATCH" run --retry-failed=timeout "$D/m.yaml"; expect_rc 0 "--retry-fa
 expect_eq "$(stat_of submissions)" 2 "timeouts resubmitted"
 stop_mock
 
+# --- 5b. a prediction made is never thrown away: a resume long after job_timeout polls it
+# first; --retry-failed after failed polls polls again rather than paying again ---
+D=$T/late; make_batch "$D" 3
+sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 8, job_timeout: 2s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 1500; use_mock
+"$SEEDBATCH" run --quiet "$D/m.yaml" >/dev/null 2>&1 & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 3 ] && break; sleep 0.05; done
+kill -9 $pid; wait $pid 2>/dev/null
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state = 'running' AND prediction_id IS NOT NULL")" 3 "killed with three predictions made"
+sleep 3 # past job_timeout; the predictions finished at the provider meanwhile
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "resumed after job_timeout: the finished predictions are downloaded"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 3 "all three succeeded"
+expect_eq "$(stat_of submissions)" 3 "nothing submitted again"
+stop_mock
+D=$T/repoll; make_batch "$D" 3
+sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault poll:503:#6; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "polls answered 503 twice fail their jobs"
+R=$D/out/results.jsonl
+expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
+expect_eq "$(stat_of submissions)" 3 "three predictions made"
+run "$SEEDBATCH" run --dry-run --retry-failed "$D/m.yaml"; expect_rc 0 "dry run"
+expect_in "$T/out" "0 to submit, 3 to resume" "the plan resumes them, quotes nothing"
+run "$SEEDBATCH" run --retry-failed=server "$D/m.yaml"; expect_rc 0 "--retry-failed=server"
+expect_eq "$(grep -c '"status":"succeeded"' "$R")" 3 "the three succeeded"
+expect_eq "$(stat_of submissions)" 3 "polled again, not submitted (and paid for) again"
+expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "each paid once"
+stop_mock
+# The same when the outputs could not be fetched (the prediction's cost was counted then).
+D=$T/redl; make_batch "$D" 3
+sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault download:503:#12; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "downloads answered 503 fail their jobs"
+R=$D/out/results.jsonl
+expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
+expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "the prediction made is counted"
+run "$SEEDBATCH" run --retry-failed "$D/m.yaml"; expect_rc 0 "--retry-failed"
+expect_eq "$(grep -c '"status":"succeeded"' "$R")" 3 "the three succeeded"
+expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]_[12]\.png$')" 6 "their outputs written"
+expect_eq "$(stat_of submissions)" 3 "polled again, not submitted again"
+expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "and counted once"
+stop_mock
+
 # --- 6. max_cost: stops submitting, exit 4 ---
 D=$T/cost; make_batch "$D" 5 "price_per_image: 0.5"
 sed -i 's/requests_per_second: 0/requests_per_second: 0, max_cost: 2.0/' "$D/m.yaml"

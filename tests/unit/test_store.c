@@ -108,9 +108,46 @@ static void test_kept(void)
     free(got[1]);
 }
 
+/* Which failed jobs --retry-failed polls again rather than submitting again. */
+static void test_repollable(void)
+{
+    struct {
+        enum sb_job_state state;
+        const char *id, *kind, *code;
+        int http, want;
+    } cases[] = {
+        {SB_JOB_FAILED, "p1", SB_EK_NETWORK, NULL, 0, 1},        /* polls or downloads cut off */
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, NULL, 503, 1},
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, NULL, 0, 1},         /* outputs not written (disk) */
+        {SB_JOB_FAILED, "p1", SB_EK_RATE_LIMITED, NULL, 429, 1},
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, NULL, 404, 0},       /* no longer known, or expired */
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, NULL, 410, 0},
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, NULL, 400, 0},
+        {SB_JOB_FAILED, "p1", SB_EK_SERVER, "404001", 200, 0},
+        {SB_JOB_FAILED, "p1", SB_EK_REJECTED, "1039", 0, 0},     /* the provider failed it */
+        {SB_JOB_FAILED, "p1", SB_EK_TIMEOUT, NULL, 0, 0},        /* still running at job_timeout */
+        {SB_JOB_FAILED, "p1", SB_EK_INVALID_INPUT, NULL, 422, 0},
+        {SB_JOB_FAILED, NULL, SB_EK_NETWORK, NULL, 0, 0},        /* no prediction was made */
+        {SB_JOB_FAILED, "", SB_EK_NETWORK, NULL, 0, 0},
+        {SB_JOB_FAILED, "p1", NULL, NULL, 0, 0},
+        {SB_JOB_CANCELLED, "p1", SB_EK_NETWORK, NULL, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sb_jobrow r;
+        memset(&r, 0, sizeof r);
+        r.state = cases[i].state;
+        r.prediction_id = (char *)cases[i].id;
+        r.error_kind = (char *)cases[i].kind;
+        r.error_code = (char *)cases[i].code;
+        r.error_http = cases[i].http;
+        CHECK_INT(sb_jobrow_repollable(&r), cases[i].want);
+    }
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_WARN);
+    test_repollable();
     dir = t_tmpdir();
     t_image("png", 32, 32, dir, "a.png");
     t_image("png", 10, 10, dir, "tiny.png");
