@@ -27,6 +27,7 @@ struct sb_plan {
     int n_listed;
     struct sb_buf failures;     /* the first failures, one line each */
     int n_failures;
+    int repollable;             /* failed jobs whose prediction --retry-failed polls again */
     struct sb_map *ids;         /* the manifest's job ids */
 };
 

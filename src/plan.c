@@ -123,6 +123,7 @@ static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     } else if (have && row.state == SB_JOB_FAILED && strcmp(row.fingerprint, j->fingerprint) == 0) {
         kind = row.error_kind ? row.error_kind : "unknown";
         msg = row.error_message ? row.error_message : "";
+        p->repollable += sb_jobrow_repollable(&row);
     }
     if (kind && c->failures++ < MAX_LISTED) {
         char *line = sb_asprintf("    %s: %s: %s\n", j->id, kind, msg);
@@ -219,6 +220,9 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     }
     if (p.n_failures > MAX_LISTED)
         fprintf(out, "    ... and %d more\n", p.n_failures - MAX_LISTED);
+    if (p.repollable)
+        fprintf(out, "  %d of the failed jobs have a prediction the provider may still hold: "
+                "run --retry-failed polls them again, at no new charge\n", p.repollable);
     if (st) {
         struct removed_ctx rc = {p.ids, 0, out};
         sb_store_each_job(st, count_removed, &rc);

@@ -208,6 +208,8 @@ run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "polls answered 503 twice fail the
 R=$D/out/results.jsonl
 expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
 expect_eq "$(stat_of submissions)" 3 "three predictions made"
+run "$SEEDBATCH" status "$D/m.yaml"
+expect_in "$T/out" "3 of the failed jobs have a prediction the provider may still hold: run --retry-failed polls them again, at no new charge" "status says so"
 run "$SEEDBATCH" run --dry-run --retry-failed "$D/m.yaml"; expect_rc 0 "dry run"
 expect_in "$T/out" "0 to submit, 3 to resume" "the plan resumes them, quotes nothing"
 run "$SEEDBATCH" run --retry-failed=server "$D/m.yaml"; expect_rc 0 "--retry-failed=server"
