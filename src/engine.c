@@ -1914,7 +1914,7 @@ static void requeue(struct engine *e, struct sb_jobrow *r)
     sb_freep(&r->prediction_id);
     sb_freep(&r->outputs);
     sb_freep(&r->output_urls);
-    r->possible_duplicate = 0;
+    /* possible_duplicate stays: a submit of it that lost its answer may have been billed. */
     r->submitted_at = 0;
     r->finished_at = 0;
     r->state = SB_JOB_PENDING;

@@ -217,6 +217,20 @@ expect_eq "$(grep -c '"status":"succeeded"' "$R")" 3 "the three succeeded"
 expect_eq "$(stat_of submissions)" 3 "polled again, not submitted (and paid for) again"
 expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "each paid once"
 stop_mock
+# A job whose every submit lost its answer fails flagged; submitted again by --retry-failed,
+# it stays flagged: the provider may have billed those it never answered.
+# (A remote image: the submit opens each connection, so libcurl never resends it by itself.)
+D=$T/lostall; mkdir -p "$D"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 1, requests_per_second: 0, poll_interval: 200ms, max_attempts: 2}\njobs:\n  - {id: job-p1, prompt: "lost twice", images: ["https://cdn.example.com/p1.jpg"]}\n' > "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault submit:lost:#2; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "two lost submits fail the job"
+R=$D/out/results.jsonl
+expect_eq "$(results_field "$R" job-p1 possible_duplicate)" true "flagged"
+run "$SEEDBATCH" run --retry-failed "$D/m.yaml"; expect_rc 0 "submitted again"
+expect_eq "$(stat_of submissions)" 3 "three predictions made for it"
+expect_eq "$(results_field "$R" job-p1 possible_duplicate)" true "still flagged"
+expect_eq "$(unflagged_duplicates "$R")" 0 "duplicates only where flagged"
+stop_mock
 # The same when the outputs could not be fetched (the prediction's cost was counted then).
 D=$T/redl; make_batch "$D" 3
 sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2/' "$D/m.yaml"
