@@ -2069,6 +2069,12 @@ static int engine_open(struct run *r, struct engine *e)
     return SB_EXIT_OK;
 }
 
+static int count_repollable(const struct sb_jobrow *r, void *ud)
+{
+    *(int *)ud += r->in_manifest && sb_jobrow_repollable(r);
+    return 0;
+}
+
 /* The summary line and the batch's exit code. */
 static int engine_report(struct engine *e)
 {
@@ -2085,6 +2091,12 @@ static int engine_report(struct engine *e)
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
             e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, e->commits);
+    int repoll = 0;
+    if (c[SB_JOB_FAILED])
+        sb_store_each_in_states(e->st, 1u << SB_JOB_FAILED, count_repollable, &repoll);
+    if (repoll)
+        sb_warn("%s: %d of the failed jobs have a prediction the provider may still hold: "
+                "run --retry-failed polls them again, at no new charge", m->path, repoll);
     int live = 0;
     for (struct job *j = e->live; j; j = j->live_next)
         live++;

@@ -205,6 +205,7 @@ D=$T/repoll; make_batch "$D" 3
 sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2/' "$D/m.yaml"
 start_mock --key "$KEY" --latency 100 --fault poll:503:#6; use_mock
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "polls answered 503 twice fail their jobs"
+expect_in "$T/err" "3 of the failed jobs have a prediction the provider may still hold: run --retry-failed polls them again, at no new charge" "the run says so"
 R=$D/out/results.jsonl
 expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
 expect_eq "$(stat_of submissions)" 3 "three predictions made"
