@@ -1888,35 +1888,29 @@ static int url_count(const char *json)
  */
 static void requeue(struct engine *e, struct sb_jobrow *r)
 {
-    if (sb_jobrow_repollable(r)) {
-        /* Failing after its outputs were listed counted the prediction's cost; it is
-           counted again when the outputs are written. */
-        if (r->output_urls) {
-            r->cost -= url_count(r->output_urls) * price(e);
-            if (r->cost < 0.0005)
-                r->cost = 0;
-        }
-        sb_freep(&r->error_kind);
-        sb_freep(&r->error_code);
-        sb_freep(&r->error_message);
-        r->error_http = 0;
-        sb_freep(&r->outputs);
-        sb_freep(&r->output_urls);
-        r->finished_at = 0;
-        r->state = SB_JOB_RUNNING;
-        sb_info("job %s: its prediction %s is polled again, not submitted again", r->id, r->prediction_id);
-        return;
+    int repoll = sb_jobrow_repollable(r);
+    /* Failing after its outputs were listed counted the prediction's cost; it is counted
+       again when the outputs are written. */
+    if (repoll && r->output_urls) {
+        r->cost -= url_count(r->output_urls) * price(e);
+        if (r->cost < 0.0005)
+            r->cost = 0;
     }
     sb_freep(&r->error_kind);
     sb_freep(&r->error_code);
     sb_freep(&r->error_message);
     r->error_http = 0;
-    sb_freep(&r->prediction_id);
     sb_freep(&r->outputs);
     sb_freep(&r->output_urls);
+    r->finished_at = 0;
+    if (repoll) {
+        r->state = SB_JOB_RUNNING;
+        sb_info("job %s: its prediction %s is polled again, not submitted again", r->id, r->prediction_id);
+        return;
+    }
+    sb_freep(&r->prediction_id);
     /* possible_duplicate stays: a submit of it that lost its answer may have been billed. */
     r->submitted_at = 0;
-    r->finished_at = 0;
     r->state = SB_JOB_PENDING;
 }
 
