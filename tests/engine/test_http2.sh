@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP/2 over TLS, as the providers' hosts are reached in production: nghttpx (a
+# HTTP/2 over TLS, as libcurl speaks to an https API that offers it: nghttpx (a
 # TLS-terminating HTTP/2 proxy, Debian's nghttp2-proxy) in front of the mock, with a
 # certificate made here. Many transfers share one connection (multiplexing); the
 # proxy's GOAWAY after a number of streams, its 502 for a submit the API took but
@@ -50,7 +50,8 @@ start_proxy() {
     return 1
 }
 stop_h2() { stop_proxy; stop_mock; }
-# Lines of the proxy's access log: all of them, those not on HTTP/2, connections.
+# From the proxy's access log: requests, those not on HTTP/2, connections, and the most
+# requests one connection carried.
 log_lines() { grep -vc '_mock/stats' "$T/access.log"; }
 not_h2() { grep -v '_mock/stats' "$T/access.log" | awk '$1 != "h2"' | wc -l; }
 connections() { grep -v '_mock/stats' "$T/access.log" | awk '{print $2}' | sort -u | wc -l; }
