@@ -8,6 +8,9 @@
 # runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
 #   CONC=256 POLL=0.1 REPEAT=3 BENCH_DIR=/dev/shm scripts/bench.sh 10000
+#   BENCH_TLS=1 scripts/bench.sh 10000  both runners over https through nghttpx (a TLS and
+#                                       HTTP/2 proxy) in front of the mock, as an API is
+#                                       reached in production; the proxy's CPU is not counted
 # Work files go under BENCH_DIR (default /dev/shm: tmpfs, so the figures compare the
 # runners rather than a disk). Not a test: figures depend on the machine.
 set -euo pipefail
@@ -25,19 +28,48 @@ BASE_DIR=${BENCH_DIR:-/dev/shm}
 [ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
 tmp=$(mktemp -d "$BASE_DIR/sbbench.XXXXXX")
 mock=""
-trap '[ -n "$mock" ] && kill $mock 2>/dev/null; rm -rf "$tmp"' EXIT
+trap '[ -n "$mock" ] && kill $mock 2>/dev/null; [ -n "${proxy:-}" ] && kill $proxy 2>/dev/null; rm -rf "$tmp"' EXIT
 
+TLS=${BENCH_TLS:-0}
+proxy=""
+ca_env=()
+if [ "$TLS" = 1 ]; then
+    ca_env=(CURL_CA_BUNDLE="$tmp/cert.pem" SSL_CERT_FILE="$tmp/cert.pem")
+    command -v nghttpx >/dev/null || { echo "BENCH_TLS=1 needs nghttpx (apt-get install nghttp2-proxy)"; exit 2; }
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -days 1 \
+        -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+fi
+# start_mock: a fresh mock; url is where the stats are read, run_url what the runners call.
 start_mock() {
     rm -f "$tmp/port"
-    build-bench/mockapi --port-file "$tmp/port" --latency 0 --no-variants --threads 1 >"$tmp/mock.log" 2>&1 &
+    local origin=() px=""
+    if [ "$TLS" = 1 ]; then
+        px=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        origin=(--public-origin "https://127.0.0.1:$px")
+    fi
+    build-bench/mockapi --port-file "$tmp/port" --latency 0 --no-variants --threads 1 "${origin[@]}" >"$tmp/mock.log" 2>&1 &
     mock=$!
     for _ in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.02; done
     url="http://127.0.0.1:$(cat "$tmp/port")"
+    run_url=$url
+    if [ "$TLS" = 1 ]; then
+        # The proxy keeps up to 512 connections to the mock: the Python runner's HTTP/1.1
+        # connections each need one.
+        nghttpx --conf=/dev/null --frontend="127.0.0.1,$px" --backend="127.0.0.1,$(cat "$tmp/port")" \
+            --workers=1 --no-ocsp --backend-connections-per-host=512 --errorlog-file="$tmp/nx.err" \
+            "$tmp/key.pem" "$tmp/cert.pem" 2>>"$tmp/nx.err" &
+        proxy=$!
+        run_url="https://127.0.0.1:$px"
+        for _ in $(seq 1 200); do curl -s -o /dev/null --cacert "$tmp/cert.pem" "$run_url/_mock/stats" && break; sleep 0.02; done
+    fi
 }
-stop_mock() { kill $mock; wait $mock 2>/dev/null || true; mock=""; }
+stop_mock() {
+    [ -n "$proxy" ] && { kill $proxy; wait $proxy 2>/dev/null || true; proxy=""; }
+    kill $mock; wait $mock 2>/dev/null || true; mock=""
+}
 stat() { curl -s "$url/_mock/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s$([ "$TLS" = 1 ] && echo "; over https through nghttpx (seedbatch on HTTP/2, aiohttp on HTTP/1.1)")"
 printf '%-10s %-8s %9s %9s %12s %13s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "user/sys" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
 for n in "${SIZES[@]}"; do
     d=$tmp/run$n; mkdir -p "$d"
@@ -56,7 +88,7 @@ PY
     for rep in $(seq 1 "$REPEAT"); do
         rm -rf "$d/out" "$d/peer"
         start_mock
-        ATLASCLOUD_BASE_URL="$url/api/v1" ATLASCLOUD_API_KEY=test-key \
+        env "${ca_env[@]}" ATLASCLOUD_BASE_URL="$run_url/api/v1" ATLASCLOUD_API_KEY=test-key \
             /usr/bin/time -f '%e %U %S %M' -o "$d/time" build-bench/seedbatch run --progress never "$d/m.yaml" \
             >/dev/null 2>"$d/log" || { echo "seedbatch failed:"; grep -v 'curl ' "$d/log" | tail -5; exit 1; }
         read -r el user sys rss < "$d/time"
@@ -65,7 +97,8 @@ PY
         stop_mock
         echo "seedbatch $n $el $user $sys $rss $api $refused $commits" >> "$d/rows"
         start_mock
-        /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" /usr/bin/python3 scripts/bench_peer.py "$url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
+        env "${ca_env[@]}" /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" \
+            /usr/bin/python3 scripts/bench_peer.py "$run_url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
         read -r el user sys rss < "$d/ptime"
         api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
         stop_mock
