@@ -79,6 +79,10 @@ void sb_jobrow_clear(struct sb_jobrow *r);
  * polls such a job again instead of submitting (and paying for) it again.
  */
 int sb_jobrow_repollable(const struct sb_jobrow *r);
+/* What `run` and `status` say of such jobs (one %d: how many). */
+#define SB_REPOLL_HINT \
+    "%d of the failed jobs have a prediction the provider may still hold: run --retry-failed polls them " \
+    "again, at no new charge"
 
 struct sb_store;
 

@@ -2089,8 +2089,7 @@ static int engine_report(struct engine *e)
     if (c[SB_JOB_FAILED])
         sb_store_each_in_states(e->st, 1u << SB_JOB_FAILED, count_repollable, &repoll);
     if (repoll)
-        sb_warn("%s: %d of the failed jobs have a prediction the provider may still hold: "
-                "run --retry-failed polls them again, at no new charge", m->path, repoll);
+        sb_warn("%s: " SB_REPOLL_HINT, m->path, repoll);
     int live = 0;
     for (struct job *j = e->live; j; j = j->live_next)
         live++;

@@ -221,8 +221,7 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     if (p.n_failures > MAX_LISTED)
         fprintf(out, "    ... and %d more\n", p.n_failures - MAX_LISTED);
     if (p.repollable)
-        fprintf(out, "  %d of the failed jobs have a prediction the provider may still hold: "
-                "run --retry-failed polls them again, at no new charge\n", p.repollable);
+        fprintf(out, "  " SB_REPOLL_HINT "\n", p.repollable);
     if (st) {
         struct removed_ctx rc = {p.ids, 0, out};
         sb_store_each_job(st, count_removed, &rc);
