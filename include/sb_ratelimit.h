@@ -3,7 +3,9 @@
  * submits, polls). It holds at most one token, so no 1 s window sees more than
  * rate + 1 calls. A 429 halves the rate (at most once a second) and pauses all
  * calls for its Retry-After; the rate then grows back by a tenth of the
- * configured rate per calm second.
+ * ceiling per calm second. The ceiling is the configured rate; a run with no
+ * configured rate (0, unlimited) has none until its first 429, and from then
+ * on the rate it was making calls at when the API refused one.
  */
 #ifndef SB_RATELIMIT_H
 #define SB_RATELIMIT_H
@@ -12,11 +14,14 @@
 
 struct sb_ratelimit {
     double base;            /* configured requests per second; 0 = unlimited */
+    double ceiling;         /* what the rate grows back to; 0 = no limit (yet) */
     double rate;            /* current */
     double tokens;
     int64_t last_ms;        /* last refill */
     int64_t last_cut_ms;    /* last 429 that cut the rate */
     int64_t paused_until;   /* Retry-After: nothing before this */
+    int64_t win_start;      /* while unlimited: calls counted per 1 s window */
+    int win_calls, prev_calls;
 };
 
 void sb_rl_init(struct sb_ratelimit *rl, double rate, int64_t now);

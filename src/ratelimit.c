@@ -4,16 +4,19 @@
  */
 #include "sb_ratelimit.h"
 
+#include <string.h>
+
 #define CALM_MS 5000      /* no growth until this long after the last cut */
 
 void sb_rl_init(struct sb_ratelimit *rl, double rate, int64_t now)
 {
-    rl->base = rate;
-    rl->rate = rate;
+    memset(rl, 0, sizeof *rl);
+    rl->base = rate > 0 ? rate : 0;
+    rl->ceiling = rl->base;
+    rl->rate = rl->base;
     rl->tokens = 1;
     rl->last_ms = now;
-    rl->last_cut_ms = 0;
-    rl->paused_until = 0;
+    rl->win_start = now;
 }
 
 static void refill(struct sb_ratelimit *rl, int64_t now)
@@ -21,10 +24,10 @@ static void refill(struct sb_ratelimit *rl, int64_t now)
     double dt = (double)(now - rl->last_ms) / 1000.0;
     if (dt <= 0)
         return;
-    if (rl->rate < rl->base && now - rl->last_cut_ms > CALM_MS) {
-        rl->rate += rl->base * 0.1 * dt;
-        if (rl->rate > rl->base)
-            rl->rate = rl->base;
+    if (rl->rate < rl->ceiling && now - rl->last_cut_ms > CALM_MS) {
+        rl->rate += rl->ceiling * 0.1 * dt;
+        if (rl->rate > rl->ceiling)
+            rl->rate = rl->ceiling;
     }
     rl->tokens += dt * rl->rate;
     if (rl->tokens > 1)
@@ -32,12 +35,25 @@ static void refill(struct sb_ratelimit *rl, int64_t now)
     rl->last_ms = now;
 }
 
+/* Counts a call of an unlimited run in its 1 s window. */
+static void count_call(struct sb_ratelimit *rl, int64_t now)
+{
+    if (now - rl->win_start >= 1000) {
+        rl->prev_calls = now - rl->win_start < 2000 ? rl->win_calls : 0;
+        rl->win_start = now;
+        rl->win_calls = 0;
+    }
+    rl->win_calls++;
+}
+
 int64_t sb_rl_take(struct sb_ratelimit *rl, int64_t now)
 {
     if (now < rl->paused_until)
         return rl->paused_until - now;
-    if (rl->base <= 0)
+    if (rl->ceiling <= 0) {
+        count_call(rl, now);
         return 0;
+    }
     refill(rl, now);
     if (rl->tokens >= 1) {
         rl->tokens -= 1;
@@ -51,12 +67,28 @@ void sb_rl_on_429(struct sb_ratelimit *rl, int64_t now, int64_t retry_after_ms)
 {
     if (retry_after_ms > 0 && now + retry_after_ms > rl->paused_until)
         rl->paused_until = now + retry_after_ms;
-    if (rl->base <= 0 || now - rl->last_cut_ms < 1000)
+    if (rl->ceiling <= 0) {
+        /*
+         * An unlimited run has met the API's limit: from now on its ceiling is
+         * the rate it was making calls at (the busier of this 1 s window and
+         * the last), halved below.
+         */
+        int64_t age = now - rl->win_start;
+        int cur = age < 1000 ? rl->win_calls : 0;
+        int prev = age < 1000 ? rl->prev_calls : age < 2000 ? rl->win_calls : 0;
+        int seen = cur > prev ? cur : prev;
+        rl->ceiling = seen > 1 ? seen : 1;
+        rl->rate = rl->ceiling;
+        rl->tokens = 0;
+        rl->last_ms = now;
+        rl->last_cut_ms = 0;
+    }
+    if (now - rl->last_cut_ms < 1000)
         return;
     refill(rl, now);
     rl->rate /= 2;
-    if (rl->rate < rl->base / 64)
-        rl->rate = rl->base / 64;
+    if (rl->rate < rl->ceiling / 64)
+        rl->rate = rl->ceiling / 64;
     if (rl->tokens > 0)
         rl->tokens = 0;
     rl->last_cut_ms = now;

@@ -137,6 +137,18 @@ run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "run against a stricter server lim
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after 429s"
 stop_mock
 
+# An unlimited run (requests_per_second: 0) against an API that limits: the first 429
+# sets the run's ceiling at the rate it was going at, halved, so calls stop meeting
+# 429s often enough to use up their attempts.
+D=$T/rate3; make_batch "$D" 20
+sed -i 's/concurrency: 8, requests_per_second: 0, poll_interval: 200ms, max_attempts: 8/concurrency: 20, requests_per_second: 0, poll_interval: 200ms, max_attempts: 4/' "$D/m.yaml"
+start_mock --key "$KEY" --rate-limit 10 --latency 300; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "unlimited run against a server limit of 10 calls a second"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 20 "all 20 done"
+refused=$(stat_of refused_rate)
+[ "$refused" -gt 0 ] && [ "$refused" -lt 30 ] && pass || fail "$refused calls refused for rate: expected some, fewer than 30"
+stop_mock
+
 # --- 4b. adaptive polling: once the processing time is known, first polls wait for it ---
 D=$T/polls; make_batch "$D" 32
 start_mock --key "$KEY" --latency 600; use_mock
