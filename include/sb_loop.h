@@ -54,6 +54,8 @@ struct sb_http_opts {
 };
 
 struct sb_loop *sb_loop_new(uv_loop_t *uv, long max_connects);
+/* At most n connections open at once; transfers beyond wait for one (open files are finite). */
+void sb_loop_cap_connections(struct sb_loop *l, long n);
 /* Stops every transfer without calling their done callbacks, then frees. */
 void sb_loop_free(struct sb_loop *l);
 uv_loop_t *sb_loop_uv(struct sb_loop *l);

@@ -145,6 +145,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     if (d->fd < 0) {
         snprintf(d->error, sizeof d->error, "cannot create %s/%s: %s", dir, d->part, strerror(errno));
         d->failed = 1;
+        d->retryable = errno == EMFILE || errno == ENFILE; /* files in use now, free later */
         return SB_EIO;
     }
     if (sb_req_init(&d->req, l, url, &o) != SB_OK) {

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define MAX_API_BODY (4u << 20)
@@ -296,15 +297,19 @@ static void set_state(struct engine *e, struct job *j, enum sb_job_state to)
     save(e, j);
 }
 
+/* Sets the job's error; kind, code and msg may be the job's own current ones. */
 static void set_error(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg)
 {
+    char *k = sb_strdup(kind);
+    char *c = code && *code ? sb_strdup(code) : NULL;
+    char *m = sb_redact(&e->api, sb_strdup(msg ? msg : ""));
     sb_freep(&j->row.error_kind);
     sb_freep(&j->row.error_code);
     sb_freep(&j->row.error_message);
-    j->row.error_kind = sb_strdup(kind);
+    j->row.error_kind = k;
     j->row.error_http = http;
-    j->row.error_code = code && *code ? sb_strdup(code) : NULL;
-    j->row.error_message = sb_redact(&e->api, sb_strdup(msg ? msg : ""));
+    j->row.error_code = c;
+    j->row.error_message = m;
 }
 
 static void clear_error(struct job *j)
@@ -695,7 +700,7 @@ static void job_failed(struct engine *e, struct job *j, const char *kind, int ht
 {
     set_error(e, j, kind, http, code, msg);
     set_state(e, j, SB_JOB_FAILED);
-    sb_warn("job %s failed (%s): %s", j->row.id, kind, j->row.error_message);
+    sb_warn("job %s failed (%s): %s", j->row.id, j->row.error_kind, j->row.error_message);
     j->want = W_NONE;
     e->jobs_done_run++;
     release(e, j);
@@ -1200,6 +1205,25 @@ static void poll_done(struct sb_req *r, CURLcode rc)
 
 /* ---- downloading ---- */
 
+/*
+ * The prediction was made (and billed) but an output could not be fetched: the
+ * job fails with the error its downloads set, and counts its cost.
+ */
+static void downloads_failed(struct engine *e, struct job *j)
+{
+    for (int k = 0; k < j->n_out; k++) {
+        if (j->dl[k].received) {
+            sb_download_abort(&j->dl[k].d);
+            sb_download_cleanup(&j->dl[k].d);
+            j->dl[k].received = 0;
+        }
+    }
+    j->row.cost += j->n_out * price(e);
+    e->spent += j->n_out * price(e);
+    job_failed(e, j, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, j->row.error_http, NULL,
+               j->row.error_message ? j->row.error_message : "download failed");
+}
+
 static void download_done(struct sb_download *d)
 {
     struct dlslot *s = sb_container_of(d, struct dlslot, d);
@@ -1233,21 +1257,7 @@ static void download_done(struct sb_download *d)
     for (int k = 0; k < j->n_out; k++)
         complete &= j->outputs[k] != NULL || j->dl[k].received;
     if (j->want == W_FINISHING) {
-        /* The prediction was made (and billed) but an output could not be fetched. */
-        for (int k = 0; k < j->n_out; k++) {
-            if (j->dl[k].received) {
-                sb_download_abort(&j->dl[k].d);
-                sb_download_cleanup(&j->dl[k].d);
-                j->dl[k].received = 0;
-            }
-        }
-        j->row.cost += j->n_out * price(e);
-        e->spent += j->n_out * price(e);
-        char *msg = sb_strdup(j->row.error_message ? j->row.error_message : "download failed");
-        char kind[32];
-        sb_strlcpy(kind, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, sizeof kind);
-        job_failed(e, j, kind, j->row.error_http, NULL, msg);
-        free(msg);
+        downloads_failed(e, j);
     } else if (complete) {
         j->want = W_FINISHING;
         j->fin_failed = 0;
@@ -1288,6 +1298,23 @@ static void start_downloads(struct engine *e, struct job *j, char *const *urls, 
             sb_download_start(&s->d, e->run->http, urls[k], e->outdir_fd, e->m->output_dir, stem,
                               MAX_OUTPUT_BYTES, download_done) != SB_OK) {
             s->running = 0;
+            if (urls[k] && s->d.retryable && (j->tries < e->m->limits.max_attempts || e->run->stopping)) {
+                /* Out of open files for now: try again once some are closed, or in the next run. */
+                sb_debug("job %s: output %d: %s; retrying", j->row.id, k + 1, s->d.error);
+                sb_download_cleanup(&s->d);
+                if (!e->run->stopping) {
+                    set_due(e, j, mono_ms() + backoff(j->tries, -1));
+                } else {
+                    int any = started;
+                    for (int i = 0; i < j->n_out; i++)
+                        any |= j->dl[i].running;
+                    if (!any)
+                        release(e, j); /* its committed state has it downloaded again */
+                }
+                if (!started)
+                    return;
+                break;
+            }
             set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
             sb_download_cleanup(&s->d);
             j->want = W_FINISHING;
@@ -1302,8 +1329,7 @@ static void start_downloads(struct engine *e, struct job *j, char *const *urls, 
         for (int k = 0; k < j->n_out; k++)
             any |= j->dl[k].running;
         if (!any)
-            job_failed(e, j, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, 0, NULL,
-                       j->row.error_message ? j->row.error_message : "download failed");
+            downloads_failed(e, j);
     }
 }
 
@@ -2151,6 +2177,49 @@ static void engine_close(struct engine *e)
     free(e->state_path);
 }
 
+/*
+ * Open files: a job in work holds a connection (libcurl keeps up to two a job
+ * in its cache) and, while downloading, an output file. Raises the soft limit
+ * to the hard one; if that still gives fewer than about three a job, runs
+ * fewer jobs at once rather than failing them on "Too many open files".
+ * Returns the most connections libcurl may hold, or 0 for no cap.
+ */
+#define FD_RESERVE 64   /* the state, its WAL, the lock, the loop's own, stdio, results */
+static long fit_open_files(struct sb_manifest **ms, int n)
+{
+    long total = 0;
+    for (int i = 0; i < n; i++)
+        total += ms[i]->limits.concurrency;
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+        return 0;
+    if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < lim.rlim_max) {
+        struct rlimit up = {lim.rlim_max, lim.rlim_max};
+        if (up.rlim_cur == RLIM_INFINITY || up.rlim_cur > (rlim_t)1 << 20)
+            up.rlim_cur = (rlim_t)1 << 20;
+        if (up.rlim_cur > lim.rlim_cur && setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            sb_debug("open files: the limit raised from %ld to %ld", (long)lim.rlim_cur, (long)up.rlim_cur);
+            lim.rlim_cur = up.rlim_cur;
+        }
+    }
+    if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > (rlim_t)1 << 30)
+        return 0;
+    long avail = (long)lim.rlim_cur - FD_RESERVE;
+    if (avail < 24)
+        avail = 24;
+    long fit = avail / 3;
+    if (total > fit) {
+        sb_warn("a concurrency of %ld needs about %ld open files and this process may have %ld "
+                "(ulimit -n): running at most %ld jobs at once", total, 3 * total + FD_RESERVE,
+                (long)lim.rlim_cur, fit);
+        for (int i = 0; i < n; i++) {
+            long c = (long)ms[i]->limits.concurrency * fit / total;
+            ms[i]->limits.concurrency = c > 0 ? (int)c : 1;
+        }
+    }
+    return avail * 2 / 3;
+}
+
 /* The loop and HTTP a run's manifests share. */
 static void run_init(struct run *r, int n, long max_connects)
 {
@@ -2241,10 +2310,15 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         }
         free(a);
     }
+    long conn_cap = fit_open_files(ms, n);
     long conns = 8;
     for (int i = 0; i < n; i++)
         conns += (long)ms[i]->limits.concurrency * 2;
+    if (conn_cap > 0 && conns > conn_cap)
+        conns = conn_cap;
     run_init(r, n, conns);
+    if (conn_cap > 0)
+        sb_loop_cap_connections(r->http, conn_cap);
     for (int p = 0; p < 2; p++)
         sb_rl_init(&r->rl[p], provider_rate(ms, n, (enum sb_provider)p), r->started);
     srand((unsigned)(sb_now_ms() ^ getpid()));

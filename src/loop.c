@@ -252,6 +252,11 @@ struct sb_loop *sb_loop_new(uv_loop_t *uv, long max_connects)
     return l;
 }
 
+void sb_loop_cap_connections(struct sb_loop *l, long n)
+{
+    curl_multi_setopt(l->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n);
+}
+
 uv_loop_t *sb_loop_uv(struct sb_loop *l)
 {
     return l->uv;

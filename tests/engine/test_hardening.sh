@@ -136,6 +136,30 @@ else
     stop_mock
 fi
 
+# --- open files: a concurrency the process's limit (ulimit -n) cannot hold runs fewer jobs
+# at once, said once, instead of failing jobs on "Too many open files"; 14 outputs a job
+# (14 .part files at once) are more than even that leaves room for: those wait their turn ---
+D=$T/nofile; batch "$D" 40 "concurrency: 100, requests_per_second: 0, poll_interval: 100ms"
+sed -i 's#^output_dir: out#output_dir: out\ndefaults: {max_images: 14}#' "$D/m.yaml"
+start_mock --key "$KEY"; use_mock
+run bash -c "ulimit -n 200 && exec '$SEEDBATCH' run '$D/m.yaml'"; expect_rc 0 "40 jobs of 14 outputs in 200 open files"
+expect_in "$T/err" "a concurrency of 100 needs about 364 open files and this process may have 200 (ulimit -n): running at most 45 jobs at once" "the limit and the concurrency it allows, said"
+expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]*_[0-9]*\.jpg$')" 560 "560 outputs written"
+expect_eq "$(ls -a "$D/out" | grep -c '\.part$')" 0 "no .part left"
+expect_eq "$(stat_of requests.download)" 560 "each output downloaded once"
+expect_eq "$(stat_of submissions)" 40 "one submission a job"
+stop_mock
+# A soft limit under the hard one is raised to it: no warning, nothing failed.
+D=$T/nofile2; batch "$D" 64 "concurrency: 64, requests_per_second: 0, poll_interval: 100ms"
+start_mock --key "$KEY" --latency 300; use_mock
+run bash -c "ulimit -S -n 40 && ulimit -H -n 4096 && exec '$SEEDBATCH' run --debug '$D/m.yaml'"; expect_rc 0 "64 jobs at once with a soft limit of 40 open files"
+expect_in "$T/err" "open files: the limit raised from 40 to 4096" "the soft limit is raised to the hard one"
+expect_not_in "$T/err" "ulimit -n" "then there is nothing to warn about"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 64 "all 64 done"
+expect_eq "$(stat_of requests.upload)" 64 "one upload a file: none failed for want of a socket"
+expect_eq "$(stat_of requests.submit)" 64 "one submit a job"
+stop_mock
+
 # --- a full disk, on the outputs and on the state (small tmpfs mounts in a private namespace) ---
 full_disk() { # full_disk WHAT SIZE: WHAT is outputs or state
     local what=$1 size=$2 D=$T/full-$1
@@ -167,9 +191,33 @@ print(sum(1 for f in glob.glob(sys.argv[1] + "/job-*.jpg")
     expect_eq "$(sqlite3 "$db" "PRAGMA integrity_check" 2>&1)" ok "full $what: state intact"
     stop_mock
 }
+# No inode left for the outputs: creating a .part fails (ENOSPC) before any byte; the jobs
+# fail naming it, with kind server (the error their downloads set, kept intact).
+no_inodes() {
+    local D=$T/inodes
+    batch "$D" 12
+    sed -i 's#^output_dir: out#output_dir: small/out\ndefaults: {max_images: 4}#' "$D/m.yaml"
+    mkdir -p "$D/small"
+    start_mock --key "$KEY" --outputs 4; use_mock
+    run unshare -m bash -c "mount -t tmpfs -o size=8m,nr_inodes=24 tmpfs '$D/small' && '$SEEDBATCH' run --state '$D/state.db' '$D/m.yaml';
+        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null; exit \$rc"
+    expect_rc 1 "no inodes for the outputs"
+    expect_in "$T/err" ".part: No space left on device" "no inodes: ENOSPC named with the file"
+    local failed; failed=$(grep -c '"status":"failed"' "$D/copy/out/results.jsonl")
+    [ "$failed" -gt 0 ] && pass || fail "no inodes: nothing failed"
+    expect_eq "$(grep -c '"kind":"server"' "$D/copy/out/results.jsonl")" "$failed" "no inodes: every failed job's kind is server"
+    expect_eq "$(sqlite3 "$D/state.db" "SELECT count(*) FROM jobs WHERE state='failed' AND error_kind='server' AND error_message LIKE '%.part: No space left on device'")" "$failed" "no inodes: the state names the error"
+    # Every prediction was made and listed its 4 outputs: each job costs 4 x 0.032, failed or not.
+    expect_eq "$(python3 -c 'import json,sys; print(sorted({json.loads(l)["cost_usd"] for l in open(sys.argv[1])}))' "$D/copy/out/results.jsonl")" \
+        "[0.128]" "no inodes: a failed job's listed outputs are paid for and counted"
+    expect_in "$T/err" "spend \$1.54" "no inodes: the summary's spend counts all 12 predictions"
+    expect_eq "$(sqlite3 "$D/state.db" "PRAGMA integrity_check" 2>&1)" ok "no inodes: state intact"
+    stop_mock
+}
 if unshare -m true 2>/dev/null; then
     full_disk outputs 96k
     full_disk state 48k
+    no_inodes
 else
     fail "unshare -m is not permitted here: the full-disk tests could not run"
 fi
