@@ -40,6 +40,7 @@ struct sb_limits {
     int64_t poll_interval_ms;
     int64_t job_timeout_ms;
     double max_cost;          /* USD; < 0 when unset */
+    int64_t unreachable_ms;   /* no answer from the API this long stops the run (exit 75) */
 };
 
 struct sb_media {

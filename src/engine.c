@@ -48,6 +48,8 @@
 #define COMMIT_GROUP 256       /* ... this many rows wait */
 #define BACKOFF_BASE_MS 1000
 #define BACKOFF_CAP_MS 60000
+/* No server reached for this long, when no call of the run has reached one yet: the run stops. */
+#define UNREACHED_FIRST_MS 20000
 
 enum call_kind { CALL_UPLOAD, CALL_SUBMIT, CALL_POLL, CALL_NKINDS };
 
@@ -137,9 +139,12 @@ struct run {
     struct sb_loop *http;
     struct sb_ratelimit rl[2];   /* one request budget per provider */
     int proven[2];               /* an API call to that provider has succeeded: the key works */
+    int reached[2];              /* an API call to that provider got an answer in this run */
+    int64_t unreached_since[2];  /* the first of the calls in a row that reached no server; 0: none */
+    int unreached_calls[2];
     uv_timer_t tick, grace;
     uv_signal_t sigint, sigterm;
-    int stopping, interrupted, auth_abort;
+    int stopping, interrupted, auth_abort, unreachable;
     int tty;
     int64_t started, last_log;
     struct engine **engines;
@@ -770,6 +775,7 @@ struct outcome {
     char code[64];
     char msg[512];
     int lost;              /* the request went out and its answer is unknown */
+    int unreached;         /* it did not: no connection, or none that took the request */
 };
 
 /* The answer parsed as JSON, once for all its readers (NULL when it is not an object). */
@@ -795,8 +801,13 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
             oc->v = V_FAIL;
         if (rc == CURLE_FILESIZE_EXCEEDED)
             oc->kind = SB_EK_SERVER;
+        oc->unreached = oc->v == V_RETRY && !r->sent;
         return;
     }
+    int p = e->m->provider;
+    e->run->reached[p] = 1;
+    e->run->unreached_since[p] = 0;
+    e->run->unreached_calls[p] = 0;
     long s = r->status;
     char emsg[300] = "", ecode[64] = "";
     int hint = 0;
@@ -857,6 +868,42 @@ static void auth_abort(struct engine *e, const struct outcome *oc)
             i--;
         }
     }
+}
+
+/*
+ * A call reached no server: nothing was sent, so it costs its job no attempt.
+ * Calls to the provider go one at a time until one is answered; when none has
+ * been for limits.unreachable_timeout (at most UNREACHED_FIRST_MS if none was in
+ * this run), the run stops and exits 75, with every job as it was, rather than failing them one
+ * by one while the network or the API is down. Returns the delay before the
+ * call is tried again, or -1 when the run stops.
+ */
+static int64_t unreached(struct engine *e, const struct outcome *oc)
+{
+    struct run *run = e->run;
+    int p = e->m->provider;
+    int64_t now = mono_ms();
+    if (!run->unreached_since[p])
+        run->unreached_since[p] = now;
+    run->unreached_calls[p]++;
+    run->proven[p] = 0;
+    int64_t limit = e->m->limits.unreachable_ms;
+    if (!run->reached[p] && limit > UNREACHED_FIRST_MS)
+        limit = UNREACHED_FIRST_MS;
+    if (run->stopping)
+        return -1;
+    if (now - run->unreached_since[p] >= limit && run->unreached_calls[p] >= 3) {
+        sb_error("cannot reach the API at %s: %s (no answer for %llds): stopping; nothing is lost, "
+                 "run again to resume", e->api.base, oc->msg,
+                 (long long)((now - run->unreached_since[p]) / 1000));
+        run->unreachable = 1;
+        run->stopping = 1;
+        return -1;
+    }
+    /* Look again after about half the time gone so far (1 to 30 s), whatever the calls that failed together. */
+    int64_t gap = (now - run->unreached_since[p]) / 2;
+    gap = gap < 1000 ? 1000 : gap > 30000 ? 30000 : gap;
+    return gap / 2 + (int64_t)((double)rand() / RAND_MAX * (double)(gap / 2));
 }
 
 /* ---- uploads ---- */
@@ -949,9 +996,15 @@ static void upload_done(struct sb_req *r, CURLcode rc)
         oc.kind = SB_EK_SERVER;
     }
     sb_req_cleanup(r);
+    int64_t wait;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
         u->state = UP_IDLE;
+    } else if (oc.v == V_RETRY && oc.unreached && (wait = unreached(e, &oc)) >= 0) {
+        u->tries--;
+        u->state = UP_IDLE;
+        u->due = mono_ms() + wait;
+        sb_debug("upload of %s: %s; trying again", u->file->path, oc.msg);
     } else if (oc.v == V_RETRY && u->tries < e->m->limits.max_attempts && !e->run->stopping) {
         u->state = UP_IDLE;
         u->due = mono_ms() + backoff(u->tries, r->retry_after_ms);
@@ -1070,6 +1123,19 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         auth_abort(e, &oc);
         set_state(e, j, SB_JOB_PENDING);
         release(e, j);
+    } else if (oc.v == V_RETRY && oc.unreached) {
+        int64_t wait = unreached(e, &oc);
+        j->tries--;
+        if (j->row.attempts > 0)
+            j->row.attempts--; /* nothing was sent */
+        if (wait >= 0) {
+            sb_debug("job %s: submit: %s; trying again", j->row.id, oc.msg);
+            j->want = W_SUBMIT;
+            set_due(e, j, mono_ms() + wait);
+        } else {
+            set_state(e, j, SB_JOB_PENDING); /* nothing was sent */
+            release(e, j);
+        }
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
         if (oc.lost && !j->row.possible_duplicate) {
             j->row.possible_duplicate = 1;
@@ -1191,8 +1257,15 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     }
     int64_t ra = r->retry_after_ms;
     sb_req_cleanup(r);
+    int64_t wait;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
+    } else if (oc.v == V_RETRY && oc.unreached && (wait = unreached(e, &oc)) >= 0) {
+        j->tries--;
+        set_due(e, j, now + wait);
+    } else if (oc.v == V_RETRY && oc.unreached) {
+        j->tries--;
+        set_due(e, j, now); /* the run stops: the next one polls it */
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
         set_due(e, j, now + backoff(j->tries, ra));
     } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400 || atoi(oc.code) == 404001)) {
@@ -1556,6 +1629,28 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, 
     }
 }
 
+/*
+ * A run stopping with submits waiting for another try: those none of whose
+ * tries may have created a prediction (not flagged possible_duplicate) go back
+ * to pending, so that the next run submits them unflagged; so do jobs still
+ * gathering uploads (nothing billable was sent for them).
+ */
+static void unsend(struct engine *e)
+{
+    while (e->q_submit)
+        dequeue_job(&e->q_submit, &e->q_submit_tail);
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if ((j->want == W_SUBMIT && !j->inflight && j->row.state == SB_JOB_SUBMITTING &&
+             !j->row.prediction_id && !j->row.possible_duplicate) ||
+            (j->row.state == SB_JOB_UPLOADING && !j->inflight)) {
+            set_state(e, j, SB_JOB_PENDING);
+            release(e, j);
+            i--;
+        }
+    }
+}
+
 /* Starts whatever may start now, commits the turn, and sets the next wake-up. */
 static void pump(struct engine *e)
 {
@@ -1656,6 +1751,8 @@ static void pump(struct engine *e)
     if (e->run->stopping && quiet)
         idle = 1;
     if (idle && nothing_left) {
+        if (e->run->stopping)
+            unsend(e);
         finish(e);
         return;
     }
@@ -2129,7 +2226,7 @@ static int engine_report(struct engine *e)
     }
     if (e->run->auth_abort)
         return SB_EXIT_AUTH;
-    if (e->run->interrupted)
+    if (e->run->interrupted || e->run->unreachable)
         return SB_EXIT_TEMPFAIL;
     if (e->cost_stop && c[SB_JOB_PENDING] > 0)
         return SB_EXIT_COST;

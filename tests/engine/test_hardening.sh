@@ -49,12 +49,13 @@ stop_mock
 
 # --- proxies named in the environment are used (libcurl's variables), and their exceptions ---
 DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-D=$T/proxy; batch "$D" 1 "concurrency: 1, requests_per_second: 0, poll_interval: 100ms, max_attempts: 1"
+D=$T/proxy; batch "$D" 1 "concurrency: 1, requests_per_second: 0, poll_interval: 100ms, max_attempts: 1, unreachable_timeout: 2s"
 start_mock --key "$KEY"; use_mock
 run env http_proxy="http://127.0.0.1:$DEAD" "$SEEDBATCH" run "$D/m.yaml"
-expect_rc 1 "a run through a proxy that is not there fails its job"
+expect_rc 75 "a run through a proxy that is not there stops, its job kept"
 expect_eq "$(stat_of api_requests)" 0 "nothing reached the API past the dead proxy"
-expect_in "$D/out/results.jsonl" "port $DEAD" "the error names the proxy's port"
+expect_in "$T/err" "port $DEAD" "the error names the proxy's port"
+expect_eq "$(results_field "$D/out/results.jsonl" job-p1 status)" pending "the job left pending"
 D=$T/noproxy; batch "$D" 1
 run env http_proxy="http://127.0.0.1:$DEAD" no_proxy=127.0.0.1 "$SEEDBATCH" run "$D/m.yaml"
 expect_rc 0 "no_proxy exempts the API's host"

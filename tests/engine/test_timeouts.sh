@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Calls that hang: an answer slower than the low-speed limit (100 B/s for 30 s) is
-# aborted and retried; a connect that is never answered gives up after 10 s.
+# aborted and retried; a connect that is never answered gives up after 10 s, and
+# connects that never succeed stop the run.
 . "$(dirname "$0")/../lib.sh"
 KEY="to-$$"
 export ATLASCLOUD_API_KEY="$KEY"
@@ -35,10 +36,15 @@ export ATLASCLOUD_BASE_URL="http://127.0.0.1:$(cat "$T/bh_port")/api/v1"
 rm -rf "$T/to.out"
 S=$(date +%s); run "$SEEDBATCH" run "$T/m.yaml"; E=$(( $(date +%s) - S ))
 kill $bh 2>/dev/null; wait $bh 2>/dev/null
-expect_rc 1 "a black-holed server fails the job"
+# Connects that time out reach no server: they cost the job no attempt, and a run none of
+# whose calls has reached the API stops once 20 s have passed since the first failed
+# (the third connect, at about 30 s), leaving the job pending.
+expect_rc 75 "a black-holed server stops the run"
 expect_in "$T/err" "after 100" "connect timeout after 10 s named"
 expect_in "$T/err" "Timeout was reached" "connect timeout kind named"
-[ "$E" -ge 19 ] && [ "$E" -lt 40 ] && pass || fail "two connect attempts took ${E}s (expected about 2 x 10 s)"
+expect_in "$T/err" "cannot reach the API at $ATLASCLOUD_BASE_URL" "the stop said"
+expect_eq "$(results_field "$T/to.out/results.jsonl" j1 status)" pending "the job left pending"
+[ "$E" -ge 29 ] && [ "$E" -lt 50 ] && pass || fail "three connect attempts took ${E}s (expected about 3 x 10 s)"
 # Kept-alive connections the server closes while idle: each wakes its socket once
 # (then it is no longer listened to; a socket that kept waking would spin the loop),
 # libcurl opens new ones, and every job ends. The mock closes connections idle for 1 s;

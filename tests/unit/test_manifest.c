@@ -48,7 +48,7 @@ static void test_full(void)
         "output_dir: out/spring\n"
         "defaults:\n  size: \"2048*2048\"\n  output_format: jpeg\n  max_images: 2\n"
         "limits:\n  concurrency: 8\n  requests_per_second: 2.5\n  max_attempts: 3\n"
-        "  poll_interval: 500ms\n  job_timeout: 5m\n  max_cost: 10.5\n"
+        "  poll_interval: 500ms\n  job_timeout: 5m\n  max_cost: 10.5\n  unreachable_timeout: 90s\n"
         "price_per_image: 0.05\n"
         "jobs:\n"
         "  - id: sku-1\n    prompt: \"Make it red.\"\n"
@@ -72,6 +72,7 @@ static void test_full(void)
     CHECK_INT(m->limits.max_attempts, 3);
     CHECK_INT(m->limits.poll_interval_ms, 500);
     CHECK_INT(m->limits.job_timeout_ms, 300000);
+    CHECK_INT(m->limits.unreachable_ms, 90000);
     CHECK(m->limits.max_cost == 10.5);
     CHECK(m->price_per_image == 0.05);
     CHECK_INT(m->n_jobs, 4);
@@ -85,7 +86,7 @@ static void test_full(void)
     CHECK_STR(canon, "{\"flag\":true,\"label\":\"12\",\"max_images\":3,\"note\":null,\"output_format\":\"jpeg\","
                      "\"ratio\":1.5,\"seed\":42,\"size\":\"2048*2048\"}");
     free(canon);
-    CHECK_INT(j->line, 18);
+    CHECK_INT(j->line, 19);
     CHECK_STR(t_jobs(m)[1].id, "1-front-1");
     CHECK_STR(t_jobs(m)[2].id, "2-front-2");
     CHECK_STR(t_jobs(m)[1].prompt, "Put front.jpg (jpg, p/1/front.jpg) on marble {{literal}}.");
@@ -113,6 +114,7 @@ static void test_defaults_and_media(void)
         CHECK_INT(m->limits.max_attempts, 6);
         CHECK_INT(m->limits.poll_interval_ms, 2000);
         CHECK_INT(m->limits.job_timeout_ms, 1200000);
+        CHECK_INT(m->limits.unreachable_ms, 300000);
         CHECK(m->limits.max_cost < 0);
         CHECK(m->price_per_image == 0.032);
         CHECK_HAS(m->output_dir, "/m.out");
