@@ -207,6 +207,7 @@ struct engine {
     long calls[CALL_NKINDS];
     long images_written, jobs_done_run;
     int not_cancellable;     /* cancel: requests already being processed */
+    int cancel_failed;       /* cancel: calls that failed (no answer, or an error) */
     long commits;            /* state commits, and their cost */
     long rows_written;       /* job rows written into them */
     double commit_ms, commit_ms_max;
@@ -2479,6 +2480,7 @@ static void cancel_done(struct sb_req *rq, CURLcode rc)
         sb_warn("job %s: already being processed: it cannot be cancelled; the next run downloads it", j->row.id);
     } else {
         e->fatal = 1;
+        e->cancel_failed++;
         sb_error("job %s: cancel failed: %s", j->row.id, oc.msg[0] ? oc.msg : "unreadable answer");
     }
     sb_req_cleanup(rq);
@@ -2563,6 +2565,9 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
             count_states(e, c);
             sb_info("%s: %d cancelled, %d still processing at the provider", e->m->path, c[SB_JOB_CANCELLED],
                     e->not_cancellable);
+            if (e->cancel_failed)
+                sb_error("%s: %d cancel requests failed (above): those jobs are as they were; run cancel "
+                         "again, or run to finish them", e->m->path, e->cancel_failed);
             if (e->fatal && exit_rank(SB_EXIT_FAILED) > exit_rank(worst))
                 worst = SB_EXIT_FAILED;
         }

@@ -94,6 +94,12 @@ kill -TERM $pid; wait $pid
 ids=$(sqlite3 "$D/rc.out/.seedbatch/state.db" "SELECT prediction_id FROM jobs WHERE prediction_id IS NOT NULL ORDER BY id")
 first=$(echo "$ids" | head -1); second=$(echo "$ids" | tail -1)
 force "$second" running   # already processing: not cancellable
+# The API out of reach: both cancel calls fail, are counted and said; the jobs stay as they were.
+DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run env RUNCOMFY_BASE_URL="http://127.0.0.1:$DEAD" timeout 60 "$SEEDBATCH" cancel "$D/m.yaml"
+expect_rc 1 "cancel with the API out of reach"
+expect_in "$T/err" "2 cancel requests failed (above): those jobs are as they were" "failed cancels counted and said"
+expect_eq "$(sqlite3 "$D/rc.out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='running'")" 2 "the two submitted jobs as they were"
 # Bounded: kept-alive connections must not hold the loop open until the mock drops them (120 s).
 run timeout 60 "$SEEDBATCH" cancel "$D/m.yaml"; expect_rc 0 "cancel ends with its calls"
 expect_eq "$(stat_of requests.rc_cancel)" 2 "two cancel calls"
