@@ -789,6 +789,8 @@ static const cJSON *answer(struct sb_req *r)
     return r->json;
 }
 
+static int64_t no_answer(struct engine *e, const struct outcome *oc);
+
 static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
 {
     memset(oc, 0, sizeof *oc);
@@ -803,6 +805,8 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
         if (rc == CURLE_FILESIZE_EXCEEDED)
             oc->kind = SB_EK_SERVER;
         oc->unreached = oc->v == V_RETRY && !r->sent;
+        if (oc->v == V_RETRY && r->sent && r->status == 0)
+            no_answer(e, oc); /* sent and never answered: still an attempt (it may have been taken) */
         return;
     }
     int p = e->m->provider;
@@ -872,14 +876,17 @@ static void auth_abort(struct engine *e, const struct outcome *oc)
 }
 
 /*
- * A call reached no server: nothing was sent, so it costs its job no attempt.
- * Calls to the provider go one at a time until one is answered; when none has
- * been for limits.unreachable_timeout (at most UNREACHED_FIRST_MS if none was in
- * this run), the run stops and exits 75, with every job as it was, rather than failing them one
- * by one while the network or the API is down. Returns the delay before the
- * call is tried again, or -1 when the run stops.
+ * A call got no answer: no server took it, or one took it and never answered
+ * (a hung API, a dropped connection). Until a call is answered, the provider's
+ * calls go one at a time, each after a pause of about half the time gone since
+ * the first unanswered one (1 to 30 s), so that an API that takes requests and
+ * drops them is sent a few, not a stream; when none has been answered for
+ * limits.unreachable_timeout (at most UNREACHED_FIRST_MS if none was in this
+ * run), the run stops and exits 75, every job as it was, rather than failing
+ * them one by one while the network or the API is down. Returns the pause, or
+ * -1 when the run stops.
  */
-static int64_t unreached(struct engine *e, const struct outcome *oc)
+static int64_t no_answer(struct engine *e, const struct outcome *oc)
 {
     struct run *run = e->run;
     int p = e->m->provider;
@@ -901,10 +908,21 @@ static int64_t unreached(struct engine *e, const struct outcome *oc)
         run->stopping = 1;
         return -1;
     }
-    /* Look again after about half the time gone so far (1 to 30 s), whatever the calls that failed together. */
     int64_t gap = (now - run->unreached_since[p]) / 2;
     gap = gap < 1000 ? 1000 : gap > 30000 ? 30000 : gap;
-    return gap / 2 + (int64_t)((double)rand() / RAND_MAX * (double)(gap / 2));
+    int64_t pause = gap / 2 + (int64_t)((double)rand() / RAND_MAX * (double)(gap / 2));
+    if (run->rl[p].paused_until < now + pause)
+        run->rl[p].paused_until = now + pause;
+    return pause;
+}
+
+/*
+ * A call reached no server: nothing was sent, so it costs its job no attempt.
+ * Returns the delay before it is tried again, or -1 when the run stops.
+ */
+static int64_t unreached(struct engine *e, const struct outcome *oc)
+{
+    return no_answer(e, oc);
 }
 
 /* ---- uploads ---- */

@@ -115,4 +115,18 @@ flagged=$(db_count "$D" "possible_duplicate=1")
 expect_eq "$(stat_of duplicate_submissions)" "$flagged" "duplicates only where flagged"
 fwd_stop; stop_mock
 
+# --- 4. an API that takes every submit and drops the connection: the submits go one at
+# a time, paced, until the run stops (75); no job fails, each one tried is flagged ---
+D=$T/drop; batch "$D" 20 "concurrency: 8, requests_per_second: 0, poll_interval: 200ms, unreachable_timeout: 4s"
+start_mock --key "$KEY" --fault submit:drop:1
+export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 75 "an API that answers no submit"
+expect_in "$T/err" "Empty reply from server (no answer for" "the stop said"
+subs=$(stat_of requests.submit)
+[ "$subs" -ge 3 ] && [ "$subs" -le 10 ] && pass || fail "$subs submits in about 4 s: expected 3 to 10, one at a time"
+expect_eq "$(db_count "$D" "state='failed'")" 0 "nothing failed"
+expect_eq "$(db_count "$D" "possible_duplicate=1")" "$(db_count "$D" "state='submitting'")" "each job tried is flagged, and only those"
+expect_eq "$(db_count "$D" "state='pending'")" "$(( 20 - $(db_count "$D" "state='submitting'") ))" "the rest pending"
+stop_mock
+
 finish
