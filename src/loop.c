@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EASY_POOL 256
@@ -351,8 +352,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             long s = strtol(v, NULL, 10);
             r->retry_after_ms = (s > 3600 ? 3600 : s) * 1000;
         } else {
-            /* An HTTP date: take it as "a while" rather than parse calendars here. */
-            r->retry_after_ms = 5000;
+            /* An HTTP date (libcurl reads them); one that cannot be read means "a while". */
+            char d[64];
+            size_t dn = len - (size_t)(v - p) < sizeof d ? len - (size_t)(v - p) : sizeof d - 1;
+            memcpy(d, v, dn);
+            while (dn && (d[dn - 1] == '\r' || d[dn - 1] == '\n' || d[dn - 1] == ' '))
+                dn--;
+            d[dn] = '\0';
+            time_t t = curl_getdate(d, NULL);
+            int64_t ms = t == (time_t)-1 ? 5000 : ((int64_t)t * 1000 - sb_now_ms());
+            r->retry_after_ms = ms < 0 ? 0 : ms > 3600000 ? 3600000 : ms;
         }
     }
     return len;

@@ -23,6 +23,16 @@ expect_eq "$(stat_of requests.submit)" 2 "one refused submit, one retry"
 [ "$E" -ge 5000 ] && pass || fail "the retry came after ${E}ms, before Retry-After's 5 s"
 stop_mock
 
+# Retry-After as an HTTP-date 8 s ahead (its other form): no call before 7 s (the date
+# has 1 s steps); a date is not taken as a fixed "a while" (that was 5 s)
+D=$T/radate; batch "$D" 1
+start_mock --key "$KEY" --fault submit:429ra:#1 --retry-after 8 --retry-after-date; use_mock
+S=$(date +%s%N); run "$SEEDBATCH" run "$D/m.yaml"; E=$(( ($(date +%s%N) - S) / 1000000 ))
+expect_rc 0 "run after a 429 with an HTTP-date Retry-After"
+expect_eq "$(stat_of requests.submit)" 2 "one refused submit, one retry"
+[ "$E" -ge 7000 ] && [ "$E" -lt 20000 ] && pass || fail "the retry came after ${E}ms: expected the date, 7 to 8 s ahead"
+stop_mock
+
 # --- a long 503 storm: bounded attempts, then failed with the server's answer ---
 D=$T/storm; batch "$D" 3 "concurrency: 4, requests_per_second: 0, poll_interval: 100ms, max_attempts: 3"
 start_mock --key "$KEY" --fault submit:503:1; use_mock

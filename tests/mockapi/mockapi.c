@@ -6,7 +6,7 @@
  * counts everything it sees and serves the counts on GET /_mock/stats.
  *
  *   mockapi [--port N] [--port-file F] [--key K] [--latency MS] [--rate-limit R]
- *           [--retry-after S] [--fault EP:KIND:P]... [--slow-ms MS] [--fail-rate P]
+ *           [--retry-after S [--retry-after-date]] [--fault EP:KIND:P]... [--slow-ms MS] [--fail-rate P]
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
  *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
  *           [--output-redirect file|gopher|loop|ok] [--idle-timeout S]
@@ -83,7 +83,7 @@ static struct {
     const char *key;
     int64_t latency_ms, slow_ms, early404_ms, expire_after_ms;
     double rate_limit, fail_rate;
-    int retry_after, outputs, variants;
+    int retry_after, retry_after_date, outputs, variants;
     const char *scheme;          /* http, or https with --tls-cert/--tls-key */
     char origin[128];            /* scheme://host:port of the URLs it hands out (--public-origin) */
     const char *output_redirect; /* outputs listed behind /_mock/redirect/MODE/... */
@@ -178,6 +178,19 @@ static void ring_expire(int64_t *r, size_t *head, size_t *len, size_t cap, int64
         *head = (*head + 1) % cap;
         (*len)--;
     }
+}
+
+/* Retry-After: seconds, or with --retry-after-date the HTTP-date that many seconds from now. */
+static void retry_after_value(char *buf, size_t n)
+{
+    if (!g.retry_after_date) {
+        snprintf(buf, n, "%d", g.retry_after);
+        return;
+    }
+    time_t t = time(NULL) + g.retry_after;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
 /* Records an API request; returns 1 when the server-side rate limit refuses it. Holds g.mu. */
@@ -1037,8 +1050,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if ((ep == EP_SUBMIT || ep == EP_RC_SUBMIT) && !json_body)
             return send_error(c, runcomfy, 400, 400, "Content-Type must be application/json", NULL);
         if (refused) {
-            char ra[16];
-            snprintf(ra, sizeof ra, "%d", g.retry_after);
+            char ra[64];
+            retry_after_value(ra, sizeof ra);
             return send_error(c, runcomfy, 429, 429, "too many requests", g.rate_limit > 0 && g.retry_after > 0 ? ra : NULL);
         }
         if (slow) {
@@ -1060,8 +1073,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         case K_DROP:
             return MHD_NO;
         case K_429RA: {
-            char ra[16];
-            snprintf(ra, sizeof ra, "%d", g.retry_after);
+            char ra[64];
+            retry_after_value(ra, sizeof ra);
             return send_error(c, runcomfy, 429, 429, "too many requests", ra);
         }
         case K_ERR200:
@@ -1164,6 +1177,7 @@ int main(int argc, char **argv)
         else if (OPT("--latency")) g.latency_ms = atoll(v);
         else if (OPT("--rate-limit")) g.rate_limit = atof(v);
         else if (OPT("--retry-after")) g.retry_after = atoi(v);
+        else if (strcmp(a, "--retry-after-date") == 0) g.retry_after_date = 1;
         else if (OPT("--slow-ms")) g.slow_ms = atoll(v);
         else if (OPT("--fail-rate")) g.fail_rate = atof(v);
         else if (OPT("--early-404")) g.early404_ms = atoll(v);
