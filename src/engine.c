@@ -2300,7 +2300,8 @@ static void engine_close(struct engine *e)
  * fewer jobs at once rather than failing them on "Too many open files".
  * Returns the most connections libcurl may hold, or 0 for no cap.
  */
-#define FD_RESERVE 64   /* the state, its WAL, the lock, the loop's own, stdio, results */
+#define FD_RESERVE 48   /* the loop's own, stdio, libcurl's, slack */
+#define FD_PER_MANIFEST 8 /* its state, WAL and shared memory, lock, output directory, results */
 static long fit_open_files(struct sb_manifest **ms, int n)
 {
     long total = 0;
@@ -2320,13 +2321,14 @@ static long fit_open_files(struct sb_manifest **ms, int n)
     }
     if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > (rlim_t)1 << 30)
         return 0;
-    long avail = (long)lim.rlim_cur - FD_RESERVE;
+    long reserve = FD_RESERVE + (long)FD_PER_MANIFEST * n;
+    long avail = (long)lim.rlim_cur - reserve;
     if (avail < 24)
         avail = 24;
     long fit = avail / 3;
     if (total > fit) {
         sb_warn("a concurrency of %ld needs about %ld open files and this process may have %ld "
-                "(ulimit -n): running at most %ld jobs at once", total, 3 * total + FD_RESERVE,
+                "(ulimit -n): running at most %ld jobs at once", total, 3 * total + reserve,
                 (long)lim.rlim_cur, fit);
         for (int i = 0; i < n; i++) {
             long c = (long)ms[i]->limits.concurrency * fit / total;

@@ -154,7 +154,7 @@ D=$T/nofile; batch "$D" 40 "concurrency: 100, requests_per_second: 0, poll_inter
 sed -i 's#^output_dir: out#output_dir: out\ndefaults: {max_images: 14}#' "$D/m.yaml"
 start_mock --key "$KEY"; use_mock
 run bash -c "ulimit -n 200 && exec '$SEEDBATCH' run '$D/m.yaml'"; expect_rc 0 "40 jobs of 14 outputs in 200 open files"
-expect_in "$T/err" "a concurrency of 100 needs about 364 open files and this process may have 200 (ulimit -n): running at most 45 jobs at once" "the limit and the concurrency it allows, said"
+expect_in "$T/err" "a concurrency of 100 needs about 356 open files and this process may have 200 (ulimit -n): running at most 48 jobs at once" "the limit and the concurrency it allows, said"
 expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]*_[0-9]*\.jpg$')" 560 "560 outputs written"
 expect_eq "$(ls -a "$D/out" | grep -c '\.part$')" 0 "no .part left"
 expect_eq "$(stat_of requests.download)" 560 "each output downloaded once"
