@@ -143,7 +143,7 @@ struct run {
     int64_t unreached_since[2];  /* the first of the calls in a row that reached no server; 0: none */
     int unreached_calls[2];
     uv_timer_t tick, grace;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     int stopping, interrupted, auth_abort, unreachable;
     int tty;
     int64_t started, last_log;
@@ -1900,10 +1900,11 @@ static void on_signal(uv_signal_t *s, int signum)
     if (r->tty)
         fprintf(stderr, "\n");
     sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
-            signum == SIGINT ? "interrupted" : "terminated", GRACE_MS / 1000);
+            signum == SIGINT ? "interrupted" : signum == SIGHUP ? "hung up" : "terminated", GRACE_MS / 1000);
     uv_timer_start(&r->grace, stop_now, GRACE_MS, 0);
     for (int k = 0; k < r->n; k++) {
         struct engine *e = r->engines[k];
+        unsend(e);
         for (int i = 0; i < e->n_active; i++) {
             struct job *j = e->active[i];
             if (!j->inflight && j->want != W_DOWNLOAD && j->want != W_FINISHING)
@@ -1934,6 +1935,7 @@ static void finish(struct engine *e)
         uv_timer_stop(&r->grace);
         uv_signal_stop(&r->sigint);
         uv_signal_stop(&r->sigterm);
+        uv_signal_stop(&r->sighup);
     }
 }
 
@@ -2449,9 +2451,11 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         uv_timer_init(&r->uv, &r->grace);
         uv_signal_init(&r->uv, &r->sigint);
         uv_signal_init(&r->uv, &r->sigterm);
-        r->sigint.data = r->sigterm.data = r;
+        uv_signal_init(&r->uv, &r->sighup);
+        r->sigint.data = r->sigterm.data = r->sighup.data = r;
         uv_signal_start(&r->sigint, on_signal, SIGINT);
         uv_signal_start(&r->sigterm, on_signal, SIGTERM);
+        uv_signal_start(&r->sighup, on_signal, SIGHUP); /* the terminal closed: stop as for SIGTERM */
         uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
         for (int i = 0; i < n; i++)
             pump(r->engines[i]);

@@ -16,6 +16,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,6 +353,11 @@ int main(int argc, char **argv)
      */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 #endif
+    /*
+     * Logs whose reader has gone (2>&1 | head) fail quietly: the run goes on
+     * rather than dying on SIGPIPE in the middle of its work.
+     */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         fputs(usage_text, stderr);
         return SB_EXIT_USAGE;

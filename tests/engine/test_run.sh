@@ -318,6 +318,31 @@ expect_eq "$(stat_of submissions)" 6 "resume polled, never resubmitted"
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after resume"
 stop_mock
 
+# --- 9b. SIGHUP (the terminal closed) stops a run as SIGTERM does; submits waiting for
+# another try after 503s go back to pending, unflagged: the rerun submits them once each ---
+D=$T/hup; make_batch "$D" 4
+start_mock --key "$KEY" --fault submit:503:1; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of requests.submit)" -ge 4 ] && break; sleep 0.05; done
+kill -HUP $pid; wait $pid; RC=$?
+expect_rc 75 "SIGHUP"
+expect_in "$T/err" "hung up: finishing transfers under way" "SIGHUP message"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='pending' AND possible_duplicate=0")" 4 "503'd submits back to pending, unflagged"
+stop_mock
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "resume after SIGHUP"
+expect_eq "$(stat_of submissions)" 4 "one submit a job"
+expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 0 "none flagged"
+stop_mock
+
+# --- 9c. logs whose reader has gone (2>&1 | head): the run goes on to the end ---
+D=$T/pipe; make_batch "$D" 6
+start_mock --key "$KEY" --latency 300; use_mock
+"$SEEDBATCH" run --debug "$D/m.yaml" 2>&1 | head -2 >/dev/null; RC=${PIPESTATUS[0]}
+expect_rc 0 "a run whose stderr is closed early"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done"
+stop_mock
+
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
