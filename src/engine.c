@@ -48,8 +48,8 @@
 #define COMMIT_GROUP 256       /* ... this many rows wait */
 #define BACKOFF_BASE_MS 1000
 #define BACKOFF_CAP_MS 60000
-/* No server reached for this long, when no call of the run has reached one yet: the run stops. */
-#define UNREACHED_FIRST_MS 20000
+/* No call answered for this long, when none of the run has been yet: the run stops. */
+#define NO_ANSWER_FIRST_MS 20000
 
 enum call_kind { CALL_UPLOAD, CALL_SUBMIT, CALL_POLL, CALL_NKINDS };
 
@@ -140,8 +140,8 @@ struct run {
     struct sb_ratelimit rl[2];   /* one request budget per provider */
     int proven[2];               /* an API call to that provider has succeeded: the key works */
     int reached[2];              /* an API call to that provider got an answer in this run */
-    int64_t unreached_since[2];  /* the first of the calls in a row that reached no server; 0: none */
-    int unreached_calls[2];
+    int64_t unanswered_since[2]; /* the first of the calls in a row that got no answer; 0: none */
+    int unanswered_calls[2];
     uv_timer_t tick, grace;
     uv_signal_t sigint, sigterm, sighup;
     int stopping, interrupted, auth_abort, unreachable;
@@ -811,8 +811,8 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
     }
     int p = e->m->provider;
     e->run->reached[p] = 1;
-    e->run->unreached_since[p] = 0;
-    e->run->unreached_calls[p] = 0;
+    e->run->unanswered_since[p] = 0;
+    e->run->unanswered_calls[p] = 0;
     long s = r->status;
     char emsg[300] = "", ecode[64] = "";
     int hint = 0;
@@ -881,7 +881,7 @@ static void auth_abort(struct engine *e, const struct outcome *oc)
  * calls go one at a time, each after a pause of about half the time gone since
  * the first unanswered one (1 to 30 s), so that an API that takes requests and
  * drops them is sent a few, not a stream; when none has been answered for
- * limits.unreachable_timeout (at most UNREACHED_FIRST_MS if none was in this
+ * limits.unreachable_timeout (at most NO_ANSWER_FIRST_MS if none was in this
  * run), the run stops and exits 75, every job as it was, rather than failing
  * them one by one while the network or the API is down. Returns the pause, or
  * -1 when the run stops.
@@ -891,38 +891,29 @@ static int64_t no_answer(struct engine *e, const struct outcome *oc)
     struct run *run = e->run;
     int p = e->m->provider;
     int64_t now = mono_ms();
-    if (!run->unreached_since[p])
-        run->unreached_since[p] = now;
-    run->unreached_calls[p]++;
+    if (!run->unanswered_since[p])
+        run->unanswered_since[p] = now;
+    run->unanswered_calls[p]++;
     run->proven[p] = 0;
     int64_t limit = e->m->limits.unreachable_ms;
-    if (!run->reached[p] && limit > UNREACHED_FIRST_MS)
-        limit = UNREACHED_FIRST_MS;
+    if (!run->reached[p] && limit > NO_ANSWER_FIRST_MS)
+        limit = NO_ANSWER_FIRST_MS;
     if (run->stopping)
         return -1;
-    if (now - run->unreached_since[p] >= limit && run->unreached_calls[p] >= 3) {
+    if (now - run->unanswered_since[p] >= limit && run->unanswered_calls[p] >= 3) {
         sb_error("cannot reach the API at %s: %s (no answer for %llds): stopping; nothing is lost, "
                  "run again to resume", e->api.base, oc->msg,
-                 (long long)((now - run->unreached_since[p]) / 1000));
+                 (long long)((now - run->unanswered_since[p]) / 1000));
         run->unreachable = 1;
         run->stopping = 1;
         return -1;
     }
-    int64_t gap = (now - run->unreached_since[p]) / 2;
+    int64_t gap = (now - run->unanswered_since[p]) / 2;
     gap = gap < 1000 ? 1000 : gap > 30000 ? 30000 : gap;
     int64_t pause = gap / 2 + (int64_t)((double)rand() / RAND_MAX * (double)(gap / 2));
     if (run->rl[p].paused_until < now + pause)
         run->rl[p].paused_until = now + pause;
     return pause;
-}
-
-/*
- * A call reached no server: nothing was sent, so it costs its job no attempt.
- * Returns the delay before it is tried again, or -1 when the run stops.
- */
-static int64_t unreached(struct engine *e, const struct outcome *oc)
-{
-    return no_answer(e, oc);
 }
 
 /* ---- uploads ---- */
@@ -1019,8 +1010,8 @@ static void upload_done(struct sb_req *r, CURLcode rc)
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
         u->state = UP_IDLE;
-    } else if (oc.v == V_RETRY && oc.unreached && (wait = unreached(e, &oc)) >= 0) {
-        u->tries--;
+    } else if (oc.v == V_RETRY && oc.unreached && (wait = no_answer(e, &oc)) >= 0) {
+        u->tries--; /* it reached no server: not an attempt */
         u->state = UP_IDLE;
         u->due = mono_ms() + wait;
         sb_debug("upload of %s: %s; trying again", u->file->path, oc.msg);
@@ -1143,10 +1134,10 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         set_state(e, j, SB_JOB_PENDING);
         release(e, j);
     } else if (oc.v == V_RETRY && oc.unreached) {
-        int64_t wait = unreached(e, &oc);
-        j->tries--;
+        int64_t wait = no_answer(e, &oc);
+        j->tries--; /* it reached no server: not an attempt */
         if (j->row.attempts > 0)
-            j->row.attempts--; /* nothing was sent */
+            j->row.attempts--;
         if (wait >= 0) {
             sb_debug("job %s: submit: %s; trying again", j->row.id, oc.msg);
             j->want = W_SUBMIT;
@@ -1279,8 +1270,8 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     int64_t wait;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
-    } else if (oc.v == V_RETRY && oc.unreached && (wait = unreached(e, &oc)) >= 0) {
-        j->tries--;
+    } else if (oc.v == V_RETRY && oc.unreached && (wait = no_answer(e, &oc)) >= 0) {
+        j->tries--; /* it reached no server: not an attempt */
         set_due(e, j, now + wait);
     } else if (oc.v == V_RETRY && oc.unreached) {
         j->tries--;
