@@ -57,6 +57,15 @@ batch() { # batch DIR N LIMITS
     } > "$1/m.yaml"
 }
 db_count() { sqlite3 "$1/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE $2"; }
+# run_behind_fwd DIR LATENCY N: the mock, the forwarder in front of it, a run of DIR's
+# manifest through it in the background (its pid in sb) until the mock has N submissions.
+run_behind_fwd() {
+    start_mock --key "$KEY" --latency "$2"
+    fwd_start; fport=$(cat "$T/fwd_port")
+    export ATLASCLOUD_BASE_URL="http://127.0.0.1:$fport/api/v1"
+    "$SEEDBATCH" run "$1/m.yaml" >"$T/out" 2>"$T/err" & sb=$!
+    for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge "$3" ] && break; sleep 0.05; done
+}
 
 # --- 1. nothing listens at the base URL: no job fails, the run stops (75) saying why ---
 D=$T/never; batch "$D" 10 "concurrency: 4, requests_per_second: 0, max_attempts: 2, unreachable_timeout: 3s"
@@ -77,11 +86,7 @@ calls=$(grep -o 'API calls: [0-9]* submits' "$T/err" | grep -o '[0-9]*')
 # --- 2. the API gone for 4 s in mid-run: every job done, none failed, though each call
 # may be tried only twice (max_attempts 2) ---
 D=$T/blip; batch "$D" 30 "concurrency: 10, requests_per_second: 0, poll_interval: 200ms, max_attempts: 2, unreachable_timeout: 60s"
-start_mock --key "$KEY" --latency 1500
-fwd_start; fport=$(cat "$T/fwd_port")
-export ATLASCLOUD_BASE_URL="http://127.0.0.1:$fport/api/v1"
-"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & sb=$!
-for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 5 ] && break; sleep 0.05; done
+run_behind_fwd "$D" 1500 5
 fwd_stop; sleep 4; fwd_start "$fport"
 wait $sb; RC=$?
 expect_rc 0 "a run outlives a 4 s outage"
@@ -95,11 +100,7 @@ fwd_stop; stop_mock
 # --- 3. the API gone for longer than unreachable_timeout: the run stops (75) with
 # predictions kept and nothing failed; the next run, the API back, finishes them ---
 D=$T/down; batch "$D" 30 "concurrency: 10, requests_per_second: 0, poll_interval: 200ms, max_attempts: 2, unreachable_timeout: 3s"
-start_mock --key "$KEY" --latency 2000
-fwd_start; fport=$(cat "$T/fwd_port")
-export ATLASCLOUD_BASE_URL="http://127.0.0.1:$fport/api/v1"
-"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & sb=$!
-for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 10 ] && break; sleep 0.05; done
+run_behind_fwd "$D" 2000 10
 fwd_stop
 wait $sb; RC=$?
 expect_rc 75 "the API gone for good"
