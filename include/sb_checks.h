@@ -86,6 +86,13 @@ struct sb_localfile {
 typedef int (*sb_file_lookup_fn)(void *ud, const struct sb_filestamp *s, char sha256[65], struct sb_imageinfo *info);
 
 /*
+ * Opens a checked file for reading, if it is still the file that was checked (same
+ * device, inode, size and mtime): the descriptor, or -1 with why it is not (gone,
+ * or changed since).
+ */
+int sb_localfile_open_same(const struct sb_localfile *f, char *why, size_t whylen);
+
+/*
  * Reads, hashes and checks one local image. Never fails: problems go in ->problem.
  * With lookup, a file whose stamp is known is opened and checked but not read.
  */

@@ -7,6 +7,8 @@
 #include "sb_common.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -292,6 +294,28 @@ static void stamp_of(const struct stat *st, struct sb_filestamp *s)
     s->size = (int64_t)st->st_size;
     s->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
     s->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+int sb_localfile_open_same(const struct sb_localfile *f, char *why, size_t whylen)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "it cannot be read any more (%s)", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct sb_filestamp s;
+    stamp_of(&st, &s);
+    /* Not the ctime: a backup or a chmod sets it and leaves the bytes as they were. */
+    if (s.dev != f->stamp.dev || s.ino != f->stamp.ino || s.size != f->stamp.size ||
+        s.mtime_ns != f->stamp.mtime_ns) {
+        snprintf(why, whylen, "it changed after the manifest was checked; run again to check it anew");
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /*

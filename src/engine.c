@@ -920,9 +920,60 @@ static int64_t no_answer(struct engine *e, const struct outcome *oc)
 
 static void upload_done(struct sb_req *r, CURLcode rc);
 
+static void upload_settled(struct engine *e, struct upload *u, const struct outcome *oc);
+
+/* An upload's file, read by libcurl through these from the descriptor opened for it. */
+struct upload_src {
+    int fd;
+    curl_off_t off;
+};
+
+static size_t upload_read(char *buf, size_t size, size_t n, void *arg)
+{
+    struct upload_src *s = arg;
+    ssize_t got = pread(s->fd, buf, size * n, (off_t)s->off);
+    if (got < 0)
+        return CURL_READFUNC_ABORT;
+    s->off += got;
+    return (size_t)got;
+}
+
+static int upload_seek(void *arg, curl_off_t offset, int origin)
+{
+    struct upload_src *s = arg;
+    if (origin != SEEK_SET || offset < 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    s->off = offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static void upload_src_free(void *arg)
+{
+    struct upload_src *s = arg;
+    close(s->fd);
+    free(s);
+}
+
 static void start_upload(struct engine *e, struct upload *u)
 {
     struct sb_http_opts o = {10000, 120000, 1000, 30, MAX_API_BODY, 0};
+    /*
+     * The file as it was checked, or none: one removed or rewritten since fails
+     * its jobs at once (invalid_input), rather than as a network error after
+     * every attempt, or with other bytes under the checked file's hash.
+     */
+    char why[256];
+    int fd = sb_localfile_open_same(u->file, why, sizeof why);
+    if (fd < 0) {
+        struct outcome oc;
+        memset(&oc, 0, sizeof oc);
+        oc.v = V_FAIL;
+        oc.kind = SB_EK_INVALID_INPUT;
+        snprintf(oc.msg, sizeof oc.msg, "%s", why);
+        u->state = UP_FAILED;
+        upload_settled(e, u, &oc);
+        return;
+    }
     char *url = e->api.ops->upload_url(&e->api);
     struct call *c = &u->call;
     c->kind = CALL_UPLOAD;
@@ -930,6 +981,7 @@ static void start_upload(struct engine *e, struct upload *u)
     c->up = u;
     c->job = NULL;
     if (sb_req_init(&c->req, e->run->http, url, &o) != SB_OK) {
+        close(fd);
         free(url);
         return;
     }
@@ -938,7 +990,13 @@ static void start_upload(struct engine *e, struct upload *u)
     c->req.mime = curl_mime_init(c->req.easy);
     curl_mimepart *part = curl_mime_addpart(c->req.mime);
     curl_mime_name(part, "file");
-    curl_mime_filedata(part, u->file->path); /* streamed from disk */
+    struct upload_src *src = sb_malloc(sizeof *src);
+    src->fd = fd;
+    src->off = 0;
+    /* Streamed from disk; the descriptor is closed with the part. */
+    curl_mime_data_cb(part, (curl_off_t)u->file->stamp.size, upload_read, upload_seek, upload_src_free, src);
+    const char *base = strrchr(u->file->path, '/');
+    curl_mime_filename(part, base ? base + 1 : u->file->path);
     static const char *types[] = {"application/octet-stream", "image/jpeg", "image/png", "image/webp",
                                   "image/bmp", "image/tiff", "image/gif"};
     curl_mime_type(part, types[u->file->info.format]);

@@ -118,6 +118,25 @@ print(rows[0]["prompt"] == "say \"hi\" \\ back\ttab\nline\u0001 caf\u00e9 \u2603
     'True rejected mock:fail "x" 0.032' "escaped prompts round-trip through results.jsonl"
 stop_mock
 
+# --- 3d. a local image removed or rewritten after the manifest was checked, before its
+# upload: its job fails at once as invalid_input, nothing uploaded for it ---
+D=$T/gone; mkdir -p "$D/img"
+for i in 1 2 3; do "$GEN_IMAGE" jpeg 64 80 "$D/img/p$i.jpg" "$i"; done
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 1, requests_per_second: 0, poll_interval: 200ms}\njobs:\n  - {id: a, prompt: x, images: [img/p1.jpg]}\n  - {id: b, prompt: y, images: [img/p2.jpg]}\n  - {id: c, prompt: z, images: [img/p3.jpg]}\n' > "$D/m.yaml"
+start_mock --key "$KEY" --latency 1000; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 1 ] && break; sleep 0.05; done
+"$GEN_IMAGE" jpeg 64 80 "$D/img/p2.jpg" 7; rm "$D/img/p3.jpg"   # while job a (concurrency 1) runs
+wait $pid; RC=$?
+expect_rc 1 "two of three jobs lost their image"
+expect_eq "$(results_field "$D/out/results.jsonl" b error.kind)" invalid_input "rewritten: invalid_input"
+expect_in "$T/err" "upload of $D/img/p2.jpg failed: it changed after the manifest was checked" "rewritten: said"
+expect_eq "$(results_field "$D/out/results.jsonl" c error.kind)" invalid_input "removed: invalid_input"
+expect_in "$T/err" "upload of $D/img/p3.jpg failed: it cannot be read any more (No such file or directory)" "removed: said"
+expect_eq "$(stat_of requests.upload)" 1 "only the unchanged image uploaded"
+expect_eq "$(results_field "$D/out/results.jsonl" a status)" succeeded "the other job done"
+stop_mock
+
 # --- 4. request rate: the limit holds over every 1 s window ---
 D=$T/rate; make_batch "$D" 10 "price_per_image: 0.01"
 sed -i 's/requests_per_second: 0/requests_per_second: 8/' "$D/m.yaml"
