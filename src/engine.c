@@ -857,6 +857,8 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
 }
 
 /* 401/402/403: stop everything that would send, keep the state, exit 3. */
+static void unsend(struct engine *e);
+
 static void auth_abort(struct engine *e, const struct outcome *oc)
 {
     if (!e->run->auth_abort)
@@ -864,15 +866,7 @@ static void auth_abort(struct engine *e, const struct outcome *oc)
                  "and run again", oc->msg);
     e->run->auth_abort = 1;
     e->run->stopping = 1;
-    /* Jobs still gathering uploads sent nothing billable: back to pending. */
-    for (int i = 0; i < e->n_active; i++) {
-        struct job *j = e->active[i];
-        if (j->row.state == SB_JOB_UPLOADING && !j->inflight) {
-            set_state(e, j, SB_JOB_PENDING);
-            release(e, j);
-            i--;
-        }
-    }
+    unsend(e); /* what sent nothing billable goes back to pending */
 }
 
 /*
@@ -1064,14 +1058,14 @@ static void upload_done(struct sb_req *r, CURLcode rc)
         oc.kind = SB_EK_SERVER;
     }
     sb_req_cleanup(r);
-    int64_t wait;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
         u->state = UP_IDLE;
-    } else if (oc.v == V_RETRY && oc.unreached && (wait = no_answer(e, &oc)) >= 0) {
+    } else if (oc.v == V_RETRY && oc.unreached) {
+        int64_t wait = no_answer(e, &oc); /* -1: the run stops */
         u->tries--; /* it reached no server: not an attempt */
         u->state = UP_IDLE;
-        u->due = mono_ms() + wait;
+        u->due = mono_ms() + (wait > 0 ? wait : 0);
         sb_debug("upload of %s: %s; trying again", u->file->path, oc.msg);
     } else if (oc.v == V_RETRY && u->tries < e->m->limits.max_attempts && !e->run->stopping) {
         u->state = UP_IDLE;
@@ -1325,15 +1319,12 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     }
     int64_t ra = r->retry_after_ms;
     sb_req_cleanup(r);
-    int64_t wait;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
-    } else if (oc.v == V_RETRY && oc.unreached && (wait = no_answer(e, &oc)) >= 0) {
-        j->tries--; /* it reached no server: not an attempt */
-        set_due(e, j, now + wait);
     } else if (oc.v == V_RETRY && oc.unreached) {
-        j->tries--;
-        set_due(e, j, now); /* the run stops: the next one polls it */
+        int64_t wait = no_answer(e, &oc); /* -1: the run stops, and the next one polls it */
+        j->tries--; /* it reached no server: not an attempt */
+        set_due(e, j, now + (wait > 0 ? wait : 0));
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
         set_due(e, j, now + backoff(j->tries, ra));
     } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400 || atoi(oc.code) == 404001)) {
