@@ -12,6 +12,8 @@
 #include "sb_results.h"
 #include "sb_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -343,8 +345,33 @@ static void print_version(void)
     printf("allocator: %s\n", allocator);
 }
 
+/*
+ * Descriptors 0 to 2 closed by whatever started the process (">&-", some
+ * supervisors) would be given to the next files opened: log lines would land
+ * in a state, temporary or output file, and libuv aborts when one of its own
+ * descriptors is below 3. Each closed one is opened on /dev/null first.
+ */
+static int open_standard_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY); /* the lowest free: fd */
+        if (got != fd) {
+            if (got >= 0)
+                close(got);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (open_standard_fds() != 0) {
+        sb_error("cannot open /dev/null in place of a closed standard input, output or error: %s", strerror(errno));
+        return SB_EXIT_USAGE;
+    }
 #if defined(__GLIBC__) && !defined(SB_MIMALLOC)
     /*
      * A fixed threshold: buffers over 128 KiB always get their own mapping,

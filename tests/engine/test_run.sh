@@ -362,6 +362,19 @@ expect_rc 0 "a run whose stderr is closed early"
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done"
 stop_mock
 
+# --- 9d. started with standard input, output and error closed (">&-", some supervisors):
+# no log line lands in a file the run opened, and the run ends normally ---
+D=$T/closedfds; make_batch "$D" 6
+start_mock --key "$KEY" --latency 300; use_mock
+"$SEEDBATCH" run --debug "$D/m.yaml" <&- >&- 2>&-; RC=$?
+expect_rc 0 "a run started with descriptors 0 to 2 closed"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done"
+expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]_[12]\.png$')" 12 "12 outputs"
+check_outputs "$D/out/results.jsonl" "$D/out"
+expect_eq "$(grep -rl 'seedbatch: ' "$D/out" | wc -l)" 0 "no log line in any file of the output directory"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "state integrity_check"
+stop_mock
+
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
