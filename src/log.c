@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cjson/cJSON.h>
 
@@ -61,17 +62,44 @@ static void put_line(const char *line, size_t len)
         g_hold.over = 1;
 }
 
+/*
+ * Credentials in a URL ("http://user:password@proxy:3128", which libcurl's
+ * notes repeat from http_proxy) are copied as "[redacted]@". Returns out.
+ */
+static char *redact_userinfo(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    while (*in && o + 1 < outlen) {
+        if (strncmp(in, "://", 3) != 0) {
+            out[o++] = *in++;
+            continue;
+        }
+        size_t end = 3 + strcspn(in + 3, "/?#'\" <>\t\r\n");
+        const char *at = NULL; /* the last '@' before the path ends the credentials */
+        for (size_t i = 3; i < end; i++)
+            if (in[i] == '@')
+                at = in + i;
+        const char *copy = at ? "://[redacted]" : "://";
+        for (; *copy && o + 1 < outlen; copy++)
+            out[o++] = *copy;
+        in = at ? at : in + 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 void sb_log(enum sb_log_level lvl, const char *fmt, ...)
 {
     if (lvl == SB_LOG_WARN)
         g_warnings++;
     if (lvl < g_min)
         return;
-    char msg[2048];
+    char raw[2048], msg[2048 + 64];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    redact_userinfo(raw, msg, sizeof msg);
     struct sb_buf line;
     sb_buf_init(&line, 64u << 10);
     if (g_fmt == SB_LOG_JSON) {

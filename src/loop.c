@@ -303,7 +303,8 @@ void sb_loop_set_debug(int on)
 
 /*
  * CURLOPT_VERBOSE alone would print "Authorization: Bearer <key>": this
- * callback logs header lines and notes itself and redacts that header.
+ * callback logs header lines and notes itself and redacts that header, and
+ * a proxy's credentials (sb_log redacts them in URLs).
  */
 static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *ud)
 {
@@ -318,6 +319,8 @@ static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, voi
             len--;
         if (len >= 14 && strncasecmp(data, "Authorization:", 14) == 0)
             sb_debug("curl %sAuthorization: [redacted]", dir);
+        else if (len >= 20 && strncasecmp(data, "Proxy-Authorization:", 20) == 0)
+            sb_debug("curl %sProxy-Authorization: [redacted]", dir);
         else if (len)
             sb_debug("curl %s%.*s", dir, (int)(len > 1000 ? 1000 : len), data);
         data += n;

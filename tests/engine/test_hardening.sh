@@ -71,6 +71,19 @@ run env http_proxy="http://127.0.0.1:$DEAD" no_proxy=127.0.0.1 "$SEEDBATCH" run 
 expect_rc 0 "no_proxy exempts the API's host"
 expect_eq "$(stat_of api_requests)" 3 "upload, submit and poll reached the API"
 stop_mock
+# A proxy that takes a user and password (the mock standing in front of itself): the run
+# goes through it, and --debug shows neither the password nor its Basic form.
+D=$T/proxyauth; batch "$D" 1
+start_mock --key "$KEY"; use_mock
+PROXY_PW="pw-$$-hunter2"
+run env http_proxy="http://bob:$PROXY_PW@${MOCK_URL#http://}" "$SEEDBATCH" run --debug "$D/m.yaml"
+expect_rc 0 "a run through a proxy with credentials"
+expect_eq "$(stat_of absolute_form)" 4 "upload, submit, poll and download went through the proxy"
+expect_in "$T/err" "Proxy-Authorization: [redacted]" "the proxy's credentials header is redacted"
+expect_in "$T/err" "http://[redacted]@127.0.0.1" "the proxy URL libcurl notes is shown without its credentials"
+expect_not_in "$T/err" "$PROXY_PW" "the proxy's password in no log line"
+expect_not_in "$T/err" "$(printf 'bob:%s' "$PROXY_PW" | base64)" "nor its Basic form"
+stop_mock
 
 # --- TLS: a self-signed server is refused unless its CA is given; never unverified ---
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem" -days 1 \

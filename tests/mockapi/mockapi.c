@@ -100,6 +100,7 @@ static struct {
     long faults_by_kind[K_N];
     long api_requests, refused_rate, unauthorized, submissions, duplicate_submissions;
     long foreign_agents, accept_encoding; /* requests without seedbatch's User-Agent; asking for compression */
+    long absolute_form;                   /* requests whose target was a whole URL, as sent through a proxy */
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     long connections;            /* TCP connections accepted */
@@ -436,6 +437,7 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "connections", (double)g.connections);
     cJSON_AddNumberToObject(j, "foreign_agents", (double)g.foreign_agents);
     cJSON_AddNumberToObject(j, "accept_encoding", (double)g.accept_encoding);
+    cJSON_AddNumberToObject(j, "absolute_form", (double)g.absolute_form);
     pthread_mutex_unlock(&g.mu);
     return send_json(c, 200, j);
 }
@@ -968,6 +970,20 @@ static void *waker(void *arg)
     return NULL;
 }
 
+/*
+ * A request target that is a whole URL (what a client sends through an HTTP
+ * proxy) stands for its path, as an origin server must take it (RFC 9112,
+ * 3.2.2): the mock can then be the proxy in front of itself.
+ */
+static const char *origin_form(const char *url)
+{
+    const char *p = strncmp(url, "http://", 7) == 0 ? url + 7 : strncmp(url, "https://", 8) == 0 ? url + 8 : NULL;
+    if (!p)
+        return url;
+    const char *path = strchr(p, '/');
+    return path ? path : "/";
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_size,
                                   void **con_cls)
@@ -975,7 +991,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)cls, (void)version;
     struct conn *cn = *con_cls;
     const char *arg;
+    const char *target = url;
+    url = origin_form(url);
     if (!cn) {
+        if (url != target) {
+            pthread_mutex_lock(&g.mu);
+            g.absolute_form++;
+            pthread_mutex_unlock(&g.mu);
+        }
         cn = sb_calloc(1, sizeof *cn);
         cn->mc = c;
         cn->ep = classify(url, method, &arg);
