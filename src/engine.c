@@ -1927,6 +1927,13 @@ static void stop_now(uv_timer_t *t)
         pump(r->engines[k]);
 }
 
+/* Whether the process was started with the signal ignored (nohup does so for SIGHUP). */
+static int signal_ignored(int signum)
+{
+    struct sigaction sa;
+    return sigaction(signum, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct run *r = s->data;
@@ -2493,9 +2500,25 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         uv_signal_init(&r->uv, &r->sigterm);
         uv_signal_init(&r->uv, &r->sighup);
         r->sigint.data = r->sigterm.data = r->sighup.data = r;
-        uv_signal_start(&r->sigint, on_signal, SIGINT);
+        /*
+         * SIGHUP (the terminal closed) stops the run as SIGTERM does, unless
+         * the run was started ignoring it (nohup); SIGINT likewise (a script's
+         * background job). Whatever is handled is unblocked: a mask inherited
+         * with them blocked would leave the run deaf to its stop.
+         */
+        sigset_t handled;
+        sigemptyset(&handled);
+        sigaddset(&handled, SIGTERM);
         uv_signal_start(&r->sigterm, on_signal, SIGTERM);
-        uv_signal_start(&r->sighup, on_signal, SIGHUP); /* the terminal closed: stop as for SIGTERM */
+        if (!signal_ignored(SIGINT)) {
+            sigaddset(&handled, SIGINT);
+            uv_signal_start(&r->sigint, on_signal, SIGINT);
+        }
+        if (!signal_ignored(SIGHUP)) {
+            sigaddset(&handled, SIGHUP);
+            uv_signal_start(&r->sighup, on_signal, SIGHUP);
+        }
+        pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
         uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
         for (int i = 0; i < n; i++)
             pump(r->engines[i]);

@@ -375,6 +375,26 @@ expect_eq "$(grep -rl 'seedbatch: ' "$D/out" | wc -l)" 0 "no log line in any fil
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "state integrity_check"
 stop_mock
 
+# --- 9e. started under nohup (SIGHUP ignored) or as a script's background job (SIGINT
+# ignored): those signals leave the run going; started with SIGTERM blocked, it still stops ---
+D=$T/nohup; make_batch "$D" 6
+start_mock --key "$KEY" --latency 1500; use_mock
+bash -c 'trap "" HUP INT; exec "$0" run "$1"' "$SEEDBATCH" "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 6 ] && break; sleep 0.05; done
+kill -HUP $pid; kill -INT $pid; wait $pid; RC=$?
+expect_rc 0 "SIGHUP and SIGINT ignored at start stay ignored"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "the run went on to the end"
+stop_mock
+D=$T/blocked; make_batch "$D" 6
+start_mock --key "$KEY" --latency 4000; use_mock
+python3 -c 'import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); os.execv(sys.argv[1], sys.argv[1:])' \
+    "$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 6 ] && break; sleep 0.05; done
+kill -TERM $pid; wait $pid; RC=$?
+expect_rc 75 "SIGTERM stops a run started with it blocked"
+expect_in "$T/err" "terminated: finishing transfers under way" "SIGTERM message"
+stop_mock
+
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
