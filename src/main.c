@@ -357,10 +357,11 @@ static int open_standard_fds(void)
         if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
             continue;
         int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY); /* the lowest free: fd */
+        if (got < 0)
+            return errno;
         if (got != fd) {
-            if (got >= 0)
-                close(got);
-            return -1;
+            close(got);
+            return EBADF;
         }
     }
     return 0;
@@ -368,8 +369,9 @@ static int open_standard_fds(void)
 
 int main(int argc, char **argv)
 {
-    if (open_standard_fds() != 0) {
-        sb_error("cannot open /dev/null in place of a closed standard input, output or error: %s", strerror(errno));
+    int fds_err = open_standard_fds();
+    if (fds_err != 0) {
+        sb_error("cannot open /dev/null in place of a closed standard input, output or error: %s", strerror(fds_err));
         return SB_EXIT_USAGE;
     }
 #if defined(__GLIBC__) && !defined(SB_MIMALLOC)
