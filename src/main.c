@@ -387,6 +387,8 @@ int main(int argc, char **argv)
      * rather than dying on SIGPIPE in the middle of its work.
      */
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file size limit (ulimit -f) a write fails with EFBIG, named, rather than killing the run. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         fputs(usage_text, stderr);
         return SB_EXIT_USAGE;

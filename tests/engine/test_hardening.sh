@@ -246,4 +246,16 @@ else
     fail "unshare -m is not permitted here: the full-disk tests could not run"
 fi
 
+# --- a file size limit (ulimit -f) the state cannot grow past: the write fails, named,
+# instead of SIGXFSZ killing the run; nothing was sent, and without the limit it all runs ---
+D=$T/fsize; batch "$D" 3
+start_mock --key "$KEY"; use_mock
+run bash -c "ulimit -f 8 && exec '$SEEDBATCH' run '$D/m.yaml'"
+expect_rc 1 "a state past the file size limit"
+expect_in "$T/err" "$D/out/.seedbatch/state.db: disk I/O error" "the state file and the error named"
+expect_eq "$(stat_of submissions)" 0 "nothing sent"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "the same run without the limit"
+expect_eq "$(stat_of submissions)" 3 "one submission a job"
+stop_mock
+
 finish
