@@ -298,7 +298,7 @@ static void stamp_of(const struct stat *st, struct sb_filestamp *s)
 
 int sb_localfile_open_same(const struct sb_localfile *f, char *why, size_t whylen)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO put in its place must not block */
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         snprintf(why, whylen, "it cannot be read any more (%s)", strerror(errno));

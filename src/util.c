@@ -371,7 +371,8 @@ void sb_sha256_hex(const void *p, size_t n, char hex[65])
 int sb_open_file(const char *path, size_t max, int *fd_out, struct stat *st, char *err, size_t errlen)
 {
     *fd_out = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named as a file would block the open until a writer came. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return sb_seterr(err, errlen, "%s: %s", path, strerror(errno)), errno == ENOENT ? SB_ENOENT : SB_EIO;
     int rc = SB_EIO;

@@ -200,6 +200,11 @@ expect_in "$T/err" "imgs.yaml:8:5: job fake: image 1: $T/m/img/fake.jpg: not an 
 expect_in "$T/err" "imgs.yaml:9:5: job gone: image 1: cannot read $T/m/img/nothere.png: No such file or directory" "missing image"
 expect_not_in "$T/err" "job good" "good job not reported"
 expect_in "$T/out" "4 jobs, 3 with an unusable reference image" "bad image summary"
+# A FIFO named as an image is refused at once; opening it would wait for a writer forever.
+mkfifo "$T/m/img/pipe.jpg"
+printf '%s\noutput_dir: out\njobs:\n  - {id: pipe, prompt: x, images: [img/pipe.jpg]}\n' "$HEAD" > "$T/m/fifo.yaml"
+run timeout 20 "$SEEDBATCH" validate "$T/m/fifo.yaml"; expect_rc 2 "validate an image that is a FIFO"
+expect_in "$T/err" "fifo.yaml:6:5: job pipe: image 1: cannot read $T/m/img/pipe.jpg: not a regular file" "FIFO image"
 
 # api_key_file readable by others is refused.
 echo "sk-secret-value" > "$T/m/key"; chmod 644 "$T/m/key"
