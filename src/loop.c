@@ -303,8 +303,8 @@ void sb_loop_set_debug(int on)
 
 /*
  * CURLOPT_VERBOSE alone would print "Authorization: Bearer <key>": this
- * callback logs header lines and notes itself and redacts that header, and
- * a proxy's credentials (sb_log redacts them in URLs).
+ * callback logs header lines and notes itself and redacts that header and
+ * the proxy's (sb_log redacts credentials in URLs).
  */
 static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *ud)
 {
@@ -317,10 +317,11 @@ static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, voi
         size_t n = nl ? (size_t)(nl - data) + 1 : size, len = n;
         while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
             len--;
-        if (len >= 14 && strncasecmp(data, "Authorization:", 14) == 0)
-            sb_debug("curl %sAuthorization: [redacted]", dir);
-        else if (len >= 20 && strncasecmp(data, "Proxy-Authorization:", 20) == 0)
-            sb_debug("curl %sProxy-Authorization: [redacted]", dir);
+        /* Authorization and Proxy-Authorization: the name, not the value. */
+        const char *colon = memchr(data, ':', len);
+        size_t name = colon ? (size_t)(colon - data) : 0;
+        if (name >= 13 && strncasecmp(colon - 13, "Authorization", 13) == 0)
+            sb_debug("curl %s%.*s: [redacted]", dir, (int)name, data);
         else if (len)
             sb_debug("curl %s%.*s", dir, (int)(len > 1000 ? 1000 : len), data);
         data += n;
