@@ -26,6 +26,7 @@
 #include "sb_provider.h"
 #include "sb_ratelimit.h"
 #include "sb_results.h"
+#include "sb_signals.h"
 #include "sb_store.h"
 
 #include <errno.h>
@@ -1927,21 +1928,13 @@ static void stop_now(uv_timer_t *t)
         pump(r->engines[k]);
 }
 
-/* Whether the process was started with the signal ignored (nohup does so for SIGHUP). */
-static int signal_ignored(int signum)
+/*
+ * Stops the run: nothing new starts, transfers under way get GRACE_MS to end,
+ * then the state is committed and results written (exit 75). Called for a
+ * signal in the loop, or for one caught before the loop started.
+ */
+static void stop_run(struct run *r, int signum)
 {
-    struct sigaction sa;
-    return sigaction(signum, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-    struct run *r = s->data;
-    if (r->interrupted) {
-        /* Second signal: leave at once. Committed state is consistent (SQLite). */
-        fprintf(stderr, "\nseedbatch: second signal: exiting now; run again to resume\n");
-        _exit(SB_EXIT_TEMPFAIL);
-    }
     r->interrupted = 1;
     r->stopping = 1;
     if (r->tty)
@@ -1960,6 +1953,17 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     for (int k = 0; k < r->n; k++)
         pump(r->engines[k]);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct run *r = s->data;
+    if (r->interrupted) {
+        /* Second signal: leave at once. Committed state is consistent (SQLite). */
+        fprintf(stderr, "\nseedbatch: second signal: exiting now; run again to resume\n");
+        _exit(SB_EXIT_TEMPFAIL);
+    }
+    stop_run(r, signum);
 }
 
 static int all_finished(const struct run *r)
@@ -2508,17 +2512,19 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
          */
         sigset_t handled;
         sigemptyset(&handled);
-        sigaddset(&handled, SIGTERM);
-        uv_signal_start(&r->sigterm, on_signal, SIGTERM);
-        if (!signal_ignored(SIGINT)) {
-            sigaddset(&handled, SIGINT);
-            uv_signal_start(&r->sigint, on_signal, SIGINT);
-        }
-        if (!signal_ignored(SIGHUP)) {
-            sigaddset(&handled, SIGHUP);
-            uv_signal_start(&r->sighup, on_signal, SIGHUP);
+        static const int stops[] = {SIGTERM, SIGINT, SIGHUP};
+        uv_signal_t *watchers[] = {&r->sigterm, &r->sigint, &r->sighup};
+        for (int i = 0; i < 3; i++) {
+            if (sb_signals_stop_on(stops[i])) {
+                sigaddset(&handled, stops[i]);
+                uv_signal_start(watchers[i], on_signal, stops[i]);
+            }
         }
         pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
+        /* A stop asked for while the state was synced, before the watchers above. */
+        int early = sb_signals_caught();
+        if (early)
+            stop_run(r, early);
         uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
         for (int i = 0; i < n; i++)
             pump(r->engines[i]);

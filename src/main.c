@@ -10,6 +10,7 @@
 #include "sb_manifest.h"
 #include "sb_plan.h"
 #include "sb_results.h"
+#include "sb_signals.h"
 #include "sb_store.h"
 
 #include <errno.h>
@@ -302,6 +303,14 @@ static int cmd_run(const struct options *o, struct sb_manifest **ms)
     return sb_engine_run(ms, o->n_manifests, &eo);
 }
 
+/* A stop asked for while the manifests were checked: nothing was sent or written. */
+static int stopped_early(int signum)
+{
+    sb_warn("%s while checking the manifests: nothing was sent; run the same command to start",
+            signum == SIGINT ? "interrupted" : signum == SIGHUP ? "hung up" : "terminated");
+    return SB_EXIT_TEMPFAIL;
+}
+
 static int cmd_results(const struct options *o, struct sb_manifest **ms)
 {
     int rc = SB_EXIT_OK;
@@ -419,9 +428,15 @@ int main(int argc, char **argv)
     }
     struct sb_manifest **ms = sb_calloc((size_t)o.n_manifests, sizeof *ms);
     /* A run syncs every job into its state: the checking reading keeps them for that. */
-    sb_manifest_keep_jobs(strcmp(o.command, "run") == 0 && !o.dry_run);
+    int running = strcmp(o.command, "run") == 0 && !o.dry_run;
+    sb_manifest_keep_jobs(running);
+    /* Checking many local images takes a while: a stop during it is a run's stop (exit 75). */
+    if (running)
+        sb_signals_catch_early();
     if (load_all(&o, ms) != 0) {
-        rc = SB_EXIT_USAGE;
+        rc = running && sb_signals_caught() ? stopped_early(sb_signals_caught()) : SB_EXIT_USAGE;
+    } else if (running && sb_signals_caught()) {
+        rc = stopped_early(sb_signals_caught());
     } else if (strcmp(o.command, "validate") == 0) {
         rc = cmd_validate(&o, ms);
     } else if (strcmp(o.command, "status") == 0) {

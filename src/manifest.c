@@ -11,6 +11,7 @@
 #include "sb_jr.h"
 #include "sb_jw.h"
 #include "sb_log.h"
+#include "sb_signals.h"
 #include "sb_store.h"
 
 #include <errno.h>
@@ -389,6 +390,14 @@ static struct sb_localfile *local_file(struct sb_manifest *m, const char *path)
         if (sb_store_open(state, 1, &s->files_state, err, sizeof err) != SB_OK)
             s->files_state = NULL;
         free(state);
+    }
+    if (sb_signals_caught()) {
+        /* The run is stopping: the rest of the check is thrown away, so read no more files. */
+        f = sb_calloc(1, sizeof *f);
+        f->path = sb_strdup(path);
+        f->problem = sb_strdup("not read: the run was stopped");
+        sb_map_put(m->files, path, f);
+        return f;
     }
     f = sb_localfile_load(path, s->files_state ? sb_store_file_lookup : NULL, s->files_state);
     if (f->known)

@@ -395,6 +395,51 @@ expect_rc 75 "SIGTERM stops a run started with it blocked"
 expect_in "$T/err" "terminated: finishing transfers under way" "SIGTERM message"
 stop_mock
 
+# --- 9f. a stop before the loop: while the local images are checked (hashing a large
+# batch takes a while), exit 75 at once with nothing sent or written; while the state is
+# synced, the run stops as soon as it starts, with the new jobs kept pending ---
+D=$T/early; mkdir -p "$D/img"
+"$GEN_IMAGE" jpeg 64 64 "$D/base.jpg" 1
+# 200 sparse images of 9 MB: the check reads and hashes 1.8 GB, seconds, on no disk space.
+for i in $(seq 1 200); do cp "$D/base.jpg" "$D/img/$i.jpg"; truncate -s $((9000000 + i)) "$D/img/$i.jpg"; done
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\njobs:\n  - foreach: "img/*.jpg"\n    prompt: "p {stem}"\n    images: ["{path}"]\n' > "$D/m.yaml"
+start_mock --key "$KEY"; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+# Signalled once it holds one of the images open: the check is under way.
+for _ in $(seq 1 200); do ls -l /proc/$pid/fd 2>/dev/null | grep -q "$D/img/" && break; sleep 0.02; done
+kill -TERM $pid; wait $pid; RC=$?
+expect_rc 75 "SIGTERM during the check"
+expect_in "$T/err" "terminated while checking the manifests: nothing was sent; run the same command to start" "message"
+expect_eq "$(stat_of api_requests)" 0 "nothing sent"
+[ ! -e "$D/out" ] && pass || fail "nothing written: $(ls -A "$D/out")"
+stop_mock
+D=$T/early2; make_batch "$D" 4
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "a first batch of 4"
+for i in 5 6 7 8; do "$GEN_IMAGE" jpeg 64 80 "$D/img/p$i.jpg" "$i"; done
+# Another process holds the state's write lock: the sync of the 4 new jobs waits for it
+# (busy timeout), and the signal arrives then.
+python3 -c '
+import os, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close()
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.02)
+c.execute("ROLLBACK")' "$D/out/.seedbatch/state.db" "$T/held" "$T/release" & holder=$!
+for _ in $(seq 1 200); do [ -e "$T/held" ] && break; sleep 0.02; done
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 200); do ls -l /proc/$pid/fd 2>/dev/null | grep -q 'state.db.lock' && break; sleep 0.02; done
+sleep 0.3; kill -TERM $pid; touch "$T/release"; wait $pid; RC=$?; wait $holder
+expect_rc 75 "SIGTERM during the sync"
+expect_in "$T/err" "terminated: finishing transfers under way" "message"
+expect_eq "$(stat_of submissions)" 4 "no submit after the signal"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='pending'")" 4 "the new jobs synced, pending"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "the rerun"
+expect_eq "$(stat_of submissions)" 8 "the 4 new jobs submitted once each"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 8 "all 8 done"
+stop_mock
+
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"

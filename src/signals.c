@@ -1,0 +1,86 @@
+/*
+ * signals.c catches the signals that stop a run before the engine's loop is
+ * there to handle them. Until then a stop only sets a flag: the check stops
+ * reading local files, main says what happened and exits 75, and if the flag
+ * was set after the check the engine stops its run as soon as it starts. The
+ * loop's own uv_signal handlers replace these when they start.
+ */
+#include "sb_signals.h"
+
+#include "sb_common.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_caught;
+static int g_recorded, g_ignored_int, g_ignored_hup;
+
+static void on_early_signal(int signum)
+{
+    if (g_caught) {
+        static const char msg[] = "\nseedbatch: second signal: exiting now; run again to resume\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        _exit(SB_EXIT_TEMPFAIL);
+    }
+    g_caught = signum;
+}
+
+static int ignored_at_start(int signum)
+{
+    struct sigaction sa;
+    return sigaction(signum, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
+}
+
+/* Which of SIGINT and SIGHUP the process started with ignored, read once before any is caught. */
+static void record(void)
+{
+    if (g_recorded)
+        return;
+    g_ignored_int = ignored_at_start(SIGINT);
+    g_ignored_hup = ignored_at_start(SIGHUP);
+    g_recorded = 1;
+}
+
+void sb_signals_catch_early(void)
+{
+    /*
+     * nohup starts a process with SIGHUP ignored, and a shell starts a script's
+     * background job with SIGINT ignored: those stay ignored. Whatever is caught
+     * is unblocked too, so that a mask inherited with it blocked does not leave
+     * the run deaf to its stop.
+     */
+    record();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_early_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigset_t caught;
+    sigemptyset(&caught);
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (!sb_signals_stop_on(sigs[i]))
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+        sigaddset(&caught, sigs[i]);
+    }
+    sigprocmask(SIG_UNBLOCK, &caught, NULL);
+}
+
+int sb_signals_stop_on(int signum)
+{
+    record();
+    switch (signum) {
+    case SIGTERM: return 1;
+    case SIGINT: return !g_ignored_int;
+    case SIGHUP: return !g_ignored_hup;
+    default: return 0;
+    }
+}
+
+int sb_signals_caught(void)
+{
+    return g_caught;
+}
