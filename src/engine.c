@@ -145,7 +145,8 @@ struct run {
     int unanswered_calls[2];
     uv_timer_t tick, grace;
     uv_signal_t sigint, sigterm, sighup;
-    int stopping, interrupted, auth_abort, unreachable;
+    int stopping, auth_abort, unreachable;
+    int interrupted;               /* the signal that stopped the run, or 0 */
     int tty;
     int64_t started, last_log;
     struct engine **engines;
@@ -1935,7 +1936,7 @@ static void stop_now(uv_timer_t *t)
  */
 static void stop_run(struct run *r, int signum)
 {
-    r->interrupted = 1;
+    r->interrupted = signum;
     r->stopping = 1;
     if (r->tty)
         fprintf(stderr, "\n");
@@ -1987,6 +1988,8 @@ static void finish(struct engine *e)
         uv_signal_stop(&r->sigint);
         uv_signal_stop(&r->sigterm);
         uv_signal_stop(&r->sighup);
+        /* libuv put back the default actions: a stop now must not cut the results short. */
+        sb_signals_catch(r->interrupted);
     }
 }
 
@@ -2552,6 +2555,9 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         free(e);
     }
     free(r->engines);
+    if (!r->interrupted && sb_signals_caught())
+        sb_warn("%s after the run had ended: its results were written first",
+                sb_signals_caught() == SIGINT ? "interrupted" : sb_signals_caught() == SIGHUP ? "hung up" : "terminated");
     return worst;
 }
 

@@ -432,7 +432,7 @@ int main(int argc, char **argv)
     sb_manifest_keep_jobs(running);
     /* Checking many local images takes a while: a stop during it is a run's stop (exit 75). */
     if (running)
-        sb_signals_catch_early();
+        sb_signals_catch(0);
     if (load_all(&o, ms) != 0) {
         rc = running && sb_signals_caught() ? stopped_early(sb_signals_caught()) : SB_EXIT_USAGE;
     } else if (running && sb_signals_caught()) {

@@ -1,9 +1,11 @@
 /*
- * signals.c catches the signals that stop a run before the engine's loop is
- * there to handle them. Until then a stop only sets a flag: the check stops
- * reading local files, main says what happened and exits 75, and if the flag
- * was set after the check the engine stops its run as soon as it starts. The
- * loop's own uv_signal handlers replace these when they start.
+ * signals.c catches the signals that stop a run while the engine's loop is not
+ * there to handle them. Before the loop a stop only sets a flag: the check
+ * stops reading local files, main says what happened and exits 75, and if the
+ * flag was set after the check the engine stops its run as soon as it starts.
+ * The loop's own uv_signal handlers replace these when they start; when the
+ * loop closes (and libuv puts back the default action) the engine catches
+ * them again, so that a stop then lets the final results be written.
  */
 #include "sb_signals.h"
 
@@ -43,7 +45,7 @@ static void record(void)
     g_recorded = 1;
 }
 
-void sb_signals_catch_early(void)
+void sb_signals_catch(int already)
 {
     /*
      * nohup starts a process with SIGHUP ignored, and a shell starts a script's
@@ -52,6 +54,8 @@ void sb_signals_catch_early(void)
      * the run deaf to its stop.
      */
     record();
+    if (already)
+        g_caught = already;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_early_signal;

@@ -440,6 +440,21 @@ expect_eq "$(stat_of submissions)" 8 "the 4 new jobs submitted once each"
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 8 "all 8 done"
 stop_mock
 
+# --- 9g. a stop after the loop has ended, while results.jsonl is written (strace holds
+# its rename back 2 s): the results are finished and in place, the run's own exit code ---
+D=$T/late; make_batch "$D" 4
+start_mock --key "$KEY"; use_mock
+strace -f -qq -o /dev/null -e trace=rename -e inject=rename:delay_enter=2000000 \
+    "$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & tracer=$!
+pid=""; for _ in $(seq 1 300); do pid=$(pgrep -P $tracer) && break; sleep 0.01; done
+for _ in $(seq 1 1000); do [ -e "$D/out/.results.jsonl.tmp" ] && break; sleep 0.02; done
+sleep 0.3; kill -TERM $pid; wait $tracer; RC=$?
+expect_rc 0 "SIGTERM while the final results are written"
+expect_in "$T/err" "terminated after the run had ended: its results were written first" "message"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl" 2>/dev/null)" 4 "results.jsonl complete"
+[ ! -e "$D/out/.results.jsonl.tmp" ] && pass || fail "temporary results file left"
+stop_mock
+
 # --- 10. key hygiene: not in logs, state, results or outputs ---
 grep -rl -- "$KEY" "$T" --include='*' 2>/dev/null | grep -v '/err$\|/out$' > "$T/keyfiles" || true
 expect_eq "$(wc -l < "$T/keyfiles")" 0 "key absent from every file written"
