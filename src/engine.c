@@ -215,6 +215,7 @@ struct engine {
     double commit_ms, commit_ms_max;
     int64_t last_results;
     int outdir_fd;
+    int dirsync_unsupported;       /* its filesystem cannot fsync a directory (EINVAL): 1 found, 2 told */
     int lock_fd;
     char *state_path;
     char err[SB_ERRLEN];
@@ -383,12 +384,22 @@ static void commit_work(uv_work_t *w)
             }
         }
     }
-    if (renamed && fsync(e->outdir_fd) != 0) {
-        for (struct job *j = e->finalizing; j; j = j->fin_next) {
-            if (!j->fin_failed)
-                snprintf(j->fin_error, sizeof j->fin_error, "fsync of the output directory failed: %s",
-                         strerror(errno));
-            j->fin_failed = 1;
+    /*
+     * Some filesystems cannot fsync a directory at all (EINVAL: VirtualBox shared
+     * folders, some FUSE and network filesystems). The renames are then as durable
+     * as that filesystem makes them; failing every paid job for it would help no
+     * one. Any other error fails the jobs of this group.
+     */
+    if (renamed && e->dirsync_unsupported == 0 && fsync(e->outdir_fd) != 0) {
+        if (errno == EINVAL) {
+            e->dirsync_unsupported = 1;
+        } else {
+            for (struct job *j = e->finalizing; j; j = j->fin_next) {
+                if (!j->fin_failed)
+                    snprintf(j->fin_error, sizeof j->fin_error, "fsync of the output directory failed: %s",
+                             strerror(errno));
+                j->fin_failed = 1;
+            }
         }
     }
     uint64_t t0 = uv_hrtime();
@@ -437,6 +448,11 @@ static void commit_done(uv_work_t *w, int status)
 {
     struct engine *e = sb_container_of(w, struct engine, commit_work);
     e->commit_inflight = 0;
+    if (e->dirsync_unsupported == 1) {
+        e->dirsync_unsupported = 2;
+        sb_warn("%s: its filesystem cannot fsync a directory (Invalid argument): outputs are renamed "
+                "into place without that", e->m->output_dir);
+    }
     e->commits++;
     e->commit_ms += e->commit_last_ms;
     if (e->commit_last_ms > e->commit_ms_max)
