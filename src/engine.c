@@ -2033,10 +2033,16 @@ static int take_lock(struct engine *e)
         return SB_EXIT_USAGE;
     }
     if (flock(e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        sb_error("another seedbatch run is using %s (lock %s is held); wait for it to finish, "
-                 "or run again later to resume", e->state_path, lock);
+        int busy = errno == EWOULDBLOCK;
+        if (busy)
+            sb_error("another seedbatch run is using %s (lock %s is held); wait for it to finish, "
+                     "or run again later to resume", e->state_path, lock);
+        else
+            /* ENOLCK, EOPNOTSUPP: a network or FUSE filesystem without locks. No run can be safe there. */
+            sb_error("cannot lock %s: %s; its filesystem may not support locks: keep the state on a local "
+                     "disk (--state PATH)", lock, strerror(errno));
         free(lock);
-        return SB_EXIT_TEMPFAIL;
+        return busy ? SB_EXIT_TEMPFAIL : SB_EXIT_USAGE;
     }
     free(lock);
     return SB_EXIT_OK;

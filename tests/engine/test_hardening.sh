@@ -183,6 +183,18 @@ expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHE
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity"
 stop_mock
 
+# --- a state on a filesystem without locks (flock fails ENOLCK: NFS without its lock
+# daemon, some FUSE filesystems): refused with that reason, not taken for another run ---
+D=$T/nolock; batch "$D" 2
+start_mock --key "$KEY"; use_mock
+ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" run strace -f -qq -o /dev/null -e trace=flock \
+    -e inject=flock:error=ENOLCK "$SEEDBATCH" run "$D/m.yaml"
+expect_rc 2 "flock ENOLCK"
+expect_in "$T/err" "state.db.lock: No locks available; its filesystem may not support locks" "reason named"
+expect_not_in "$T/err" "another seedbatch run" "not taken for another run"
+expect_eq "$(stat_of api_requests)" 0 "nothing sent"
+stop_mock
+
 # --- open files: a concurrency the process's limit (ulimit -n) cannot hold runs fewer jobs
 # at once, said once, instead of failing jobs on "Too many open files"; 14 outputs a job
 # (14 .part files at once) are more than even that leaves room for: those wait their turn ---
