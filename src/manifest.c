@@ -856,9 +856,23 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
     const char *pat = get_str(c, fn, "foreach");
     if (!pat)
         return;
+    /*
+     * The manifest's directory is a path, not a pattern: "catalog [2026]" or
+     * "sale*" must match only themselves, so their glob characters are escaped.
+     */
     char *full = sb_path_join(c->m->dir, pat);
+    struct sb_buf esc;
+    sb_buf_init(&esc, SIZE_MAX / 2);
+    for (const char *d = c->m->dir; pat[0] != '/' && *d; d++) {
+        if (strchr("*?[]\\", *d))
+            sb_buf_append(&esc, "\\", 1);
+        sb_buf_append(&esc, d, 1);
+    }
+    char *pattern = sb_path_join(esc.data ? esc.data : "", pat);
+    free(esc.data);
     glob_t g;
-    int grc = glob(full, 0, glob_error, &g);
+    int grc = glob(pattern, 0, glob_error, &g);
+    free(pattern);
     if (grc == GLOB_NOMATCH) {
         merr(c, fn, "foreach pattern \"%s\" matches no files", pat);
     } else if (grc != 0) {

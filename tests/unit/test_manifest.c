@@ -351,6 +351,38 @@ static void test_streaming(void)
     t_manifest_free(m);
 }
 
+/* foreach under a manifest directory whose name holds glob characters: they match only themselves. */
+static void test_foreach_in_glob_named_dir(void)
+{
+    char err[SB_ERRLEN];
+    char *saved = dir;
+    dir = sb_asprintf("%s/Spring [2026] sale*?", saved);
+    /* A sibling the unescaped pattern "Spring [2026] sale*?" would match too. */
+    char *decoy = sb_asprintf("%s/Spring 2 sale-x", saved);
+    t_image("jpeg", 64, 64, dir, "products/a/front.jpg");
+    t_image("jpeg", 64, 64, dir, "products/b/front.jpg");
+    t_image("jpeg", 64, 64, decoy, "products/c/front.jpg");
+    struct sb_manifest *m = parse(HEAD "jobs:\n  - foreach: \"products/*/front.jpg\"\n    id: \"{dir}\"\n"
+                                       "    prompt: \"edit {path}\"\n    images: [\"{path}\"]\n", err);
+    CHECK(m != NULL);
+    if (m)
+        CHECK_INT(m->n_jobs, 2);
+    if (m && m->n_jobs == 2) {
+        CHECK_STR(t_jobs(m)[0].id, "a");
+        CHECK_STR(t_jobs(m)[1].id, "b");
+        CHECK_STR(t_jobs(m)[0].prompt, "edit products/a/front.jpg");
+        CHECK_STR(t_jobs(m)[1].images[0].spec, "products/b/front.jpg");
+        CHECK(t_jobs(m)[1].invalid == NULL);
+    } else if (!m) {
+        fprintf(stderr, "error: %s\n", err);
+    }
+    if (m)
+        t_manifest_free(m);
+    free(decoy);
+    free(dir);
+    dir = saved;
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_ERROR + 1); /* the errors are asserted, not printed */
@@ -367,6 +399,7 @@ int main(void)
     test_refusals();
     test_load_limits();
     test_streaming();
+    test_foreach_in_glob_named_dir();
     CHECK_INT(t_rmdir(dir), 0);
     return t_done("manifest");
 }
