@@ -41,6 +41,7 @@ struct sb_provider_ops {
     const char *key_env;       /* environment variable holding the key */
     const char *base_env;      /* environment variable overriding the base URL */
     const char *default_base;
+    int wrong_path_status;     /* the status the API gives a wrong URL path, when it reads like another (0) */
     int has_upload;
     char *(*upload_url)(const struct sb_api *p);
     int (*parse_upload)(const cJSON *answer, char **url, char *err, size_t errlen);

@@ -879,7 +879,13 @@ static void unsend(struct engine *e);
 
 static void auth_abort(struct engine *e, const struct outcome *oc)
 {
-    if (!e->run->auth_abort)
+    const struct sb_provider_ops *ops = e->api.ops;
+    if (!e->run->auth_abort && oc->http == ops->wrong_path_status && strcmp(e->api.base, ops->default_base) != 0)
+        /* A base URL set by hand is the likelier cause (one without its /api/v1, say). */
+        sb_error("the API refused the key (%s): stopping; the state is kept. %s is set to %s, and a wrong "
+                 "path there is answered %d too: check it, then the key or balance, and run again",
+                 oc->msg, ops->base_env, e->api.base, ops->wrong_path_status);
+    else if (!e->run->auth_abort)
         sb_error("the API refused the key (%s): stopping; the state is kept, fix the key or balance "
                  "and run again", oc->msg);
     e->run->auth_abort = 1;

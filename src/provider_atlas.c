@@ -169,6 +169,7 @@ const struct sb_provider_ops sb_provider_atlas = {
     .key_env = "ATLASCLOUD_API_KEY",
     .base_env = "ATLASCLOUD_BASE_URL",
     .default_base = "https://api.atlascloud.ai/api/v1",
+    .wrong_path_status = 401,
     .has_upload = 1,
     .upload_url = atlas_upload_url,
     .parse_upload = atlas_parse_upload,

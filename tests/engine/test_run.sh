@@ -302,6 +302,14 @@ n=$(stat_of requests.submit)
 [ "$n" -ge 1 ] && [ "$n" -le 8 ] && pass || fail "402: $n submits; at most the 8 already in flight"
 expect_eq "$(stat_of requests.poll)" 0 "402: nothing else started"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='pending'")" 12 "402: every job back to pending"
+expect_not_in "$T/err" "a wrong path there" "402: no word of the path"
+stop_mock
+# Atlas answers a wrong URL path 401 as well: with a base URL set by hand (here without its
+# /api/v1), the message says so and names it.
+start_mock --key "$KEY"; export ATLASCLOUD_BASE_URL="$MOCK_URL"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "base URL without /api/v1"
+expect_in "$T/err" "ATLASCLOUD_BASE_URL is set to $MOCK_URL, and a wrong path there is answered 401 too: check it" "the base URL named"
+expect_eq "$(stat_of submissions)" 0 "nothing submitted"
 stop_mock
 unset ATLASCLOUD_API_KEY
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 2 "no key"
