@@ -2382,7 +2382,8 @@ static void engine_close(struct engine *e)
  * in its cache) and, while downloading, an output file. Raises the soft limit
  * to the hard one; if that still gives fewer than about three a job, runs
  * fewer jobs at once rather than failing them on "Too many open files".
- * Returns the most connections libcurl may hold, or 0 for no cap.
+ * Returns the most connections libcurl may hold, 0 for no cap, or -1 when
+ * the manifests' own files (a state each) would not fit with one job each.
  */
 #define FD_RESERVE 48   /* the loop's own, stdio, libcurl's, slack */
 #define FD_PER_MANIFEST 8 /* its state, WAL and shared memory, lock, output directory, results */
@@ -2406,6 +2407,11 @@ static long fit_open_files(struct sb_manifest **ms, int n)
     if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > (rlim_t)1 << 30)
         return 0;
     long reserve = FD_RESERVE + (long)FD_PER_MANIFEST * n;
+    if (reserve + 3L * n > (long)lim.rlim_cur) {
+        sb_error("%d manifests need about %ld open files and this process may have %ld (ulimit -n): "
+                 "run them a few at a time, or raise the limit", n, reserve + 3L * n, (long)lim.rlim_cur);
+        return -1;
+    }
     long avail = (long)lim.rlim_cur - reserve;
     if (avail < 24)
         avail = 24;
@@ -2512,7 +2518,11 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         }
         free(a);
     }
-    long conn_cap = fit_open_files(ms, n);
+    long conn_cap = rc == SB_EXIT_OK ? fit_open_files(ms, n) : 0;
+    if (conn_cap < 0) {
+        rc = SB_EXIT_USAGE;
+        conn_cap = 0;
+    }
     long conns = 8;
     for (int i = 0; i < n; i++)
         conns += (long)ms[i]->limits.concurrency * 2;

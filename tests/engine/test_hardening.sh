@@ -219,6 +219,22 @@ expect_eq "$(stat_of requests.upload)" 64 "one upload a file: none failed for wa
 expect_eq "$(stat_of requests.submit)" 64 "one submit a job"
 stop_mock
 
+# --- more manifests than the open-files limit can hold a state for (each needs about 8):
+# refused before anything is opened or sent, with the figures, rather than failing midway ---
+D=$T/manyman; mkdir -p "$D"; "$GEN_IMAGE" jpeg 64 64 "$D/a.jpg" 1
+for i in $(seq 1 40); do
+    printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out%d\njobs:\n  - {id: j, prompt: "p %d", images: [a.jpg]}\n' "$i" "$i" > "$D/m$i.yaml"
+done
+start_mock --key "$KEY"; use_mock
+run bash -c "ulimit -n 200 && exec '$SEEDBATCH' run $D/m*.yaml"
+expect_rc 2 "40 manifests in 200 open files"
+expect_in "$T/err" "40 manifests need about 488 open files and this process may have 200 (ulimit -n): run them a few at a time" "the figures, said"
+expect_eq "$(ls -d "$D"/out* 2>/dev/null | wc -l)" 0 "no state or output directory made"
+expect_eq "$(stat_of api_requests)" 0 "nothing sent"
+run bash -c "ulimit -n 200 && exec '$SEEDBATCH' run $D/m1.yaml $D/m2.yaml $D/m3.yaml"
+expect_rc 0 "3 of them in the same limit"
+stop_mock
+
 # --- a full disk, on the outputs and on the state (small tmpfs mounts in a private namespace) ---
 full_disk() { # full_disk WHAT SIZE: WHAT is outputs or state
     local what=$1 size=$2 D=$T/full-$1
