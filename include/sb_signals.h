@@ -14,7 +14,9 @@
 void sb_signals_catch(int already);
 /* Whether signum stops a run: SIGTERM always, SIGINT and SIGHUP unless ignored at start. */
 int sb_signals_stop_on(int signum);
-/* The first stopping signal caught before the loop took over, or 0. */
+/* The first stopping signal caught while no loop handled them, or 0. */
 int sb_signals_caught(void);
+/* What a stopping signal did, for messages: "interrupted", "hung up" or "terminated". */
+const char *sb_signals_verb(int signum);
 
 #endif

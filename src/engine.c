@@ -1963,7 +1963,7 @@ static void stop_run(struct run *r, int signum)
     if (r->tty)
         fprintf(stderr, "\n");
     sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
-            signum == SIGINT ? "interrupted" : signum == SIGHUP ? "hung up" : "terminated", GRACE_MS / 1000);
+            sb_signals_verb(signum), GRACE_MS / 1000);
     uv_timer_start(&r->grace, stop_now, GRACE_MS, 0);
     for (int k = 0; k < r->n; k++) {
         struct engine *e = r->engines[k];
@@ -2594,8 +2594,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
     }
     free(r->engines);
     if (!r->interrupted && sb_signals_caught())
-        sb_warn("%s after the run had ended: its results were written first",
-                sb_signals_caught() == SIGINT ? "interrupted" : sb_signals_caught() == SIGHUP ? "hung up" : "terminated");
+        sb_warn("%s after the run had ended: its results were written first", sb_signals_verb(sb_signals_caught()));
     return worst;
 }
 

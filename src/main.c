@@ -307,7 +307,7 @@ static int cmd_run(const struct options *o, struct sb_manifest **ms)
 static int stopped_early(int signum)
 {
     sb_warn("%s while checking the manifests: nothing was sent; run the same command to start",
-            signum == SIGINT ? "interrupted" : signum == SIGHUP ? "hung up" : "terminated");
+            sb_signals_verb(signum));
     return SB_EXIT_TEMPFAIL;
 }
 

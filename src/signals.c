@@ -88,3 +88,8 @@ int sb_signals_caught(void)
 {
     return g_caught;
 }
+
+const char *sb_signals_verb(int signum)
+{
+    return signum == SIGINT ? "interrupted" : signum == SIGHUP ? "hung up" : "terminated";
+}
