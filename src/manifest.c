@@ -856,6 +856,12 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
     const char *pat = get_str(c, fn, "foreach");
     if (!pat)
         return;
+    if (strstr(pat, "**")) {
+        /* glob(3) reads ** as *: one level, where a user means any depth. Fewer jobs, silently. */
+        merr(c, fn, "foreach pattern \"%s\": ** (any depth) is not supported; write one * per directory "
+             "level, e.g. \"products/*/*.jpg\"", pat);
+        return;
+    }
     /*
      * The manifest's directory is a path, not a pattern: "catalog [2026]" or
      * "sale*" must match only themselves, so their glob characters are escaped.

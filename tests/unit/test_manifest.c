@@ -206,6 +206,9 @@ static void test_refusals(void)
             "m.yaml:8:5: job a: unknown key color in a job");
     REFUSED(HEAD "jobs:\n  - foreach: \"nothing/*.jpg\"\n    prompt: x\n    images: [\"{path}\"]\n",
             "m.yaml:5:14: foreach pattern \"nothing/*.jpg\" matches no files");
+    /* ** would be read as one level by glob(3): refused rather than matching fewer files than meant. */
+    REFUSED(HEAD "jobs:\n  - foreach: \"p/**/front.jpg\"\n    prompt: x\n    images: [\"{path}\"]\n",
+            "m.yaml:5:14: foreach pattern \"p/**/front.jpg\": ** (any depth) is not supported");
     REFUSED(HEAD "jobs:\n  - id: a\n    prompt: [x]\n    images: [logo.png]\n", "m.yaml:6:13: job a: prompt must be a string, not a list");
     REFUSED(HEAD "jobs:\n  - {id: a, prompt: x, images: [logo.png]}\n  - {id: b, prompt: x, images: [logo.png], id: c}\n",
             "key id appears twice");
