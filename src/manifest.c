@@ -848,6 +848,27 @@ static int glob_error(const char *path, int eerrno)
     return eerrno != ENOENT && eerrno != ENOTDIR;
 }
 
+/*
+ * Whether a foreach match lies in an output directory, and so is left out: this
+ * manifest's own (its outputs would come back as new jobs on every run, each
+ * paid for), or another run's (one holding a .seedbatch state) that the
+ * pattern reached through a wildcard in its directory part, as a star for the
+ * directory does beside "other.out". A pattern that names such a directory
+ * outright (edits of another batch's outputs) keeps its matches.
+ */
+static int in_output_dir(const char *parent_real, const char *own_real, int dir_wild)
+{
+    if (own_real && strcmp(parent_real, own_real) == 0)
+        return 1;
+    if (!dir_wild)
+        return 0;
+    char *state = sb_asprintf("%s/.seedbatch", parent_real);
+    struct stat st;
+    int is = stat(state, &st) == 0 && S_ISDIR(st.st_mode);
+    free(state);
+    return is;
+}
+
 /* Expands one foreach entry: a job per matching file, in sorted order. */
 static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
                         const struct ynode *defaults_node, int *ordinal)
@@ -886,27 +907,42 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
              grc == GLOB_ABORTED ? "a directory is unreadable" : "out of memory");
     } else {
         size_t prefix = strcmp(full, pat) == 0 ? 0 : strlen(full) - strlen(pat);
-        int index = 0;
+        int index = 0, left_out = 0;
+        char own[PATH_MAX];
+        const char *own_real = realpath(c->m->output_dir, own);
+        const char *last_slash = strrchr(pat, '/');
+        int dir_wild = last_slash && strcspn(pat, "*?[") < (size_t)(last_slash - pat);
         for (size_t i = 0; i < g.gl_pathc; i++) {
             struct stat st;
             if (stat(g.gl_pathv[i], &st) != 0 || !S_ISREG(st.st_mode))
                 continue;
+            char *parent = sb_dirname(g.gl_pathv[i]);
+            char real[PATH_MAX];
+            const char *pr = realpath(parent, real) ? real : parent;
+            if (in_output_dir(pr, own_real, dir_wild)) {
+                left_out++;
+                free(parent);
+                continue;
+            }
             const char *path = g.gl_pathv[i] + prefix;
             const char *slash = strrchr(path, '/');
             const char *name = slash ? slash + 1 : path;
             const char *dot = strrchr(name, '.');
             char *stem = dot && dot != name ? sb_strndup(name, (size_t)(dot - name)) : sb_strdup(name);
-            char *parent = sb_dirname(g.gl_pathv[i]);
-            char real[PATH_MAX];
-            const char *pr = realpath(parent, real) ? real : parent;
             const char *ps = strrchr(pr, '/');
             struct tvars v = {path, name, stem, dot && dot != name ? dot + 1 : "", ps && ps[1] ? ps + 1 : pr, ++index};
             add_job(c, jn, defaults, defaults_node, &v, ++*ordinal);
             free(stem);
             free(parent);
         }
-        if (index == 0)
+        if (index == 0 && left_out)
+            merr(c, fn, "foreach pattern \"%s\" matches only files in output directories (%d), which are "
+                 "never taken as inputs of the same run", pat, left_out);
+        else if (index == 0)
             merr(c, fn, "foreach pattern \"%s\" matches no regular files", pat);
+        else if (left_out && !c->quiet)
+            sb_info("%s: foreach \"%s\": %d files in output directories left out (outputs are not taken "
+                    "as inputs)", c->name, pat, left_out);
         globfree(&g);
     }
     free(full);

@@ -137,6 +137,20 @@ expect_eq "$(stat_of requests.upload)" 1 "only the unchanged image uploaded"
 expect_eq "$(results_field "$D/out/results.jsonl" a status)" succeeded "the other job done"
 stop_mock
 
+# --- 3e. a foreach whose wildcard reaches the output directory ("*/*.jpg" beside m.out/):
+# the outputs of a run never come back as new jobs, so reruns pay for nothing ---
+D=$T/feedback; mkdir -p "$D/shoes" "$D/bags"
+"$GEN_IMAGE" jpeg 64 80 "$D/shoes/a.jpg" 1; "$GEN_IMAGE" jpeg 64 80 "$D/bags/b.jpg" 2
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\nlimits: {requests_per_second: 0, poll_interval: 100ms}\njobs:\n  - foreach: "*/*.jpg"\n    id: "{dir}-{stem}"\n    prompt: "white background"\n    images: ["{path}"]\n' > "$D/m.yaml"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "first run"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "second run"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "third run"
+expect_in "$T/err" 'foreach "*/*.jpg": 2 files in output directories left out' "said"
+expect_eq "$(stat_of submissions)" 2 "2 jobs submitted over three runs"
+expect_eq "$(wc -l < "$D/m.out/results.jsonl")" 2 "2 jobs in the results"
+stop_mock
+
 # --- 4. request rate: the limit holds over every 1 s window ---
 D=$T/rate; make_batch "$D" 10 "price_per_image: 0.01"
 sed -i 's/requests_per_second: 0/requests_per_second: 8/' "$D/m.yaml"

@@ -386,6 +386,45 @@ static void test_foreach_in_glob_named_dir(void)
     dir = saved;
 }
 
+/* foreach leaves out outputs: its own output_dir's always, another run's when a wildcard reached it. */
+static void test_foreach_leaves_outputs_out(void)
+{
+    char err[SB_ERRLEN];
+    char *saved = dir;
+    dir = sb_asprintf("%s/outs", saved);
+    t_image("jpeg", 64, 64, dir, "shoes/a.jpg");
+    t_image("jpeg", 64, 64, dir, "plain/y.jpg");
+    t_image("jpeg", 64, 64, dir, "m.out/shoes-a_1.jpg");   /* this manifest's default output_dir */
+    t_image("jpeg", 64, 64, dir, "other.out/x_1.jpg");     /* another batch's, with its state */
+    char *state = sb_asprintf("%s/other.out/.seedbatch", dir);
+    CHECK_INT(mkdir(state, 0700), 0);
+    struct sb_manifest *m = parse(HEAD "jobs:\n  - foreach: \"*/*.jpg\"\n    id: \"{dir}-{stem}\"\n"
+                                       "    prompt: p\n    images: [\"{path}\"]\n", err);
+    CHECK(m != NULL);
+    if (m)
+        CHECK_INT(m->n_jobs, 2);
+    if (m && m->n_jobs == 2) {
+        CHECK_STR(t_jobs(m)[0].id, "plain-y");
+        CHECK_STR(t_jobs(m)[1].id, "shoes-a");
+        CHECK_STR(t_jobs(m)[1].images[0].spec, "shoes/a.jpg");
+    }
+    if (m)
+        t_manifest_free(m);
+    /* Named outright, another batch's outputs are inputs like any (a second edit of them). */
+    m = parse(HEAD "jobs:\n  - foreach: \"other.out/*.jpg\"\n    prompt: p\n    images: [\"{path}\"]\n", err);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK_INT(m->n_jobs, 1);
+        t_manifest_free(m);
+    }
+    /* Its own never are. */
+    REFUSED(HEAD "jobs:\n  - foreach: \"m.out/*.jpg\"\n    prompt: p\n    images: [\"{path}\"]\n",
+            "foreach pattern \"m.out/*.jpg\" matches only files in output directories (1)");
+    free(state);
+    free(dir);
+    dir = saved;
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_ERROR + 1); /* the errors are asserted, not printed */
@@ -403,6 +442,7 @@ int main(void)
     test_load_limits();
     test_streaming();
     test_foreach_in_glob_named_dir();
+    test_foreach_leaves_outputs_out();
     CHECK_INT(t_rmdir(dir), 0);
     return t_done("manifest");
 }
