@@ -91,6 +91,12 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
 void sb_store_close(struct sb_store *st);
 /* Default state path for a manifest: <output_dir>/.seedbatch/state.db */
 char *sb_store_default_path(const struct sb_manifest *m);
+/*
+ * Takes the state's lock (<path>.lock, flock), held by whoever writes for the
+ * state: a run, cancel, results. *fd keeps it until closed. SB_EBUSY when another
+ * process holds it; SB_EIO when it cannot be taken at all, with err saying why.
+ */
+int sb_store_lock(const char *path, int *fd, char *err, size_t errlen);
 
 struct sb_sync_report {
     int added;      /* new jobs, queued */

@@ -35,7 +35,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -2031,26 +2030,17 @@ static void walk_close(uv_handle_t *h, void *arg)
 
 static int take_lock(struct engine *e)
 {
-    char *lock = sb_asprintf("%s.lock", e->state_path);
-    e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (e->lock_fd < 0) {
-        sb_error("cannot open lock file %s: %s", lock, strerror(errno));
-        free(lock);
+    char err[SB_ERRLEN];
+    int rc = sb_store_lock(e->state_path, &e->lock_fd, err, sizeof err);
+    if (rc == SB_EBUSY) {
+        sb_error("another seedbatch run is using %s (lock %s.lock is held); wait for it to finish, "
+                 "or run again later to resume", e->state_path, e->state_path);
+        return SB_EXIT_TEMPFAIL;
+    }
+    if (rc != SB_OK) {
+        sb_error("%s", err);
         return SB_EXIT_USAGE;
     }
-    if (flock(e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        int busy = errno == EWOULDBLOCK;
-        if (busy)
-            sb_error("another seedbatch run is using %s (lock %s is held); wait for it to finish, "
-                     "or run again later to resume", e->state_path, lock);
-        else
-            /* ENOLCK, EOPNOTSUPP: a network or FUSE filesystem without locks. No run can be safe there. */
-            sb_error("cannot lock %s: %s; its filesystem may not support locks: keep the state on a local "
-                     "disk (--state PATH)", lock, strerror(errno));
-        free(lock);
-        return busy ? SB_EXIT_TEMPFAIL : SB_EXIT_USAGE;
-    }
-    free(lock);
     return SB_EXIT_OK;
 }
 

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <sqlite3.h>
@@ -318,7 +319,16 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
         char *path = state_path(o, ms[i]);
         struct sb_store *st = NULL;
         char err[SB_ERRLEN];
+        int lock = -1, lrc = SB_OK;
         if (open_state_ro(path, &st) != SB_OK) {
+            rc = SB_EXIT_USAGE;
+        } else if ((lrc = sb_store_lock(path, &lock, err, sizeof err)) == SB_EBUSY) {
+            /* Two writers would each replace the other's file as it is written. */
+            sb_error("a run is using %s: it writes %s/results.jsonl itself, every 10 s and at its end; "
+                     "run this again after it", path, ms[i]->output_dir);
+            rc = SB_EXIT_TEMPFAIL;
+        } else if (lrc != SB_OK) {
+            sb_error("%s", err);
             rc = SB_EXIT_USAGE;
         } else if (sb_results_from_store(ms[i], st, err, sizeof err) != SB_OK) {
             sb_error("%s", err);
@@ -326,6 +336,8 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
         } else {
             printf("%s/results.jsonl written (%d jobs)\n", ms[i]->output_dir, ms[i]->n_jobs);
         }
+        if (lock >= 0)
+            close(lock);
         sb_store_close(st);
         free(path);
     }

@@ -10,9 +10,11 @@
 #include "sb_log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 
 #include <sqlite3.h>
 
@@ -808,4 +810,29 @@ int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
         fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1), ud);
     sqlite3_finalize(s);
     return SB_OK;
+}
+
+int sb_store_lock(const char *path, int *fd, char *err, size_t errlen)
+{
+    char *lock = sb_asprintf("%s.lock", path);
+    int rc = SB_OK;
+    *fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (*fd < 0) {
+        sb_seterr(err, errlen, "cannot open lock file %s: %s", lock, strerror(errno));
+        rc = SB_EIO;
+    } else if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            sb_seterr(err, errlen, "%s is in use (lock %s is held)", path, lock);
+            rc = SB_EBUSY;
+        } else {
+            /* ENOLCK, EOPNOTSUPP: a network or FUSE filesystem without locks. No writer can be safe there. */
+            sb_seterr(err, errlen, "cannot lock %s: %s; its filesystem may not support locks: keep the state "
+                      "on a local disk (--state PATH)", lock, strerror(errno));
+            rc = SB_EIO;
+        }
+        close(*fd);
+        *fd = -1;
+    }
+    free(lock);
+    return rc;
 }

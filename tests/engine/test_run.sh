@@ -342,6 +342,18 @@ expect_in "$T/err" "another seedbatch run is using" "lock message"
 expect_eq "$(stat_of api_requests)" 0 "locked run sent nothing"
 kill $holder 2>/dev/null; wait $holder 2>/dev/null
 stop_mock
+# `seedbatch results` during a run: both would write results.jsonl through the same
+# temporary name, each replacing the other's as it is written. It waits its turn (75).
+D=$T/lock2; make_batch "$D" 2
+start_mock --key "$KEY" --latency 3000; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >/dev/null 2>&1 & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 2 ] && break; sleep 0.05; done
+run "$SEEDBATCH" results "$D/m.yaml"; expect_rc 75 "results during a run"
+expect_in "$T/err" "a run is using $D/out/.seedbatch/state.db: it writes $D/out/results.jsonl itself" "results message"
+wait $pid; expect_eq "$?" 0 "the run"
+run "$SEEDBATCH" results "$D/m.yaml"; expect_rc 0 "results after it"
+expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 2 "results.jsonl complete"
+stop_mock
 
 # --- 9. SIGTERM: exit 75 within a few seconds, results written; the rerun resumes ---
 D=$T/term; make_batch "$D" 6
