@@ -936,8 +936,8 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
             free(parent);
         }
         if (index == 0 && left_out)
-            merr(c, fn, "foreach pattern \"%s\" matches only files in output directories (%d), which are "
-                 "never taken as inputs of the same run", pat, left_out);
+            merr(c, fn, "foreach pattern \"%s\" matches only files in output directories (%d): those are "
+                 "left out, so that outputs never come back as new jobs", pat, left_out);
         else if (index == 0)
             merr(c, fn, "foreach pattern \"%s\" matches no regular files", pat);
         else if (left_out && !c->quiet)
