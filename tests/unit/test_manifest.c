@@ -38,6 +38,25 @@ static void refused(const char *text, const char *want, int line)
 }
 #define REFUSED(text, want) refused(text, want, __LINE__)
 
+/* The manifest must be accepted with n jobs: returns it then (to free), else NULL. */
+static struct sb_manifest *accepted(const char *text, int n, int line)
+{
+    char err[SB_ERRLEN];
+    struct sb_manifest *m = parse(text, err);
+    if (m && m->n_jobs == n) {
+        t_pass++;
+        return m;
+    }
+    if (m)
+        fprintf(stderr, "test at line %d: %d jobs, expected %d\n", line, m->n_jobs, n);
+    else
+        fprintf(stderr, "test at line %d: refused (%s), expected %d jobs\n", line, err, n);
+    t_fail++;
+    t_manifest_free(m);
+    return NULL;
+}
+#define ACCEPTED(text, n) accepted(text, n, __LINE__)
+
 #define HEAD "version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n"
 
 static void test_full(void)
@@ -357,7 +376,6 @@ static void test_streaming(void)
 /* foreach under a manifest directory whose name holds glob characters: they match only themselves. */
 static void test_foreach_in_glob_named_dir(void)
 {
-    char err[SB_ERRLEN];
     char *saved = dir;
     dir = sb_asprintf("%s/Spring [2026] sale*?", saved);
     /* A sibling the unescaped pattern "Spring [2026] sale*?" would match too. */
@@ -365,22 +383,16 @@ static void test_foreach_in_glob_named_dir(void)
     t_image("jpeg", 64, 64, dir, "products/a/front.jpg");
     t_image("jpeg", 64, 64, dir, "products/b/front.jpg");
     t_image("jpeg", 64, 64, decoy, "products/c/front.jpg");
-    struct sb_manifest *m = parse(HEAD "jobs:\n  - foreach: \"products/*/front.jpg\"\n    id: \"{dir}\"\n"
-                                       "    prompt: \"edit {path}\"\n    images: [\"{path}\"]\n", err);
-    CHECK(m != NULL);
-    if (m)
-        CHECK_INT(m->n_jobs, 2);
-    if (m && m->n_jobs == 2) {
+    struct sb_manifest *m = ACCEPTED(HEAD "jobs:\n  - foreach: \"products/*/front.jpg\"\n    id: \"{dir}\"\n"
+                                          "    prompt: \"edit {path}\"\n    images: [\"{path}\"]\n", 2);
+    if (m) {
         CHECK_STR(t_jobs(m)[0].id, "a");
         CHECK_STR(t_jobs(m)[1].id, "b");
         CHECK_STR(t_jobs(m)[0].prompt, "edit products/a/front.jpg");
         CHECK_STR(t_jobs(m)[1].images[0].spec, "products/b/front.jpg");
         CHECK(t_jobs(m)[1].invalid == NULL);
-    } else if (!m) {
-        fprintf(stderr, "error: %s\n", err);
-    }
-    if (m)
         t_manifest_free(m);
+    }
     free(decoy);
     free(dir);
     dir = saved;
@@ -389,7 +401,6 @@ static void test_foreach_in_glob_named_dir(void)
 /* foreach leaves out outputs: its own output_dir's always, another run's when a wildcard reached it. */
 static void test_foreach_leaves_outputs_out(void)
 {
-    char err[SB_ERRLEN];
     char *saved = dir;
     dir = sb_asprintf("%s/outs", saved);
     t_image("jpeg", 64, 64, dir, "shoes/a.jpg");
@@ -398,25 +409,16 @@ static void test_foreach_leaves_outputs_out(void)
     t_image("jpeg", 64, 64, dir, "other.out/x_1.jpg");     /* another batch's, with its state */
     char *state = sb_asprintf("%s/other.out/.seedbatch", dir);
     CHECK_INT(mkdir(state, 0700), 0);
-    struct sb_manifest *m = parse(HEAD "jobs:\n  - foreach: \"*/*.jpg\"\n    id: \"{dir}-{stem}\"\n"
-                                       "    prompt: p\n    images: [\"{path}\"]\n", err);
-    CHECK(m != NULL);
-    if (m)
-        CHECK_INT(m->n_jobs, 2);
-    if (m && m->n_jobs == 2) {
+    struct sb_manifest *m = ACCEPTED(HEAD "jobs:\n  - foreach: \"*/*.jpg\"\n    id: \"{dir}-{stem}\"\n"
+                                          "    prompt: p\n    images: [\"{path}\"]\n", 2);
+    if (m) {
         CHECK_STR(t_jobs(m)[0].id, "plain-y");
         CHECK_STR(t_jobs(m)[1].id, "shoes-a");
         CHECK_STR(t_jobs(m)[1].images[0].spec, "shoes/a.jpg");
-    }
-    if (m)
         t_manifest_free(m);
+    }
     /* Named outright, another batch's outputs are inputs like any (a second edit of them). */
-    m = parse(HEAD "jobs:\n  - foreach: \"other.out/*.jpg\"\n    prompt: p\n    images: [\"{path}\"]\n", err);
-    CHECK(m != NULL);
-    if (m) {
-        CHECK_INT(m->n_jobs, 1);
-        t_manifest_free(m);
-    }
+    t_manifest_free(ACCEPTED(HEAD "jobs:\n  - foreach: \"other.out/*.jpg\"\n    prompt: p\n    images: [\"{path}\"]\n", 1));
     /* Its own never are. */
     REFUSED(HEAD "jobs:\n  - foreach: \"m.out/*.jpg\"\n    prompt: p\n    images: [\"{path}\"]\n",
             "foreach pattern \"m.out/*.jpg\" matches only files in output directories (1)");
