@@ -2538,20 +2538,15 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         /*
          * SIGHUP (the terminal closed) stops the run as SIGTERM does, unless
          * the run was started ignoring it (nohup); SIGINT likewise (a script's
-         * background job). Whatever is handled is unblocked: a mask inherited
-         * with them blocked would leave the run deaf to its stop.
+         * background job). main's sb_signals_catch, at the start of the run,
+         * unblocked them: a mask inherited with them blocked would leave the
+         * run deaf to its stop.
          */
-        sigset_t handled;
-        sigemptyset(&handled);
         static const int stops[] = {SIGTERM, SIGINT, SIGHUP};
         uv_signal_t *watchers[] = {&r->sigterm, &r->sigint, &r->sighup};
-        for (int i = 0; i < 3; i++) {
-            if (sb_signals_stop_on(stops[i])) {
-                sigaddset(&handled, stops[i]);
+        for (int i = 0; i < 3; i++)
+            if (sb_signals_stop_on(stops[i]))
                 uv_signal_start(watchers[i], on_signal, stops[i]);
-            }
-        }
-        pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
         /* A stop asked for while the state was synced, before the watchers above. */
         int early = sb_signals_caught();
         if (early)

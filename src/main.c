@@ -445,10 +445,11 @@ int main(int argc, char **argv)
     /* Checking many local images takes a while: a stop during it is a run's stop (exit 75). */
     if (running)
         sb_signals_catch(0);
-    if (load_all(&o, ms) != 0) {
-        rc = running && sb_signals_caught() ? stopped_early(sb_signals_caught()) : SB_EXIT_USAGE;
-    } else if (running && sb_signals_caught()) {
+    int invalid = load_all(&o, ms);
+    if (running && sb_signals_caught()) {
         rc = stopped_early(sb_signals_caught());
+    } else if (invalid) {
+        rc = SB_EXIT_USAGE;
     } else if (strcmp(o.command, "validate") == 0) {
         rc = cmd_validate(&o, ms);
     } else if (strcmp(o.command, "status") == 0) {

@@ -912,16 +912,25 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
         const char *own_real = realpath(c->m->output_dir, own);
         const char *last_slash = strrchr(pat, '/');
         int dir_wild = last_slash && strcspn(pat, "*?[") < (size_t)(last_slash - pat);
+        /* Matches come sorted, a directory's together: its real path and verdict are found once. */
+        char *parent = NULL, real[PATH_MAX];
+        const char *pr = NULL;
+        int out = 0;
         for (size_t i = 0; i < g.gl_pathc; i++) {
             struct stat st;
             if (stat(g.gl_pathv[i], &st) != 0 || !S_ISREG(st.st_mode))
                 continue;
-            char *parent = sb_dirname(g.gl_pathv[i]);
-            char real[PATH_MAX];
-            const char *pr = realpath(parent, real) ? real : parent;
-            if (in_output_dir(pr, own_real, dir_wild)) {
-                left_out++;
+            char *dir = sb_dirname(g.gl_pathv[i]);
+            if (parent && strcmp(dir, parent) == 0) {
+                free(dir);
+            } else {
                 free(parent);
+                parent = dir;
+                pr = realpath(parent, real) ? real : parent;
+                out = in_output_dir(pr, own_real, dir_wild);
+            }
+            if (out) {
+                left_out++;
                 continue;
             }
             const char *path = g.gl_pathv[i] + prefix;
@@ -933,8 +942,8 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
             struct tvars v = {path, name, stem, dot && dot != name ? dot + 1 : "", ps && ps[1] ? ps + 1 : pr, ++index};
             add_job(c, jn, defaults, defaults_node, &v, ++*ordinal);
             free(stem);
-            free(parent);
         }
+        free(parent);
         if (index == 0 && left_out)
             merr(c, fn, "foreach pattern \"%s\" matches only files in output directories (%d): those are "
                  "left out, so that outputs never come back as new jobs", pat, left_out);
