@@ -156,6 +156,13 @@ int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
 /* The manifest's jobs in any of the states (a mask of 1u << state), in order: one look. */
 int sb_store_each_in_states(struct sb_store *st, unsigned states,
                             int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/*
+ * Jobs of the manifest whose ids differ only in case (ASCII: ids are), for an output
+ * directory that does not tell such names apart: the first two of the first such
+ * group in manifest order into *a and *b (newly allocated), the number of groups
+ * into *groups (0: none, and *a and *b NULL).
+ */
+int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups);
 /* Jobs of the manifest per state, and what they have cost. */
 int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent);
 

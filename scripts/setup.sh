@@ -9,6 +9,7 @@ PKGS=(
   libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libsqlite3-dev
   libssl-dev libmicrohttpd-dev libstb-dev libwebp-dev libtiff-dev zlib1g-dev libmimalloc-dev
   clang libclang-rt-14-dev python3 python3-aiohttp fiu-utils time valgrind nghttp2-proxy strace procps
+  fusefat dosfstools
 )
 
 missing=()

@@ -35,7 +35,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_API_BODY (4u << 20)
@@ -48,6 +50,7 @@
 #define COMMIT_GROUP 256       /* ... this many rows wait */
 #define BACKOFF_BASE_MS 1000
 #define BACKOFF_CAP_MS 60000
+#define SHARED_STATE "%s and %s would share the state %s: give them different output_dir"
 /* No call answered for this long, when none of the run has been yet: the run stops. */
 #define NO_ANSWER_FIRST_MS 20000
 
@@ -214,6 +217,8 @@ struct engine {
     double commit_ms, commit_ms_max;
     int64_t last_results;
     int outdir_fd;
+    int folds_case;                /* the output directory takes SKU-1 and sku-1 for one name */
+    char *state_real;              /* the state's path with its directory resolved (realpath) */
     int dirsync_unsupported;       /* its filesystem cannot fsync a directory (EINVAL): 1 found, 2 told */
     int lock_fd;
     char *state_path;
@@ -2028,6 +2033,75 @@ static void walk_close(uv_handle_t *h, void *arg)
 
 /* ---- setup ---- */
 
+/*
+ * Whether the directory's filesystem takes names that differ only in case for one
+ * file (FAT, exFAT, most SMB shares): there jobs SKU-1 and sku-1 would write the same
+ * output files. Found by writing a mark into a file and reading it back under the
+ * name in capitals (a file of its own of that name would not hold the mark; its
+ * mere existence would not tell, and FUSE keeps looked-up names after an unlink).
+ * 0 when it cannot be told: the run's own writes then say what is wrong.
+ */
+static int dir_folds_case(int dirfd)
+{
+    static const char lower[] = ".seedbatch-case-probe", upper[] = ".SEEDBATCH-CASE-PROBE";
+    char mark[48], back[48];
+    int n = snprintf(mark, sizeof mark, "%ld %llu", (long)getpid(), (unsigned long long)uv_hrtime());
+    unlinkat(dirfd, lower, 0);   /* left by a run that was killed here */
+    int fd = openat(dirfd, lower, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 0;
+    int wrote = write(fd, mark, (size_t)n) == n;
+    close(fd);
+    int folds = 0;
+    fd = wrote ? openat(dirfd, upper, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    if (fd >= 0) {
+        folds = read(fd, back, sizeof back) == n && memcmp(back, mark, (size_t)n) == 0;
+        close(fd);
+    }
+    unlinkat(dirfd, lower, 0);
+    return folds;
+}
+
+/*
+ * Whether an earlier manifest of this run has the same state, reached by another
+ * path (a symbolic link, "..", or letters in another case where the filesystem
+ * folds it): its lock would read as another run's. Returns an exit code.
+ */
+static int shares_state(struct run *r, struct engine *e)
+{
+    for (int i = 0; i < r->n && r->engines[i] != e; i++) {
+        struct engine *o = r->engines[i];
+        if (o->state_real && (e->folds_case ? strcasecmp(o->state_real, e->state_real)
+                                            : strcmp(o->state_real, e->state_real)) == 0) {
+            sb_error(SHARED_STATE, o->m->path, e->m->path, e->state_real);
+            return SB_EXIT_USAGE;
+        }
+    }
+    return SB_EXIT_OK;
+}
+
+/* On an output directory that folds case: jobs whose ids differ only in case are refused. */
+static int case_twins(struct engine *e)
+{
+    char *a, *b;
+    int groups;
+    if (sb_store_case_twins(e->st, &a, &b, &groups) != SB_OK)
+        return SB_EXIT_FAILED;
+    if (!groups)
+        return SB_EXIT_OK;
+    char more[64] = "";
+    if (groups > 1)
+        snprintf(more, sizeof more, " (and %d more such groups)", groups - 1);
+    sb_error("%s: jobs %s and %s would write the same output files%s: %s is on a filesystem that does "
+             "not tell upper from lower case in names (such as FAT, exFAT or an SMB share); give them ids "
+             "that differ in more than case; nothing was sent",
+             e->m->path, a, b, more,
+             e->m->output_dir);
+    free(a);
+    free(b);
+    return SB_EXIT_USAGE;
+}
+
 static int take_lock(struct engine *e)
 {
     char err[SB_ERRLEN];
@@ -2240,12 +2314,25 @@ static int engine_open(struct run *r, struct engine *e)
     e->state_path = e->o->state_path ? sb_strdup(e->o->state_path) : sb_store_default_path(m);
     char *sdir = sb_dirname(e->state_path);
     int mk = sb_mkdirs(m->output_dir, err, sizeof err) == SB_OK && sb_mkdirs(sdir, err, sizeof err) == SB_OK;
+    char *sreal = mk ? realpath(sdir, NULL) : NULL;
     free(sdir);
     if (!mk) {
         sb_error("%s", err);
         return SB_EXIT_FAILED;
     }
-    int rc = take_lock(e);
+    e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (e->outdir_fd < 0 || !sreal) {
+        sb_error("cannot open %s: %s", e->outdir_fd < 0 ? m->output_dir : e->state_path, strerror(errno));
+        free(sreal);
+        return SB_EXIT_FAILED;
+    }
+    e->folds_case = dir_folds_case(e->outdir_fd);
+    const char *base = strrchr(e->state_path, '/');
+    e->state_real = sb_asprintf("%s/%s", sreal, base ? base + 1 : e->state_path);
+    free(sreal);
+    int rc = shares_state(r, e);
+    if (rc == SB_EXIT_OK)
+        rc = take_lock(e);
     if (rc != SB_EXIT_OK)
         return rc;
     if (sb_store_open(e->state_path, 0, &e->st, err, sizeof err) != SB_OK) {
@@ -2263,11 +2350,8 @@ static int engine_open(struct run *r, struct engine *e)
     for (int i = 0; i < rep.removed && i < 20; i++)
         sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
     sb_sync_report_clear(&rep);
-    e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (e->outdir_fd < 0) {
-        sb_error("cannot open %s: %s", m->output_dir, strerror(errno));
-        return SB_EXIT_FAILED;
-    }
+    if (e->folds_case && (rc = case_twins(e)) != SB_EXIT_OK)
+        return rc;
     e->uploads = sb_map_new();
     e->cached_uploads = sb_map_new();
     sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
@@ -2365,6 +2449,7 @@ static void engine_close(struct engine *e)
         close(e->lock_fd);
     sb_api_close(&e->api);
     free(e->state_path);
+    free(e->state_real);
 }
 
 /*
@@ -2500,8 +2585,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         for (int k = 0; k < i; k++) {
             char *b = sb_store_default_path(ms[k]);
             if (strcmp(a, b) == 0) {
-                sb_error("%s and %s would share the state %s: give them different output_dir",
-                         ms[k]->path, ms[i]->path, a);
+                sb_error(SHARED_STATE, ms[k]->path, ms[i]->path, a);
                 rc = SB_EXIT_USAGE;
             }
             free(b);

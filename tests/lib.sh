@@ -5,8 +5,10 @@ PASSES=0
 FAILS=0
 T=$(mktemp -d /tmp/sbcli.XXXXXX)
 MOCK_PID=""
+UNMOUNT=""   # a mount point under $T a test made, unmounted on the way out
 cleanup() {
     [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
+    [ -n "$UNMOUNT" ] && umount "$UNMOUNT" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT

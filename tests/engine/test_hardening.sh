@@ -297,6 +297,63 @@ else
     fail "unshare -m is not permitted here: the full-disk tests could not run"
 fi
 
+# --- an output directory on a filesystem that folds case (FAT through FUSE, as a USB disk
+# or an SMB share): jobs whose ids differ only in case would write the same files (one job
+# failed after it was paid for, or one's outputs overwrote the other's), so they are refused
+# before anything is sent; ids that differ otherwise run there; on a filesystem that tells
+# case apart the first batch runs as it is ---
+D=$T/fold; batch "$D" 2; mkdir -p "$D/fat" "$D/st"
+cases() { # cases DIR ID...: a manifest with output_dir DIR/out, one job per id
+    local dir=$1; shift
+    printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: %s/out\nlimits: {concurrency: 8, requests_per_second: 0, poll_interval: 100ms}\njobs:\n' "$dir"
+    for id in "$@"; do printf '  - {id: %s, prompt: "edit %s", images: [img/p1.jpg]}\n' "$id" "$id"; done
+}
+truncate -s 16M "$D/fat.img" && mkfs.vfat "$D/fat.img" >/dev/null && fusefat -o rw+ "$D/fat.img" "$D/fat" >/dev/null 2>&1 && UNMOUNT=$D/fat
+if [ -n "$UNMOUNT" ]; then
+    start_mock --key "$KEY"; use_mock
+    cases fat x sku-A sku-a SKU-b sku-B > "$D/m.yaml"
+    # The state beside it: SQLite needs locks and shared memory, which this FUSE FAT lacks.
+    run "$SEEDBATCH" run --state "$D/st/state.db" "$D/m.yaml"
+    expect_rc 2 "ids that differ only in case on a case-folding output directory"
+    expect_in "$T/err" "$D/m.yaml: jobs sku-A and sku-a would write the same output files (and 1 more such groups): $D/fat/out is on a filesystem that does not tell upper from lower case in names" "the first pair, the number of others and the directory named"
+    expect_eq "$(stat_of api_requests)" 0 "nothing sent"
+    expect_eq "$(ls -A "$D/fat/out" | tr '\n' ' ')" "" "nothing left in the output directory (the probe file is removed)"
+    cases fat x sku-A sku-a2 SKU-b sku-B2 > "$D/m.yaml"
+    run "$SEEDBATCH" run --state "$D/st/state.db" "$D/m.yaml"
+    expect_rc 0 "ids that differ in more than case, on the same directory"
+    expect_eq "$(ls "$D/fat/out" | grep -c '_1\.jpg$')" 5 "5 jobs, an output each"
+    expect_eq "$(stat_of submissions)" 5 "one submission a job"
+    stop_mock
+    umount "$D/fat" && UNMOUNT=""
+else
+    fail "FAT through FUSE (fusefat, /dev/fuse) is not available here: the case-folding test could not run"
+fi
+start_mock --key "$KEY"; use_mock
+cases cs x sku-A sku-a SKU-b sku-B > "$D/m.yaml"
+run "$SEEDBATCH" run "$D/m.yaml"
+expect_rc 0 "the same ids on a filesystem that tells case apart"
+expect_eq "$(ls "$D/cs/out" | grep -c '_1\.jpg$')" 5 "each job its own output"
+expect_eq "$(ls -A "$D/cs/out" | grep -c probe)" 0 "no probe file left"
+stop_mock
+
+# --- two manifests of one run reaching one output directory by different paths ("..", a
+# symbolic link): refused as sharing a state (exit 2), not taken for another run holding
+# its lock (exit 75, which cron would retry for ever) ---
+D=$T/sharedir; mkdir -p "$D/a" "$D/b" "$D/real"; ln -s ../real "$D/b/link"
+"$GEN_IMAGE" jpeg 64 64 "$D/a/x.jpg" 1; cp "$D/a/x.jpg" "$D/b/x.jpg"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: ../real\njobs:\n  - {id: a1, prompt: "a", images: [x.jpg]}\n' > "$D/a/m.yaml"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: link\njobs:\n  - {id: b1, prompt: "b", images: [x.jpg]}\n' > "$D/b/m.yaml"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run "$D/a/m.yaml" "$D/b/m.yaml"
+expect_rc 2 "two manifests, one output directory"
+expect_in "$T/err" "$D/a/m.yaml and $D/b/m.yaml would share the state $D/real/.seedbatch/state.db: give them different output_dir" "both manifests and the one state named"
+expect_not_in "$T/err" "another seedbatch run" "not taken for another run"
+expect_eq "$(stat_of api_requests)" 0 "nothing sent"
+run "$SEEDBATCH" run "$D/a/m.yaml"; expect_rc 0 "each alone runs"
+run "$SEEDBATCH" run "$D/b/m.yaml"; expect_rc 0 "... in turn"
+expect_eq "$(stat_of submissions)" 2 "one submission each"
+stop_mock
+
 # --- a file size limit (ulimit -f) the state cannot grow past: the write fails, named,
 # instead of SIGXFSZ killing the run; nothing was sent, and without the limit it all runs ---
 D=$T/fsize; batch "$D" 3
