@@ -98,11 +98,13 @@ char *sb_store_default_path(const struct sb_manifest *m);
  */
 int sb_store_lock(const char *path, int *fd, char *err, size_t errlen);
 
+#define SB_SYNC_SHOWN 20   /* jobs that failed at once, named one by one in the report */
 struct sb_sync_report {
     int added;      /* new jobs, queued */
     int changed;    /* fingerprint changed: re-queued */
     int kept;       /* unchanged */
     int invalid;    /* failed at once: a reference image is unusable */
+    char *invalid_why[SB_SYNC_SHOWN];  /* "job ID: why" of the first of them */
     int removed;    /* in the state, no longer in the manifest */
     char **removed_ids;
 };

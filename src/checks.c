@@ -325,6 +325,28 @@ int sb_localfile_open_same(const struct sb_localfile *f, char *why, size_t whyle
  */
 #define STEADY_NS (3 * 1000000000LL)
 
+/*
+ * Why a local path that cannot be opened may not be what its writer meant: a shell
+ * would have expanded ~ and $VARIABLES, which a manifest takes as written, and a
+ * space at either end of a name is easy to miss. "" when nothing stands out.
+ */
+static const char *path_hint(const char *path)
+{
+    size_t n = strlen(path);
+    if (strncmp(path, "~/", 2) == 0 || strstr(path, "/~/") || strcmp(path, "~") == 0)
+        return " (~ is taken as written, not as the home directory: give the path in full, or relative to "
+               "the manifest)";
+    if (strchr(path, '$'))
+        return " ($ is taken as written: environment variables are not expanded in manifests)";
+    for (size_t i = 0; i < n; i++) {
+        int starts = (i == 0 || path[i - 1] == '/') && path[i] == ' ';
+        int ends = path[i] == ' ' && (i + 1 == n || path[i + 1] == '/');
+        if (starts || ends)
+            return " (a name in the path begins or ends with a space)";
+    }
+    return "";
+}
+
 struct sb_localfile *sb_localfile_load(const char *path, sb_file_lookup_fn lookup, void *ud)
 {
     struct sb_localfile *f = sb_calloc(1, sizeof *f);
@@ -341,7 +363,7 @@ struct sb_localfile *sb_localfile_load(const char *path, sb_file_lookup_fn looku
         return f;
     }
     if (rc != SB_OK) {
-        f->problem = sb_asprintf("cannot read %s", err);
+        f->problem = sb_asprintf("cannot read %s%s", err, path_hint(path));
         return f;
     }
     stamp_of(&st, &f->stamp);

@@ -2349,6 +2349,12 @@ static int engine_open(struct run *r, struct engine *e)
                 m->path, rep.added, rep.changed, rep.kept, rep.removed);
     for (int i = 0; i < rep.removed && i < 20; i++)
         sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
+    /* Said here, once: these jobs never reach the loop, whose failures are logged as they come. */
+    for (int i = 0; i < rep.invalid && i < SB_SYNC_SHOWN; i++)
+        sb_warn("%s: %s; it fails (%s) and the other jobs run", m->path, rep.invalid_why[i], SB_EK_INVALID_INPUT);
+    if (rep.invalid > SB_SYNC_SHOWN)
+        sb_warn("%s: %d more jobs with an unusable reference image fail the same way: `seedbatch validate %s` "
+                "lists them all", m->path, rep.invalid - SB_SYNC_SHOWN, m->path);
     sb_sync_report_clear(&rep);
     if (e->folds_case && (rc = case_twins(e)) != SB_EXIT_OK)
         return rc;

@@ -417,6 +417,8 @@ void sb_sync_report_clear(struct sb_sync_report *r)
     for (int i = 0; i < r->removed; i++)
         free(r->removed_ids[i]);
     free(r->removed_ids);
+    for (int i = 0; i < r->invalid && i < SB_SYNC_SHOWN; i++)
+        free(r->invalid_why[i]);
     memset(r, 0, sizeof *r);
 }
 
@@ -479,6 +481,8 @@ static int sync_kept(const struct sb_kept_job *j, int i, void *ud)
         if (!was_failed_invalid) {
             struct sb_job_error e = {SB_EK_INVALID_INPUT, 0, NULL, j->invalid};
             trc = sb_store_transition(st, j->id, SB_JOB_FAILED, &e);
+            if (rep->invalid < SB_SYNC_SHOWN)
+                rep->invalid_why[rep->invalid] = sb_asprintf("job %s: %s", j->id, j->invalid);
             rep->invalid++;
         }
     } else if (need_pending || was_failed_invalid) {

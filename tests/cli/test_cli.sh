@@ -200,6 +200,16 @@ expect_in "$T/err" "imgs.yaml:8:5: job fake: image 1: $T/m/img/fake.jpg: not an 
 expect_in "$T/err" "imgs.yaml:9:5: job gone: image 1: cannot read $T/m/img/nothere.png: No such file or directory" "missing image"
 expect_not_in "$T/err" "job good" "good job not reported"
 expect_in "$T/out" "4 jobs, 3 with an unusable reference image" "bad image summary"
+# A path that a shell would have expanded, or with a stray space, gets a hint.
+mkdir -p "$T/m/~"
+printf '%s\noutput_dir: out\njobs:\n  - {id: t, prompt: x, images: [~/a.png]}\n  - {id: v, prompt: x, images: ["$HOME/a.png"]}\n  - {id: s, prompt: x, images: ["img/a.png "]}\n  - {id: h, prompt: x, images: [~/b.png]}\n' "$HEAD" > "$T/m/hint.yaml"
+cp "$T/m/img/a.png" "$T/m/~/b.png"
+run "$SEEDBATCH" validate "$T/m/hint.yaml"; expect_rc 2 "validate paths a shell would expand"
+expect_in "$T/err" "hint.yaml:6:5: job t: image 1: cannot read $T/m/~/a.png: No such file or directory (~ is taken as written, not as the home directory: give the path in full, or relative to the manifest)" "~ hint"
+expect_in "$T/err" "hint.yaml:7:5: job v: image 1: cannot read $T/m/\$HOME/a.png: No such file or directory (\$ is taken as written: environment variables are not expanded in manifests)" "\$ hint"
+expect_in "$T/err" "hint.yaml:8:5: job s: image 1: cannot read $T/m/img/a.png : No such file or directory (a name in the path begins or ends with a space)" "space hint"
+expect_not_in "$T/err" "job h:" "a file under a directory named ~ is read as written"
+expect_in "$T/out" "4 jobs, 3 with an unusable reference image" "hint summary"
 # A FIFO named as an image is refused at once; opening it would wait for a writer forever.
 mkfifo "$T/m/img/pipe.jpg"
 printf '%s\noutput_dir: out\njobs:\n  - {id: pipe, prompt: x, images: [img/pipe.jpg]}\n' "$HEAD" > "$T/m/fifo.yaml"

@@ -209,10 +209,13 @@ expect_in "$R" "expired or missing" "expired output message"
 expect_eq "$(results_field "$R" tiny error.kind)" invalid_input "bad image fails its job"
 expect_eq "$(results_field "$R" job-p1 status)" succeeded "other jobs unaffected"
 expect_eq "$(stat_of submissions)" 4 "the bad image was never sent"
+expect_eq "$(grep -c "warning: $D/m.yaml: job tiny: image 1: $D/img/tiny.png: 8x8 pixels; width and height must be over 14; it fails (invalid_input) and the other jobs run" "$T/err")" 1 "the run says once which job cannot run, and why"
+expect_eq "$(grep -c 'it fails (invalid_input)' "$T/err")" 1 "... and no other job"
 # --retry-failed leaves a job whose reference image is unusable: it would fail again at
 # once, unsent.
 run "$SEEDBATCH" run --debug --retry-failed=invalid_input "$D/m.yaml"; expect_rc 1 "retry-failed=invalid_input"
 expect_not_in "$T/err" "job tiny: failed -> pending" "the bad image job is not queued again"
+expect_not_in "$T/err" "it fails (invalid_input)" "a job that failed so before is not told again"
 expect_eq "$(stat_of submissions)" 4 "nothing submitted again"
 expect_eq "$(results_field "$R" tiny error.kind)" invalid_input "the bad image still fails its job"
 expect_eq "$(results_field "$R" tiny attempts)" 0 "the bad image job was never attempted"
