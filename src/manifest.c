@@ -336,6 +336,8 @@ struct mctx {
     const char *job;    /* current job's label, for messages */
     char first[SB_ERRLEN];
     struct sb_map *ids; /* id -> (line number cast to pointer), while checking */
+    char *unusable[MAX_LOGGED_ERRORS]; /* the checking reading's jobs with an unusable image, */
+    int n_unusable;                    /* ... told only when the manifest is invalid (below) */
     int checking;       /* the checking reading: fingerprints only where they make the id */
     const char *root_real; /* realpath of media.root, for url_prefix */
     const cJSON *defaults;
@@ -831,6 +833,12 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
                  (int)(intptr_t)prev, j.id_given ? "" : ": the two jobs are identical");
         else if (c->ids)
             sb_map_put(c->ids, j.id, (void *)(intptr_t)jn->line);
+    }
+    if (c->errors == errors_before && c->checking && j.invalid) {
+        if (c->n_unusable < MAX_LOGGED_ERRORS)
+            c->unusable[c->n_unusable] = sb_asprintf("%s:%d:%d: job %s: %s", c->name, j.line, j.column, j.id,
+                                                     j.invalid);
+        c->n_unusable++;
     }
     if (c->errors == errors_before) {
         if (c->fn && !c->stopped && c->fn(m, &j, c->emitted, c->fn_ud) != 0)
@@ -1396,6 +1404,26 @@ static struct sb_manifest *manifest_new(const char *name, const char *dir);
  * it did not hold (a key after jobs, no items, an alias for the list, a YAML
  * error, too much logged): the manifest then takes two readings.
  */
+/*
+ * The end of a checking reading. Jobs with an unusable image are told by whoever
+ * reads a valid manifest's jobs (validate, the run); an invalid one is read no
+ * further, so its errors alone would hide them: they are told here then, with
+ * them, so that one validate shows every problem.
+ */
+static void end_checking(struct mctx *c, int tell)
+{
+    for (int i = 0; i < c->n_unusable && i < MAX_LOGGED_ERRORS; i++) {
+        if (tell)
+            sb_error("%s", c->unusable[i]);
+        free(c->unusable[i]);
+    }
+    if (tell && c->n_unusable > MAX_LOGGED_ERRORS)
+        sb_error("%s: %d more jobs with an unusable reference image", c->name, c->n_unusable - MAX_LOGGED_ERRORS);
+    c->n_unusable = 0;
+    sb_map_free(c->ids, NULL);
+    c->ids = NULL;
+}
+
 static int load_once(struct sb_manifest *m, char *err, size_t errlen)
 {
     struct ytree t;
@@ -1415,7 +1443,7 @@ static int load_once(struct sb_manifest *m, char *err, size_t errlen)
     t.on_item = first_item;
     t.item_ud = &f;
     if (src_open(m, &y, err, errlen) != SB_OK) {
-        sb_map_free(c.ids, NULL);
+        end_checking(&c, 0);
         return LOAD_TWICE;
     }
     sb_log_hold();
@@ -1429,7 +1457,7 @@ static int load_once(struct sb_manifest *m, char *err, size_t errlen)
         rc = SB_EINVAL;
     if (rc == SB_EINVAL)
         set_summary(&c, err, errlen);
-    sb_map_free(c.ids, NULL);
+    end_checking(&c, rc == SB_EINVAL);
     yfree(&t);
     return rc;
 }
@@ -1490,7 +1518,7 @@ static int load(struct sb_manifest *m, char *err, size_t errlen)
         c.fn_ud = m;
         keep_begin(m);
         rc = read_jobs(m, &c, jobs, err, errlen);
-        sb_map_free(c.ids, NULL);
+        end_checking(&c, c.errors > 0);
         if (rc != SB_OK && !c.errors) {
             sb_error("%s", err);
             yfree(&t);

@@ -210,6 +210,16 @@ expect_in "$T/err" "hint.yaml:7:5: job v: image 1: cannot read $T/m/\$HOME/a.png
 expect_in "$T/err" "hint.yaml:8:5: job s: image 1: cannot read $T/m/img/a.png : No such file or directory (a name in the path begins or ends with a space)" "space hint"
 expect_not_in "$T/err" "job h:" "a file under a directory named ~ is read as written"
 expect_in "$T/out" "4 jobs, 3 with an unusable reference image" "hint summary"
+# An invalid manifest shows its jobs' unusable images too: one validate, every problem.
+# Once with the jobs last (one reading), once with a key after them (two readings).
+printf '%s\njobs:\n  - {id: gone, prompt: x, images: [img/nothere.png]}\n  - {id: ftp, prompt: x, images: ["ftp://h/a.png"]}\n' "$HEAD" > "$T/m/both.yaml"
+printf '%s\njobs:\n  - {id: gone, prompt: x, images: [img/nothere.png]}\n  - {id: ftp, prompt: x, images: ["ftp://h/a.png"]}\noutput_dir: out\n' "$HEAD" > "$T/m/both2.yaml"
+for f in both both2; do
+    run "$SEEDBATCH" validate "$T/m/$f.yaml"; expect_rc 2 "$f: an invalid manifest with a missing image"
+    expect_in "$T/err" "$f.yaml:6:35: job ftp: only http and https URLs are allowed: ftp://h/a.png" "$f: the manifest error"
+    expect_in "$T/err" "$f.yaml:5:5: job gone: image 1: cannot read $T/m/img/nothere.png: No such file or directory" "$f: the missing image, told too"
+    expect_eq "$(grep -c 'job gone' "$T/err")" 1 "$f: told once"
+done
 # A FIFO named as an image is refused at once; opening it would wait for a writer forever.
 mkfifo "$T/m/img/pipe.jpg"
 printf '%s\noutput_dir: out\njobs:\n  - {id: pipe, prompt: x, images: [img/pipe.jpg]}\n' "$HEAD" > "$T/m/fifo.yaml"
