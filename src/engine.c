@@ -2095,8 +2095,7 @@ static int case_twins(struct engine *e)
     sb_error("%s: jobs %s and %s would write the same output files%s: %s is on a filesystem that does "
              "not tell upper from lower case in names (such as FAT, exFAT or an SMB share); give them ids "
              "that differ in more than case; nothing was sent",
-             e->m->path, a, b, more,
-             e->m->output_dir);
+             e->m->path, a, b, more, e->m->output_dir);
     free(a);
     free(b);
     return SB_EXIT_USAGE;

@@ -1397,14 +1397,6 @@ static void set_summary(struct mctx *c, char *err, size_t errlen);
 static struct sb_manifest *manifest_new(const char *name, const char *dir);
 
 /*
- * One reading, when the configuration comes before jobs and jobs is the last key
- * (as manifests are usually written): the configuration is read as the first job
- * item arrives and every job is checked as it passes. Whether that held is known
- * only at the end, so what it logs is held back meanwhile. Returns LOAD_TWICE when
- * it did not hold (a key after jobs, no items, an alias for the list, a YAML
- * error, too much logged): the manifest then takes two readings.
- */
-/*
  * The end of a checking reading. Jobs with an unusable image are told by whoever
  * reads a valid manifest's jobs (validate, the run); an invalid one is read no
  * further, so its errors alone would hide them: they are told here then, with
@@ -1424,6 +1416,14 @@ static void end_checking(struct mctx *c, int tell)
     c->ids = NULL;
 }
 
+/*
+ * One reading, when the configuration comes before jobs and jobs is the last key
+ * (as manifests are usually written): the configuration is read as the first job
+ * item arrives and every job is checked as it passes. Whether that held is known
+ * only at the end, so what it logs is held back meanwhile. Returns LOAD_TWICE when
+ * it did not hold (a key after jobs, no items, an alias for the list, a YAML
+ * error, too much logged): the manifest then takes two readings.
+ */
 static int load_once(struct sb_manifest *m, char *err, size_t errlen)
 {
     struct ytree t;
