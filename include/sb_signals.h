@@ -16,6 +16,8 @@ void sb_signals_catch(int already);
 int sb_signals_stop_on(int signum);
 /* The first stopping signal caught while no loop handled them, or 0. */
 int sb_signals_caught(void);
+/* A second stop: says so and exits 75 at once (async-signal-safe; committed state is consistent). */
+void sb_signals_exit_now(void);
 /* What a stopping signal did, for messages: "interrupted", "hung up" or "terminated". */
 const char *sb_signals_verb(int signum);
 

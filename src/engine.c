@@ -1985,11 +1985,8 @@ static void stop_run(struct run *r, int signum)
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct run *r = s->data;
-    if (r->interrupted) {
-        /* Second signal: leave at once. Committed state is consistent (SQLite). */
-        fprintf(stderr, "\nseedbatch: second signal: exiting now; run again to resume\n");
-        _exit(SB_EXIT_TEMPFAIL);
-    }
+    if (r->interrupted)
+        sb_signals_exit_now();
     stop_run(r, signum);
 }
 

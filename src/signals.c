@@ -18,14 +18,18 @@
 static volatile sig_atomic_t g_caught;
 static int g_recorded, g_ignored_int, g_ignored_hup;
 
+void sb_signals_exit_now(void)
+{
+    static const char msg[] = "\nseedbatch: second signal: exiting now; run again to resume\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(SB_EXIT_TEMPFAIL);
+}
+
 static void on_early_signal(int signum)
 {
-    if (g_caught) {
-        static const char msg[] = "\nseedbatch: second signal: exiting now; run again to resume\n";
-        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)w;
-        _exit(SB_EXIT_TEMPFAIL);
-    }
+    if (g_caught)
+        sb_signals_exit_now();
     g_caught = signum;
 }
 

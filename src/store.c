@@ -758,32 +758,32 @@ int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups)
     sqlite3_stmt *s;
     *a = *b = NULL;
     *groups = 0;
-    /* SQLite's lower() folds ASCII letters only, which is all an id may hold. */
+    /* One row a group, in manifest order; SQLite's lower() folds ASCII letters only,
+       which is all an id may hold. */
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT group_concat(id, '/'), count(*) OVER () FROM"
-                           " (SELECT id, lower(id) AS k, min(seq) OVER (PARTITION BY lower(id)) AS first,"
-                           "   count(*) OVER (PARTITION BY lower(id)) AS n"
-                           "  FROM jobs WHERE in_manifest=1 ORDER BY seq)"
-                           " WHERE n > 1 GROUP BY k ORDER BY min(first) LIMIT 1",
+                           "SELECT group_concat(id, '/') FROM"
+                           " (SELECT id, seq FROM jobs WHERE in_manifest=1 ORDER BY seq)"
+                           " GROUP BY lower(id) HAVING count(*) > 1 ORDER BY min(seq)",
                            -1, &s, NULL) != SQLITE_OK) {
         sb_error("%s: cannot read the job ids: %s", st->path, sqlite3_errmsg(st->db));
         return SB_EIO;
     }
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *ids = (const char *)sqlite3_column_text(s, 0);
         const char *slash = ids ? strchr(ids, '/') : NULL;
-        if (slash) {
+        if (slash && !*a) {
             *a = sb_strndup(ids, (size_t)(slash - ids));
-            size_t n = strcspn(slash + 1, "/");
-            *b = sb_strndup(slash + 1, n);
-            *groups = sqlite3_column_int(s, 1);
+            *b = sb_strndup(slash + 1, strcspn(slash + 1, "/"));
         }
-        rc = SQLITE_DONE;
+        ++*groups;
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         sb_error("%s: cannot read the job ids: %s", st->path, sqlite3_errmsg(st->db));
+        sb_freep(a);
+        sb_freep(b);
+        *groups = 0;
         return SB_EIO;
     }
     return SB_OK;
