@@ -364,6 +364,8 @@ static void send_submits(struct engine *e, struct job *list)
             sb_req_cleanup(&j->call.req);
             j->inflight = 0;
             e->scan_all = 1;
+        } else {
+            e->calls[CALL_SUBMIT]++; /* counted when sent: the run's summary counts calls made */
         }
     }
 }
@@ -1140,7 +1142,6 @@ static void begin_submit(struct engine *e, struct job *j)
     j->tries++;
     j->row.attempts++;
     j->inflight = 1;
-    e->calls[CALL_SUBMIT]++;
     set_state(e, j, SB_JOB_SUBMITTING);
     j->send_next = NULL;
     if (e->send_tail)
@@ -2505,9 +2506,28 @@ static long fit_open_files(struct sb_manifest **ms, int n)
     return avail * 2 / 3;
 }
 
+/*
+ * libuv starts its worker threads (4 by default) at the first queued work, each
+ * with an 8 MiB stack and, once it allocates, its own reserve of the allocator's.
+ * A run queues one commit at a time for each manifest, so that many threads are
+ * enough: with one manifest this keeps about 120 MB of address space and three
+ * idle threads out of the process (a run under `ulimit -v 200000` failed its
+ * commits with "out of memory"). A UV_THREADPOOL_SIZE of the user's is kept.
+ */
+static void size_thread_pool(int manifests)
+{
+    const char *set = getenv("UV_THREADPOOL_SIZE");
+    if (set && *set)
+        return;
+    char n[8];
+    snprintf(n, sizeof n, "%d", manifests < 1 ? 1 : manifests > 4 ? 4 : manifests);
+    setenv("UV_THREADPOOL_SIZE", n, 1);
+}
+
 /* The loop and HTTP a run's manifests share. */
 static void run_init(struct run *r, int n, long max_connects)
 {
+    size_thread_pool(n);
     memset(r, 0, sizeof *r);
     r->n = n;
     r->engines = sb_calloc((size_t)n, sizeof *r->engines);

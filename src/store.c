@@ -385,6 +385,10 @@ int sb_store_begin(struct sb_store *st)
 {
     if (st->in_tx)
         return SB_OK;
+    /* A commit that failed (out of memory, say) leaves its transaction open when its
+     * rollback failed too: that rollback is tried again, or nothing could begin. */
+    if (!sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
     if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         sb_error("%s: cannot begin a transaction: %s", st->path, sqlite3_errmsg(st->db));
         return SB_EIO;

@@ -20,10 +20,18 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 
+/*
+ * No memory left: the run stops at once, as a kill would stop it. What the state
+ * has committed is consistent, and the same command resumes. _exit, not abort:
+ * the message says what happened, and cron and systemd see a failed run (1)
+ * rather than a crash; nor exit, which would run exit handlers while other
+ * threads may still be using what they free.
+ */
 static void oom(size_t n)
 {
-    fprintf(stderr, "seedbatch: out of memory (allocating %zu bytes)\n", n);
-    abort();
+    fprintf(stderr, "seedbatch: out of memory (allocating %zu bytes); stopped: the state keeps what was "
+            "committed, run the same command again to resume\n", n);
+    _exit(SB_EXIT_FAILED);
 }
 
 void *sb_malloc(size_t n)
@@ -332,9 +340,13 @@ struct sb_sha256 *sb_sha256_new(void)
 {
     struct sb_sha256 *h = sb_malloc(sizeof *h);
     h->ctx = EVP_MD_CTX_new();
-    if (!h->ctx || !sha256() || EVP_DigestInit_ex(h->ctx, sha256(), NULL) != 1) {
-        fprintf(stderr, "seedbatch: OpenSSL SHA-256 is unavailable\n");
-        abort();
+    if (!h->ctx)
+        oom(sizeof h->ctx);
+    if (!sha256() || EVP_DigestInit_ex(h->ctx, sha256(), NULL) != 1) {
+        /* Out of memory as well, or an OpenSSL configuration without it: as oom(). */
+        fprintf(stderr, "seedbatch: OpenSSL's SHA-256 is unavailable (out of memory, or disabled by OpenSSL's "
+                "configuration); stopped: the state keeps what was committed\n");
+        _exit(SB_EXIT_FAILED);
     }
     return h;
 }

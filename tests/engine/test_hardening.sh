@@ -366,4 +366,45 @@ run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "the same run without the limit"
 expect_eq "$(stat_of submissions)" 3 "one submission a job"
 stop_mock
 
+# --- an address-space limit (ulimit -v, as some shared hosts and batch schedulers set):
+# libuv's pool is sized to the run (one worker thread a manifest), so a run fits in 150 MB;
+# libuv's default of four workers did not (each reserves an 8 MiB stack and, once it
+# allocates, its own 32 MiB of the allocator's). Where the memory runs out, the run stops
+# named with exit 1, never a crash (abort, 134), and the same command then resumes ---
+if [ "${SANITIZED:-0}" = 1 ]; then
+    echo "address-space limits: run in the regular build (ASan reserves terabytes of shadow memory)"
+else
+    D=$T/vmem; batch "$D" 6
+    start_mock --key "$KEY"; use_mock
+    run bash -c "ulimit -v 150000 && exec '$SEEDBATCH' run '$D/m.yaml'"
+    expect_rc 0 "a run under ulimit -v 150000"
+    expect_eq "$(ls "$D/out" | grep -c '^job-p.*\.jpg$')" 6 "every output written"
+    expect_eq "$(stat_of submissions)" 6 "one submission a job"
+    stop_mock
+    # A UV_THREADPOOL_SIZE of the user's is kept: four workers under the same limit run
+    # out, named; the state stays whole and a run without the limit finishes the batch.
+    rm -rf "$D/out"
+    start_mock --key "$KEY"; use_mock
+    run bash -c "ulimit -v 150000 && UV_THREADPOOL_SIZE=4 exec '$SEEDBATCH' run '$D/m.yaml'"
+    expect_rc 1 "four workers under ulimit -v 150000"
+    expect_in "$T/err" "$D/out/.seedbatch/state.db: cannot commit: out of memory" "the state and the error named"
+    expect_not_in "$T/err" "within a transaction" "the failed commit's transaction does not block the last one"
+    expect_eq "$(grep -o 'API calls: [0-9]* submits' "$T/err" | grep -o '[0-9]*')" "$(stat_of requests.submit)" \
+        "the summary counts the submits sent, not those the failure held back"
+    expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok "integrity"
+    run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "the same run without the limit"
+    expect_eq "$(ls "$D/out" | grep -c '^job-p.*\.jpg$')" 6 "every output written"
+    expect_eq "$(unflagged_duplicates "$D/out/results.jsonl")" 0 "no job paid for twice unflagged"
+    stop_mock
+    # Too little to start: seedbatch's own allocation fails; told, exit 1, nothing sent.
+    rm -rf "$D/out"
+    start_mock --key "$KEY"; use_mock
+    run bash -c "ulimit -v 40000 && exec '$SEEDBATCH' run '$D/m.yaml'"
+    expect_rc 1 "a run under ulimit -v 40000"
+    expect_in "$T/err" "seedbatch: out of memory (allocating" "out of memory named"
+    expect_in "$T/err" "run the same command again to resume" "what to do next"
+    expect_eq "$(stat_of api_requests) $(stat_of requests.upload)" "0 0" "nothing sent"
+    stop_mock
+fi
+
 finish
