@@ -21,17 +21,24 @@
 #include <pthread.h>
 
 /*
- * No memory left: the run stops at once, as a kill would stop it. What the state
- * has committed is consistent, and the same command resumes. _exit, not abort:
- * the message says what happened, and cron and systemd see a failed run (1)
- * rather than a crash; nor exit, which would run exit handlers while other
- * threads may still be using what they free.
+ * A failure no caller can get past (no memory left): the run stops at once, as a
+ * kill would stop it. What the state has committed is consistent, and the same
+ * command resumes. _exit, not abort: the message says what happened, and cron and
+ * systemd see a failed run (1) rather than a crash; nor exit, which would run exit
+ * handlers while other threads may still be using what they free.
  */
+static void stop_now(const char *what)
+{
+    fprintf(stderr, "seedbatch: %s; stopped: the state keeps what was committed, run the same command "
+            "again to resume\n", what);
+    _exit(SB_EXIT_FAILED);
+}
+
 static void oom(size_t n)
 {
-    fprintf(stderr, "seedbatch: out of memory (allocating %zu bytes); stopped: the state keeps what was "
-            "committed, run the same command again to resume\n", n);
-    _exit(SB_EXIT_FAILED);
+    char what[64];
+    snprintf(what, sizeof what, "out of memory (allocating %zu bytes)", n);
+    stop_now(what);
 }
 
 void *sb_malloc(size_t n)
@@ -342,12 +349,8 @@ struct sb_sha256 *sb_sha256_new(void)
     h->ctx = EVP_MD_CTX_new();
     if (!h->ctx)
         oom(sizeof h->ctx);
-    if (!sha256() || EVP_DigestInit_ex(h->ctx, sha256(), NULL) != 1) {
-        /* Out of memory as well, or an OpenSSL configuration without it: as oom(). */
-        fprintf(stderr, "seedbatch: OpenSSL's SHA-256 is unavailable (out of memory, or disabled by OpenSSL's "
-                "configuration); stopped: the state keeps what was committed\n");
-        _exit(SB_EXIT_FAILED);
-    }
+    if (!sha256() || EVP_DigestInit_ex(h->ctx, sha256(), NULL) != 1)
+        stop_now("OpenSSL's SHA-256 is unavailable (out of memory, or disabled by OpenSSL's configuration)");
     return h;
 }
 
