@@ -322,6 +322,11 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
         int lock = -1, lrc = SB_OK;
         if (open_state_ro(path, &st) != SB_OK) {
             rc = SB_EXIT_USAGE;
+        } else if (!st) {
+            /* Nothing to write from; an older results.jsonl (its state since removed) stays. */
+            sb_error("%s: no run yet (no state at %s): %s/results.jsonl not written", ms[i]->path, path,
+                     ms[i]->output_dir);
+            rc = SB_EXIT_USAGE;
         } else if ((lrc = sb_store_lock(path, &lock, err, sizeof err)) == SB_EBUSY) {
             /* Two writers would each replace the other's file as it is written. */
             sb_error("a run is using %s: it writes %s/results.jsonl itself, every 10 s and at its end; "

@@ -254,6 +254,15 @@ expect_in "$T/out" "limits: concurrency 7, 0 requests/s (unlimited)" "dry-run ov
 run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status before any run"
 expect_in "$T/out" "(no run yet)" "status no run"
 expect_in "$T/out" "jobs: 4, pending 4, uploading 0, submitting 0, running 0, downloading 0, succeeded 0, failed 0, cancelled 0" "status counts before"
+# results before any run: nothing to write from, said so; whether or not the output directory
+# is there, and an older results.jsonl (its state removed since) is left as it was.
+run "$SEEDBATCH" results "$T/demo.yaml"; expect_rc 2 "results before any run"
+expect_in "$T/err" "demo.yaml: no run yet (no state at $T/demo.out/.seedbatch/state.db): $T/demo.out/results.jsonl not written" "results before any run: message"
+[ ! -e "$T/demo.out" ] && pass || fail "results before any run created the output directory"
+mkdir -p "$T/demo.out/.seedbatch"; echo '{"id":"old"}' > "$T/demo.out/results.jsonl"
+run "$SEEDBATCH" results "$T/demo.yaml"; expect_rc 2 "results with the state removed"
+[ "$(cat "$T/demo.out/results.jsonl")" = '{"id":"old"}' ] && pass || fail "results overwrote results.jsonl without a state"
+rm -rf "$T/demo.out"
 DB="$T/demo.out/.seedbatch/state.db"
 run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 4 changed 0 kept 0 invalid 0 removed 0" "sync"
 sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, error_message=NULL WHERE id='sku-1001-red'"
