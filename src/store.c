@@ -212,6 +212,13 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
     *out = st;
     return SB_OK;
 fail:
+    if (st->db && ((sqlite3_errcode(st->db) & 0xff) == SQLITE_NOTADB ||
+                   (sqlite3_errcode(st->db) & 0xff) == SQLITE_CORRUPT)) {
+        /* What to do about it, and what it costs. */
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (the state is damaged, or not seedbatch's; moved away, the batch "
+                                      "starts afresh and every job in it is paid for again)");
+    }
     sb_store_close(st);
     return SB_EIO;
 }

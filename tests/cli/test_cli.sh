@@ -262,6 +262,15 @@ expect_in "$T/err" "demo.yaml: no run yet (no state at $T/demo.out/.seedbatch/st
 mkdir -p "$T/demo.out/.seedbatch"; echo '{"id":"old"}' > "$T/demo.out/results.jsonl"
 run "$SEEDBATCH" results "$T/demo.yaml"; expect_rc 2 "results with the state removed"
 [ "$(cat "$T/demo.out/results.jsonl")" = '{"id":"old"}' ] && pass || fail "results overwrote results.jsonl without a state"
+# A state that is not a database (damaged, or another file under that name): each command
+# names it and says what moving it away would cost; the file is left as it was.
+head -c 8192 /dev/urandom > "$T/demo.out/.seedbatch/state.db"; cp "$T/demo.out/.seedbatch/state.db" "$T/notadb"
+for c in status results run; do
+    run "$SEEDBATCH" $c --progress never "$T/demo.yaml"
+    [ "$c" = run ] && expect_rc 1 "$c on a state that is not a database" || expect_rc 2 "$c on a state that is not a database"
+    expect_in "$T/err" "$T/demo.out/.seedbatch/state.db: file is not a database (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every job in it is paid for again)" "$c on a state that is not a database: message"
+done
+cmp -s "$T/notadb" "$T/demo.out/.seedbatch/state.db" && pass || fail "a state that is not a database was changed"
 rm -rf "$T/demo.out"
 DB="$T/demo.out/.seedbatch/state.db"
 run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 4 changed 0 kept 0 invalid 0 removed 0" "sync"
