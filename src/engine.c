@@ -2310,11 +2310,17 @@ static int engine_open(struct run *r, struct engine *e)
     }
     e->state_path = e->o->state_path ? sb_strdup(e->o->state_path) : sb_store_default_path(m);
     char *sdir = sb_dirname(e->state_path);
-    int mk = sb_mkdirs(m->output_dir, err, sizeof err) == SB_OK && sb_mkdirs(sdir, err, sizeof err) == SB_OK;
+    /* Named with the manifest and which directory it is: a path alone can read like another file's. */
+    const char *which = "output_dir";
+    int mk = sb_mkdirs(m->output_dir, err, sizeof err) == SB_OK;
+    if (mk) {
+        which = "state";
+        mk = sb_mkdirs(sdir, err, sizeof err) == SB_OK;
+    }
     char *sreal = mk ? realpath(sdir, NULL) : NULL;
     free(sdir);
     if (!mk) {
-        sb_error("%s", err);
+        sb_error("%s: %s: %s", m->path, which, err);
         return SB_EXIT_FAILED;
     }
     e->outdir_fd = open(m->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -272,6 +272,14 @@ for c in status results run; do
 done
 cmp -s "$T/notadb" "$T/demo.out/.seedbatch/state.db" && pass || fail "a state that is not a database was changed"
 rm -rf "$T/demo.out"
+# An output_dir or a --state directory that is a file: named with the manifest and which one it is.
+: > "$T/demo.out"
+run "$SEEDBATCH" run --progress never "$T/demo.yaml"; expect_rc 1 "output_dir that is a file"
+expect_in "$T/err" "$T/demo.yaml: output_dir: $T/demo.out is not a directory" "output_dir that is a file: message"
+rm -f "$T/demo.out"
+run "$SEEDBATCH" run --progress never --state "$T/notadb/state.db" "$T/demo.yaml"; expect_rc 1 "--state under a file"
+expect_in "$T/err" "$T/demo.yaml: state: $T/notadb is not a directory" "--state under a file: message"
+rm -rf "$T/demo.out"
 DB="$T/demo.out/.seedbatch/state.db"
 run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 4 changed 0 kept 0 invalid 0 removed 0" "sync"
 sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, error_message=NULL WHERE id='sku-1001-red'"
