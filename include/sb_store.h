@@ -12,7 +12,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 4
+#define SB_SCHEMA_VERSION 5
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -158,6 +158,13 @@ int sb_store_each_pending(struct sb_store *st, int64_t after_seq, int limit,
 /* The manifest's jobs in any of the states (a mask of 1u << state), in order: one look. */
 int sb_store_each_in_states(struct sb_store *st, unsigned states,
                             int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
+/*
+ * Succeeded jobs that changed since an earlier version of theirs had outputs: calls fn
+ * with the id, the outputs (JSON arrays) and those of the earlier versions, then forgets
+ * the earlier ones (outside a transaction; committed at once).
+ */
+int sb_store_each_replaced(struct sb_store *st,
+                           int (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud);
 /*
  * Jobs of the manifest whose ids differ only in case (ASCII: ids are), for an output
  * directory that does not tell such names apart: the first two of the first such

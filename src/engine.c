@@ -217,6 +217,7 @@ struct engine {
     double commit_ms, commit_ms_max;
     int64_t last_results;
     int outdir_fd;
+    int replaced_removed;          /* outputs of changed jobs' earlier versions removed */
     int folds_case;                /* the output directory takes SKU-1 and sku-1 for one name */
     char *state_real;              /* the state's path with its directory resolved (realpath) */
     int dirsync_unsupported;       /* its filesystem cannot fsync a directory (EINVAL): 1 found, 2 told */
@@ -1856,6 +1857,73 @@ static void count_states(struct engine *e, int counts[SB_JOB_NSTATES])
 }
 
 /* results.jsonl from the state; not while a commit has the database. Returns 0 when written. */
+/* ---- outputs of the earlier versions of changed jobs ---- */
+
+/* Whether name is one of job id's output names, <id>_<k>.<ext>: nothing else is ever removed. */
+static int is_output_name(const char *id, const char *name)
+{
+    size_t n = strlen(id), digits = 0, ext = 0;
+    if (strncmp(name, id, n) != 0 || name[n] != '_')
+        return 0;
+    const char *p = name + n + 1;
+    while (p[digits] >= '0' && p[digits] <= '9')
+        digits++;
+    if (!digits || p[digits] != '.')
+        return 0;
+    p += digits + 1;
+    while (p[ext] >= 'a' && p[ext] <= 'z')
+        ext++;
+    return ext >= 1 && ext <= 4 && p[ext] == '\0';
+}
+
+static int in_list(const cJSON *list, const char *name)
+{
+    const cJSON *x;
+    cJSON_ArrayForEach(x, list)
+        if (cJSON_IsString(x) && strcmp(x->valuestring, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int remove_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
+{
+    struct engine *e = ud;
+    cJSON *now = outputs ? cJSON_ParseWithOpts(outputs, NULL, 1) : NULL;
+    cJSON *old = replaced ? cJSON_ParseWithOpts(replaced, NULL, 1) : NULL;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, old) {
+        if (!cJSON_IsString(x) || !is_output_name(id, x->valuestring) || in_list(now, x->valuestring))
+            continue;
+        if (unlinkat(e->outdir_fd, x->valuestring, 0) == 0) {
+            e->replaced_removed++;
+            sb_debug("job %s: removed %s/%s, an output of its earlier version", id, e->m->output_dir,
+                     x->valuestring);
+        } else if (errno != ENOENT) {
+            sb_warn("job %s: cannot remove %s/%s, an output of its earlier version: %s", id, e->m->output_dir,
+                    x->valuestring, strerror(errno));
+        }
+    }
+    cJSON_Delete(now);
+    cJSON_Delete(old);
+    return 0;
+}
+
+/*
+ * A job whose manifest entry changed replaces its outputs as a whole once its new ones
+ * are in place: an earlier version's files its new outputs did not overwrite (it made
+ * fewer images, or another format) are removed, so that the directory holds what
+ * results.jsonl lists. Until the changed job succeeds they stay. (A power cut right
+ * after may bring a removed file back: it is no output of the job's, as results.jsonl says.)
+ */
+static void remove_replaced_outputs(struct engine *e)
+{
+    if (e->fatal || sb_store_in_transaction(e->st))
+        return;
+    sb_store_each_replaced(e->st, remove_replaced, e);
+    if (e->replaced_removed)
+        sb_info("%s: %d outputs of earlier versions of changed jobs removed", e->m->path, e->replaced_removed);
+}
+
 static int write_results(struct engine *e)
 {
     char err[SB_ERRLEN];
@@ -2682,6 +2750,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         struct engine *e = r->engines[i];
         if (rc == SB_EXIT_OK) {
             flush_sync(e); /* writes made by callbacks that ran while the loop drained */
+            remove_replaced_outputs(e);
             int erc = engine_report(e);
             if (exit_rank(erc) > exit_rank(worst))
                 worst = erc;

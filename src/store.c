@@ -91,6 +91,10 @@ static const char *migrations[] = {
     "  mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,"
     "  format INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,"
     "  seen_at INTEGER NOT NULL, PRIMARY KEY(dev, ino)) WITHOUT ROWID;",
+    /* 5: the outputs of a job's earlier versions, removed once the changed job has its own
+     * (a partial index on a column the row updates of a run never set: they never touch it). */
+    "ALTER TABLE jobs ADD COLUMN replaced_outputs TEXT;"
+    "CREATE INDEX jobs_replaced ON jobs(replaced_outputs) WHERE replaced_outputs IS NOT NULL;",
 };
 
 /* The oldest schema a read-only open can read (3 only dropped an index). */
@@ -433,6 +437,18 @@ void sb_sync_report_clear(struct sb_sync_report *r)
     memset(r, 0, sizeof *r);
 }
 
+/*
+ * A changed job's outputs so far join those of its versions before (a job may change
+ * twice before it succeeds); text that is not a JSON array leaves the list as it was.
+ */
+#define REPLACED_OUTPUTS                                                                          \
+    "CASE WHEN outputs IS NULL OR json_valid(outputs)=0 OR json_type(outputs)<>'array'"             \
+    "   OR json_array_length(outputs)=0 THEN replaced_outputs"                                       \
+    " WHEN replaced_outputs IS NULL OR json_valid(replaced_outputs)=0"                              \
+    "   OR json_type(replaced_outputs)<>'array' THEN outputs"                                        \
+    " ELSE (SELECT json_group_array(value) FROM (SELECT value FROM json_each(replaced_outputs)"     \
+    "   UNION SELECT value FROM json_each(outputs))) END"
+
 struct sync_ctx {
     struct sb_store *st;
     struct sb_sync_report *rep;
@@ -635,6 +651,7 @@ int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_rep
         sqlite3_prepare_v2(st->db,
             "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, spec=?5, attempts=0,"
             " prediction_id=NULL, submit_intent_at=NULL, possible_duplicate=0, outputs=NULL,"
+            " replaced_outputs=" REPLACED_OUTPUTS ","
             " output_urls=NULL, submitted_at=NULL, predict_time=NULL, cost=0 WHERE id=?1",
             -1, &x.reset, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db,
@@ -750,6 +767,33 @@ int sb_store_each_in_states(struct sb_store *st, unsigned states,
     int rc = each_row(st, sql.data, 0, 0, fn, ud);
     sb_buf_free(&sql);
     return rc;
+}
+
+int sb_store_each_replaced(struct sb_store *st,
+                           int (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT id, outputs, replaced_outputs FROM jobs"
+                           " WHERE replaced_outputs IS NOT NULL AND state='succeeded'", -1, &s, NULL) != SQLITE_OK) {
+        sb_error("%s: %s", st->path, sqlite3_errmsg(st->db));
+        return SB_EIO;
+    }
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+           (const char *)sqlite3_column_text(s, 2), ud);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        sb_error("%s: %s", st->path, sqlite3_errmsg(st->db));
+        return SB_EIO;
+    }
+    char err[SB_ERRLEN];
+    if (exec(st, "UPDATE jobs SET replaced_outputs=NULL WHERE replaced_outputs IS NOT NULL AND state='succeeded'",
+             err, sizeof err) != SB_OK) {
+        sb_error("%s", err);
+        return SB_EIO;
+    }
+    return SB_OK;
 }
 
 int sb_jobrow_repollable(const struct sb_jobrow *r)

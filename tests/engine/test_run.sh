@@ -71,6 +71,42 @@ expect_eq "$(stat_of submissions)" 7 "only the new job was submitted"
 expect_eq "$(stat_of uploads)" 7 "no upload again: cached by content hash"
 stop_mock
 
+# --- 1b. a changed job replaces its outputs as a whole: the files of its earlier version
+# that its new outputs do not overwrite (fewer images, another format) are removed once
+# the new ones are in place; while it fails they stay; nothing but its own outputs goes ---
+D=$T/replaced; mkdir -p "$D"
+cat > "$D/m.yaml" <<'YAML'
+version: 1
+provider: atlascloud
+model: bytedance/seedream-v5.0-lite/edit-sequential
+output_dir: out
+limits: {concurrency: 8, requests_per_second: 0, poll_interval: 200ms}
+jobs:
+  - {id: a, prompt: "three", images: ["https://cdn.example.com/a.jpg"], params: {max_images: 3, output_format: png}}
+  - {id: a_1, prompt: "kept", images: ["https://cdn.example.com/b.jpg"], params: {max_images: 2, output_format: png}}
+  - {id: c, prompt: "two", images: ["https://cdn.example.com/c.jpg"], params: {max_images: 2, output_format: png}}
+YAML
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "replaced outputs: first run"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.png a_1_1.png a_1_2.png a_2.png a_3.png c_1.png c_2.png results.jsonl " "replaced outputs: first outputs"
+echo mine > "$D/out/a_notes.txt"
+# a: one jpeg now; c: a prompt the provider rejects; a_1 (whose names start like a's) unchanged.
+sed -i 's/prompt: "three", images: \(.*\), params: .*}$/prompt: "one", images: \1, params: {max_images: 1, output_format: jpeg}}/; s/prompt: "two"/prompt: "mock:fail two"/' "$D/m.yaml"
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 1 "replaced outputs: second run"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.png c_2.png results.jsonl " "replaced outputs: a's earlier files gone, a_1's and c's kept"
+expect_eq "$(results_field "$D/out/results.jsonl" a outputs)" '["a_1.jpg"]' "replaced outputs: results list the new one"
+expect_in "$T/err" "m.yaml: 3 outputs of earlier versions of changed jobs removed" "replaced outputs: said"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT id || '=' || replaced_outputs FROM jobs WHERE replaced_outputs IS NOT NULL")" 'c=["c_1.png","c_2.png"]' "replaced outputs: c's kept until it succeeds"
+# c changes again (its list joins), is retried and succeeds with one image: both of its
+# earlier files go. A name in the list that is not c's output (a damaged state) stays.
+sqlite3 "$D/out/.seedbatch/state.db" "UPDATE jobs SET replaced_outputs='[\"c_1.png\",\"c_2.png\",\"a_notes.txt\",\"../m.yaml\"]' WHERE id='c'"
+sed -i 's/prompt: "mock:fail two", images: \(.*\), params: .*}$/prompt: "two again", images: \1, params: {max_images: 1, output_format: jpeg}}/' "$D/m.yaml"
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "replaced outputs: third run"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.jpg results.jsonl " "replaced outputs: c's earlier files gone, nothing else"
+[ -f "$D/m.yaml" ] && pass || fail "replaced outputs: a name outside the output directory was removed"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE replaced_outputs IS NOT NULL")" 0 "replaced outputs: lists cleared"
+stop_mock
+
 # --- 2. every fault at once: all jobs finish, nothing duplicated, refusals only by chance ---
 D=$T/faults; make_batch "$D" 12
 start_mock --key "$KEY" --latency 200 --seed 11 --early-404 300 --fault any:503:0.15 --fault any:500:0.05 \

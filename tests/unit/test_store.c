@@ -144,6 +144,19 @@ static void test_repollable(void)
     }
 }
 
+struct replaced_seen {
+    int n;
+    char last[256];
+};
+
+static int note_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
+{
+    struct replaced_seen *s = ud;
+    s->n++;
+    snprintf(s->last, sizeof s->last, "%s %s %s", id, outputs ? outputs : "NULL", replaced ? replaced : "NULL");
+    return 0;
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_WARN);
@@ -281,6 +294,14 @@ int main(void)
     CHECK_STR(row.error_message, "moderation");
     sb_jobrow_clear(&row);
 
+    /* a had outputs, and a list from an earlier version not yet removed (the run that made
+     * them stopped before its end): the change joins the two. */
+    sqlite3 *h0;
+    sqlite3_open(db, &h0);
+    sqlite3_exec(h0, "UPDATE jobs SET outputs='[\"a_1.png\",\"a_2.png\"]', replaced_outputs='[\"a_2.png\",\"a_3.jpg\"]'"
+                 " WHERE id='a'", NULL, NULL, NULL);
+    sqlite3_close(h0);
+
     /* Edit: a's prompt changes (re-queued), c leaves, d arrives; order follows the manifest. */
     struct sb_manifest *m2 = manifest(HEAD "jobs:\n"
         "  - {id: d, prompt: new, images: [a.png]}\n"
@@ -298,6 +319,29 @@ int main(void)
     CHECK_INT(sb_store_get_job(st, "a", &row), SB_OK);
     CHECK_INT(row.state, SB_JOB_PENDING);
     CHECK(row.error_kind == NULL);
+    CHECK(row.outputs == NULL);
+    {
+        char *joined = qs(db, "SELECT group_concat(value) FROM (SELECT value FROM"
+                              " json_each((SELECT replaced_outputs FROM jobs WHERE id='a')) ORDER BY value)");
+        CHECK_STR(joined, "a_1.png,a_2.png,a_3.jpg");
+        free(joined);
+        CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE replaced_outputs IS NOT NULL"), 1); /* b was kept */
+        /* Listed (and forgotten) only once the job has succeeded. */
+        struct replaced_seen seen = {0, ""};
+        CHECK_INT(sb_store_each_replaced(st, note_replaced, &seen), SB_OK);
+        CHECK_INT(seen.n, 0);
+        CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE replaced_outputs IS NOT NULL"), 1);
+        sqlite3_open(db, &h0);
+        sqlite3_exec(h0, "UPDATE jobs SET state='succeeded', outputs='[\"a_1.jpg\"]' WHERE id='a'", NULL, NULL, NULL);
+        sqlite3_close(h0);
+        CHECK_INT(sb_store_each_replaced(st, note_replaced, &seen), SB_OK);
+        CHECK_INT(seen.n, 1);
+        CHECK_STR(seen.last, "a [\"a_1.jpg\"] [\"a_1.png\",\"a_2.png\",\"a_3.jpg\"]");
+        CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE replaced_outputs IS NOT NULL"), 0);
+        sqlite3_open(db, &h0);
+        sqlite3_exec(h0, "UPDATE jobs SET state='pending', outputs=NULL WHERE id='a'", NULL, NULL, NULL);
+        sqlite3_close(h0);
+    }
     CHECK_STR(row.fingerprint, t_jobs(m2)[1].fingerprint);
     CHECK_INT(row.seq, 1);
     sb_jobrow_clear(&row);
@@ -361,7 +405,9 @@ int main(void)
     /* Schema 2 (with its index on state) is still readable, and a writable open migrates it. */
     sqlite3_open(db, &h);
     sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state);"
-                 "DROP TABLE files", NULL, NULL, NULL);
+                 "DROP TABLE files; DROP INDEX jobs_replaced; ALTER TABLE jobs DROP COLUMN replaced_outputs",
+                 NULL, NULL, NULL);
+    CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 0);
     sqlite3_close(h);
     CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
     CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
@@ -379,6 +425,8 @@ int main(void)
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='files'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 0);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_order'"), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_replaced'"), 1);
 
     /* A save finds its row by rowid and id together: a row that is not where it was read
      * from (rowid stale) changes nothing. */
@@ -390,6 +438,26 @@ int main(void)
     CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE attempts=77"), 0);
     sb_jobrow_clear(&row);
     sb_store_close(st);
+
+    /* Lists that are not JSON arrays (a damaged row) neither stop the sync nor join. */
+    CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
+    sqlite3_open(db, &h);
+    sqlite3_exec(h, "UPDATE jobs SET outputs='not json', replaced_outputs=NULL WHERE id='a';"
+                 "UPDATE jobs SET outputs='[\"b_1.png\"]', replaced_outputs='{\"x\":1}' WHERE id='b'",
+                 NULL, NULL, NULL);
+    sqlite3_close(h);
+    struct sb_manifest *m3 = manifest(HEAD "jobs:\n"
+        "  - {id: a, prompt: \"one, changed twice\", images: [a.png]}\n"
+        "  - {id: b, prompt: \"two, changed\", images: [a.png], params: {max_images: 3}}\n");
+    CHECK_INT(sb_store_sync(st, m3, &r, err, sizeof err), SB_OK);
+    CHECK_INT(r.changed, 2);
+    sb_sync_report_clear(&r);
+    CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE id='a' AND replaced_outputs IS NULL"), 1);
+    char *blist = qs(db, "SELECT replaced_outputs FROM jobs WHERE id='b'");
+    CHECK_STR(blist, "[\"b_1.png\"]");
+    free(blist);
+    sb_store_close(st);
+    t_manifest_free(m3);
 
     /* Unwritable location: a clear error. */
     CHECK(sb_store_open("/proc/nonexistent/state.db", 0, &st, err, sizeof err) != SB_OK);
