@@ -164,7 +164,7 @@ int sb_store_each_in_states(struct sb_store *st, unsigned states,
  * the earlier ones (outside a transaction; committed at once).
  */
 int sb_store_each_replaced(struct sb_store *st,
-                           int (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud);
+                           void (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud);
 /*
  * Jobs of the manifest whose ids differ only in case (ASCII: ids are), for an output
  * directory that does not tell such names apart: the first two of the first such

@@ -1856,7 +1856,6 @@ static void count_states(struct engine *e, int counts[SB_JOB_NSTATES])
     memcpy(counts, e->count, sizeof e->count);
 }
 
-/* results.jsonl from the state; not while a commit has the database. Returns 0 when written. */
 /* ---- outputs of the earlier versions of changed jobs ---- */
 
 /* Whether name is one of job id's output names, <id>_<k>.<ext>: nothing else is ever removed. */
@@ -1885,7 +1884,7 @@ static int in_list(const cJSON *list, const char *name)
     return 0;
 }
 
-static int remove_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
+static void remove_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
 {
     struct engine *e = ud;
     cJSON *now = outputs ? cJSON_ParseWithOpts(outputs, NULL, 1) : NULL;
@@ -1905,7 +1904,6 @@ static int remove_replaced(const char *id, const char *outputs, const char *repl
     }
     cJSON_Delete(now);
     cJSON_Delete(old);
-    return 0;
 }
 
 /*
@@ -1924,6 +1922,7 @@ static void remove_replaced_outputs(struct engine *e)
         sb_info("%s: %d outputs of earlier versions of changed jobs removed", e->m->path, e->replaced_removed);
 }
 
+/* results.jsonl from the state; not while a commit has the database. Returns 0 when written. */
 static int write_results(struct engine *e)
 {
     char err[SB_ERRLEN];

@@ -770,7 +770,7 @@ int sb_store_each_in_states(struct sb_store *st, unsigned states,
 }
 
 int sb_store_each_replaced(struct sb_store *st,
-                           int (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud)
+                           void (*fn)(const char *id, const char *outputs, const char *replaced, void *ud), void *ud)
 {
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(st->db, "SELECT id, outputs, replaced_outputs FROM jobs"

@@ -149,12 +149,11 @@ struct replaced_seen {
     char last[256];
 };
 
-static int note_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
+static void note_replaced(const char *id, const char *outputs, const char *replaced, void *ud)
 {
     struct replaced_seen *s = ud;
     s->n++;
     snprintf(s->last, sizeof s->last, "%s %s %s", id, outputs ? outputs : "NULL", replaced ? replaced : "NULL");
-    return 0;
 }
 
 int main(void)
