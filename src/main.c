@@ -179,7 +179,7 @@ static int load_all(const struct options *o, struct sb_manifest **ms)
     for (int i = 0; i < o->n_manifests; i++) {
         char err[SB_ERRLEN];
         if (sb_manifest_load(o->manifests[i], &ms[i], err, sizeof err) != SB_OK) {
-            fprintf(stderr, "seedbatch: %s is invalid; nothing was sent\n", o->manifests[i]);
+            sb_error("%s is invalid; nothing was sent", o->manifests[i]);
             bad = 1;
             continue;
         }

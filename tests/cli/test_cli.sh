@@ -317,6 +317,10 @@ expect_eq "$(sqlite3 "$DB" "PRAGMA integrity_check")" "ok" "integrity"
 run "$SEEDBATCH" validate --log-format json "$T/m/imgs.yaml"
 python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/err" && pass || fail "json log lines"
 expect_in "$T/err" '"level":"error"' "json log level"
+# ... also when the manifest itself is invalid (the verdict line too)
+run "$SEEDBATCH" validate --log-format json "$T/m/types.yaml"; expect_rc 2 "json log: invalid manifest"
+python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/err" && pass || fail "json log lines of an invalid manifest"
+expect_in "$T/err" 'is invalid; nothing was sent"' "json log: the verdict as JSON"
 run "$SEEDBATCH" validate --quiet "$JOBS/demo.yaml"; expect_rc 0 "quiet"
 [ ! -s "$T/err" ] && pass || fail "--quiet printed to stderr"
 
