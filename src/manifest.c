@@ -1919,5 +1919,14 @@ int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t err
     if (st.st_mode & 077)
         return sb_seterr(err, errlen, "api_key_file %s is readable by group or others (mode %03o): "
                          "run chmod 600 on it", m->api_key_file, (unsigned)(st.st_mode & 0777));
+    char *key = NULL, rerr[SB_ERRLEN];
+    size_t len = 0, k = 0;
+    if (sb_read_file(m->api_key_file, 4096, &key, &len, rerr, sizeof rerr) != SB_OK)
+        return sb_seterr(err, errlen, "api_key_file: %s", rerr);
+    while (k < len && (key[k] == ' ' || key[k] == '\t' || key[k] == '\r' || key[k] == '\n'))
+        k++;
+    free(key);
+    if (k == len)
+        return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
     return SB_OK;
 }

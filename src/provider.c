@@ -94,6 +94,8 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
     }
     if (!key || !*key) {
         free(key);
+        if (m->api_key_file)
+            return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
         return sb_seterr(err, errlen, "no API key: set %s or api_key_file in the manifest", p->ops->key_env);
     }
     if (strpbrk(key, "\r\n")) {

@@ -234,6 +234,13 @@ expect_in "$T/err" "is readable by group or others (mode 644): run chmod 600 on 
 expect_not_in "$T/err" "sk-secret-value" "key not printed"
 chmod 600 "$T/m/key"
 run "$SEEDBATCH" validate "$T/m/key.yaml"; expect_rc 0 "key file mode 600"
+# An empty key file (or one of blanks only) is named as such, not as "no API key: set ...".
+printf ' \r\n\n' > "$T/m/key"
+run "$SEEDBATCH" validate "$T/m/key.yaml"; expect_rc 2 "empty key file: validate"
+expect_in "$T/err" "api_key_file $T/m/key is empty: put the API key in it" "empty key file: validate says so"
+ATLASCLOUD_BASE_URL="http://127.0.0.1:9/api/v1" run "$SEEDBATCH" run --progress never "$T/m/key.yaml"; expect_rc 2 "empty key file: run"
+expect_in "$T/err" "api_key_file $T/m/key is empty: put the API key in it" "empty key file: run says so"
+echo "sk-secret-value" > "$T/m/key"
 
 # --- dry-run: the plan and cost quote; nothing is written or sent ---
 cp -r "$JOBS/demo.yaml" "$JOBS/demo-media" "$T/"
