@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -168,6 +169,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         return usage_error("%s needs at least one manifest", o->command);
     if (o->state && o->n_manifests > 1)
         return usage_error("%s", "--state names one state database: give one manifest with it");
+    /* One file named twice (m.yaml ./m.yaml): said as such, not as two manifests sharing a state. */
+    for (int i = 1; i < o->n_manifests; i++) {
+        struct stat a, b;
+        if (stat(o->manifests[i], &a) != 0)
+            continue;
+        for (int k = 0; k < i; k++)
+            if (stat(o->manifests[k], &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+                return usage_error("%s is given twice (as %s and %s)", o->manifests[k], o->manifests[k],
+                                   o->manifests[i]);
+    }
     return SB_EXIT_OK;
 }
 

@@ -24,6 +24,8 @@ run "$SEEDBATCH" run --retry-failed=sometimes "$JOBS/demo.yaml"; expect_rc 2 "--
 run "$SEEDBATCH" run --log-format xml "$JOBS/demo.yaml"; expect_rc 2 "--log-format xml"
 run "$SEEDBATCH" run --bogus "$JOBS/demo.yaml"; expect_rc 2 "unknown option"
 run "$SEEDBATCH" status --state "$T/s.db" "$JOBS/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 2 "--state with two manifests"
+run "$SEEDBATCH" run "$JOBS/demo.yaml" "$JOBS/marketing.yaml" "$JOBS/../jobs/demo.yaml"; expect_rc 2 "one manifest given twice"
+expect_in "$T/err" "$JOBS/demo.yaml is given twice (as $JOBS/demo.yaml and $JOBS/../jobs/demo.yaml)" "one manifest given twice: message"
 
 # --- validate: the bundled examples ---
 for f in demo ecommerce marketing runcomfy; do
