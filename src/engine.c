@@ -209,6 +209,7 @@ struct engine {
     double ema_ms;
     int samples;
     long calls[CALL_NKINDS];
+    long unreached;                /* calls that ended before going out: no server reached */
     long images_written, jobs_done_run;
     int not_cancellable;     /* cancel: requests already being processed */
     int cancel_failed;       /* cancel: calls that failed (no answer, or an error) */
@@ -234,6 +235,19 @@ static int64_t mono_ms(void)
 static double price(const struct engine *e)
 {
     return e->m->price_per_image;
+}
+
+/*
+ * Calls are counted as they start. One that ended before it went out (the connection
+ * refused, the name unresolved, the connect timed out: libcurl never got to send it)
+ * reached no server and cost nothing: the summary counts it apart.
+ */
+static void count_unsent(struct engine *e, const struct sb_req *r, enum call_kind kind)
+{
+    if (r->attempts == 0) {
+        e->calls[kind]--;
+        e->unreached++;
+    }
 }
 
 /* ---- persistence ---- */
@@ -1068,6 +1082,7 @@ static void upload_done(struct sb_req *r, CURLcode rc)
     struct engine *e = c->e;
     struct upload *u = c->up;
     struct outcome oc;
+    count_unsent(e, r, CALL_UPLOAD);
     classify(e, r, rc, &oc);
     if (oc.v == V_OK) {
         char *url = NULL;
@@ -1174,6 +1189,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
     struct outcome oc;
     struct job *j = job_call_ended(r, rc, &oc);
     struct engine *e = j->call.e;
+    count_unsent(e, r, CALL_SUBMIT);
     if (r->attempts > 1) {
         /* libcurl sent it again after a connection died: the first may have been accepted. */
         e->calls[CALL_SUBMIT] += r->attempts - 1;
@@ -1291,6 +1307,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     struct outcome oc;
     struct job *j = job_call_ended(r, rc, &oc);
     struct engine *e = j->call.e;
+    count_unsent(e, r, CALL_POLL);
     int64_t now = mono_ms();
     /* A prediction created moments ago may not be visible yet: 400/404 means running. */
     if (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
@@ -2454,13 +2471,17 @@ static int engine_report(struct engine *e)
     count_states(e, c);
     double el = (double)(mono_ms() - e->run->started) / 1000.0;
     long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
+    char unreached[64] = "";
+    if (e->unreached)
+        snprintf(unreached, sizeof unreached, ", %ld more that reached no server", e->unreached);
     sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
-            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads); "
+            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)%s; "
             "%ld state commits",
             m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
             c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
-            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, e->commits);
+            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, unreached,
+            e->commits);
     int repoll = 0;
     if (c[SB_JOB_FAILED])
         sb_store_each_in_states(e->st, 1u << SB_JOB_FAILED, count_repollable, &repoll);
