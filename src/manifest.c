@@ -181,6 +181,34 @@ static int yadd(struct ytree *t, struct ynode *n, char *err, size_t errlen)
     return SB_OK;
 }
 
+/* The byte at line:column (both from 0) of src's text, or -1: to tell what a syntax error met. */
+static int src_byte_at(struct ysrc *s, size_t line, size_t col)
+{
+    if (s->text) {
+        const char *p = s->text, *end = s->text + s->len;
+        for (size_t l = 0; l < line; l++) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl)
+                return -1;
+            p = nl + 1;
+        }
+        return (size_t)(end - p) > col ? (unsigned char)p[col] : -1;
+    }
+    if (!s->f || fseek(s->f, 0, SEEK_SET) != 0)
+        return -1;
+    size_t l = 0, k = 0;
+    for (int c; (c = getc(s->f)) != EOF;) {
+        if (l < line) {
+            l += c == '\n';
+        } else if (c == '\n') {
+            return -1;
+        } else if (k++ == col) {
+            return c;
+        }
+    }
+    return -1;
+}
+
 /* Builds the node tree of the one document in src, streaming the jobs list's items. */
 static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
 {
@@ -206,10 +234,14 @@ static int ybuild(struct ytree *t, struct ysrc *src, char *err, size_t errlen)
                           SB_YAML_MAX_VALUE_INPUT >> 20, SB_YAML_MAX_SCALAR);
                 goto out;
             }
-            sb_seterr(err, errlen, "%s:%zu:%zu: YAML syntax error: %s%s%s", t->name,
+            /* libyaml names no character; a tab (indenting as some editors do) is the usual one. */
+            int tab = src_byte_at(src, parser.problem_mark.line, parser.problem_mark.column) == '\t' &&
+                      !(parser.problem && strstr(parser.problem, "tab"));
+            sb_seterr(err, errlen, "%s:%zu:%zu: YAML syntax error: %s%s%s%s", t->name,
                       parser.problem_mark.line + 1, parser.problem_mark.column + 1,
                       parser.problem ? parser.problem : "unknown problem",
-                      parser.context ? " " : "", parser.context ? parser.context : "");
+                      parser.context ? " " : "", parser.context ? parser.context : "",
+                      tab ? " (a tab: YAML indents with spaces only)" : "");
             goto out;
         }
         t->events++;
