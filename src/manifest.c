@@ -1939,11 +1939,10 @@ void sb_spec_text_clear(struct sb_spec_text *t)
     memset(t, 0, sizeof *t);
 }
 
-int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen)
+int sb_manifest_read_keyfile(const struct sb_manifest *m, char **key, char *err, size_t errlen)
 {
     struct stat st;
-    if (!m->api_key_file)
-        return SB_OK;
+    *key = NULL;
     if (stat(m->api_key_file, &st) != 0)
         return sb_seterr(err, errlen, "api_key_file %s: %s", m->api_key_file, strerror(errno));
     if (!S_ISREG(st.st_mode))
@@ -1951,14 +1950,28 @@ int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t err
     if (st.st_mode & 077)
         return sb_seterr(err, errlen, "api_key_file %s is readable by group or others (mode %03o): "
                          "run chmod 600 on it", m->api_key_file, (unsigned)(st.st_mode & 0777));
-    char *key = NULL, rerr[SB_ERRLEN];
-    size_t len = 0, k = 0;
-    if (sb_read_file(m->api_key_file, 4096, &key, &len, rerr, sizeof rerr) != SB_OK)
+    char *data = NULL, rerr[SB_ERRLEN];
+    size_t len = 0, from = 0;
+    if (sb_read_file(m->api_key_file, 4096, &data, &len, rerr, sizeof rerr) != SB_OK)
         return sb_seterr(err, errlen, "api_key_file: %s", rerr);
-    while (k < len && (key[k] == ' ' || key[k] == '\t' || key[k] == '\r' || key[k] == '\n'))
-        k++;
-    free(key);
-    if (k == len)
+#define BLANK(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
+    while (from < len && BLANK(data[from]))
+        from++;
+    while (len > from && BLANK(data[len - 1]))
+        len--;
+#undef BLANK
+    if (from < len)
+        *key = sb_strndup(data + from, len - from);
+    free(data);
+    if (!*key)
         return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
     return SB_OK;
+}
+
+int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen)
+{
+    char *key = NULL;
+    int rc = m->api_key_file ? sb_manifest_read_keyfile(m, &key, err, errlen) : SB_OK;
+    free(key);
+    return rc;
 }

@@ -54,16 +54,6 @@ int sb_poll_add_output(struct sb_poll_result *r, const cJSON *v)
     return SB_OK;
 }
 
-static char *trim(char *s)
-{
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
-        s[--n] = '\0';
-    while (*s == ' ' || *s == '\t')
-        s++;
-    return s;
-}
-
 int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
@@ -79,14 +69,8 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
         p->base[--n] = '\0';
     char *key = NULL;
     if (m->api_key_file) {
-        char kerr[SB_ERRLEN], *data = NULL;
-        size_t len;
-        if (sb_manifest_check_keyfile(m, err, errlen) != SB_OK)
+        if (sb_manifest_read_keyfile(m, &key, err, errlen) != SB_OK)
             return SB_ERR;
-        if (sb_read_file(m->api_key_file, 4096, &data, &len, kerr, sizeof kerr) != SB_OK)
-            return sb_seterr(err, errlen, "api_key_file: %s", kerr);
-        key = sb_strdup(trim(data));
-        free(data);
     } else {
         const char *k = getenv(p->ops->key_env);
         if (k)
@@ -94,8 +78,6 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
     }
     if (!key || !*key) {
         free(key);
-        if (m->api_key_file)
-            return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
         return sb_seterr(err, errlen, "no API key: set %s or api_key_file in the manifest", p->ops->key_env);
     }
     if (strpbrk(key, "\r\n")) {

@@ -367,6 +367,14 @@ stop_mock
 unset ATLASCLOUD_API_KEY
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 2 "no key"
 expect_in "$T/err" "no API key: set ATLASCLOUD_API_KEY or api_key_file" "no key message"
+# The key from api_key_file, with blank lines and spaces around it as editors leave them.
+# (The file lives outside $T, where section 10 looks for the key in every file written.)
+K=$(mktemp -d); D=$T/keyfile; make_batch "$D" 2 "api_key_file: $K/key.txt"
+printf '\n  %s \r\n\n' "$KEY" > "$K/key.txt"; chmod 600 "$K/key.txt"
+start_mock --key "$KEY"; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "the key read from api_key_file"
+expect_eq "$(stat_of unauthorized)" 0 "api_key_file: no call refused"
+stop_mock; rm -rf "$K"
 export ATLASCLOUD_API_KEY="$KEY"
 
 # --- 8. the lock: a second run on the same state exits 75 ---
