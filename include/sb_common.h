@@ -34,6 +34,8 @@ enum sb_err {
 
 #define SB_ERRLEN 512
 #define SB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The plural ending for a count in a message: "%d job%s", n, SB_S(n). */
+#define SB_S(n) ((n) == 1 ? "" : "s")
 #define sb_container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 

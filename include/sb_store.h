@@ -79,10 +79,12 @@ void sb_jobrow_clear(struct sb_jobrow *r);
  * polls such a job again instead of submitting (and paying for) it again.
  */
 int sb_jobrow_repollable(const struct sb_jobrow *r);
-/* What `run` and `status` say of such jobs (one %d: how many). */
+/* What `run` and `status` say of such jobs: a %d, how many, then SB_REPOLL_HINT_ARGS(how many). */
 #define SB_REPOLL_HINT \
-    "%d of the failed jobs have a prediction the provider may still hold: run --retry-failed polls them " \
+    "%d of the failed jobs %s a prediction the provider may still hold: run --retry-failed polls %s " \
     "again, at no new charge"
+/* The arguments after the count for SB_REPOLL_HINT. */
+#define SB_REPOLL_HINT_ARGS(n) (n) == 1 ? "has" : "have", (n) == 1 ? "it" : "them"
 
 struct sb_store;
 

@@ -220,8 +220,8 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
         }
     }
     if (n_images + max_images > SB_MAX_TOTAL_IMAGES)
-        report(&c, 1, "max_images", "%d reference images + max_images %d is over %d",
-               n_images, max_images, SB_MAX_TOTAL_IMAGES);
+        report(&c, 1, "max_images", "%d reference image%s + max_images %d is over %d",
+               n_images, SB_S(n_images), max_images, SB_MAX_TOTAL_IMAGES);
     *images_requested = max_images;
     return c.errors;
 }

@@ -461,7 +461,7 @@ static void finalized(struct engine *e, struct job *list)
         j->want = W_NONE;
         e->jobs_done_run++;
         release(e, j);
-        sb_debug("job %s: %d outputs written", j->row.id, j->n_out);
+        sb_debug("job %s: %d output%s written", j->row.id, j->n_out, SB_S(j->n_out));
     }
 }
 
@@ -1936,7 +1936,8 @@ static void remove_replaced_outputs(struct engine *e)
         return;
     sb_store_each_replaced(e->st, remove_replaced, e);
     if (e->replaced_removed)
-        sb_info("%s: %d outputs of earlier versions of changed jobs removed", e->m->path, e->replaced_removed);
+        sb_info("%s: %d output%s of earlier versions of changed jobs removed", e->m->path, e->replaced_removed,
+                SB_S(e->replaced_removed));
 }
 
 /* results.jsonl from the state; not while a commit has the database. Returns 0 when written. */
@@ -2173,7 +2174,7 @@ static int case_twins(struct engine *e)
         return SB_EXIT_OK;
     char more[64] = "";
     if (groups > 1)
-        snprintf(more, sizeof more, " (and %d more such groups)", groups - 1);
+        snprintf(more, sizeof more, " (and %d more such group%s)", groups - 1, SB_S(groups - 1));
     sb_error("%s: jobs %s and %s would write the same output files%s: %s is on a filesystem that does "
              "not tell upper from lower case in names (such as FAT, exFAT or an SMB share); give them ids "
              "that differ in more than case; nothing was sent",
@@ -2432,16 +2433,17 @@ static int engine_open(struct run *r, struct engine *e)
         return SB_EXIT_FAILED;
     }
     if (rep.added || rep.changed || rep.removed)
-        sb_info("%s: %d new jobs, %d changed, %d unchanged, %d no longer in the manifest",
-                m->path, rep.added, rep.changed, rep.kept, rep.removed);
+        sb_info("%s: %d new job%s, %d changed, %d unchanged, %d no longer in the manifest",
+                m->path, rep.added, SB_S(rep.added), rep.changed, rep.kept, rep.removed);
     for (int i = 0; i < rep.removed && i < 20; i++)
         sb_info("job %s is no longer in the manifest; its state is kept", rep.removed_ids[i]);
     /* Said here, once: these jobs never reach the loop, whose failures are logged as they come. */
     for (int i = 0; i < rep.invalid && i < SB_SYNC_SHOWN; i++)
         sb_warn("%s: %s; it fails (%s) and the other jobs run", m->path, rep.invalid_why[i], SB_EK_INVALID_INPUT);
     if (rep.invalid > SB_SYNC_SHOWN)
-        sb_warn("%s: %d more jobs with an unusable reference image fail the same way: `seedbatch validate %s` "
-                "lists them all", m->path, rep.invalid - SB_SYNC_SHOWN, m->path);
+        sb_warn("%s: %d more job%s with an unusable reference image fail%s the same way: `seedbatch validate %s` "
+                "lists them all", m->path, rep.invalid - SB_SYNC_SHOWN, SB_S(rep.invalid - SB_SYNC_SHOWN),
+                rep.invalid - SB_SYNC_SHOWN == 1 ? "s" : "", m->path);
     sb_sync_report_clear(&rep);
     if (e->folds_case && (rc = case_twins(e)) != SB_EXIT_OK)
         return rc;
@@ -2474,19 +2476,20 @@ static int engine_report(struct engine *e)
     char unreached[64] = "";
     if (e->unreached)
         snprintf(unreached, sizeof unreached, ", %ld more that reached no server", e->unreached);
-    sb_info("%s: %d jobs: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld images written; "
-            "%.1fs; spend $%.2f; API calls: %ld submits, %ld polls, %ld uploads (%.2f per job besides uploads)%s; "
-            "%ld state commits",
-            m->path, m->n_jobs, c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
+    sb_info("%s: %d job%s: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld image%s written; "
+            "%.1fs; spend $%.2f; API calls: %ld submit%s, %ld poll%s, %ld upload%s (%.2f per job besides uploads)%s; "
+            "%ld state commit%s",
+            m->path, m->n_jobs, SB_S(m->n_jobs), c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
-            c[SB_JOB_CANCELLED], e->images_written, el, e->spent, e->calls[CALL_SUBMIT], e->calls[CALL_POLL],
-            e->calls[CALL_UPLOAD], e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, unreached,
-            e->commits);
+            c[SB_JOB_CANCELLED], e->images_written, SB_S(e->images_written), el, e->spent, e->calls[CALL_SUBMIT],
+            SB_S(e->calls[CALL_SUBMIT]), e->calls[CALL_POLL], SB_S(e->calls[CALL_POLL]), e->calls[CALL_UPLOAD],
+            SB_S(e->calls[CALL_UPLOAD]), e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, unreached,
+            e->commits, SB_S(e->commits));
     int repoll = 0;
     if (c[SB_JOB_FAILED])
         sb_store_each_in_states(e->st, 1u << SB_JOB_FAILED, count_repollable, &repoll);
     if (repoll)
-        sb_warn("%s: " SB_REPOLL_HINT, m->path, repoll);
+        sb_warn("%s: " SB_REPOLL_HINT, m->path, repoll, SB_REPOLL_HINT_ARGS(repoll));
     int live = 0;
     for (struct job *j = e->live; j; j = j->live_next)
         live++;
@@ -2869,9 +2872,11 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
             }
         }
         if (kept)
-            sb_warn("%s: %d jobs already submitted to %s cannot be cancelled (it has no cancel call); "
-                    "the next run downloads their outputs", e->m->path, kept, e->api.ops->name);
-        sb_info("%s: %d jobs cancelled before submission, %d cancel requests sent", e->m->path, local, remote);
+            sb_warn("%s: %d job%s already submitted to %s cannot be cancelled (it has no cancel call); "
+                    "the next run downloads %s outputs", e->m->path, kept, SB_S(kept), e->api.ops->name,
+                    kept == 1 ? "its" : "their");
+        sb_info("%s: %d job%s cancelled before submission, %d cancel request%s sent", e->m->path, local,
+                SB_S(local), remote, SB_S(remote));
     }
     while (cancel_pending(r, opened) && uv_run(&r->uv, UV_RUN_ONCE))
         ;
@@ -2888,8 +2893,10 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
             sb_info("%s: %d cancelled, %d still processing at the provider", e->m->path, c[SB_JOB_CANCELLED],
                     e->not_cancellable);
             if (e->cancel_failed)
-                sb_error("%s: %d cancel requests failed (above): those jobs are as they were; run cancel "
-                         "again, or run to finish them", e->m->path, e->cancel_failed);
+                sb_error("%s: %d cancel request%s failed (above): %s as %s; run cancel "
+                         "again, or run to finish %s", e->m->path, e->cancel_failed, SB_S(e->cancel_failed),
+                         e->cancel_failed == 1 ? "that job is" : "those jobs are",
+                         e->cancel_failed == 1 ? "it was" : "they were", e->cancel_failed == 1 ? "it" : "them");
             if (e->fatal && exit_rank(SB_EXIT_FAILED) > exit_rank(worst))
                 worst = SB_EXIT_FAILED;
         }

@@ -240,11 +240,13 @@ static int cmd_validate(const struct options *o, struct sb_manifest **ms)
         if (m->n_invalid) {
             if (sb_manifest_each_job(m, log_invalid, NULL, err, sizeof err) != SB_OK)
                 sb_error("%s", err);
-            printf("%s: %d jobs, %d with an unusable reference image\n", m->path, m->n_jobs, m->n_invalid);
+            printf("%s: %d job%s, %d with an unusable reference image\n", m->path, m->n_jobs, SB_S(m->n_jobs),
+                   m->n_invalid);
             rc = SB_EXIT_USAGE;
         } else {
-            printf("%s: ok: %d jobs, %zu local files, up to %ld output images", m->path, m->n_jobs,
-                   sb_map_count(m->files), m->images_requested);
+            printf("%s: ok: %d job%s, %zu local file%s, up to %ld output image%s", m->path, m->n_jobs,
+                   SB_S(m->n_jobs), sb_map_count(m->files), SB_S(sb_map_count(m->files)), m->images_requested,
+                   SB_S(m->images_requested));
             if (m->files_known)
                 printf(" (%d of the files known unchanged from the state, not read again)", m->files_known);
             printf("\n");
@@ -350,7 +352,7 @@ static int cmd_results(const struct options *o, struct sb_manifest **ms)
             sb_error("%s", err);
             rc = SB_EXIT_FAILED;
         } else {
-            printf("%s/results.jsonl written (%d jobs)\n", ms[i]->output_dir, ms[i]->n_jobs);
+            printf("%s/results.jsonl written (%d job%s)\n", ms[i]->output_dir, ms[i]->n_jobs, SB_S(ms[i]->n_jobs));
         }
         if (lock >= 0)
             close(lock);

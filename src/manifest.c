@@ -990,8 +990,8 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
         else if (index == 0)
             merr(c, fn, "foreach pattern \"%s\" matches no regular files", pat);
         else if (left_out && !c->quiet)
-            sb_info("%s: foreach \"%s\": %d files in output directories left out (outputs are not taken "
-                    "as inputs)", c->name, pat, left_out);
+            sb_info("%s: foreach \"%s\": %d file%s in output directories left out (outputs are not taken "
+                    "as inputs)", c->name, pat, left_out, SB_S(left_out));
         globfree(&g);
     }
     free(full);
@@ -1442,7 +1442,8 @@ static void end_checking(struct mctx *c, int tell)
         free(c->unusable[i]);
     }
     if (tell && c->n_unusable > MAX_LOGGED_ERRORS)
-        sb_error("%s: %d more jobs with an unusable reference image", c->name, c->n_unusable - MAX_LOGGED_ERRORS);
+        sb_error("%s: %d more job%s with an unusable reference image", c->name, c->n_unusable - MAX_LOGGED_ERRORS,
+                 SB_S(c->n_unusable - MAX_LOGGED_ERRORS));
     c->n_unusable = 0;
     sb_map_free(c->ids, NULL);
     c->ids = NULL;

@@ -174,16 +174,18 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
             "%d failed (%d on a bad image), %d cancelled\n", p->jobs, p->to_submit, p->to_resume,
             p->counts[SB_JOB_SUCCEEDED], p->counts[SB_JOB_FAILED], p->invalid, p->counts[SB_JOB_CANCELLED]);
     if (p->changed)
-        fprintf(out, "  %d jobs changed since the last run and will run again\n", p->changed);
+        fprintf(out, "  %d job%s changed since the last run and will run again\n", p->changed, SB_S(p->changed));
     if (p->removed)
-        fprintf(out, "  %d jobs in the state are no longer in the manifest\n", p->removed);
+        fprintf(out, "  %d job%s in the state %s no longer in the manifest\n", p->removed, SB_S(p->removed),
+                p->removed == 1 ? "is" : "are");
     fprintf(out, "  reference images: %d (%d local in %d distinct files, %d remote URLs); uploads needed: %d\n",
             p->image_refs, p->local_refs, p->distinct_files, p->remote_refs, p->uploads_needed);
     fprintf(out, "  limits: concurrency %d, %g requests/s%s, %d attempts per call, poll every %lldms, "
             "job timeout %llds\n", m->limits.concurrency, m->limits.requests_per_second,
             m->limits.requests_per_second == 0 ? " (unlimited)" : "", m->limits.max_attempts,
             (long long)m->limits.poll_interval_ms, (long long)(m->limits.job_timeout_ms / 1000));
-    fprintf(out, "  cost quote: %ld images x $%.4f = $%.2f", p->images_requested, m->price_per_image, p->quote);
+    fprintf(out, "  cost quote: %ld image%s x $%.4f = $%.2f", p->images_requested, SB_S(p->images_requested),
+            m->price_per_image, p->quote);
     if (p->spent > 0)
         fprintf(out, " (already spent: $%.2f)", p->spent);
     fprintf(out, "\n");
@@ -197,7 +199,7 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
     if (p->listing.len)
         fwrite(p->listing.data, 1, p->listing.len, out);
     if (m->n_jobs > p->n_listed)
-        fprintf(out, "  ... and %d more jobs\n", m->n_jobs - p->n_listed);
+        fprintf(out, "  ... and %d more job%s\n", m->n_jobs - p->n_listed, SB_S(m->n_jobs - p->n_listed));
 }
 
 int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
@@ -213,7 +215,8 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     fprintf(out, "  jobs: %d", p.jobs);
     for (int s = 0; s < SB_JOB_NSTATES; s++)
         fprintf(out, ", %s %d", sb_job_state_name((enum sb_job_state)s), p.counts[s]);
-    fprintf(out, "\n  spent: $%.2f; still to submit: %d jobs, quote $%.2f\n", p.spent, p.to_submit, p.quote);
+    fprintf(out, "\n  spent: $%.2f; still to submit: %d job%s, quote $%.2f\n", p.spent, p.to_submit,
+            SB_S(p.to_submit), p.quote);
     if (p.n_failures) {
         fprintf(out, "  failures:\n");
         fwrite(p.failures.data, 1, p.failures.len, out);
@@ -221,7 +224,7 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     if (p.n_failures > MAX_LISTED)
         fprintf(out, "    ... and %d more\n", p.n_failures - MAX_LISTED);
     if (p.repollable)
-        fprintf(out, "  " SB_REPOLL_HINT "\n", p.repollable);
+        fprintf(out, "  " SB_REPOLL_HINT "\n", p.repollable, SB_REPOLL_HINT_ARGS(p.repollable));
     if (st) {
         struct removed_ctx rc = {p.ids, 0, out};
         sb_store_each_job(st, count_removed, &rc);

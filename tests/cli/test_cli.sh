@@ -175,7 +175,7 @@ with open(sys.argv[1], "w") as f:
     f.write('  - {id: kept, prompt: "the one job", images: ["https://cdn.example.com/1.jpg"]}\n')
 EOF2
 run "$SEEDBATCH" validate "$T/m/comments.yaml"; expect_rc 0 "6 MiB of comments"
-expect_in "$T/out" "ok: 1 jobs" "the job after them read"
+expect_in "$T/out" "ok: 1 job," "the job after them read"
 rm -f "$T/m/large.yaml" "$T/m/huge.yaml" "$T/m/comments.yaml"
 run "$SEEDBATCH" validate "$T/m/missing.yaml"; expect_rc 2 "missing manifest"; expect_in "$T/err" "cannot read manifest $T/m/missing.yaml: No such file or directory" "missing manifest message"
 
@@ -304,7 +304,7 @@ sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, e
 sqlite3 "$DB" "UPDATE jobs SET prediction_id='p-1003' WHERE id='1003-marble'"
 run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status after"
 expect_in "$T/out" "jobs: 4, pending 1, uploading 0, submitting 0, running 1, downloading 0, succeeded 1, failed 1, cancelled 0" "status counts after"
-expect_in "$T/out" "spent: \$0.10; still to submit: 1 jobs, quote \$0.06" "status spend"
+expect_in "$T/out" "spent: \$0.10; still to submit: 1 job, quote \$0.06" "status spend"
 expect_in "$T/out" "1002-marble: rejected: The request was rejected by content moderation" "status failure reason"
 run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
 expect_in "$T/out" "1 to submit, 1 to resume, 1 already succeeded, 1 failed (0 on a bad image)" "dry-run after progress"
@@ -321,8 +321,8 @@ expect_eq "$after" "$before" "status does not change the state"
 sed -i 's/Change the jacket to red/Change the jacket to blue/' "$T/demo.yaml"
 sed -i 's#demo-media/products/\*/front.jpg#demo-media/products/100[12]/front.jpg#' "$T/demo.yaml"
 run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
-expect_in "$T/out" "1 jobs changed since the last run and will run again" "dry-run changed"
-expect_in "$T/out" "1 jobs in the state are no longer in the manifest" "dry-run removed"
+expect_in "$T/out" "1 job changed since the last run and will run again" "dry-run changed"
+expect_in "$T/out" "1 job in the state is no longer in the manifest" "dry-run removed"
 run "$SEEDBATCH" status "$T/demo.yaml"
 expect_in "$T/out" "removed from the manifest: 1003-marble (running)" "status removed"
 run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 0 changed 1 kept 2 invalid 0 removed 1" "sync after edit"

@@ -315,7 +315,7 @@ if [ -n "$UNMOUNT" ]; then
     # The state beside it: SQLite needs locks and shared memory, which this FUSE FAT lacks.
     run "$SEEDBATCH" run --state "$D/st/state.db" "$D/m.yaml"
     expect_rc 2 "ids that differ only in case on a case-folding output directory"
-    expect_in "$T/err" "$D/m.yaml: jobs sku-A and sku-a would write the same output files (and 1 more such groups): $D/fat/out is on a filesystem that does not tell upper from lower case in names" "the first pair, the number of others and the directory named"
+    expect_in "$T/err" "$D/m.yaml: jobs sku-A and sku-a would write the same output files (and 1 more such group): $D/fat/out is on a filesystem that does not tell upper from lower case in names" "the first pair, the number of others and the directory named"
     expect_eq "$(stat_of api_requests)" 0 "nothing sent"
     expect_eq "$(ls -A "$D/fat/out" | tr '\n' ' ')" "" "nothing left in the output directory (the probe file is removed)"
     cases fat x sku-A sku-a2 SKU-b sku-B2 > "$D/m.yaml"

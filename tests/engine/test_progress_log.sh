@@ -19,4 +19,8 @@ run "$SEEDBATCH" run "$T/m.yaml"; expect_rc 0 "slow run"
 expect_in "$T/err" "progress: 0/1 done, 0 succeeded, 0 failed, 1 running" "a progress log line after 30 s"
 expect_not_in "$T/err" $'\r' "no live line without a terminal"
 expect_eq "$(grep -c 'progress:' "$T/err")" 1 "one line per 30 s"
+# A count of one is said in the singular.
+expect_in "$T/err" "m.yaml: 1 job: 1 succeeded, 0 failed, 0 pending, 0 running, 0 cancelled; 1 image written;" "summary of one job"
+expect_in "$T/err" "API calls: 1 submit, " "one submit"
+expect_in "$T/err" " polls, 1 upload (" "one upload"
 finish
