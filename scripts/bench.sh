@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark: seedbatch and a Python asyncio + aiohttp runner (scripts/bench_peer.py,
-# Debian's python3-aiohttp) do the same batch against the bundled mock API with zero
-# processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
+# Debian's python3-aiohttp and python3-yaml) do the same batch, from the same manifest,
+# against the bundled mock API with zero processing time, same concurrency and poll interval. Prints a table: jobs/s, CPU
 # time per job (and its user/kernel parts), peak RSS, API calls per job, rate refusals,
 # state commits; each the median of REPEAT runs in which the two runners
 # alternate, with each run's CPU per job after it (the machines are shared: single
 # runs vary by 10-30%).
 #   scripts/bench.sh [JOBS...]          default: 10000 100000
 #   CONC=256 POLL=0.1 REPEAT=3 BENCH_DIR=/dev/shm scripts/bench.sh 10000
+#   PEERS="manifest code" scripts/bench.sh 10000  also a Python runner that makes the jobs
+#                                       in code and writes no results (the protocol alone)
 #   BENCH_TLS=1 scripts/bench.sh 10000  both runners over https through nghttpx (a TLS and
 #                                       HTTP/2 proxy) in front of the mock, as an API is
 #                                       reached in production; the proxy's CPU is not counted
@@ -23,6 +25,10 @@ CONC=${CONC:-256}
 # Runs of each runner per size, alternated; medians are printed. Unless REPEAT is set:
 # 9 for batches up to 20,000 jobs (a run takes seconds, and short runs vary most), else 5.
 REPEAT_SET=${REPEAT:-}
+# The Python runners: "manifest" reads the manifest seedbatch is given and writes a result
+# line per job, as a user's script would; "code" makes the same jobs in code and writes no
+# results (the protocol alone). PEERS="manifest code" runs both.
+PEERS=${PEERS:-manifest}
 POLL=${POLL:-0.1}
 BASE_DIR=${BENCH_DIR:-/dev/shm}
 [ -d "$BASE_DIR" ] && [ -w "$BASE_DIR" ] || BASE_DIR=/tmp
@@ -70,7 +76,7 @@ stop_mock() {
 stat() { curl -s "$url/_mock/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); work dir: $BASE_DIR; concurrency $CONC, poll ${POLL}s$([ "$TLS" = 1 ] && echo "; over https through nghttpx (seedbatch on HTTP/2, aiohttp on HTTP/1.1)")"
-printf '%-10s %-8s %9s %9s %12s %13s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "user/sys" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
+printf '%-11s %-8s %9s %9s %12s %13s %10s %10s %8s %8s  %s\n' runner jobs seconds jobs/s "cpu ms/job" "user/sys" "peak RSS" "calls/job" refused commits "cpu ms/job of each run"
 for n in "${SIZES[@]}"; do
     d=$tmp/run$n; mkdir -p "$d"
     python3 - "$d/m.yaml" "$n" "$CONC" "$POLL" <<'PY'
@@ -86,7 +92,7 @@ PY
     : > "$d/rows"
     REPEAT=${REPEAT_SET:-$([ "$n" -le 20000 ] && echo 9 || echo 5)}
     for rep in $(seq 1 "$REPEAT"); do
-        rm -rf "$d/out" "$d/peer"
+        rm -rf "$d/out"
         start_mock
         env "${ca_env[@]}" ATLASCLOUD_BASE_URL="$run_url/api/v1" ATLASCLOUD_API_KEY=test-key \
             /usr/bin/time -f '%e %U %S %M' -o "$d/time" build-bench/seedbatch run --progress never "$d/m.yaml" \
@@ -96,13 +102,18 @@ PY
         commits=$(grep -o '[0-9]* state commits' "$d/log" | grep -o '^[0-9]*' || echo "-1")
         stop_mock
         echo "seedbatch $n $el $user $sys $rss $api $refused $commits" >> "$d/rows"
-        start_mock
-        env "${ca_env[@]}" /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" \
-            /usr/bin/python3 scripts/bench_peer.py "$run_url/api/v1" test-key "$n" "$CONC" "$d/peer" "$POLL" >/dev/null
-        read -r el user sys rss < "$d/ptime"
-        api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
-        stop_mock
-        echo "python $n $el $user $sys $rss $api $refused -1" >> "$d/rows"
+        for peer in $PEERS; do
+            rm -rf "$d/peer"
+            jobs_arg="$d/m.yaml"; name=python
+            [ "$peer" = code ] && { jobs_arg=$n; name=python-code; }
+            start_mock
+            env "${ca_env[@]}" /usr/bin/time -f '%e %U %S %M' -o "$d/ptime" \
+                /usr/bin/python3 scripts/bench_peer.py "$run_url/api/v1" test-key "$jobs_arg" "$CONC" "$d/peer" "$POLL" >/dev/null
+            read -r el user sys rss < "$d/ptime"
+            api=$(stat '["api_requests"]'); refused=$(stat '["refused_rate"]')
+            stop_mock
+            echo "$name $n $el $user $sys $rss $api $refused -1" >> "$d/rows"
+        done
     done
     # Each runner's median over the repetitions (they alternate, so both meet the same
     # machine); each run's CPU per job in the last column.
@@ -110,7 +121,8 @@ PY
 import random, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 cpu, per_run = {}, {}
-for runner in ("seedbatch", "python"):
+runners = list(dict.fromkeys(r[0] for r in rows))
+for runner in runners:
     rs = [r for r in rows if r[0] == runner]
     n = int(rs[0][1])
     med = lambda i: statistics.median(float(r[i]) for r in rs)
@@ -119,17 +131,18 @@ for runner in ("seedbatch", "python"):
     per_run[runner] = runs
     commits = med(8)
     user_sys = f"{med(3) * 1000 / n:.3f}/{med(4) * 1000 / n:.3f}"
-    print(f"{runner:<10} {n:<8} {med(2):>9.2f} {n / med(2):>9.0f} {cpu[runner]:>12.3f} {user_sys:>13} {med(5) / 1024:>7.1f}MiB "
+    print(f"{runner:<11} {n:<8} {med(2):>9.2f} {n / med(2):>9.0f} {cpu[runner]:>12.3f} {user_sys:>13} {med(5) / 1024:>7.1f}MiB "
           f"{med(6) / n:>10.2f} {med(7):>8.0f} {('-' if commits < 0 else f'{commits:.0f}'):>8}  "
           + " ".join(f"{c:.3f}" for c in runs))
 # How far the ratio of the medians moves with the runs drawn: each runner's runs resampled
 # (with replacement, a fixed seed), the ratio's 5th and 95th percentiles over 2,000 draws.
-rnd = random.Random(1)
-draws = sorted(statistics.median(rnd.choices(per_run["python"], k=len(per_run["python"])))
-               / statistics.median(rnd.choices(per_run["seedbatch"], k=len(per_run["seedbatch"])))
-               for _ in range(2000))
-print(f"{'ratio':<10} {n:<8} python / seedbatch CPU per job: {cpu['python'] / cpu['seedbatch']:.2f}"
-      f" (resampled runs: 90% between {draws[100]:.2f} and {draws[1899]:.2f})")
+for peer in runners[1:]:
+    rnd = random.Random(1)
+    draws = sorted(statistics.median(rnd.choices(per_run[peer], k=len(per_run[peer])))
+                   / statistics.median(rnd.choices(per_run["seedbatch"], k=len(per_run["seedbatch"])))
+                   for _ in range(2000))
+    print(f"{'ratio':<11} {n:<8} {peer} / seedbatch CPU per job: {cpu[peer] / cpu['seedbatch']:.2f}"
+          f" (resampled runs: 90% between {draws[100]:.2f} and {draws[1899]:.2f})")
 PY
     rm -rf "$d"
 done

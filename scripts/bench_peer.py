@@ -1,11 +1,16 @@
 #!/usr/bin/python3
 """The same batch as scripts/bench.sh gives seedbatch, done the way a user might
-write it in Python: asyncio + aiohttp, one semaphore for concurrency, submit, poll
-every POLL seconds, download every output to a file. No state, no retries beyond
-a small retry on connection errors (keep-alive races happen under load). Prints
-CPU seconds and peak RSS as JSON on stdout.
+write it in Python: read the manifest (PyYAML with its libyaml loader, the fastest
+it has), asyncio + aiohttp with one semaphore for concurrency, submit, poll every
+POLL seconds, download every output to a file, write one result line per job. No
+state, no checks, no retries beyond a small retry on connection errors (keep-alive
+races happen under load). Prints CPU seconds and peak RSS as JSON on stdout.
 
-    bench_peer.py BASE_URL KEY JOBS CONCURRENCY OUTDIR [POLL_SECONDS]
+    bench_peer.py BASE_URL KEY MANIFEST CONCURRENCY OUTDIR [POLL_SECONDS]
+
+With a number N in place of MANIFEST the jobs are made in code (j0 .. jN-1, as the
+manifest bench.sh writes has them) and no results file is written: the protocol
+alone.
 """
 import asyncio
 import json
@@ -14,6 +19,8 @@ import resource
 import sys
 
 import aiohttp
+
+MODEL = "bytedance/seedream-v5.0-lite/edit-sequential"
 
 
 async def call(session, method, url, **kw):
@@ -29,11 +36,13 @@ async def call(session, method, url, **kw):
     raise RuntimeError(f"{method} {url}: gave up")
 
 
-async def one_job(session, base, i, sem, outdir, poll):
+async def one_job(session, base, model, job, sem, outdir, poll):
+    """Runs one job; returns the names of its output files (None if it failed)."""
     async with sem:
-        body = {"model": "bytedance/seedream-v5.0-lite/edit-sequential",
-                "prompt": f"bench {i}", "images": [f"http://127.0.0.1/in/{i}.jpg"],
-                "max_images": 1, "output_format": "jpeg"}
+        if isinstance(job, int):  # made in code, as late as the runner made them before it read manifests
+            job = {"id": f"j{job}", "prompt": f"bench {job}", "images": [f"http://127.0.0.1/in/{job}.jpg"]}
+        body = {"model": model, "prompt": job["prompt"], "images": job["images"],
+                "max_images": job.get("max_images", 1), "output_format": job.get("output_format", "jpeg")}
         status, d = await call(session, "POST", f"{base}/model/generateImage", json=body)
         pid = d.get("data", d)["id"]
         while True:
@@ -47,25 +56,43 @@ async def one_job(session, base, i, sem, outdir, poll):
                 outs = [outs] if isinstance(outs, str) else outs
                 break
             if d.get("status") in ("failed", "timeout"):
-                return 0
+                return None
+        ext = "jpg" if body["output_format"] == "jpeg" else body["output_format"]
+        names = []
         for k, url in enumerate(outs, 1):
             status, data = await call(session, "GET", url)
-            with open(os.path.join(outdir, f"j{i}_{k}.jpg"), "wb") as f:
+            names.append(f"{job['id']}_{k}.{ext}")
+            with open(os.path.join(outdir, names[-1]), "wb") as f:
                 f.write(data)
-        return len(outs)
+        return names
+
+
+def load_jobs(arg):
+    """(model, jobs, whether to write results) from a manifest, or N jobs made in code."""
+    if arg.isdigit():
+        return MODEL, range(int(arg)), False
+    import yaml
+    with open(arg) as f:
+        m = yaml.load(f, Loader=yaml.CSafeLoader)
+    defaults = m.get("defaults") or {}
+    return m.get("model", MODEL), [{**defaults, **j} for j in m["jobs"]], True
 
 
 async def main():
-    base, key, n, conc, outdir = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    base, key, manifest, conc, outdir = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     poll = float(sys.argv[6]) if len(sys.argv) > 6 else 0.1
+    model, jobs, write_results = load_jobs(manifest)
     os.makedirs(outdir, exist_ok=True)
     sem = asyncio.Semaphore(conc)
     conn = aiohttp.TCPConnector(limit=conc * 2)
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(connector=conn, headers=headers) as session:
-        images = await asyncio.gather(*(one_job(session, base, i, sem, outdir, poll) for i in range(n)))
-    with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump({"jobs": n, "images": sum(images)}, f)
+        outs = await asyncio.gather(*(one_job(session, base, model, j, sem, outdir, poll) for j in jobs))
+    if write_results:
+        with open(os.path.join(outdir, "results.jsonl"), "w") as f:
+            for j, names in zip(jobs, outs):
+                f.write(json.dumps({"id": j["id"], "status": "failed" if names is None else "succeeded",
+                                    "outputs": names or []}) + "\n")
 
 
 if __name__ == "__main__":
