@@ -34,8 +34,9 @@ enum sb_err {
 
 #define SB_ERRLEN 512
 #define SB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-/* The plural ending for a count in a message: "%d job%s", n, SB_S(n). */
-#define SB_S(n) ((n) == 1 ? "" : "s")
+/* A message's words for a count: SB_ONE(n, "is", "are"); SB_S(n) the plural ending ("%d job%s"). */
+#define SB_ONE(n, one, many) ((n) == 1 ? (one) : (many))
+#define SB_S(n) SB_ONE(n, "", "s")
 #define sb_container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 

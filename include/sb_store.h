@@ -84,7 +84,7 @@ int sb_jobrow_repollable(const struct sb_jobrow *r);
     "%d of the failed jobs %s a prediction the provider may still hold: run --retry-failed polls %s " \
     "again, at no new charge"
 /* The arguments after the count for SB_REPOLL_HINT. */
-#define SB_REPOLL_HINT_ARGS(n) (n) == 1 ? "has" : "have", (n) == 1 ? "it" : "them"
+#define SB_REPOLL_HINT_ARGS(n) SB_ONE(n, "has", "have"), SB_ONE(n, "it", "them")
 
 struct sb_store;
 

@@ -2443,7 +2443,7 @@ static int engine_open(struct run *r, struct engine *e)
     if (rep.invalid > SB_SYNC_SHOWN)
         sb_warn("%s: %d more job%s with an unusable reference image fail%s the same way: `seedbatch validate %s` "
                 "lists them all", m->path, rep.invalid - SB_SYNC_SHOWN, SB_S(rep.invalid - SB_SYNC_SHOWN),
-                rep.invalid - SB_SYNC_SHOWN == 1 ? "s" : "", m->path);
+                SB_ONE(rep.invalid - SB_SYNC_SHOWN, "s", ""), m->path);
     sb_sync_report_clear(&rep);
     if (e->folds_case && (rc = case_twins(e)) != SB_EXIT_OK)
         return rc;
@@ -2874,7 +2874,7 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
         if (kept)
             sb_warn("%s: %d job%s already submitted to %s cannot be cancelled (it has no cancel call); "
                     "the next run downloads %s outputs", e->m->path, kept, SB_S(kept), e->api.ops->name,
-                    kept == 1 ? "its" : "their");
+                    SB_ONE(kept, "its", "their"));
         sb_info("%s: %d job%s cancelled before submission, %d cancel request%s sent", e->m->path, local,
                 SB_S(local), remote, SB_S(remote));
     }
@@ -2895,8 +2895,8 @@ int sb_engine_cancel(struct sb_manifest **ms, int n, const struct sb_engine_opts
             if (e->cancel_failed)
                 sb_error("%s: %d cancel request%s failed (above): %s as %s; run cancel "
                          "again, or run to finish %s", e->m->path, e->cancel_failed, SB_S(e->cancel_failed),
-                         e->cancel_failed == 1 ? "that job is" : "those jobs are",
-                         e->cancel_failed == 1 ? "it was" : "they were", e->cancel_failed == 1 ? "it" : "them");
+                         SB_ONE(e->cancel_failed, "that job is", "those jobs are"),
+                         SB_ONE(e->cancel_failed, "it was", "they were"), SB_ONE(e->cancel_failed, "it", "them"));
             if (e->fatal && exit_rank(SB_EXIT_FAILED) > exit_rank(worst))
                 worst = SB_EXIT_FAILED;
         }

@@ -110,8 +110,7 @@ static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
             line = sb_asprintf("  job %s: will fail: %s\n", j->id, j->invalid);
         else
             line = sb_asprintf("  job %s: %d reference image%s -> up to %d output%s\n", j->id, j->n_images,
-                               j->n_images == 1 ? "" : "s", j->images_requested,
-                               j->images_requested == 1 ? "" : "s");
+                               SB_S(j->n_images), j->images_requested, SB_S(j->images_requested));
         sb_buf_puts(&p->listing, line);
         free(line);
         p->n_listed++;
@@ -177,7 +176,7 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
         fprintf(out, "  %d job%s changed since the last run and will run again\n", p->changed, SB_S(p->changed));
     if (p->removed)
         fprintf(out, "  %d job%s in the state %s no longer in the manifest\n", p->removed, SB_S(p->removed),
-                p->removed == 1 ? "is" : "are");
+                SB_ONE(p->removed, "is", "are"));
     fprintf(out, "  reference images: %d (%d local in %d distinct files, %d remote URLs); uploads needed: %d\n",
             p->image_refs, p->local_refs, p->distinct_files, p->remote_refs, p->uploads_needed);
     fprintf(out, "  limits: concurrency %d, %g requests/s%s, %d attempts per call, poll every %lldms, "
