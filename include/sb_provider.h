@@ -12,23 +12,44 @@
 #include "sb_manifest.h"
 
 enum sb_pred_state {
-    SB_PRED_RUNNING,    /* queued or processing */
-    SB_PRED_READY,      /* finished: its result must be fetched (RunComfy's status call) */
+    SB_PRED_RUNNING,    /* queued or processing, or a status word not in the provider's table */
+    SB_PRED_READY,      /* finished but no outputs listed: they are read from the result call */
     SB_PRED_SUCCEEDED,  /* outputs are listed */
     SB_PRED_FAILED,     /* the provider failed or refused it */
     SB_PRED_CANCELLED   /* cancelled remotely */
 };
 
+/*
+ * One word of a provider's status vocabulary and what it stands for. A
+ * provider's table lists every word its own clients handle; words are matched
+ * case-insensitively, and a word not listed means the prediction is still
+ * running (the engine logs it once per run and keeps polling with back-off).
+ */
+struct sb_status_word {
+    const char *word;
+    enum sb_pred_state state;
+    const char *kind;      /* for SB_PRED_FAILED: the error kind it gives the job (SB_EK_*) */
+};
+/* The entry of a NULL-terminated table for a word, or NULL when the word is not listed. */
+const struct sb_status_word *sb_status_lookup(const struct sb_status_word *table, const char *word);
+
 struct sb_poll_result {
     enum sb_pred_state state;
+    char status[48];       /* the status word as the answer gave it (cut short), "" when none */
+    int unknown_status;    /* the word is not in the provider's table: read as running */
     char **outputs;        /* output URLs when succeeded */
     int n_outputs;
+    int withheld;          /* outputs the provider's content filter withheld */
+    int skipped;           /* output entries that were no http(s) URL, passed over */
     double predict_time;   /* seconds, < 0 when not given */
     int queue_position;    /* place in the provider's queue, -1 when not given */
+    const char *kind;      /* when failed: the error kind (SB_EK_REJECTED, SB_EK_TIMEOUT) */
     char *error;           /* provider's message when failed */
     char *error_code;      /* provider's code when failed, or NULL */
 };
 void sb_poll_result_clear(struct sb_poll_result *r);
+/* Starts a poll result: nothing known, no times or places given. */
+void sb_poll_result_init(struct sb_poll_result *r);
 
 struct sb_api;
 
@@ -38,9 +59,12 @@ struct sb_api;
  */
 struct sb_provider_ops {
     const char *name;
-    const char *key_env;       /* environment variable holding the key */
+    /* Environment variables holding the key, in the order they are read (NULL-terminated). */
+    const char *const *key_envs;
     const char *base_env;      /* environment variable overriding the base URL */
     const char *default_base;
+    /* Appended to a base URL given as a bare host (no path, or "/"), or NULL. */
+    const char *base_path;
     int wrong_path_status;     /* the status the API gives a wrong URL path, when it reads like another (0) */
     int has_upload;
     char *(*upload_url)(const struct sb_api *p);
@@ -60,11 +84,15 @@ struct sb_provider_ops {
     /*
      * The message and code of an error answer (any status), or of a 200 that
      * carries one: returns SB_ERR then, with *status the HTTP status the error
-     * stands for (its code mapped), or 0 when unknown.
+     * stands for (its code mapped), or 0 when unknown. A code that says the
+     * result is not ready yet maps to SB_HTTP_NOT_READY.
      */
     int (*error_info)(const cJSON *answer, char *msg, size_t msglen, char *code, size_t codelen,
                       int *status);
 };
+
+/* HTTP 425 Too Early: what a provider's "not ready yet" code stands for (RunComfy's 400005). */
+#define SB_HTTP_NOT_READY 425
 
 struct sb_api {
     const struct sb_provider_ops *ops;
@@ -92,5 +120,25 @@ cJSON *sb_json_parse(const char *body, size_t len);
 const char *sb_json_str(const cJSON *o, const char *key);
 /* Appends an http(s) output URL to a poll result (at most 64). */
 int sb_poll_add_output(struct sb_poll_result *r, const cJSON *v);
+/*
+ * Reads a status word through the provider's table into r (state, status,
+ * unknown_status, kind). Returns SB_EINVAL when the answer has no status word.
+ */
+int sb_poll_read_status(const cJSON *o, const struct sb_status_word *table, struct sb_poll_result *r);
+/*
+ * Lists an answer's outputs: a URL string, or an array of them. An entry that
+ * is no http(s) URL is passed over (counted in r->skipped), never discarding
+ * the others; an entry whose flag in nsfw (has_nsfw_contents, may be NULL) is
+ * true is withheld (counted in r->withheld).
+ */
+void sb_poll_take_outputs(struct sb_poll_result *r, const cJSON *outputs, const cJSON *nsfw);
+/* The provider's failure message and code: error as a string or an object ({message, code}). */
+void sb_poll_take_error(struct sb_poll_result *r, const cJSON *o);
+/*
+ * The readable text of an error answer: msg, message, error_message, error (a
+ * string or an object) or detail (a string, or an array of {loc, msg} as 422
+ * answers give it, joined). "" when none.
+ */
+void sb_error_text(const cJSON *o, char *msg, size_t len);
 
 #endif

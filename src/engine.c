@@ -53,6 +53,12 @@
 #define SHARED_STATE "%s and %s would share the state %s: give them different output_dir"
 /* No call answered for this long, when none of the run has been yet: the run stops. */
 #define NO_ANSWER_FIRST_MS 20000
+/*
+ * A job calls again before its back-off delay only right after a state change
+ * (the status call said finished: the result is fetched at once), and at most
+ * this many times in a row; then even such an answer waits its back-off.
+ */
+#define MAX_FAST_CALLS 3
 
 enum call_kind { CALL_UPLOAD, CALL_SUBMIT, CALL_POLL, CALL_NKINDS };
 
@@ -100,8 +106,11 @@ struct job {
     int uploads_left;
     int64_t poll_every;
     int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
-    int seen_running;       /* a poll of this run found the prediction still running */
+    int polled;             /* a poll of this run was answered: job_timeout may end it now */
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
+    int fast;               /* calls in a row made ahead of the back-off (after a state change) */
+    char last_status[48];   /* the provider's last status word for it, for the timeout's message */
+    int last_ready;         /* ... and that word said finished, with no output listed */
     int queue_position;     /* place in the provider's queue, -1 when unknown */
     double reserved;        /* cost held against max_cost */
     struct call call;
@@ -151,6 +160,7 @@ struct run {
     int interrupted;               /* the signal that stopped the run, or 0 */
     int tty;
     int64_t started, last_log;
+    struct sb_map *unknown_words;  /* "provider status" words not in a table, logged once a run */
     struct engine **engines;
     int n;
 };
@@ -816,6 +826,7 @@ struct outcome {
     char msg[512];
     int lost;              /* the request went out and its answer is unknown */
     int unreached;         /* it did not: no connection, or none that took the request */
+    int not_ready;         /* the provider said the result is not ready yet (RunComfy 400005) */
 };
 
 /* The answer parsed as JSON, once for all its readers (NULL when it is not an object). */
@@ -829,6 +840,30 @@ static const cJSON *answer(struct sb_req *r)
 }
 
 static int64_t no_answer(struct engine *e, const struct outcome *oc);
+
+/*
+ * Whether an error answer's body still carries the provider's verdict on the
+ * prediction ({"code":500,"data":{"status":"failed","error":...}}, as Atlas
+ * answers a failed prediction): then the outcome is that failure, not retried.
+ */
+static int final_verdict(struct engine *e, struct sb_req *r, struct outcome *oc)
+{
+    struct sb_poll_result pr;
+    char err[64];
+    if (!answer(r) || e->api.ops->parse_poll(answer(r), &pr, err, sizeof err) != SB_OK)
+        return 0;
+    int final = pr.state == SB_PRED_FAILED || pr.state == SB_PRED_CANCELLED;
+    if (final) {
+        oc->v = V_FAIL;
+        oc->kind = pr.kind ? pr.kind : SB_EK_REJECTED;
+        snprintf(oc->msg, sizeof oc->msg, "HTTP %ld: %s", r->status,
+                 pr.error ? pr.error : "the provider cancelled the prediction");
+        if (pr.error_code)
+            sb_strlcpy(oc->code, pr.error_code, sizeof oc->code);
+    }
+    sb_poll_result_clear(&pr);
+    return final;
+}
 
 static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
 {
@@ -879,6 +914,12 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
         oc->v = V_RETRY;
         oc->kind = SB_EK_RATE_LIMITED;
         sb_rl_on_429(&e->run->rl[e->m->provider], mono_ms(), r->retry_after_ms);
+    } else if (s == SB_HTTP_NOT_READY) {
+        oc->v = V_RETRY;
+        oc->kind = SB_EK_SERVER;
+        oc->not_ready = 1;
+    } else if (s >= 500 && final_verdict(e, r, oc)) {
+        /* The body names a final status: a decision of the provider's, not a fault to retry. */
     } else if (s >= 500 || s < 200 || (s >= 300 && s < 400) || s == 408) {
         oc->v = V_RETRY;
         oc->kind = SB_EK_SERVER;
@@ -1302,6 +1343,86 @@ static void start_poll(struct engine *e, struct job *j)
 static void start_downloads(struct engine *e, struct job *j, char *const *urls, int n);
 static void start_downloads_kept(struct engine *e, struct job *j);
 
+/* The prediction is still running, or its answer brought nothing new: the next look waits its back-off. */
+static void keep_polling(struct engine *e, struct job *j, int64_t now)
+{
+    j->fast = 0;
+    set_due(e, j, now + j->poll_every);
+    j->poll_every = (int64_t)((double)j->poll_every * 1.5);
+    if (j->poll_every > POLL_CAP_MS)
+        j->poll_every = POLL_CAP_MS;
+}
+
+/* A status word the provider's table does not know: read as running, and said once a run. */
+static void unknown_status(struct engine *e, struct job *j, const char *word)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s %s", e->api.ops->name, word);
+    if (sb_map_get(e->run->unknown_words, key))
+        return;
+    sb_map_put(e->run->unknown_words, key, (void *)1);
+    char *w = sb_redact(&e->api, sb_strdup(word));
+    sb_warn("job %s: %s answered the status \"%s\", which seedbatch does not know: read as still running "
+            "(job_timeout bounds it); said once a run", j->row.id, e->api.ops->name, w);
+    free(w);
+}
+
+/* A poll or result answer that reads: what the prediction's state means for the job. */
+static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr, int64_t now)
+{
+    int was_result = j->fetch_result;
+    sb_strlcpy(j->last_status, pr->status, sizeof j->last_status);
+    j->last_ready = pr->state == SB_PRED_READY;
+    if (pr->unknown_status)
+        unknown_status(e, j, pr->status);
+    if (pr->state == SB_PRED_RUNNING) {
+        j->fetch_result = 0;
+        j->queue_position = pr->queue_position;
+        keep_polling(e, j, now);
+    } else if (pr->state == SB_PRED_READY) {
+        /*
+         * Finished, and no outputs listed. After the status call's "completed" the
+         * result is fetched at once; the result call answering so (or a provider
+         * without one) says nothing new: asked again after the back-off.
+         */
+        j->queue_position = -1;
+        if (e->api.ops->result_url && !was_result && j->fast < MAX_FAST_CALLS) {
+            j->fetch_result = 1;
+            j->fast++;
+            set_due(e, j, 0);
+        } else {
+            j->fetch_result = e->api.ops->result_url != NULL;
+            keep_polling(e, j, now);
+        }
+    } else if (pr->state == SB_PRED_CANCELLED) {
+        set_error(e, j, "cancelled", 0, NULL, "the request was cancelled at the provider");
+        set_state(e, j, SB_JOB_CANCELLED);
+        j->want = W_NONE;
+        e->jobs_done_run++;
+        release(e, j);
+    } else if (pr->state == SB_PRED_FAILED) {
+        job_failed(e, j, pr->kind ? pr->kind : SB_EK_REJECTED, 0, pr->error_code, pr->error);
+    } else {
+        if (pr->withheld)
+            sb_warn("job %s: %d output%s withheld by the provider's content filter (has_nsfw_contents); "
+                    "the other %d %s downloaded", j->row.id, pr->withheld, SB_S(pr->withheld), pr->n_outputs,
+                    SB_ONE(pr->n_outputs, "is", "are"));
+        if (pr->skipped)
+            sb_warn("job %s: %d output entr%s of the answer %s no http(s) URL: passed over", j->row.id,
+                    pr->skipped, SB_ONE(pr->skipped, "y", "ies"), SB_ONE(pr->skipped, "is", "are"));
+        double sample = pr->predict_time >= 0 ? pr->predict_time * 1000.0 : (double)(now - j->submitted_mono);
+        e->ema_ms = e->samples ? 0.8 * e->ema_ms + 0.2 * sample : sample;
+        e->samples++;
+        j->row.predict_time = pr->predict_time;
+        free(j->row.output_urls);
+        j->row.output_urls = str_array(pr->outputs, pr->n_outputs);
+        set_state(e, j, SB_JOB_DOWNLOADING);
+        j->want = W_DOWNLOAD;
+        set_due(e, j, 0);
+        start_downloads(e, j, pr->outputs, pr->n_outputs);
+    }
+}
+
 static void poll_done(struct sb_req *r, CURLcode rc)
 {
     struct outcome oc;
@@ -1309,12 +1430,17 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     struct engine *e = j->call.e;
     count_unsent(e, r, CALL_POLL);
     int64_t now = mono_ms();
-    /* A prediction created moments ago may not be visible yet: 400/404 means running. */
-    if (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
-        now - j->submitted_mono < EARLY_404_MS) {
-        oc.v = V_OK;
+    if (oc.v != V_RETRY || !oc.unreached)
+        j->polled = 1;
+    /*
+     * Not ready yet: a prediction created moments ago may not be visible (400/404),
+     * and RunComfy answers a result asked for too early 400 with error_code 400005
+     * (at any age). Both mean still running.
+     */
+    if (oc.not_ready || (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
+                         now - j->submitted_mono < EARLY_404_MS)) {
         j->tries = 0;
-        set_due(e, j, now + j->poll_every);
+        keep_polling(e, j, now);
         sb_req_cleanup(r);
         pump(e);
         return;
@@ -1323,39 +1449,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
         struct sb_poll_result pr;
         if (e->api.ops->parse_poll(answer(r), &pr, oc.msg, sizeof oc.msg) == SB_OK) {
             j->tries = 0;
-            if (pr.state == SB_PRED_RUNNING) {
-                j->seen_running = 1;
-                j->fetch_result = 0;
-                j->queue_position = pr.queue_position;
-                set_due(e, j, now + j->poll_every);
-                j->poll_every = (int64_t)((double)j->poll_every * 1.5);
-                if (j->poll_every > POLL_CAP_MS)
-                    j->poll_every = POLL_CAP_MS;
-            } else if (pr.state == SB_PRED_READY) {
-                j->fetch_result = 1;   /* finished: read the result right away */
-                j->queue_position = -1;
-                set_due(e, j, 0);
-            } else if (pr.state == SB_PRED_CANCELLED) {
-                set_error(e, j, "cancelled", 0, NULL, "the request was cancelled at the provider");
-                set_state(e, j, SB_JOB_CANCELLED);
-                j->want = W_NONE;
-                e->jobs_done_run++;
-                release(e, j);
-            } else if (pr.state == SB_PRED_FAILED) {
-                job_failed(e, j, SB_EK_REJECTED, 0, pr.error_code, pr.error);
-            } else {
-                double sample = pr.predict_time >= 0 ? pr.predict_time * 1000.0
-                                                     : (double)(now - j->submitted_mono);
-                e->ema_ms = e->samples ? 0.8 * e->ema_ms + 0.2 * sample : sample;
-                e->samples++;
-                j->row.predict_time = pr.predict_time;
-                free(j->row.output_urls);
-                j->row.output_urls = str_array(pr.outputs, pr.n_outputs);
-                set_state(e, j, SB_JOB_DOWNLOADING);
-                j->want = W_DOWNLOAD;
-                set_due(e, j, 0);
-                start_downloads(e, j, pr.outputs, pr.n_outputs);
-            }
+            poll_read(e, j, &pr, now);
             sb_poll_result_clear(&pr);
             sb_req_cleanup(r);
             pump(e);
@@ -1366,6 +1460,7 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     }
     int64_t ra = r->retry_after_ms;
     sb_req_cleanup(r);
+    j->fast = 0;
     if (oc.v == V_ABORT) {
         auth_abort(e, &oc);
     } else if (oc.v == V_RETRY && oc.unreached) {
@@ -1700,17 +1795,22 @@ static struct sb_jobrow *next_pending(struct engine *e)
  * every job): its call queued or its downloads started, or a failure once it
  * has run past job_timeout. A job not ready yet goes back in the wake queue.
  */
-static void look_at(struct engine *e, struct job *j, int64_t now, int64_t wall, int from_wq)
+static void look_at(struct engine *e, struct job *j, int64_t now, int from_wq)
 {
     if (!j->active || j->inflight || j->queued)
         return; /* its call's end, or its release, decides what comes next */
     /*
-     * Only once a poll has found it running: a run resumed long after the last one
-     * stopped looks first (a prediction that has finished meanwhile is downloaded).
+     * Counted from the submit, whatever the polls said, but only once a poll of this
+     * run was answered: a run resumed long after the last one stopped looks first (a
+     * prediction that has finished meanwhile is downloaded).
      */
-    if (j->want == W_POLL && j->seen_running && j->row.submitted_at &&
-        wall - j->row.submitted_at > e->m->limits.job_timeout_ms) {
-        job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, "the prediction was still running at job_timeout");
+    if (j->want == W_POLL && j->polled && j->submitted_mono &&
+        now - j->submitted_mono > e->m->limits.job_timeout_ms) {
+        char msg[200] = "the prediction was still running at job_timeout";
+        if (j->last_status[0])
+            snprintf(msg, sizeof msg, "the prediction was still running at job_timeout (its last status: \"%s\"%s)",
+                     j->last_status, j->last_ready ? ", with no output listed" : "");
+        job_failed(e, j, SB_EK_TIMEOUT, 0, NULL, msg);
         return;
     }
     if (e->run->stopping)
@@ -1763,7 +1863,6 @@ static void pump(struct engine *e)
     if (e->finished)
         return;
     int64_t now = mono_ms(), next = INT64_MAX;
-    int64_t wall = sb_now_ms();
 
     struct sb_jobrow *row;
     while (!e->run->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
@@ -1792,14 +1891,14 @@ static void pump(struct engine *e)
         e->scan_all = 0;
         for (int i = 0; i < e->n_active; i++) {
             struct job *j = e->active[i];
-            look_at(e, j, now, wall, 0);
+            look_at(e, j, now, 0);
             if (i < e->n_active && e->active[i] != j)
                 i--; /* it left the list: another job took its place */
         }
     } else {
         struct job *j;
         while ((j = wq_pop_due(e, now)))
-            look_at(e, j, now, wall, 1);
+            look_at(e, j, now, 1);
     }
     if (e->n_wq && e->wq[0]->due < next)
         next = e->wq[0]->due;
@@ -2630,6 +2729,7 @@ static void run_init(struct run *r, int n, long max_connects)
     r->engines = sb_calloc((size_t)n, sizeof *r->engines);
     uv_loop_init(&r->uv);
     r->http = sb_loop_new(&r->uv, max_connects);
+    r->unknown_words = sb_map_new();
     r->started = r->last_log = mono_ms();
 }
 
@@ -2661,6 +2761,8 @@ static void run_shutdown(struct run *r, int opened)
     sb_debug("connections: %ld opened, %ld woke while idle", lc.sockets, lc.idle_wakeups);
     sb_debug("requests: %ld, %ld of them with the URL handed to libcurl parsed", lc.requests, lc.urls_parsed);
     sb_loop_free(r->http);
+    sb_map_free(r->unknown_words, NULL);
+    r->unknown_words = NULL;
     uv_walk(&r->uv, walk_close, NULL);
     while (uv_run(&r->uv, UV_RUN_DEFAULT))
         ;

@@ -2,11 +2,13 @@
  * provider_atlas.c speaks Atlas Cloud's API (../shared/API.md): uploadMedia,
  * generateImage and prediction polling. Answers come enveloped as
  * {"code","data":{...}} or flat; uploads name their URL download_url or url;
- * polls list outputs as "outputs" or "output" (a string or a list). Errors
- * carry their text in msg, message or error.
+ * polls list outputs as "outputs" or "output" (a string or a list), with
+ * has_nsfw_contents flagging withheld ones. Errors carry their text in msg,
+ * message or error (a string or an object).
  */
 #include "sb_provider.h"
 #include "sb_jw.h"
+#include "sb_store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -88,57 +90,68 @@ static char *atlas_poll_url(const struct sb_api *p, const char *id)
     return u;
 }
 
+/*
+ * Atlas's status words, as its own MCP server and ComfyUI nodes read them.
+ * "pending" and "running" are not in those clients; they are read as running,
+ * as any other word would be, but listed so that they are not logged as unknown.
+ */
+static const struct sb_status_word atlas_words[] = {
+    {"created", SB_PRED_RUNNING, NULL},
+    {"queued", SB_PRED_RUNNING, NULL},
+    {"starting", SB_PRED_RUNNING, NULL},
+    {"processing", SB_PRED_RUNNING, NULL},
+    {"pending", SB_PRED_RUNNING, NULL},
+    {"running", SB_PRED_RUNNING, NULL},
+    {"completed", SB_PRED_SUCCEEDED, NULL},
+    {"succeeded", SB_PRED_SUCCEEDED, NULL},
+    {"success", SB_PRED_SUCCEEDED, NULL},
+    {"failed", SB_PRED_FAILED, SB_EK_REJECTED},
+    {"error", SB_PRED_FAILED, SB_EK_REJECTED},
+    {"timeout", SB_PRED_FAILED, SB_EK_TIMEOUT},
+    {"canceled", SB_PRED_CANCELLED, NULL},
+    {"cancelled", SB_PRED_CANCELLED, NULL},
+    {NULL, SB_PRED_RUNNING, NULL},
+};
+
+/*
+ * A finished prediction lists its outputs as "outputs" or "output" (a string
+ * or a list); has_nsfw_contents flags the ones the content filter withheld. One
+ * that lists none is read as still running (the job's timeout bounds that),
+ * unless the filter withheld them all: then it failed.
+ */
 static int atlas_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    out->predict_time = -1;
-    out->queue_position = -1;
+    sb_poll_result_init(out);
     if (!j)
         return sb_seterr(err, errlen, "poll answer is not a JSON object");
     const cJSON *d = payload(j);
-    const char *st = sb_json_str(d, "status");
-    int rc = SB_OK;
-    if (!st) {
-        rc = sb_seterr(err, errlen, "poll answer has no status");
-    } else if (!strcmp(st, "starting") || !strcmp(st, "processing") || !strcmp(st, "queued") ||
-               !strcmp(st, "pending") || !strcmp(st, "running")) {
-        out->state = SB_PRED_RUNNING;
-    } else if (!strcmp(st, "completed") || !strcmp(st, "succeeded")) {
-        out->state = SB_PRED_SUCCEEDED;
+    if (sb_poll_read_status(d, atlas_words, out) != SB_OK)
+        return sb_seterr(err, errlen, "poll answer has no status");
+    if (out->state == SB_PRED_SUCCEEDED) {
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(d, "outputs");
         if (!o || cJSON_IsNull(o) || (cJSON_IsArray(o) && cJSON_GetArraySize(o) == 0)) {
             const cJSON *alt = cJSON_GetObjectItemCaseSensitive(d, "output");
             if (alt)
                 o = alt;
         }
-        const cJSON *it;
-        if (cJSON_IsString(o)) {
-            rc = sb_poll_add_output(out, o);
-        } else if (cJSON_IsArray(o)) {
-            cJSON_ArrayForEach(it, o) if (rc == SB_OK) rc = sb_poll_add_output(out, it);
-        }
-        if (rc != SB_OK || out->n_outputs == 0)
-            rc = sb_seterr(err, errlen, "prediction %s without usable output URLs", st);
+        sb_poll_take_outputs(out, o, cJSON_GetObjectItemCaseSensitive(d, "has_nsfw_contents"));
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(d, "metrics");
         const cJSON *pt = cJSON_GetObjectItemCaseSensitive(m, "predict_time");
         if (cJSON_IsNumber(pt) && pt->valuedouble >= 0 && pt->valuedouble < 1e7)
             out->predict_time = pt->valuedouble;
-    } else if (!strcmp(st, "failed") || !strcmp(st, "timeout") || !strcmp(st, "canceled") ||
-               !strcmp(st, "cancelled")) {
-        out->state = SB_PRED_FAILED;
-        const char *e = sb_json_str(d, "error");
-        out->error = sb_asprintf("prediction %s%s%s", st, e ? ": " : "", e ? e : "");
-        const cJSON *code = cJSON_GetObjectItemCaseSensitive(d, "error_code");
-        if (cJSON_IsNumber(code))
-            out->error_code = sb_asprintf("%.0f", code->valuedouble);
-        else if (cJSON_IsString(code) && code->valuestring[0])
-            out->error_code = sb_strndup(code->valuestring, 64);
-    } else {
-        rc = sb_seterr(err, errlen, "poll answer has an unknown status \"%.40s\"", st);
+        if (out->n_outputs == 0 && out->withheld > 0) {
+            out->state = SB_PRED_FAILED;
+            out->kind = SB_EK_REJECTED;
+            out->error = sb_asprintf("prediction %s, but its %d output%s %s withheld by the content filter "
+                                     "(has_nsfw_contents)", out->status, out->withheld, SB_S(out->withheld),
+                                     SB_ONE(out->withheld, "was", "were"));
+        } else if (out->n_outputs == 0) {
+            out->state = SB_PRED_READY; /* no output listed yet */
+        }
+    } else if (out->state == SB_PRED_FAILED) {
+        sb_poll_take_error(out, d);
     }
-    if (rc != SB_OK)
-        sb_poll_result_clear(out);
-    return rc;
+    return SB_OK;
 }
 
 static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code, size_t codelen,
@@ -148,13 +161,7 @@ static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code
     *status = 0;
     if (!j)
         return SB_EINVAL;
-    const char *t = sb_json_str(j, "msg");
-    if (!t)
-        t = sb_json_str(j, "message");
-    if (!t)
-        t = sb_json_str(j, "error");
-    if (t)
-        sb_strlcpy(msg, t, msglen);
+    sb_error_text(j, msg, msglen);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "code");
     if (cJSON_IsNumber(c) && c->valuedouble != 200)
         snprintf(code, codelen, "%.0f", c->valuedouble);
@@ -166,9 +173,10 @@ static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code
 
 const struct sb_provider_ops sb_provider_atlas = {
     .name = "atlascloud",
-    .key_env = "ATLASCLOUD_API_KEY",
+    .key_envs = (const char *const[]){"ATLASCLOUD_API_KEY", NULL},
     .base_env = "ATLASCLOUD_BASE_URL",
     .default_base = "https://api.atlascloud.ai/api/v1",
+    .base_path = "/api/v1",
     .wrong_path_status = 401,
     .has_upload = 1,
     .upload_url = atlas_upload_url,

@@ -1,13 +1,14 @@
 /*
  * provider_runcomfy.c speaks RunComfy's model API (../shared/API.md):
  * submit to /v1/models/{model}, then /v1/requests/{id}/status (in_queue,
- * in_progress, completed, cancelled: it has no failed state), /result once
- * completed (succeeded with output.image or output.images, or failed), and
- * /cancel for queued requests. Errors may come as HTTP 200 with a top-level
+ * in_progress, completed, cancelled), /result once completed (succeeded or
+ * completed with output.image or output.images, or failed; HTTP 400 with
+ * error_code 400005 while not ready), and /cancel for queued requests. Errors may come as HTTP 200 with a top-level
  * error_code; the codes map to the HTTP statuses they stand for.
  */
 #include "sb_provider.h"
 #include "sb_jw.h"
+#include "sb_store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -68,58 +69,49 @@ static char *rc_cancel_url(const struct sb_api *p, const char *id)
     return request_url(p, id, "cancel");
 }
 
+/*
+ * RunComfy's status and result calls share one vocabulary (its CLI's poll.rs
+ * and integration tests). "completed" and "succeeded" both mean finished: with
+ * an output it is a success, without one the result must still be fetched.
+ */
+static const struct sb_status_word rc_words[] = {
+    {"in_queue", SB_PRED_RUNNING, NULL},
+    {"in_progress", SB_PRED_RUNNING, NULL},
+    {"queued", SB_PRED_RUNNING, NULL},
+    {"running", SB_PRED_RUNNING, NULL},
+    {"completed", SB_PRED_SUCCEEDED, NULL},
+    {"succeeded", SB_PRED_SUCCEEDED, NULL},
+    {"failed", SB_PRED_FAILED, SB_EK_REJECTED},
+    {"error", SB_PRED_FAILED, SB_EK_REJECTED},
+    {"timeout", SB_PRED_FAILED, SB_EK_TIMEOUT},
+    {"cancelled", SB_PRED_CANCELLED, NULL},
+    {"canceled", SB_PRED_CANCELLED, NULL},
+    {NULL, SB_PRED_RUNNING, NULL},
+};
+
 /* Reads a status or a result answer: both carry "status". */
 static int rc_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
-    out->predict_time = -1;
-    out->queue_position = -1;
+    sb_poll_result_init(out);
     if (!j)
         return sb_seterr(err, errlen, "answer is not a JSON object");
-    const char *st = sb_json_str(j, "status");
-    int rc = SB_OK;
-    if (!st) {
-        rc = sb_seterr(err, errlen, "answer has no status");
-    } else if (!strcmp(st, "in_queue") || !strcmp(st, "in_progress")) {
-        out->state = SB_PRED_RUNNING;
+    if (sb_poll_read_status(j, rc_words, out) != SB_OK)
+        return sb_seterr(err, errlen, "answer has no status");
+    if (out->state == SB_PRED_RUNNING) {
         const cJSON *qp = cJSON_GetObjectItemCaseSensitive(j, "queue_position");
         if (cJSON_IsNumber(qp) && qp->valuedouble >= 0 && qp->valuedouble < 1e9)
             out->queue_position = (int)qp->valuedouble;
-    } else if (!strcmp(st, "completed")) {
-        out->state = SB_PRED_READY;
-    } else if (!strcmp(st, "cancelled") || !strcmp(st, "canceled")) {
-        out->state = SB_PRED_CANCELLED;
-    } else if (!strcmp(st, "succeeded")) {
-        out->state = SB_PRED_SUCCEEDED;
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "output"), *it;
+    } else if (out->state == SB_PRED_SUCCEEDED) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "output");
         const cJSON *one = cJSON_GetObjectItemCaseSensitive(o, "image");
         const cJSON *many = cJSON_GetObjectItemCaseSensitive(o, "images");
-        if (cJSON_IsString(one))
-            rc = sb_poll_add_output(out, one);
-        else if (cJSON_IsArray(one))
-            many = one;
-        if (cJSON_IsArray(many))
-            cJSON_ArrayForEach(it, many) if (rc == SB_OK) rc = sb_poll_add_output(out, it);
-        if (rc != SB_OK || out->n_outputs == 0)
-            rc = sb_seterr(err, errlen, "result succeeded without usable output URLs");
-    } else if (!strcmp(st, "failed")) {
-        out->state = SB_PRED_FAILED;
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        const char *msg = cJSON_IsString(e) ? e->valuestring : sb_json_str(e, "message");
-        if (!msg)
-            msg = sb_json_str(j, "error_message");
-        out->error = sb_asprintf("prediction failed%s%s", msg ? ": " : "", msg ? msg : "");
-        const cJSON *code = cJSON_GetObjectItemCaseSensitive(cJSON_IsObject(e) ? e : j, cJSON_IsObject(e) ? "code" : "error_code");
-        if (cJSON_IsNumber(code))
-            out->error_code = sb_asprintf("%.0f", code->valuedouble);
-        else if (cJSON_IsString(code) && code->valuestring[0])
-            out->error_code = sb_strndup(code->valuestring, 64);
-    } else {
-        rc = sb_seterr(err, errlen, "answer has an unknown status \"%.40s\"", st);
+        sb_poll_take_outputs(out, cJSON_IsString(one) || cJSON_IsArray(one) ? one : many, NULL);
+        if (out->n_outputs == 0)
+            out->state = SB_PRED_READY; /* the status call's "completed", or a result without output yet */
+    } else if (out->state == SB_PRED_FAILED) {
+        sb_poll_take_error(out, j);
     }
-    if (rc != SB_OK)
-        sb_poll_result_clear(out);
-    return rc;
+    return SB_OK;
 }
 
 static int rc_parse_cancel(const cJSON *j)
@@ -147,6 +139,7 @@ static int code_status(long code)
     case 403001: return 403;  /* permission denied */
     case 404001: return 404;  /* not found, or an expired request id */
     case 400001: return 400;  /* bad model id */
+    case 400005: return SB_HTTP_NOT_READY; /* the result asked for before the request finished */
     default:
         if (code >= 400 && code < 600)
             return (int)code;
@@ -163,13 +156,7 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
     *status = 0;
     if (!j)
         return SB_EINVAL;
-    const char *t = sb_json_str(j, "error_message");
-    if (!t)
-        t = sb_json_str(j, "message");
-    if (!t)
-        t = sb_json_str(j, "detail");
-    if (t)
-        sb_strlcpy(msg, t, msglen);
+    sb_error_text(j, msg, msglen);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "error_code");
     long n = 0;
     /* Numbers are doubles: one out of range would make the conversion undefined. */
@@ -190,7 +177,8 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
 
 const struct sb_provider_ops sb_provider_runcomfy = {
     .name = "runcomfy",
-    .key_env = "RUNCOMFY_API_TOKEN",
+    /* RunComfy's own tools name it differently: its MCP server RUNCOMFY_API_KEY, its CLI RUNCOMFY_TOKEN. */
+    .key_envs = (const char *const[]){"RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY", "RUNCOMFY_TOKEN", NULL},
     .base_env = "RUNCOMFY_BASE_URL",
     .default_base = "https://model-api.runcomfy.net",
     .has_upload = 0,

@@ -357,13 +357,22 @@ expect_eq "$(stat_of requests.poll)" 0 "402: nothing else started"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='pending'")" 12 "402: every job back to pending"
 expect_not_in "$T/err" "a wrong path there" "402: no word of the path"
 stop_mock
-# Atlas answers a wrong URL path 401 as well: with a base URL set by hand (here without its
-# /api/v1), the message says so and names it.
-start_mock --key "$KEY"; export ATLASCLOUD_BASE_URL="$MOCK_URL"
-run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "base URL without /api/v1"
-expect_in "$T/err" "ATLASCLOUD_BASE_URL is set to $MOCK_URL, and a wrong path there is answered 401 too: check it" "the base URL named"
+# Atlas answers a wrong URL path 401 as well: with a base URL set by hand (here with a
+# wrong path), the message says so and names it.
+start_mock --key "$KEY"; export ATLASCLOUD_BASE_URL="$MOCK_URL/api"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "base URL with a wrong path"
+expect_in "$T/err" "ATLASCLOUD_BASE_URL is set to $MOCK_URL/api, and a wrong path there is answered 401 too: check it" "the base URL named"
 expect_eq "$(stat_of submissions)" 0 "nothing submitted"
 stop_mock
+# A bare host (as Atlas's ComfyUI nodes take it), with or without its slash, gets /api/v1.
+for host in "MOCK_URL" "MOCK_URL/"; do
+    rm -rf "$D/out"
+    start_mock --key "$KEY"; export ATLASCLOUD_BASE_URL="${host/MOCK_URL/$MOCK_URL}"
+    run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "bare host $ATLASCLOUD_BASE_URL"
+    expect_eq "$(stat_of submissions)" 12 "bare host $ATLASCLOUD_BASE_URL: every job submitted under /api/v1"
+    expect_eq "$(stat_of requests.other)" 0 "bare host $ATLASCLOUD_BASE_URL: no call outside the API's path"
+    stop_mock
+done
 unset ATLASCLOUD_API_KEY
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 2 "no key"
 expect_in "$T/err" "no API key: set ATLASCLOUD_API_KEY or api_key_file" "no key message"

@@ -50,10 +50,168 @@ static int status_of(const struct sb_provider_ops *o, const char *body, char *co
     return rc == SB_ERR ? st : 0;
 }
 
+static const char *state_name(enum sb_pred_state s)
+{
+    static const char *names[] = {"running", "ready", "succeeded", "failed", "cancelled"};
+    return names[s];
+}
+
+/* The value of key=... in an INDEX line's expected words ("" when absent; msg= takes the rest). */
+static int expect_of(const char *words, const char *key, char *val, size_t n)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "%s=", key);
+    const char *p = words;
+    while ((p = strstr(p, pat)) && p != words && p[-1] != ' ')
+        p++;
+    if (!p)
+        return 0;
+    p += strlen(pat);
+    size_t len = strcmp(key, "msg") == 0 ? strlen(p) : strcspn(p, " ");
+    snprintf(val, n, "%.*s", (int)len, p);
+    return 1;
+}
+
+static char *read_answer(const char *dir, const char *name, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 1 << 16);
+    *len = fread(buf, 1, (1 << 16) - 1, f);
+    fclose(f);
+    while (*len && (buf[*len - 1] == '\n' || buf[*len - 1] == '\r'))
+        buf[--*len] = '\0';
+    return buf;
+}
+
+/* Checks one INDEX line: the answer read by its provider's parser as the line says. */
+static void check_answer(const char *dir, const char *file, const char *call, const char *want)
+{
+    const struct sb_provider_ops *o = strncmp(file, "runcomfy/", 9) == 0 ? R : A;
+    size_t len;
+    char *body = read_answer(dir, file, &len), v[512], err[256];
+    if (!body) {
+        fprintf(stderr, "%s: cannot read\n", file);
+        t_fail++;
+        return;
+    }
+    cJSON *j = sb_json_parse(body, len);
+    if (!j) {
+        fprintf(stderr, "%s: not a JSON object\n", file);
+        t_fail++;
+    }
+    int before = t_fail;
+    if (strcmp(call, "submit") == 0 || strcmp(call, "upload") == 0) {
+        char *got = NULL;
+        int rc = call[0] == 's' ? o->parse_submit(j, &got, err, sizeof err) : o->parse_upload(j, &got, err, sizeof err);
+        CHECK_INT(rc, SB_OK);
+        if (expect_of(want, call[0] == 's' ? "id" : "url", v, sizeof v))
+            CHECK_STR(got, v);
+        free(got);
+    } else if (strcmp(call, "cancel") == 0) {
+        expect_of(want, "cancel", v, sizeof v);
+        CHECK_INT(o->parse_cancel(j), atoi(v));
+    } else {
+        struct sb_poll_result pr;
+        int prc = o->parse_poll(j, &pr, err, sizeof err);
+        const char *msg = pr.error;
+        char emsg[512] = "", ecode[64] = "";
+        if (strcmp(call, "error") == 0) {
+            int status = -1;
+            o->error_info(j, emsg, sizeof emsg, ecode, sizeof ecode, &status);
+            if (expect_of(want, "status", v, sizeof v))
+                CHECK_INT(status, atoi(v));
+            int final = prc == SB_OK && (pr.state == SB_PRED_FAILED || pr.state == SB_PRED_CANCELLED);
+            expect_of(want, "final", v, sizeof v);
+            CHECK_STR(final ? state_name(pr.state) : "none", v);
+            if (!final)
+                msg = emsg;
+        } else {
+            CHECK_INT(prc, SB_OK);
+            if (expect_of(want, "state", v, sizeof v))
+                CHECK_STR(prc == SB_OK ? state_name(pr.state) : "unreadable", v);
+        }
+        if (expect_of(want, "outputs", v, sizeof v))
+            CHECK_INT(pr.n_outputs, atoi(v));
+        if (expect_of(want, "withheld", v, sizeof v))
+            CHECK_INT(pr.withheld, atoi(v));
+        if (expect_of(want, "skipped", v, sizeof v))
+            CHECK_INT(pr.skipped, atoi(v));
+        if (expect_of(want, "unknown", v, sizeof v))
+            CHECK_INT(pr.unknown_status, atoi(v));
+        if (expect_of(want, "qpos", v, sizeof v))
+            CHECK_INT(pr.queue_position, atoi(v));
+        if (expect_of(want, "ptime", v, sizeof v))
+            CHECK(pr.predict_time == atof(v));
+        if (expect_of(want, "kind", v, sizeof v))
+            CHECK_STR(pr.kind, v);
+        if (expect_of(want, "code", v, sizeof v))
+            CHECK_STR(pr.error_code, v);
+        if (expect_of(want, "msg", v, sizeof v))
+            CHECK_HAS(msg, v);
+        /* Every output listed is an http(s) URL. */
+        for (int k = 0; prc == SB_OK && k < pr.n_outputs; k++)
+            CHECK(strncmp(pr.outputs[k], "https://", 8) == 0 || strncmp(pr.outputs[k], "http://", 7) == 0);
+        if (prc == SB_OK)
+            sb_poll_result_clear(&pr);
+    }
+    if (t_fail != before)
+        fprintf(stderr, "  ^ in %s (%s: %s)\n", file, call, want);
+    cJSON_Delete(j);
+    free(body);
+}
+
+/* Runs every line of the answer corpus's INDEX; returns how many were checked. */
+static int check_corpus(const char *dir)
+{
+    char path[1024], line[1024];
+    snprintf(path, sizeof path, "%s/INDEX", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (!f) {
+        perror(path);
+        return 0;
+    }
+    while (fgets(line, sizeof line, f)) {
+        char *fields[4] = {0};
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        char *p = line;
+        for (int i = 0; i < 4 && p; i++) {
+            char *bar = strchr(p, '|');
+            if (bar)
+                *bar = '\0';
+            while (*p == ' ')
+                p++;
+            size_t l = strlen(p);
+            while (l && (p[l - 1] == ' ' || p[l - 1] == '\n'))
+                p[--l] = '\0';
+            fields[i] = p;
+            p = bar ? bar + 1 : NULL;
+        }
+        if (!fields[3] || !*fields[3]) {
+            fprintf(stderr, "INDEX: a line without its source: %s\n", fields[0]);
+            t_fail++;
+            continue;
+        }
+        check_answer(dir, fields[0], fields[1], fields[2]);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
 int main(void)
 {
     struct sb_poll_result pr;
     char code[64], *s;
+
+    const char *answers = getenv("ANSWERS");
+    int n_answers = check_corpus(answers ? answers : "tests/answers");
+    CHECK(n_answers >= 48);
 
     /* Atlas: enveloped and flat submits, upload download_url and url. */
     s = submit_id(A, "{\"code\":200,\"data\":{\"id\":\"p1\",\"status\":\"starting\"}}");
@@ -79,8 +237,14 @@ int main(void)
     sb_poll_result_clear(&pr);
     CHECK_INT(poll(A, "{\"data\":{\"status\":\"starting\"}}", &pr), SB_OK);
     CHECK_INT(pr.state, SB_PRED_RUNNING);
-    CHECK(poll(A, "{\"data\":{\"status\":\"completed\",\"outputs\":[\"ftp://o/1\"]}}", &pr) != SB_OK);
-    CHECK(poll(A, "{\"data\":{\"status\":\"mystery\"}}", &pr) != SB_OK);
+    /* An output that is no http(s) URL is passed over: none left reads as finished without outputs. */
+    CHECK_INT(poll(A, "{\"data\":{\"status\":\"completed\",\"outputs\":[\"ftp://o/1\"]}}", &pr), SB_OK);
+    CHECK_INT(pr.state, SB_PRED_READY); CHECK_INT(pr.n_outputs, 0); CHECK_INT(pr.skipped, 1);
+    sb_poll_result_clear(&pr);
+    /* A word not in the table: still running, said as unknown. */
+    CHECK_INT(poll(A, "{\"data\":{\"status\":\"mystery\"}}", &pr), SB_OK);
+    CHECK_INT(pr.state, SB_PRED_RUNNING); CHECK_INT(pr.unknown_status, 1); CHECK_STR(pr.status, "mystery");
+    CHECK(poll(A, "{\"data\":{\"outputs\":[]}}", &pr) != SB_OK); /* no status at all */
 
     /* Atlas errors: code/msg shape; a 200 carrying code 401 reads as 401. */
     CHECK_INT(status_of(A, "{\"code\":401,\"msg\":\"unauthorized\",\"data\":null}", code), 401);
@@ -92,6 +256,8 @@ int main(void)
     CHECK_INT(poll(R, "{\"status\":\"in_queue\",\"queue_position\":4}", &pr), SB_OK);
     CHECK_INT(pr.state, SB_PRED_RUNNING); CHECK_INT(pr.queue_position, 4);
     CHECK_INT(poll(R, "{\"status\":\"completed\"}", &pr), SB_OK); CHECK_INT(pr.state, SB_PRED_READY);
+    CHECK_INT(poll(R, "{\"status\":\"completed\",\"output\":{\"images\":[\"https://o/1\"]}}", &pr), SB_OK);
+    CHECK_INT(pr.state, SB_PRED_SUCCEEDED); CHECK_INT(pr.n_outputs, 1); sb_poll_result_clear(&pr);
     CHECK_INT(poll(R, "{\"status\":\"cancelled\"}", &pr), SB_OK); CHECK_INT(pr.state, SB_PRED_CANCELLED);
     CHECK_INT(poll(R, "{\"status\":\"succeeded\",\"output\":{\"image\":\"https://o/1\"}}", &pr), SB_OK);
     CHECK_INT(pr.n_outputs, 1); sb_poll_result_clear(&pr);
@@ -108,6 +274,7 @@ int main(void)
     CHECK_INT(status_of(R, "{\"error_code\":404001}", code), 404);
     CHECK_INT(status_of(R, "{\"error_code\":1e400}", code), 0); /* out of range: no status, no crash */
     CHECK_INT(status_of(R, "{\"request_id\":\"r1\",\"status\":\"in_queue\"}", code), 0);
+    CHECK_INT(status_of(R, "{\"error_code\":400005,\"error_message\":\"not ready\"}", code), SB_HTTP_NOT_READY);
 
     /* Hostile JSON: each refused or read safely, never a crash. */
     size_t depth = 1001;
