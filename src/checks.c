@@ -134,6 +134,24 @@ static int check_int(struct ctx *c, const cJSON *params, const char *key, int lo
     return 1;
 }
 
+/*
+ * Atlas's single-output /edit takes any size "W*H" with each side 1024 to 4096
+ * in steps of 64 (its ComfyUI node's widget), not only edit-sequential's presets.
+ */
+static void check_free_size(struct ctx *c, const cJSON *params)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, "size");
+    if (!v)
+        return;
+    int w = 0, h = 0, end = 0;
+    int ok = cJSON_IsString(v) && sscanf(v->valuestring, "%5d*%5d%n", &w, &h, &end) == 2 &&
+             v->valuestring[end] == '\0' && strspn(v->valuestring, "0123456789*") == (size_t)end;
+    ok = ok && w >= 1024 && w <= 4096 && h >= 1024 && h <= 4096 && w % 64 == 0 && h % 64 == 0;
+    if (!ok)
+        report(c, 1, "size", "size must be \"W*H\" with each side from 1024 to 4096 in steps of 64 "
+               "(e.g. \"2048*1536\")");
+}
+
 static void warn_unknown(struct ctx *c, const cJSON *params, const char *model, const char *const *known)
 {
     const cJSON *it;
@@ -178,19 +196,31 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
                    reserved[i], strcmp(reserved[i], "prompt") == 0 ? "prompt" :
                    strcmp(reserved[i], "model") == 0 ? "manifest's model" : "images list");
     }
+    if (p == SB_PROVIDER_ATLAS) {
+        /* Either makes an answer a polling runner cannot use: refused for every Atlas model. */
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_base64_output")))
+            report(&c, 1, "enable_base64_output", "enable_base64_output: true makes the outputs base64 text in "
+                   "the answer instead of URLs to download; seedbatch downloads every output itself: remove it");
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_sync_mode")))
+            report(&c, 1, "enable_sync_mode", "enable_sync_mode: true makes the submit wait for the images with no "
+                   "prediction id until then, so an answer lost on the way cannot be found again and a retry "
+                   "pays twice; seedbatch polls instead: remove it");
+    }
     if (!mi.known)
         return c.errors;
 
-    int max_images = 1;
+    int max_images = 1, implied = 0;
     if (p == SB_PROVIDER_ATLAS && mi.images_as_string) {
-        static const char *known[] = {"size", "output_format", "optimize_prompt_options", NULL};
+        static const char *known[] = {"size", "output_format", "optimize_prompt_options", "enable_base64_output",
+                                      "enable_sync_mode", NULL};
         if (n_images > 1)
             report(&c, 1, NULL, "%s takes exactly one reference image, this job has %d", model, n_images);
-        check_enum(&c, params, "size", atlas_sizes);
+        check_free_size(&c, params);
         check_enum(&c, params, "output_format", jpeg_png);
         warn_unknown(&c, params, model, known);
     } else if (p == SB_PROVIDER_ATLAS) {
-        static const char *known[] = {"size", "max_images", "output_format", "optimize_prompt_options", NULL};
+        static const char *known[] = {"size", "max_images", "output_format", "optimize_prompt_options",
+                                      "enable_base64_output", "enable_sync_mode", NULL};
         check_enum(&c, params, "size", atlas_sizes);
         check_enum(&c, params, "output_format", jpeg_png);
         check_int(&c, params, "max_images", 1, 15, &max_images);
@@ -204,10 +234,14 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
         check_enum(&c, params, "optimize_prompt_options", standard_fast);
         const cJSON *sig = cJSON_GetObjectItemCaseSensitive(params, "sequential_image_generation");
         int is_auto = cJSON_IsString(sig) && strcmp(sig->valuestring, "auto") == 0;
-        if (check_int(&c, params, "max_images", 1, 15, &max_images) && !is_auto)
-            report(&c, 1, "max_images", "max_images needs sequential_image_generation: auto");
+        int given = check_int(&c, params, "max_images", 1, 15, &max_images);
+        if (given && !is_auto)
+            report(&c, 0, "max_images", "max_images is ignored by the API without sequential_image_generation: "
+                   "auto (one image is made)");
         if (!is_auto)
             max_images = 1;
+        else if (!given && !cJSON_GetObjectItemCaseSensitive(params, "max_images"))
+            max_images = 15, implied = 1; /* auto with no max_images lets the API make up to 15: budgeted so */
         warn_unknown(&c, params, model, known);
     }
     if (p == SB_PROVIDER_ATLAS) {
@@ -219,7 +253,7 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
                        "optimize_prompt_options must be {mode: standard} or {mode: fast}");
         }
     }
-    if (n_images + max_images > SB_MAX_TOTAL_IMAGES)
+    if (!implied && n_images + max_images > SB_MAX_TOTAL_IMAGES)
         report(&c, 1, "max_images", "%d reference image%s + max_images %d is over %d",
                n_images, SB_S(n_images), max_images, SB_MAX_TOTAL_IMAGES);
     *images_requested = max_images;

@@ -91,6 +91,29 @@ jobs:
     images: [img/a.png]
     params: {max_images: 40}
 EOF2
+# Atlas's base64 outputs and sync mode defeat a polling runner: refused where they are set.
+bad base64 "$T/m/base64.yaml:10:14: job j6: enable_base64_output: true makes the outputs base64 text" <<EOF2
+$HEAD
+defaults:
+  size: "2048*2048"
+jobs:
+  - id: j6
+    prompt: hello
+    images: [img/a.png]
+    params: {enable_base64_output: true}
+EOF2
+bad sync "$T/m/sync.yaml:5:3: job j7: enable_sync_mode: true makes the submit wait" <<EOF2
+$HEAD
+defaults:
+  enable_sync_mode: true
+jobs:
+  - {id: j7, prompt: hello, images: [img/a.png]}
+EOF2
+# Atlas /edit takes a free W*H size; edit-sequential its presets only.
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit\njobs:\n  - {id: e1, prompt: hi, images: [img/a.png], params: {size: "1536*2048"}}\n' > "$T/m/edit_size.yaml"
+run "$SEEDBATCH" validate "$T/m/edit_size.yaml"; expect_rc 0 "/edit with a free size"
+bad editsize "$T/m/editsize.yaml:5:56: job e2: size must be \"W*H\" with each side from 1024 to 4096 in steps of 64" \
+    < <(printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit\njobs:\n  - {id: e2, prompt: hi, images: [img/a.png], params: {size: "1000*2048"}}\n')
 bad noprompt "$T/m/noprompt.yaml:8:5: job j3: prompt is required" <<EOF2
 $HEAD
 jobs:

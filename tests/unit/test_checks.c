@@ -85,6 +85,31 @@ int main(void)
     CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"size\":\"3072*3072\"}", 1, &req), 0);
     CHECK_INT(req, 1);
     CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{}", 2, NULL), 1);
+    /* ... and any size W*H, each side 1024 to 4096 in steps of 64. */
+    CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"size\":\"1024*4096\"}", 1, NULL), 0);
+    CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"size\":\"2048*1536\"}", 1, NULL), 0);
+    CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"size\":\"1088*1088\"}", 1, NULL), 0);
+    const char *bad_sizes[] = {"960*1024", "4160*2048", "2050*2048", "2048x2048", "2048*", "*2048", " 2048*2048",
+                               "2048* 2048", "2048*2048 ", "+2048*2048", "", "2048*2048*2048"};
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof *bad_sizes; i++) {
+        char json[96];
+        snprintf(json, sizeof json, "{\"size\":\"%s\"}", bad_sizes[i]);
+        CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, json, 1, NULL), 1);
+        CHECK_STR(last_key, "size");
+    }
+    CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"size\":2048}", 1, NULL), 1);
+    /* edit-sequential keeps its presets. */
+    CHECK_INT(run(SB_PROVIDER_ATLAS, SEQ, "{\"size\":\"2048*1536\"}", 1, NULL), 1);
+    /* Base64 outputs and sync mode defeat a polling runner: refused for any Atlas model; false is fine. */
+    CHECK_INT(run(SB_PROVIDER_ATLAS, SEQ, "{\"enable_base64_output\":true}", 1, NULL), 1);
+    CHECK_STR(last_key, "enable_base64_output");
+    CHECK_HAS(last_msg, "base64 text");
+    CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"enable_sync_mode\":true}", 1, NULL), 1);
+    CHECK_STR(last_key, "enable_sync_mode");
+    CHECK_HAS(last_msg, "no prediction id");
+    CHECK_INT(run(SB_PROVIDER_ATLAS, "vendor/other", "{\"enable_sync_mode\":true,\"enable_base64_output\":true}", 1, NULL), 2);
+    CHECK_INT(run(SB_PROVIDER_ATLAS, SEQ, "{\"enable_sync_mode\":false,\"enable_base64_output\":false}", 1, NULL), 0);
+    CHECK_INT(n_warn, 0);
     CHECK_INT(run(SB_PROVIDER_ATLAS, EDIT, "{\"max_images\":3}", 1, NULL), 0);
     CHECK_INT(n_warn, 1);
     /* RunComfy */
@@ -94,9 +119,19 @@ int main(void)
     CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"resolution\":\"2048x2048 (1:1)\"}", 1, &req), 0);
     CHECK_INT(req, 1);
     CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"resolution\":\"4K\"}", 1, NULL), 1);
-    CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"max_images\":3}", 1, NULL), 1);
+    /* max_images without auto is ignored by the API: a warning, one image budgeted. */
+    CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"max_images\":3}", 1, &req), 0);
+    CHECK_INT(n_warn, 1);
+    CHECK_STR(last_key, "max_images");
     CHECK_HAS(last_msg, "sequential_image_generation: auto");
-    CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"sequential_image_generation\":\"disabled\",\"max_images\":3}", 1, NULL), 1);
+    CHECK_INT(req, 1);
+    CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"sequential_image_generation\":\"disabled\",\"max_images\":3}", 1, &req), 0);
+    CHECK_INT(n_warn, 1);
+    CHECK_INT(req, 1);
+    /* auto with no max_images lets the API make up to 15: budgeted as 15. */
+    CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"sequential_image_generation\":\"auto\"}", 1, &req), 0);
+    CHECK_INT(req, 15);
+    CHECK_INT(n_warn, 0);
     CHECK_INT(run(SB_PROVIDER_RUNCOMFY, RC, "{\"optimize_prompt_options\":{\"mode\":\"fast\"}}", 1, NULL), 1);
     /* Unknown model: params not checked. */
     CHECK_INT(run(SB_PROVIDER_ATLAS, "vendor/other", "{\"size\":\"any\"}", 1, NULL), 0);
