@@ -29,6 +29,7 @@
 #include "sb_signals.h"
 #include "sb_store.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -1358,6 +1359,8 @@ static void unknown_status(struct engine *e, struct job *j, const char *word)
 {
     char key[96];
     snprintf(key, sizeof key, "%s %s", e->api.ops->name, word);
+    for (char *c = key; *c; c++)
+        *c = (char)tolower((unsigned char)*c); /* words are read case-insensitively: said once in any case */
     if (sb_map_get(e->run->unknown_words, key))
         return;
     sb_map_put(e->run->unknown_words, key, (void *)1);

@@ -10,18 +10,35 @@
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
  *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
  *           [--output-redirect file|gopher|loop|ok] [--idle-timeout S]
- *           [--public-origin URL]
+ *           [--public-origin URL] [--dialect FEATURE[,FEATURE...]]
  *
  *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
  *         lost (submit accepted, answer dropped) err200 (HTTP 200 carrying an error)
- *         huge (an endless chunked body)
+ *         huge (an endless chunked body) 422 (a validation answer with a detail array)
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
  * --idle-timeout closes a connection idle for S seconds (default 120).
  * --public-origin: the scheme://host:port its output, upload and status URLs name,
  * for a proxy in front of it (default: its own address).
- * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404.
+ * --dialect turns on answers the providers' own clients handle (../shared/API.md,
+ * "What the providers' own clients show"), each chosen at random per answer:
+ *   case      status words in upper or title case
+ *   words     the wider vocabulary (Atlas created/queued/success/error, RunComfy canceled)
+ *   unknown   a status word no table lists while queued (warming_up, preparing)
+ *   verdict   Atlas failed predictions answered HTTP 500 with the verdict in the body
+ *   errobj    error as an object {message, code}
+ *   nonurl    Atlas outputs carry entries that are no URL ("" and null) beside the URLs
+ *   notready  RunComfy's result before the end answered 400 with error_code 400005
+ *   completed RunComfy's result answered "completed" (with its output) instead of "succeeded"
+ *   detail    RunComfy's validation errors as 422 with a detail array
+ *   stuck     every prediction answers "completed" with no output, forever
+ *   all       every one of them but stuck, each in about half the answers (a feature
+ *             named on its own is spoken in every answer it can be)
+ * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404;
+ * "mock:timeout" fails with the status timeout; "mock:nsfw" has every output withheld
+ * by the content filter (Atlas: has_nsfw_contents), "mock:nsfw1" its first only;
+ * "mock:stuck" answers "completed" with no output forever (both RunComfy calls).
  * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done.
  */
 #include <errno.h>
@@ -52,11 +69,16 @@ enum ep { EP_UPLOAD, EP_SUBMIT, EP_POLL, EP_DOWNLOAD, EP_RC_SUBMIT, EP_RC_STATUS
 static const char *ep_names[EP_N] = {"upload", "submit", "poll", "download", "rc_submit", "rc_status",
                                      "rc_result", "rc_cancel", "files", "control", "other"};
 
+enum dialect { D_CASE = 1, D_WORDS = 2, D_UNKNOWN = 4, D_VERDICT = 8, D_ERROBJ = 16, D_NONURL = 32,
+               D_NOTREADY = 64, D_COMPLETED = 128, D_DETAIL = 256, D_STUCK = 512 };
+static const char *dialect_names[] = {"case", "words", "unknown", "verdict", "errobj", "nonurl", "notready",
+                                      "completed", "detail", "stuck"};
+
 enum kind { K_400, K_401, K_402, K_403, K_404, K_429, K_429RA, K_500, K_502, K_503, K_504, K_DROP,
-            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_N };
+            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_422, K_N };
 static const char *kind_names[K_N] = {"400", "401", "402", "403", "404", "429", "429ra", "500", "502", "503",
-                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200", "huge"};
-static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200, 200};
+                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200", "huge", "422"};
+static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200, 200, 422};
 
 struct fault {
     int ep;
@@ -74,6 +96,11 @@ struct pred {
     char format[8];
     int fail;
     int expire;
+    int timeout_fail;  /* fails with the status "timeout" */
+    int nsfw;          /* 1: every output withheld; 2: the first one only */
+    int stuck;         /* "completed" with no output, forever */
+    long calls;        /* polls, status and result calls for it */
+    int64_t call_ms[32]; /* when the first of them came, after its creation */
     int cancelled;
     int forced;        /* phase set through /_mock/predictions/ID/phase/NAME, or -1 */
     int64_t done_ms;   /* when it finished (for output expiry) */
@@ -84,6 +111,8 @@ static struct {
     int64_t latency_ms, slow_ms, early404_ms, expire_after_ms;
     double rate_limit, fail_rate;
     int retry_after, retry_after_date, outputs, variants;
+    unsigned dialect;            /* D_* features of --dialect */
+    unsigned dialect_mixed;      /* ... those that came with "all": spoken in about half the answers */
     const char *scheme;          /* http, or https with --tls-cert/--tls-key */
     char origin[128];            /* scheme://host:port of the URLs it hands out (--public-origin) */
     const char *output_redirect; /* outputs listed behind /_mock/redirect/MODE/... */
@@ -102,6 +131,7 @@ static struct {
     long foreign_agents, accept_encoding; /* requests without seedbatch's User-Agent; asking for compression */
     long absolute_form;                   /* requests whose target was a whole URL, as sent through a proxy */
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
+    long withheld_downloads;     /* outputs the content filter withheld, fetched all the same */
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     long connections;            /* TCP connections accepted */
     char *dup_prompts[32];       /* prompts of duplicate submissions, for diagnosis */
@@ -276,6 +306,21 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int runcomfy, unsign
     return r;
 }
 
+/* A validation error as a 422 with a detail array of {loc, msg, type} (RunComfy's, FastAPI's shape). */
+static enum MHD_Result send_detail(struct MHD_Connection *c, const char *field, const char *msg)
+{
+    cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateArray(), *e = cJSON_CreateObject();
+    cJSON *loc = cJSON_CreateArray();
+    cJSON_AddItemToArray(loc, cJSON_CreateString("body"));
+    cJSON_AddItemToArray(loc, cJSON_CreateString(field));
+    cJSON_AddItemToObject(e, "loc", loc);
+    cJSON_AddStringToObject(e, "msg", msg);
+    cJSON_AddStringToObject(e, "type", "value_error");
+    cJSON_AddItemToArray(d, e);
+    cJSON_AddItemToObject(j, "detail", d);
+    return send_json(c, 422, j);
+}
+
 struct trunc {
     char *data;
     size_t len;
@@ -402,6 +447,25 @@ static int pick_fault(enum ep ep, int *slow)
 
 /* ---- handlers ---- */
 
+struct calls_ud {
+    cJSON *each;   /* id -> {"n": calls, "ms": [when each of the first came]} */
+    long max;
+};
+
+static void add_calls(const char *id, void *val, void *ud)
+{
+    struct pred *p = val;
+    struct calls_ud *cu = ud;
+    cJSON *o = cJSON_CreateObject(), *ms = cJSON_CreateArray();
+    cJSON_AddNumberToObject(o, "n", (double)p->calls);
+    for (long i = 0; i < p->calls && i < (long)(sizeof p->call_ms / sizeof *p->call_ms); i++)
+        cJSON_AddItemToArray(ms, cJSON_CreateNumber((double)p->call_ms[i]));
+    cJSON_AddItemToObject(o, "ms", ms);
+    cJSON_AddItemToObject(cu->each, id, o);
+    if (p->calls > cu->max)
+        cu->max = p->calls;
+}
+
 static enum MHD_Result handle_stats(struct MHD_Connection *c)
 {
     cJSON *j = cJSON_CreateObject(), *req = cJSON_CreateObject(), *fk = cJSON_CreateObject();
@@ -438,6 +502,11 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "foreign_agents", (double)g.foreign_agents);
     cJSON_AddNumberToObject(j, "accept_encoding", (double)g.accept_encoding);
     cJSON_AddNumberToObject(j, "absolute_form", (double)g.absolute_form);
+    cJSON_AddNumberToObject(j, "withheld_downloads", (double)g.withheld_downloads);
+    struct calls_ud cu = {cJSON_CreateObject(), 0};
+    sb_map_each(g.preds, add_calls, &cu);
+    cJSON_AddNumberToObject(j, "max_prediction_calls", (double)cu.max);
+    cJSON_AddItemToObject(j, "prediction_calls", cu.each);
     pthread_mutex_unlock(&g.mu);
     return send_json(c, 200, j);
 }
@@ -571,6 +640,10 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     rand_id(p->id, 25);
     p->fail = strstr(prompt, "mock:fail") != NULL || (g.fail_rate > 0 && rnd() < g.fail_rate);
     p->expire = strstr(prompt, "mock:expire") != NULL;
+    p->timeout_fail = strstr(prompt, "mock:timeout") != NULL;
+    p->fail |= p->timeout_fail;
+    p->nsfw = strstr(prompt, "mock:nsfw1") ? 2 : strstr(prompt, "mock:nsfw") ? 1 : 0;
+    p->stuck = strstr(prompt, "mock:stuck") != NULL || (g.dialect & D_STUCK);
     sb_map_put(g.preds, p->id, p);
     if (cJSON_IsString(imgs) && g.n_image_urls < 64)
         g.image_urls[g.n_image_urls++] = sb_strdup(imgs->valuestring);
@@ -711,12 +784,87 @@ static struct pred *find_pred(const char *id)
     return p;
 }
 
+/*
+ * Whether this answer speaks dialect feature f: always when it was named, for
+ * about half the answers when it came with "all" (a mix of every variant).
+ */
+static int coin(unsigned f)
+{
+    if (!(g.dialect & f))
+        return 0;
+    if (!(g.dialect_mixed & f))
+        return 1;
+    pthread_mutex_lock(&g.mu);
+    int heads = rnd() < 0.5;
+    pthread_mutex_unlock(&g.mu);
+    return heads;
+}
+
+/* One of n words, at random when the wider vocabulary is on, else the first. */
+static const char *pick(const char *const *words, int n)
+{
+    if (!(g.dialect & D_WORDS))
+        return words[0];
+    pthread_mutex_lock(&g.mu);
+    /* Named alone, the wider vocabulary answers its other words; mixed in, any of them. */
+    if (!(g.dialect_mixed & D_WORDS) && n > 1) {
+        int i = 1 + (int)(rnd() * (n - 1)) % (n - 1);
+        pthread_mutex_unlock(&g.mu);
+        return words[i];
+    }
+    int i = (int)(rnd() * n) % n;
+    pthread_mutex_unlock(&g.mu);
+    return words[i];
+}
+
+/* A status word as the answer gives it: with "case", in upper or title case at times. */
+static void add_status(cJSON *o, const char *word)
+{
+    char w[48];
+    snprintf(w, sizeof w, "%s", word);
+    if (coin(D_CASE)) {
+        int upper = coin(D_CASE);
+        for (char *c = w; *c; c++)
+            if (upper || c == w)
+                *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+    }
+    cJSON_AddStringToObject(o, "status", w);
+}
+
+/* Counts a poll, status or result call for the prediction, and when it came. */
+static void count_call(struct pred *p, int64_t t)
+{
+    pthread_mutex_lock(&g.mu);
+    if (p->calls < (long)(sizeof p->call_ms / sizeof *p->call_ms))
+        p->call_ms[p->calls] = t - p->created_ms;
+    p->calls++;
+    pthread_mutex_unlock(&g.mu);
+}
+
+/* A failed prediction's error: a string beside error_code, or (errobj) an object. */
+static void add_failure(cJSON *d, const struct pred *p)
+{
+    const char *msg = p->timeout_fail ? "generation timed out" : "The request was rejected by content moderation";
+    if (coin(D_ERROBJ)) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "message", msg);
+        cJSON_AddNumberToObject(e, "code", p->timeout_fail ? 1504 : 1039);
+        cJSON_AddItemToObject(d, "error", e);
+    } else {
+        cJSON_AddStringToObject(d, "error", msg);
+        cJSON_AddNumberToObject(d, "error_code", p->timeout_fail ? 1504 : 1039);
+    }
+}
+
 static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int fault)
 {
+    static const char *queued[] = {"starting", "created", "queued"}, *done[] = {"completed", "succeeded", "success"},
+                      *failed[] = {"failed", "error"};
     struct pred *p = find_pred(id);
     int64_t t = now_ms();
     if (!p || p->runcomfy)
         return send_error(c, 0, 404, 404, "prediction not found", NULL);
+    count_call(p, t);
     if (t - p->created_ms < g.early404_ms)
         return send_error(c, 0, 404, 404, "prediction not found", NULL);
     cJSON *j = cJSON_CreateObject(), *d = cJSON_CreateObject();
@@ -726,17 +874,46 @@ static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int
     long v = g.counter[EP_POLL]++;
     int phase = pred_phase(p, t);
     pthread_mutex_unlock(&g.mu);
+    unsigned status = 200;
     if (phase == 0 || phase == 1) {
-        cJSON_AddStringToObject(d, "status", phase == 0 ? "starting" : "processing");
+        add_status(d, phase == 1 ? "processing" : coin(D_UNKNOWN) ? "warming_up" : pick(queued, 3));
+        cJSON_AddItemToObject(d, "outputs", cJSON_CreateArray());
+    } else if (p->stuck) {
+        add_status(d, "completed");
         cJSON_AddItemToObject(d, "outputs", cJSON_CreateArray());
     } else if (p->fail) {
-        cJSON_AddStringToObject(d, "status", "failed");
-        cJSON_AddStringToObject(d, "error", "The request was rejected by content moderation");
-        cJSON_AddNumberToObject(d, "error_code", 1039);
+        add_status(d, p->timeout_fail ? "timeout" : pick(failed, 2));
+        add_failure(d, p);
+        if (coin(D_VERDICT)) {
+            /* The verdict in an error answer, as Atlas's MCP client reads it (readTerminalTaskStatus). */
+            status = 500;
+            cJSON_ReplaceItemInObject(j, "code", cJSON_CreateNumber(500));
+            cJSON_AddStringToObject(j, "message", "prediction failed");
+        }
+    } else if (p->nsfw == 1) {
+        add_status(d, "completed");
+        cJSON_AddItemToObject(d, "outputs", cJSON_CreateArray());
+        cJSON *flags = cJSON_CreateArray();
+        for (int k = 0; k < p->n_outputs; k++)
+            cJSON_AddItemToArray(flags, cJSON_CreateTrue());
+        cJSON_AddItemToObject(d, "has_nsfw_contents", flags);
     } else {
-        cJSON_AddStringToObject(d, "status", g.variants && v % 2 ? "succeeded" : "completed");
+        add_status(d, g.dialect & D_WORDS ? pick(done, 3) : g.variants && v % 2 ? "succeeded" : "completed");
         cJSON *urls = output_urls(p);
         int shape = g.variants ? (int)(v % 3) : 0;
+        if (p->nsfw == 2) {
+            /* The first output flagged: its URL is listed, and must not be fetched. */
+            cJSON *flags = cJSON_CreateArray();
+            for (int k = 0; k < p->n_outputs; k++)
+                cJSON_AddItemToArray(flags, cJSON_CreateBool(k == 0));
+            cJSON_AddItemToObject(d, "has_nsfw_contents", flags);
+            shape = 0;
+        }
+        if (coin(D_NONURL)) {
+            cJSON_AddItemToArray(urls, cJSON_CreateString(""));
+            cJSON_AddItemToArray(urls, cJSON_CreateNull());
+            shape = shape == 2 ? 0 : shape;
+        }
         if (shape == 1) {
             cJSON_AddItemToObject(d, "output", urls);
         } else if (shape == 2 && p->n_outputs == 1) {
@@ -762,7 +939,7 @@ static enum MHD_Result handle_poll(struct MHD_Connection *c, const char *id, int
         free(s);
         return r;
     }
-    return send_json(c, 200, j);
+    return send_json(c, status, j);
 }
 
 static enum MHD_Result handle_rc_submit(struct MHD_Connection *c, struct conn *cn, const char *model, int fault)
@@ -776,7 +953,9 @@ static enum MHD_Result handle_rc_submit(struct MHD_Connection *c, struct conn *c
     int n = cJSON_GetArraySize(imgs), ok = cJSON_IsArray(imgs) && n >= 1 && n <= 14;
     cJSON_ArrayForEach(it, imgs) ok &= cJSON_IsString(it) && image_ok(it->valuestring);
     if (!cJSON_IsObject(root) || !cJSON_IsString(prompt) || !ok) {
-        r = send_error(c, 1, 400, 400000, "prompt and image (1 to 14 URLs) are required", NULL);
+        r = coin(D_DETAIL) ? send_detail(c, !cJSON_IsString(prompt) ? "prompt" : "image",
+                                          "prompt and image (1 to 14 accessible URLs) are required")
+                           : send_error(c, 1, 400, 400000, "prompt and image (1 to 14 URLs) are required", NULL);
         goto out;
     }
     struct pred *p = new_prediction(root, 1, cn->body.data, cn->body.len);
@@ -807,6 +986,7 @@ out:
 
 static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, const char *id, int fault)
 {
+    static const char *cancelled[] = {"cancelled", "canceled"};
     struct pred *p = find_pred(id);
     if (!p || !p->runcomfy)
         return send_error(c, 1, 404, 404001, "request not found or expired", NULL);
@@ -831,20 +1011,34 @@ static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, c
         return send_json(c, 202, j);
     }
     pthread_mutex_unlock(&g.mu);
+    count_call(p, t);
     if (ep == EP_RC_STATUS) {
-        static const char *st[] = {"in_queue", "in_progress", "completed", "cancelled"};
-        cJSON_AddStringToObject(j, "status", st[phase]);
-        if (phase == 0)
+        const char *st[] = {coin(D_UNKNOWN) ? "preparing" : "in_queue", "in_progress", "completed",
+                            pick(cancelled, 2)};
+        add_status(j, st[phase]);
+        if (phase == 0) {
             cJSON_AddNumberToObject(j, "queue_position", 1);
+            cJSON_AddNullToObject(j, "instance_id");
+        } else if (phase == 1) {
+            cJSON_AddStringToObject(j, "instance_id", "i-mock");
+        }
     } else {
-        static const char *st[] = {"in_queue", "in_progress", NULL, "cancelled"};
+        const char *st[] = {"in_queue", "in_progress", NULL, pick(cancelled, 2)};
+        if ((phase == 0 || phase == 1) && coin(D_NOTREADY)) {
+            /* A result asked for too early: 400 with error_code 400005 (RunComfy's CLI keeps polling). */
+            cJSON_Delete(j);
+            return send_error(c, 1, 400, 400005, "Request is not completed yet", NULL);
+        }
         if (phase != 2) {
-            cJSON_AddStringToObject(j, "status", st[phase]);
+            add_status(j, st[phase]);
+        } else if (p->stuck) {
+            add_status(j, "completed");
+            cJSON_AddItemToObject(j, "output", cJSON_CreateObject());
         } else if (p->fail) {
-            cJSON_AddStringToObject(j, "status", "failed");
-            cJSON_AddStringToObject(j, "error", "The request was rejected by content moderation");
+            add_status(j, p->timeout_fail ? "timeout" : "failed");
+            add_failure(j, p);
         } else {
-            cJSON_AddStringToObject(j, "status", "succeeded");
+            add_status(j, coin(D_COMPLETED) ? "completed" : "succeeded");
             cJSON *o = cJSON_CreateObject();
             cJSON *urls = output_urls(p);
             if (p->n_outputs == 1 && g.variants && v % 2) {
@@ -880,8 +1074,13 @@ static enum MHD_Result handle_download(struct MHD_Connection *c, const char *res
     pthread_mutex_lock(&g.mu);
     int phase = p ? pred_phase(p, t) : -1;
     pthread_mutex_unlock(&g.mu);
-    if (!p || k < 1 || k > p->n_outputs || phase != 2 || p->fail)
+    if (!p || k < 1 || k > p->n_outputs || phase != 2 || p->fail || p->stuck)
         return send_body(c, 404, "text/plain", "not found\n", 10, NULL);
+    if (p->nsfw == 1 || (p->nsfw == 2 && k == 1)) {
+        pthread_mutex_lock(&g.mu);
+        g.withheld_downloads++;
+        pthread_mutex_unlock(&g.mu);
+    }
     if (p->expire || (g.expire_after_ms > 0 && t - p->done_ms > g.expire_after_ms)) {
         pthread_mutex_lock(&g.mu);
         g.expired_downloads++;
@@ -1104,6 +1303,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return send_error(c, 1, 200, runcomfy ? 400004 : 500, "token or account problem", NULL);
         case K_HUGE:
             return send_huge(c);
+        case K_422:
+            return send_detail(c, "image", "injected: URL must be https");
         case K_400: case K_401: case K_402: case K_403: case K_404: case K_429:
         case K_500: case K_502: case K_503: case K_504: {
             long code = kind_status[fault];
@@ -1174,6 +1375,25 @@ static int parse_fault(const char *spec)
     return 0;
 }
 
+/* --dialect case,words,...: the features named, "all" for every one but stuck. */
+static int parse_dialect(const char *list)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+        unsigned f = 0;
+        if (strcmp(w, "all") == 0)
+            f = g.dialect_mixed = (D_STUCK << 1) - 1 - D_STUCK;
+        for (size_t i = 0; i < sizeof dialect_names / sizeof *dialect_names; i++)
+            if (strcmp(w, dialect_names[i]) == 0)
+                f = 1u << i;
+        if (!f)
+            return -1;
+        g.dialect |= f;
+    }
+    return 0;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -1216,6 +1436,11 @@ int main(int argc, char **argv)
         else if (OPT("--fault")) {
             if (parse_fault(v) != 0) {
                 fprintf(stderr, "mockapi: bad --fault %s (EP:KIND:P)\n", v);
+                return 2;
+            }
+        } else if (OPT("--dialect")) {
+            if (parse_dialect(v) != 0) {
+                fprintf(stderr, "mockapi: bad --dialect %s\n", v);
                 return 2;
             }
         } else if (strcmp(a, "--no-variants") == 0) g.variants = 0;
