@@ -180,8 +180,10 @@ int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spe
 /* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);
 int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url, int64_t size);
-/* Calls fn for every cached upload younger than ttl_ms. */
+/* Calls fn for every cached upload younger than ttl_ms, with when it was made (ms since the epoch). */
 int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
-                         void (*fn)(const char *sha256, const char *url, void *ud), void *ud);
+                         void (*fn)(const char *sha256, const char *url, int64_t uploaded_at, void *ud), void *ud);
+/* Forgets a file's cached upload (its URL went stale): the next job that needs it uploads it again. */
+int sb_store_drop_upload(struct sb_store *st, const char *sha256);
 
 #endif

@@ -110,6 +110,7 @@ struct job {
     int polled;             /* a poll of this run was answered: job_timeout may end it now */
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
     int fast;               /* calls in a row made ahead of the back-off (after a state change) */
+    int reuploaded;         /* its uploads were made again after a submit refused stale URLs */
     char last_status[48];   /* the provider's last status word for it, for the timeout's message */
     int last_ready;         /* ... and that word said finished, with no output listed */
     int queue_position;     /* place in the provider's queue, -1 when unknown */
@@ -134,6 +135,8 @@ struct upload {
     const struct sb_localfile *file;
     enum { UP_IDLE, UP_RUNNING, UP_DONE, UP_FAILED } state;
     char *url;
+    int64_t made_at;        /* when the provider gave the URL (ms since the epoch) */
+    int earlier;            /* the URL is from an earlier run's cache */
     struct job **waiters;
     int n_waiters;
     int tries;
@@ -142,8 +145,14 @@ struct upload {
     struct call call;
     struct upload *qnext;
     struct upload *all_next;
-    int dirty;              /* its URL awaits the next commit */
+    int dirty;              /* its URL (or, with none, that it is forgotten) awaits the next commit */
     struct upload *dirty_next;
+};
+
+/* An upload an earlier run made, as the state's cache keeps it. */
+struct cached_upload {
+    char *url;
+    int64_t made_at;        /* ms since the epoch */
 };
 
 /* What the manifests of one invocation share: the loop, HTTP, signals, progress, budgets. */
@@ -197,7 +206,7 @@ struct engine {
     struct upload *q_up, *q_up_tail;
     struct upload *uploads_all;
     struct sb_map *uploads;
-    struct sb_map *cached_uploads;        /* sha256 -> URL from earlier runs, within the TTL */
+    struct sb_map *cached_uploads;        /* sha256 -> struct cached_upload from earlier runs, within the TTL */
     struct job *send_head, *send_tail;   /* submits for the next commit */
     struct job *sending;                 /* submits whose commit is running */
     struct job *dirty_head;
@@ -303,7 +312,8 @@ static int write_dirty(struct engine *e)
     for (struct upload *u = e->up_dirty_head, *n; u; u = n) {
         n = u->dirty_next;
         u->dirty = 0;
-        if (rc == SB_OK && sb_store_put_upload(e->st, u->sha, u->url, (int64_t)u->file->size) != SB_OK)
+        if (rc == SB_OK && (u->url ? sb_store_put_upload(e->st, u->sha, u->url, (int64_t)u->file->size)
+                                   : sb_store_drop_upload(e->st, u->sha)) != SB_OK)
             rc = SB_EIO;
     }
     e->up_dirty_head = NULL;
@@ -1118,6 +1128,26 @@ static void upload_settled(struct engine *e, struct upload *u, const struct outc
     u->n_waiters = 0;
 }
 
+/* Marks the upload's cache row (its URL, or that it is forgotten) for the next commit. */
+static void upload_dirty(struct engine *e, struct upload *u)
+{
+    if (u->dirty)
+        return;
+    u->dirty = 1;
+    u->dirty_next = e->up_dirty_head;
+    e->up_dirty_head = u;
+}
+
+/* The upload's URL is stale (past media.upload_ttl, or refused): the next job that needs it uploads it again. */
+static void forget_upload(struct engine *e, struct upload *u)
+{
+    sb_freep(&u->url);
+    u->state = UP_IDLE;
+    u->tries = 0;
+    u->earlier = 0;
+    upload_dirty(e, u);
+}
+
 static void upload_done(struct sb_req *r, CURLcode rc)
 {
     struct call *c = sb_container_of(r, struct call, req);
@@ -1131,11 +1161,9 @@ static void upload_done(struct sb_req *r, CURLcode rc)
         if (e->api.ops->parse_upload(answer(r), &url, oc.msg, sizeof oc.msg) == SB_OK) {
             u->url = url;
             u->state = UP_DONE;
-            if (!u->dirty) {
-                u->dirty = 1;
-                u->dirty_next = e->up_dirty_head;
-                e->up_dirty_head = u;
-            }
+            u->made_at = sb_now_ms();
+            u->earlier = 0;
+            upload_dirty(e, u);
             sb_debug("uploaded %s", u->file->path);
             upload_settled(e, u, &oc);
             sb_req_cleanup(r);
@@ -1171,6 +1199,7 @@ static void upload_done(struct sb_req *r, CURLcode rc)
 /* ---- submitting ---- */
 
 static void submit_done(struct sb_req *r, CURLcode rc);
+static int reupload_stale(struct engine *e, struct job *j, const struct outcome *oc);
 
 /* Commits the intent now; the request goes out after this turn's commit. */
 static void begin_submit(struct engine *e, struct job *j)
@@ -1298,6 +1327,8 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             j->want = W_SUBMIT;
             set_due(e, j, mono_ms() + backoff(j->tries, ra));
         }
+    } else if (oc.v == V_FAIL && !e->run->stopping && reupload_stale(e, j, &oc)) {
+        /* uploading again, then submitted once more */
     } else {
         job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
     }
@@ -1627,21 +1658,15 @@ static void start_downloads_kept(struct engine *e, struct job *j)
 
 /* ---- activation ---- */
 
-/* Takes a pending job into work: resolves its image URLs, waits for uploads. */
-static int activate(struct engine *e, struct job *j)
+/*
+ * Gives the job the URL of each of its reference images, or lists it as waiting
+ * for the image's upload; then it waits for its uploads or goes to submit. An
+ * upload older than media.upload_ttl (made in an earlier run, or in this one if
+ * it has run that long) is made again: the provider keeps uploads for a while only.
+ */
+static void resolve_images(struct engine *e, struct job *j)
 {
-    double need = j->spec->images_requested * price(e);
-    if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
-        if (!e->cost_stop)
-            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
-                    e->m->limits.max_cost, e->spent, e->reserved);
-        e->cost_stop = 1;
-        return -1;
-    }
-    hold(e, j);
-    j->reserved = need;
-    e->reserved += need;
-    j->tries = 0;
+    int64_t wall = sb_now_ms();
     if (!j->urls)
         j->urls = sb_calloc((size_t)j->spec->n_images, sizeof *j->urls);
     j->uploads_left = 0;
@@ -1661,11 +1686,17 @@ static int activate(struct engine *e, struct job *j)
             u->all_next = e->uploads_all;
             e->uploads_all = u;
             sb_map_put(e->uploads, u->sha, u);
-            char *cached = sb_map_get(e->cached_uploads, u->sha);
+            const struct cached_upload *cached = sb_map_get(e->cached_uploads, u->sha);
             if (cached) {
-                u->url = sb_strdup(cached);
+                u->url = sb_strdup(cached->url);
+                u->made_at = cached->made_at;
+                u->earlier = 1;
                 u->state = UP_DONE;
             }
+        }
+        if (u->state == UP_DONE && wall - u->made_at > e->m->media.upload_ttl_ms) {
+            sb_debug("%s: its upload is older than media.upload_ttl: uploading it again", u->file->path);
+            forget_upload(e, u);
         }
         if (u->state == UP_DONE) {
             j->urls[k] = sb_strdup(u->url);
@@ -1691,6 +1722,58 @@ static int activate(struct engine *e, struct job *j)
         j->want = W_SUBMIT;
         set_due(e, j, 0);
     }
+}
+
+/*
+ * A submit refused as a bad request (400, 422) may have named upload URLs the
+ * provider no longer serves: uploads are temporary, and a cached one from an
+ * earlier run (or one replaced since the job took it) may be gone. Such URLs are
+ * dropped, the files uploaded again and the job submitted once more: a refused
+ * submit created nothing. Returns 1 when the job goes round again so.
+ */
+static int reupload_stale(struct engine *e, struct job *j, const struct outcome *oc)
+{
+    if (j->reuploaded || !j->spec || (oc->http != 400 && oc->http != 422))
+        return 0;
+    int stale = 0;
+    for (int k = 0; k < j->spec->n_images; k++) {
+        const struct sb_image_ref *ref = &j->spec->images[k];
+        struct upload *u = ref->file ? sb_map_get(e->uploads, ref->file->sha256) : NULL;
+        if (!u || !j->urls[k] || (!u->earlier && u->url && strcmp(u->url, j->urls[k]) == 0))
+            continue;
+        if (u->earlier)
+            forget_upload(e, u);
+        sb_freep(&j->urls[k]);
+        stale++;
+    }
+    if (!stale)
+        return 0;
+    sb_warn("job %s: the submit was refused (%s); %d of its reference images used upload URLs of an earlier "
+            "run, which the provider may have let go: uploading %s again and submitting once more", j->row.id,
+            oc->msg, stale, SB_ONE(stale, "it", "them"));
+    j->reuploaded = 1;
+    j->tries = 0;
+    resolve_images(e, j);
+    return 1;
+}
+
+
+/* Takes a pending job into work: resolves its image URLs, waits for uploads. */
+static int activate(struct engine *e, struct job *j)
+{
+    double need = j->spec->images_requested * price(e);
+    if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
+        if (!e->cost_stop)
+            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
+                    e->m->limits.max_cost, e->spent, e->reserved);
+        e->cost_stop = 1;
+        return -1;
+    }
+    hold(e, j);
+    j->reserved = need;
+    e->reserved += need;
+    j->tries = 0;
+    resolve_images(e, j);
     return 0;
 }
 
@@ -2356,6 +2439,43 @@ static int url_count(const char *json)
     return n;
 }
 
+static void cached_upload_free(void *p)
+{
+    struct cached_upload *c = p;
+    if (c)
+        free(c->url);
+    free(c);
+}
+
+static void remember_upload(const char *sha, const char *url, int64_t made_at, void *ud)
+{
+    struct cached_upload *c = sb_malloc(sizeof *c);
+    c->url = sb_strdup(url);
+    c->made_at = made_at;
+    cached_upload_free(sb_map_put(ud, sha, c));
+}
+
+/*
+ * A job --retry-failed submits again uploads its local files again: the URLs an
+ * earlier run cached may be gone at the provider (its failure may even be that).
+ */
+static void forget_cached_uploads(struct engine *e, const struct sb_jobrow *r)
+{
+    struct sb_jobspec js;
+    memset(&js, 0, sizeof js);
+    if (!r->spec || sb_jobspec_from_json(e->m, r->id, r->spec, &js) != SB_OK)
+        return;
+    for (int k = 0; k < js.n_images; k++) {
+        const struct sb_localfile *f = js.images[k].file;
+        if (f && sb_map_get(e->cached_uploads, f->sha256)) {
+            cached_upload_free(sb_map_put(e->cached_uploads, f->sha256, NULL));
+            if (sb_store_drop_upload(e->st, f->sha256) != SB_OK)
+                e->fatal = 1;
+        }
+    }
+    sb_jobspec_clear(&js);
+}
+
 /*
  * --retry-failed: a job whose prediction may still be at the provider is polled
  * again (running, its id kept); any other is submitted again (pending).
@@ -2383,6 +2503,7 @@ static void requeue(struct engine *e, struct sb_jobrow *r)
         return;
     }
     sb_freep(&r->prediction_id);
+    forget_cached_uploads(e, r);
     /* possible_duplicate stays: a submit of it that lost its answer may have been billed. */
     r->submitted_at = 0;
     r->state = SB_JOB_PENDING;
@@ -2475,10 +2596,6 @@ static void load_jobs(struct engine *e)
     e->pend_after = -1;
 }
 
-static void remember_upload(const char *sha, const char *url, void *ud)
-{
-    free(sb_map_put(ud, sha, sb_strdup(url)));
-}
 
 /* Opens one manifest's batch: key, directories, lock, state, sync. Returns an exit code. */
 static int engine_open(struct run *r, struct engine *e)
@@ -2643,7 +2760,7 @@ static void engine_close(struct engine *e)
         free(u);
     }
     sb_map_free(e->uploads, NULL);
-    sb_map_free(e->cached_uploads, free);
+    sb_map_free(e->cached_uploads, cached_upload_free);
     if (e->outdir_fd >= 0)
         close(e->outdir_fd);
     sb_store_close(e->st);

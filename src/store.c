@@ -895,16 +895,31 @@ int sb_store_put_upload(struct sb_store *st, const char *sha256, const char *url
 }
 
 int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
-                         void (*fn)(const char *sha256, const char *url, void *ud), void *ud)
+                         void (*fn)(const char *sha256, const char *url, int64_t uploaded_at, void *ud), void *ud)
 {
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT sha256, url FROM uploads WHERE uploaded_at>=?", -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(st->db, "SELECT sha256, url, uploaded_at FROM uploads WHERE uploaded_at>=?", -1, &s,
+                           NULL) != SQLITE_OK)
         return SB_EIO;
     sqlite3_bind_int64(s, 1, sb_now_ms() - ttl_ms);
     while (sqlite3_step(s) == SQLITE_ROW)
-        fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1), ud);
+        fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+           sqlite3_column_int64(s, 2), ud);
     sqlite3_finalize(s);
     return SB_OK;
+}
+
+int sb_store_drop_upload(struct sb_store *st, const char *sha256)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM uploads WHERE sha256=?", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_bind_text(s, 1, sha256, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s) == SQLITE_DONE ? SB_OK : SB_EIO;
+    if (rc != SB_OK)
+        sb_error("%s: cannot forget an upload: %s", st->path, sqlite3_errmsg(st->db));
+    sqlite3_finalize(s);
+    return rc;
 }
 
 int sb_store_lock(const char *path, int *fd, char *err, size_t errlen)
