@@ -33,7 +33,9 @@
  *   completed RunComfy's result answered "completed" (with its output) instead of "succeeded"
  *   detail    RunComfy's validation errors as 422 with a detail array
  *   stuck     every prediction answers "completed" with no output, forever
- *   all       every one of them but stuck, each in about half the answers (a feature
+ *   nsfw      Atlas withholds the first output of every prediction (has_nsfw_contents),
+ *             all of it when it makes one
+ *   all       every one of them but stuck and nsfw, each in about half the answers (a feature
  *             named on its own is spoken in every answer it can be)
  * A prompt containing "mock:fail" always fails; "mock:expire" makes its outputs 404;
  * "mock:timeout" fails with the status timeout; "mock:nsfw" has every output withheld
@@ -70,9 +72,9 @@ static const char *ep_names[EP_N] = {"upload", "submit", "poll", "download", "rc
                                      "rc_result", "rc_cancel", "files", "control", "other"};
 
 enum dialect { D_CASE = 1, D_WORDS = 2, D_UNKNOWN = 4, D_VERDICT = 8, D_ERROBJ = 16, D_NONURL = 32,
-               D_NOTREADY = 64, D_COMPLETED = 128, D_DETAIL = 256, D_STUCK = 512 };
+               D_NOTREADY = 64, D_COMPLETED = 128, D_DETAIL = 256, D_STUCK = 512, D_NSFW = 1024 };
 static const char *dialect_names[] = {"case", "words", "unknown", "verdict", "errobj", "nonurl", "notready",
-                                      "completed", "detail", "stuck"};
+                                      "completed", "detail", "stuck", "nsfw"};
 
 enum kind { K_400, K_401, K_402, K_403, K_404, K_429, K_429RA, K_500, K_502, K_503, K_504, K_DROP,
             K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_422, K_N };
@@ -644,6 +646,8 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     p->fail |= p->timeout_fail;
     p->nsfw = strstr(prompt, "mock:nsfw1") ? 2 : strstr(prompt, "mock:nsfw") ? 1 : 0;
     p->stuck = strstr(prompt, "mock:stuck") != NULL || (g.dialect & D_STUCK);
+    if (!p->nsfw && !runcomfy && (g.dialect & D_NSFW))
+        p->nsfw = p->n_outputs > 1 ? 2 : 1;
     sb_map_put(g.preds, p->id, p);
     if (cJSON_IsString(imgs) && g.n_image_urls < 64)
         g.image_urls[g.n_image_urls++] = sb_strdup(imgs->valuestring);
@@ -1383,7 +1387,7 @@ static int parse_dialect(const char *list)
     for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
         unsigned f = 0;
         if (strcmp(w, "all") == 0)
-            f = g.dialect_mixed = (D_STUCK << 1) - 1 - D_STUCK;
+            f = g.dialect_mixed = (D_NSFW << 1) - 1 - D_STUCK - D_NSFW;
         for (size_t i = 0; i < sizeof dialect_names / sizeof *dialect_names; i++)
             if (strcmp(w, dialect_names[i]) == 0)
                 f = 1u << i;

@@ -213,4 +213,55 @@ expect_eq "$(json_get "$T/body" error_code)" 400004 "err200 carries error_code"
 stop_mock
 "$MOCKAPI" --fault nowhere:503:1 >/dev/null 2>&1; expect_eq "$?" 2 "bad --fault refused"
 
+# --- the dialects of the providers' own clients, each selectable: a feature named alone is in every answer ---
+dialect() { # dialect FEATURES [prompt]: starts the mock with them, submits to both providers (ids in AID, RID)
+    stop_mock; start_mock --latency 600000 --dialect "$1"
+    submit "{\"model\":\"$SEQ\",\"prompt\":\"${2:-d}\",\"images\":[\"https://x.example/a.png\"],\"max_images\":2}"; AID=$(pred_id)
+    req POST "/v1/models/$RC" -H "Content-Type: application/json" -d "{\"prompt\":\"${2:-d}\",\"image\":[\"https://x.example/a.png\"]}"
+    RID=$(json_get "$T/body" request_id)
+}
+apoll() { req GET "/api/v1/model/prediction/$AID"; }
+rstatus() { req GET "/v1/requests/$RID/status"; }
+rresult() { req GET "/v1/requests/$RID/result"; }
+dialect case; apoll; expect_eq "$(json_get "$T/body" data.status)" STARTING "case: upper-case Atlas words"
+rstatus; expect_eq "$(json_get "$T/body" status)" IN_QUEUE "case: upper-case RunComfy words"
+dialect words; apoll; w=$(json_get "$T/body" data.status)
+case "$w" in created|queued) pass ;; *) fail "words: queued as $w" ;; esac
+force "$AID" done; apoll; w=$(json_get "$T/body" data.status)
+case "$w" in succeeded|success) pass ;; *) fail "words: done as $w" ;; esac
+dialect words "x mock:fail"; force "$AID" done; apoll; expect_eq "$(json_get "$T/body" data.status)" error "words: failed as error"
+dialect unknown; apoll; expect_eq "$(json_get "$T/body" data.status)" warming_up "unknown: Atlas"
+rstatus; expect_eq "$(json_get "$T/body" status)" preparing "unknown: RunComfy"
+dialect verdict "x mock:fail"; force "$AID" done; apoll
+expect_eq "$(cat "$T/code")/$(json_get "$T/body" code)/$(json_get "$T/body" data.status)" 500/500/failed "verdict: a 500 naming failed"
+dialect errobj "x mock:fail"; force "$AID" done; apoll
+expect_eq "$(json_get "$T/body" data.error.code)" 1039 "errobj: error as an object"
+stop_mock; start_mock --latency 600000
+submit "{\"model\":\"$SEQ\",\"prompt\":\"x mock:timeout\",\"images\":[\"https://x.example/a.png\"]}"; AID=$(pred_id)
+force "$AID" done; apoll; expect_eq "$(json_get "$T/body" data.status)" timeout "mock:timeout: the status timeout"
+dialect nonurl; force "$AID" done; apoll
+expect_eq "$(python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))["data"]; print([u if u is None or u == "" else "url" for u in (o.get("outputs") or o.get("output"))])' "$T/body")" \
+    "['url', 'url', '', None]" "nonurl: entries that are no URL after the URLs"
+dialect nsfw; force "$AID" done; apoll
+expect_eq "$(json_get "$T/body" data.has_nsfw_contents)" "[true, false]" "nsfw: the first output flagged"
+stop_mock; start_mock --latency 600000
+submit "{\"model\":\"$SEQ\",\"prompt\":\"y mock:nsfw\",\"images\":[\"https://x.example/a.png\"],\"max_images\":2}"; AID=$(pred_id)
+force "$AID" done; apoll
+expect_eq "$(json_get "$T/body" data.outputs)/$(json_get "$T/body" data.has_nsfw_contents)" "[]/[true, true]" "mock:nsfw: every output withheld"
+dialect notready; rresult
+expect_eq "$(cat "$T/code")/$(json_get "$T/body" error_code)" 400/400005 "notready: the result before the end"
+force "$RID" done; rresult; expect_eq "$(json_get "$T/body" status)" succeeded "notready: then the result"
+dialect completed; force "$RID" done; rstatus; expect_eq "$(json_get "$T/body" status)" completed "completed: the status call"
+rresult; expect_eq "$(json_get "$T/body" status)/$(json_get "$T/body" output | grep -o '"http://' | head -1)" 'completed/"http://' \
+    "completed: the result call, with its output"
+dialect stuck; force "$RID" done; rresult
+expect_eq "$(json_get "$T/body" status)/$(json_get "$T/body" output)" "completed/{}" "stuck: completed without output"
+force "$AID" done; apoll; expect_eq "$(json_get "$T/body" data.status)/$(json_get "$T/body" data.outputs)" "completed/[]" "stuck: Atlas too"
+dialect detail
+req POST "/v1/models/$RC" -H "Content-Type: application/json" -d '{"prompt":"q"}'
+expect_eq "$(cat "$T/code")/$(json_get "$T/body" detail.0.loc.1)/$(json_get "$T/body" detail.0.type)" 422/image/value_error \
+    "detail: a validation error as 422 with a detail array"
+stop_mock
+"$MOCKAPI" --dialect nonsense >/dev/null 2>&1; expect_eq "$?" 2 "bad --dialect refused"
+
 finish
