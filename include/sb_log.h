@@ -1,6 +1,7 @@
 /*
  * Log lines on stderr, as text or one JSON object per line. Messages never
- * carry secrets: callers log ids, paths and states, never headers or keys.
+ * carry secrets: callers log ids, paths and states, never headers or keys, and
+ * the keys in use are redacted from every line besides.
  */
 #ifndef SB_LOG_H
 #define SB_LOG_H
@@ -17,6 +18,13 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...) SB_PRINTF(2, 3);
    held text passed its cap (256 KiB) it drops them all and returns -1. */
 void sb_log_hold(void);
 int sb_log_release(int write);
+/*
+ * A secret (an API key) no log line may show: from now on every line has it
+ * replaced with "[redacted]", whatever text brought it (a server echoing the
+ * request, a header in --debug). Up to 8 are kept; sb_log_forget drops them all.
+ */
+void sb_log_secret(const char *secret);
+void sb_log_forget(void);
 /* Number of warnings logged so far (validate reports it). */
 unsigned sb_log_warnings(void);
 

@@ -876,7 +876,30 @@ static int final_verdict(struct engine *e, struct sb_req *r, struct outcome *oc)
     return final;
 }
 
+/*
+ * What a server said passes the redactor before anything shows or keeps it: an
+ * answer may echo the request, Authorization header and all.
+ */
+static void redact_outcome(struct engine *e, struct outcome *oc)
+{
+    char *t = sb_redact(&e->api, sb_strdup(oc->msg));
+    sb_strlcpy(oc->msg, t, sizeof oc->msg);
+    free(t);
+    t = sb_redact(&e->api, sb_strdup(oc->code));
+    sb_strlcpy(oc->code, t, sizeof oc->code);
+    free(t);
+}
+
+static void classify_answer(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc);
+
+/* Reads a call's outcome (see classify_answer), its texts redacted. */
 static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
+{
+    classify_answer(e, r, rc, oc);
+    redact_outcome(e, oc);
+}
+
+static void classify_answer(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *oc)
 {
     memset(oc, 0, sizeof *oc);
     if (rc != CURLE_OK) {
@@ -890,6 +913,7 @@ static void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct out
         if (rc == CURLE_FILESIZE_EXCEEDED)
             oc->kind = SB_EK_SERVER;
         oc->unreached = oc->v == V_RETRY && !r->sent;
+        redact_outcome(e, oc);
         if (oc->v == V_RETRY && r->sent && r->status == 0)
             no_answer(e, oc); /* sent and never answered: still an attempt (it may have been taken) */
         return;

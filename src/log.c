@@ -27,6 +27,51 @@ unsigned sb_log_warnings(void)
     return g_warnings;
 }
 
+static char *g_secrets[8];
+
+void sb_log_secret(const char *secret)
+{
+    if (!secret || strlen(secret) < 4)
+        return;
+    for (size_t i = 0; i < SB_ARRAY_LEN(g_secrets); i++) {
+        if (g_secrets[i] && strcmp(g_secrets[i], secret) == 0)
+            return;
+        if (!g_secrets[i]) {
+            g_secrets[i] = sb_strdup(secret);
+            return;
+        }
+    }
+}
+
+void sb_log_forget(void)
+{
+    for (size_t i = 0; i < SB_ARRAY_LEN(g_secrets); i++) {
+        if (g_secrets[i])
+            memset(g_secrets[i], 0, strlen(g_secrets[i]));
+        sb_freep(&g_secrets[i]);
+    }
+}
+
+/* Replaces every secret in s (a NUL-terminated buffer of size n) with "[redacted]". */
+static void redact_secrets(char *s, size_t n)
+{
+    static const char mark[] = "[redacted]";
+    for (size_t i = 0; i < SB_ARRAY_LEN(g_secrets) && g_secrets[i]; i++) {
+        size_t klen = strlen(g_secrets[i]);
+        char *hit = s;
+        while ((hit = strstr(hit, g_secrets[i]))) {
+            size_t tail = strlen(hit + klen);
+            size_t room = n - (size_t)(hit - s) - 1; /* bytes from hit to the buffer's last */
+            size_t m = sizeof mark - 1 < room ? sizeof mark - 1 : room;
+            size_t keep = tail < room - m ? tail : room - m;
+            memmove(hit + m, hit + klen, keep);
+            memcpy(hit, mark, m);
+            hit[m + keep] = '\0';
+            hit += m;
+        }
+    }
+}
+
 /* Lines held back (sb_log_hold), up to a cap; over it the rest are dropped and noted. */
 static struct {
     int on, over;
@@ -99,6 +144,7 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    redact_secrets(raw, sizeof raw);
     redact_userinfo(raw, msg, sizeof msg);
     struct sb_buf line;
     sb_buf_init(&line, 64u << 10);

@@ -1966,6 +1966,11 @@ int sb_manifest_read_keyfile(const struct sb_manifest *m, char **key, char *err,
     free(data);
     if (!*key)
         return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
+    if (strpbrk(*key, "\r\n")) {
+        sb_freep(key);
+        return sb_seterr(err, errlen, "api_key_file %s holds more than one line: put the API key alone in it, "
+                         "on one line", m->api_key_file);
+    }
     return SB_OK;
 }
 

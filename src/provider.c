@@ -4,6 +4,7 @@
  */
 #include "sb_provider.h"
 #include "sb_jr.h"
+#include "sb_log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -209,6 +210,7 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
         p->base = full;
     }
     char *key = NULL;
+    const char *from = NULL;
     if (m->api_key_file) {
         if (sb_manifest_read_keyfile(m, &key, err, errlen) != SB_OK)
             return SB_ERR;
@@ -216,7 +218,7 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
         for (int i = 0; p->ops->key_envs[i] && !key; i++) {
             const char *k = getenv(p->ops->key_envs[i]);
             if (k && *k)
-                key = sb_strdup(k);
+                key = sb_strdup(k), from = p->ops->key_envs[i];
         }
     }
     if (!key || !*key) {
@@ -229,10 +231,11 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
     }
     if (strpbrk(key, "\r\n")) {
         free(key);
-        return sb_seterr(err, errlen, "the API key contains a line break");
+        return sb_seterr(err, errlen, "the API key in %s contains a line break", from ? from : "api_key_file");
     }
     p->key = key;
     p->auth_header = sb_asprintf("Authorization: Bearer %s", key);
+    sb_log_secret(key);
     return SB_OK;
 }
 

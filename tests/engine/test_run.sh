@@ -349,6 +349,21 @@ expect_in "$T/err" "the API refused the key" "auth message"
 expect_not_in "$T/err" "$KEY" "key not in the message"
 expect_eq "$(grep -c '"status":"pending"' "$D/out/results.jsonl")" 12 "jobs kept pending"
 stop_mock
+# A 401 that echoes the Authorization header it refused: the key is never shown, in
+# text or JSON logs (with --debug too), nor kept in the state or results.
+start_mock --key other-key --echo-auth; use_mock
+for fmt in text json; do
+    run "$SEEDBATCH" run --debug --log-format "$fmt" "$D/m.yaml"; expect_rc 3 "echoed key ($fmt)"
+    expect_in "$T/err" "got Authorization: Bearer [redacted]" "echoed key ($fmt): the echo shown redacted"
+    expect_not_in "$T/err" "$KEY" "echoed key ($fmt): not on stderr"
+done
+grep -rqF "$KEY" "$D/out" && fail "echoed key: found under the output directory" || pass
+stop_mock
+# A key file of two lines is named as such.
+printf 'first-line\nsecond-line\n' > "$D/two.key"; chmod 600 "$D/two.key"
+sed "s|^output_dir: out|output_dir: out\napi_key_file: two.key|" "$D/m.yaml" > "$D/k2.yaml"
+run "$SEEDBATCH" validate "$D/k2.yaml"; expect_rc 2 "a two-line api_key_file"
+expect_in "$T/err" "api_key_file $D/two.key holds more than one line" "the key file named"
 start_mock --key "$KEY" --fault submit:402:1; use_mock
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 3 "no balance"
 n=$(stat_of requests.submit)

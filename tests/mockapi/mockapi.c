@@ -10,7 +10,7 @@
  *           [--early-404 MS] [--outputs N] [--expire-after MS] [--seed N]
  *           [--threads N] [--no-variants] [--tls-cert PEM --tls-key PEM]
  *           [--output-redirect file|gopher|loop|ok] [--idle-timeout S]
- *           [--public-origin URL] [--dialect FEATURE[,FEATURE...]]
+ *           [--public-origin URL] [--dialect FEATURE[,FEATURE...]] [--echo-auth]
  *
  *   EP:   upload submit poll download rc_submit rc_status rc_result rc_cancel any
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
@@ -114,6 +114,7 @@ static struct {
     double rate_limit, fail_rate;
     int retry_after, retry_after_date, outputs, variants;
     unsigned dialect;            /* D_* features of --dialect */
+    int echo_auth;               /* 401 answers repeat the Authorization header they refused */
     unsigned dialect_mixed;      /* ... those that came with "all": spoken in about half the answers */
     const char *scheme;          /* http, or https with --tls-cert/--tls-key */
     char origin[128];            /* scheme://host:port of the URLs it hands out (--public-origin) */
@@ -1270,8 +1271,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             fault = pick_fault(ep, &slow);
         pthread_mutex_unlock(&g.mu);
         /* Atlas answers 401 for a wrong path too; unauthorised requests never reach a handler. */
-        if (ep != EP_DOWNLOAD && !authed)
-            return send_error(c, runcomfy, 401, runcomfy ? 400004 : 401, "unauthorized", NULL);
+        if (ep != EP_DOWNLOAD && !authed) {
+            char msg[600];
+            /* --echo-auth: the answer repeats the header it refused, as some gateways do. */
+            snprintf(msg, sizeof msg, "unauthorized%s%.500s", g.echo_auth && auth ? ": got Authorization: " : "",
+                     g.echo_auth && auth ? auth : "");
+            return send_error(c, runcomfy, 401, runcomfy ? 400004 : 401, msg, NULL);
+        }
         /* Both APIs read a submit's body as JSON only when it says it is. */
         if ((ep == EP_SUBMIT || ep == EP_RC_SUBMIT) && !json_body)
             return send_error(c, runcomfy, 400, 400, "Content-Type must be application/json", NULL);
@@ -1448,6 +1454,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strcmp(a, "--no-variants") == 0) g.variants = 0;
+        else if (strcmp(a, "--echo-auth") == 0) g.echo_auth = 1;
         else {
             fprintf(stderr, "mockapi: unknown or incomplete option %s\n", a);
             return 2;
