@@ -165,14 +165,14 @@ expect_eq "$(stat_of faults.slow)" 1 "slow counted"; expect_eq "$(stat_of faults
 stop_mock
 
 # Failed predictions (HTTP 200, status failed, error_code 1039), early 404, outputs N, expiry.
-start_mock --latency 0 --early-404 2000 --outputs 3 --expire-after 1500
+start_mock --latency 0 --early-404 2000 --outputs 3 --expire-after 5000
 req POST /api/v1/model/uploadMedia -F "file=@$T/a.png"; U=$(upload_url)
 submit "{\"model\":\"$SEQ\",\"prompt\":\"please mock:fail\",\"images\":[\"$U\"]}"; IDF=$(pred_id)
 submit "{\"model\":\"$SEQ\",\"prompt\":\"fine\",\"images\":[\"$U\"]}"; IDS=$(pred_id)
 submit "{\"model\":\"$SEQ\",\"prompt\":\"gone mock:expire\",\"images\":[\"$U\"]}"; IDE=$(pred_id)
 req GET "/api/v1/model/prediction/$IDS"; expect_eq "$(cat "$T/code")" 404 "404 shortly after submit"
 sleep 2.1
-force "$IDS" done # restarts its expiry clock: 1.5 s from now
+force "$IDS" done # restarts its expiry clock: 5 s from now (room for a loaded machine)
 req GET "/api/v1/model/prediction/$IDF"; expect_eq "$(cat "$T/code")" 200 "failed prediction is HTTP 200"
 expect_eq "$(json_get "$T/body" data.status)" failed "failed status"
 expect_eq "$(json_get "$T/body" data.error_code)" 1039 "moderation error_code"
@@ -183,7 +183,7 @@ curl -s -o /dev/null -w '%{http_code}' "$(echo $URLS | cut -d' ' -f1)" > "$T/cod
 req GET "/api/v1/model/prediction/$IDE"
 U3=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; o=d.get("outputs") or d.get("output"); print(o if isinstance(o,str) else o[0])' "$T/body")
 curl -s -o /dev/null -w '%{http_code}' "$U3" > "$T/code"; expect_eq "$(cat "$T/code")" 404 "mock:expire output is 404"
-sleep 1.6
+sleep 5.1
 curl -s -o /dev/null -w '%{http_code}' "$(echo $URLS | cut -d' ' -f1)" > "$T/code"; expect_eq "$(cat "$T/code")" 404 "expired output is 404"
 expect_eq "$(stat_of expired_downloads)" 2 "expired downloads counted"
 stop_mock
