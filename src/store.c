@@ -127,18 +127,24 @@ static int exec(struct sb_store *st, const char *sql, char *err, size_t errlen)
     return SB_OK;
 }
 
+/* The schema's version, 0 when there is none (no meta table); SB_EIO when the file cannot be read as a database. */
 static int schema_version(struct sb_store *st, int *out)
 {
     sqlite3_stmt *s;
     *out = 0;
     if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='schema_version'", -1, &s, NULL) != SQLITE_OK)
-        return SB_OK; /* no meta table: a new database */
+        return (sqlite3_errcode(st->db) & 0xff) == SQLITE_ERROR ? SB_OK : SB_EIO; /* no meta table: none */
     if (sqlite3_step(s) == SQLITE_ROW)
         *out = atoi((const char *)sqlite3_column_text(s, 0));
     sqlite3_finalize(s);
     return SB_OK;
 }
 
+/* What moving a state away costs, said wherever one is refused. */
+#define MOVED_AWAY " (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every " \
+                   "job in it is paid for again)"
+
+/* Brings the schema up to date (a state being created has none yet). */
 static int migrate(struct sb_store *st, char *err, size_t errlen)
 {
     int v;
@@ -172,6 +178,36 @@ char *sb_store_default_path(const struct sb_manifest *m)
     return sb_asprintf("%s/.seedbatch/state.db", m->output_dir);
 }
 
+static int open_db(const char *path, int readonly, int create, struct sb_store **out, char *err, size_t errlen);
+
+/*
+ * A new state is made under a temporary name and renamed into place with its
+ * schema: a state file that exists has one, so one without it is refused.
+ */
+static int create_state(const char *path, char *err, size_t errlen)
+{
+    char *tmp = sb_asprintf("%s.new", path), *dir = sb_dirname(path);
+    const char *sfx[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < SB_ARRAY_LEN(sfx); i++) {
+        char *f = sb_asprintf("%s%s", tmp, sfx[i]);
+        unlink(f); /* left by a run killed while it made the state */
+        free(f);
+    }
+    struct sb_store *st = NULL;
+    int rc = open_db(tmp, 0, 1, &st, err, errlen);
+    sb_store_close(st); /* checkpoints and removes the WAL: the file alone is the state */
+    int dfd = -1;
+    if (rc == SB_OK && rename(tmp, path) != 0)
+        rc = sb_seterr(err, errlen, "cannot make the state %s: %s", path, strerror(errno));
+    if (rc == SB_OK && (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(tmp);
+    free(dir);
+    return rc == SB_OK ? SB_OK : SB_EIO;
+}
+
 int sb_store_open(const char *path, int readonly, struct sb_store **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -183,11 +219,19 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
         free(dir);
         if (rc != SB_OK)
             return rc;
+        if (access(path, F_OK) != 0 && errno == ENOENT && (rc = create_state(path, err, errlen)) != SB_OK)
+            return rc;
     }
+    return open_db(path, readonly, 0, out, err, errlen);
+}
+
+static int open_db(const char *path, int readonly, int create, struct sb_store **out, char *err, size_t errlen)
+{
     struct sb_store *st = sb_calloc(1, sizeof *st);
     st->path = sb_strdup(path);
     st->readonly = readonly;
-    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int flags = readonly ? SQLITE_OPEN_READONLY : create ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                                         : SQLITE_OPEN_READWRITE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         sb_seterr(err, errlen, "cannot open state database %s: %s", path,
                   st->db ? sqlite3_errmsg(st->db) : "out of memory");
@@ -195,6 +239,22 @@ int sb_store_open(const char *path, int readonly, struct sb_store **out, char *e
     }
     sqlite3_busy_timeout(st->db, 5000);
     sqlite3_extended_result_codes(st->db, 1);
+    /*
+     * Only a state being created may have no schema: an existing file without one
+     * (emptied, truncated to nothing, another program's database) is refused before
+     * anything is written to it, or every job would be queued and paid for again.
+     */
+    int v = 0;
+    if (!create && schema_version(st, &v) != SB_OK) {
+        sb_seterr(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
+        goto fail;
+    }
+    if (!create && v == 0) {
+        sb_seterr(err, errlen, "%s: not a seedbatch state: it holds no schema (an empty file, or another "
+                  "program's database)" MOVED_AWAY, path);
+        sb_store_close(st);
+        return SB_EIO;
+    }
     if (!readonly && (exec(st, "PRAGMA journal_mode=WAL", err, errlen) != SB_OK ||
                       exec(st, "PRAGMA synchronous=FULL", err, errlen) != SB_OK))
         goto fail;
@@ -220,8 +280,7 @@ fail:
                    (sqlite3_errcode(st->db) & 0xff) == SQLITE_CORRUPT)) {
         /* What to do about it, and what it costs. */
         size_t n = strlen(err);
-        snprintf(err + n, errlen - n, " (the state is damaged, or not seedbatch's; moved away, the batch "
-                                      "starts afresh and every job in it is paid for again)");
+        snprintf(err + n, errlen - n, MOVED_AWAY);
     }
     sb_store_close(st);
     return SB_EIO;

@@ -310,6 +310,21 @@ for c in status results run; do
     expect_in "$T/err" "$T/demo.out/.seedbatch/state.db: file is not a database (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every job in it is paid for again)" "$c on a state that is not a database: message"
 done
 cmp -s "$T/notadb" "$T/demo.out/.seedbatch/state.db" && pass || fail "a state that is not a database was changed"
+# A state emptied to 0 bytes, or another program's database under its name, holds no
+# schema: refused the same way by every command (before, a run took it for a new batch
+# and paid for every job again).
+for kind in empty foreign; do
+    rm -f "$T/demo.out/.seedbatch/state.db"*
+    if [ $kind = empty ]; then : > "$T/demo.out/.seedbatch/state.db"; else sqlite3 "$T/demo.out/.seedbatch/state.db" "CREATE TABLE photos(name TEXT)"; fi
+    cp "$T/demo.out/.seedbatch/state.db" "$T/before"
+    for c in status "run --dry-run" results run; do
+        run "$SEEDBATCH" $c --progress never "$T/demo.yaml"
+        want=2; [ "$c" = run ] && want=1
+        expect_rc $want "$c on a state with no schema ($kind)"
+        expect_in "$T/err" "$T/demo.out/.seedbatch/state.db: not a seedbatch state: it holds no schema (an empty file, or another program's database) (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every job in it is paid for again)" "$c on a state with no schema ($kind): message"
+    done
+    cmp -s "$T/before" "$T/demo.out/.seedbatch/state.db" && pass || fail "a state with no schema ($kind) was changed"
+done
 rm -rf "$T/demo.out"
 # An output_dir or a --state directory that is a file: named with the manifest and which one it is.
 : > "$T/demo.out"
