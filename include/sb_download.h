@@ -24,6 +24,7 @@ struct sb_download {
     char *stem;
     char *final_name;          /* <stem>.<ext> once done */
     unsigned char head[16];
+    unsigned char tail[16];    /* the last bytes received, for the end-of-image check */
     size_t headlen, total;
     int write_errno;
     CURLcode rc;

@@ -33,5 +33,15 @@ int sb_image_probe(const unsigned char *buf, size_t len, struct sb_imageinfo *ou
 const char *sb_image_format_name(enum sb_image_format f);
 /* File extension for outputs: "jpg", "png", "webp", ... */
 const char *sb_image_format_ext(enum sb_image_format f);
+/*
+ * Whether a whole file of this format ends where the format says it does: PNG
+ * with its IEND chunk, JPEG with its EOI marker (trailing zero padding allowed),
+ * WebP at its RIFF length. head holds its first bytes, tail its last 16 (the
+ * tail of a shorter file right-aligned). A body cut off on a connection that
+ * gave no length ends cleanly and must not become an output. NULL when whole,
+ * else why not.
+ */
+const char *sb_image_cut_short(enum sb_image_format f, const unsigned char *head, size_t headlen,
+                               const unsigned char tail[16], size_t total);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * download.c fetches output images as sb_download.h describes. The write
- * callback appends to the .part file and refuses bytes past the cap; the
- * fsync runs on libuv's threadpool so a slow disk does not stall transfers.
+ * callback appends to the .part file and refuses bytes past the cap; a body
+ * that ends before its image does is refused (retried); the fsync runs on
+ * libuv's threadpool so a slow disk does not stall transfers.
  */
 #include "sb_download.h"
 #include "sb_imageinfo.h"
@@ -25,6 +26,14 @@ static int sink(struct sb_req *r, const char *p, size_t n)
         size_t k = sizeof d->head - d->headlen < n ? sizeof d->head - d->headlen : n;
         memcpy(d->head + d->headlen, p, k);
         d->headlen += k;
+    }
+    /* The last sizeof tail bytes: what was kept of them, then the new ones. */
+    size_t t = sizeof d->tail;
+    if (n >= t) {
+        memcpy(d->tail, p + n - t, t);
+    } else {
+        memmove(d->tail, d->tail + n, t - n);
+        memcpy(d->tail + t - n, p, n);
     }
     while (n) {
         ssize_t w = write(d->fd, p, n);
@@ -115,6 +124,12 @@ static void on_done(struct sb_req *r, CURLcode rc)
         fail(d, 1, "%s", "output is not a PNG, JPEG or WEBP image");
         return;
     }
+    /* A body cut off on a connection that gave no length ends cleanly: the format says where it ends. */
+    const char *cut = sb_image_cut_short(f, d->head, d->headlen, d->tail, d->total);
+    if (cut) {
+        fail(d, 1, "output incomplete after %zu bytes: %s (a cut-off transfer?)", d->total, cut);
+        return;
+    }
     d->failed = 0;
     d->done(d); /* every byte is in the .part file; sb_download_finish makes it final */
 }
@@ -131,6 +146,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     d->stem = sb_strdup(stem);
     d->part = sb_concat(stem, ".part", NULL);
     d->headlen = d->total = 0;
+    memset(d->tail, 0, sizeof d->tail);
     d->write_errno = 0;
     d->failed = d->retryable = 0;
     d->http_status = 0;

@@ -149,3 +149,27 @@ int sb_image_probe(const unsigned char *buf, size_t len, struct sb_imageinfo *ou
     out->height = h;
     return SB_OK;
 }
+
+const char *sb_image_cut_short(enum sb_image_format f, const unsigned char *head, size_t headlen,
+                               const unsigned char tail[16], size_t total)
+{
+    static const unsigned char iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    size_t n = total < 16 ? total : 16;
+    const unsigned char *end = tail + 16; /* one past the last byte */
+    if (f == SB_IMG_PNG)
+        return n >= sizeof iend && memcmp(end - sizeof iend, iend, sizeof iend) == 0 ? NULL
+               : "the PNG ends before its IEND chunk";
+    if (f == SB_IMG_JPEG) {
+        while (n && end[-1] == 0)
+            end--, n--;
+        return n >= 2 && end[-2] == 0xFF && end[-1] == 0xD9 ? NULL : "the JPEG ends before its EOI marker";
+    }
+    if (f == SB_IMG_WEBP) {
+        if (headlen < 8)
+            return "the WebP ends before its RIFF length";
+        size_t riff = (size_t)head[4] | (size_t)head[5] << 8 | (size_t)head[6] << 16 | (size_t)head[7] << 24;
+        /* RIFF pads an odd length with one byte, which some writers leave out of the count. */
+        return total == riff + 8 || total == riff + 9 ? NULL : "the WebP is shorter or longer than its RIFF length";
+    }
+    return NULL;
+}

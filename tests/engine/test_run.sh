@@ -331,6 +331,18 @@ expect_eq "$(stat_of submissions)" 3 "polled again, not submitted again"
 expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "and counted once"
 stop_mock
 
+# An output cut off on a connection that gave no length ends cleanly: never written as it
+# came; downloaded again whole.
+D=$T/cut; make_batch "$D" 3
+printf '  - {id: jpg, prompt: "as jpeg", images: [img/logo.png], params: {output_format: jpeg}}\n' >> "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault download:cut:#5; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "outputs cut short are downloaded again"
+expect_eq "$(stat_of faults.cut)" 5 "five outputs cut short, with a clean end"
+expect_eq "$(stat_of requests.download)" 13 "each downloaded again: 8 outputs, 5 twice"
+expect_eq "$(stat_of submissions)" 4 "no job paid twice for it"
+check_outputs "$D/out/results.jsonl" "$D/out"
+stop_mock
+
 # --- 6. max_cost: stops submitting, exit 4 ---
 D=$T/cost; make_batch "$D" 5 "price_per_image: 0.5"
 sed -i 's/requests_per_second: 0/requests_per_second: 0, max_cost: 2.0/' "$D/m.yaml"

@@ -16,6 +16,7 @@
  *   KIND: 400 401 402 403 404 429 429ra 500 502 503 504 drop slow truncate garbage
  *         lost (submit accepted, answer dropped) err200 (HTTP 200 carrying an error)
  *         huge (an endless chunked body) 422 (a validation answer with a detail array)
+ *         cut (an output's first half with no length given, then a clean close: HTTP/1.0 style)
  *   P:    a probability (0.2), or #N for the first N matching requests
  *
  * --idle-timeout closes a connection idle for S seconds (default 120).
@@ -77,10 +78,10 @@ static const char *dialect_names[] = {"case", "words", "unknown", "verdict", "er
                                       "completed", "detail", "stuck", "nsfw"};
 
 enum kind { K_400, K_401, K_402, K_403, K_404, K_429, K_429RA, K_500, K_502, K_503, K_504, K_DROP,
-            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_422, K_N };
+            K_SLOW, K_TRUNCATE, K_GARBAGE, K_LOST, K_ERR200, K_HUGE, K_422, K_CUT, K_N };
 static const char *kind_names[K_N] = {"400", "401", "402", "403", "404", "429", "429ra", "500", "502", "503",
-                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200", "huge", "422"};
-static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200, 200, 422};
+                                      "504", "drop", "slow", "truncate", "garbage", "lost", "err200", "huge", "422", "cut"};
+static const int kind_status[K_N] = {400, 401, 402, 403, 404, 429, 429, 500, 502, 503, 504, 0, 0, 0, 200, 0, 200, 200, 422, 200};
 
 struct fault {
     int ep;
@@ -356,6 +357,32 @@ static enum MHD_Result send_truncated(struct MHD_Connection *c, const char *data
     t->len = len;
     struct MHD_Response *r = MHD_create_response_from_callback(len, 4096, trunc_reader, t, trunc_free);
     MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static ssize_t half_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct trunc *t = cls;
+    size_t half = t->len / 2;
+    if (pos >= half)
+        return MHD_CONTENT_READER_END_OF_STREAM; /* a clean end: nothing says it is short */
+    size_t n = half - (size_t)pos < max ? half - (size_t)pos : max;
+    memcpy(buf, t->data + pos, n);
+    return (ssize_t)n;
+}
+
+/* Sends the first half with no Content-Length as an HTTP/1.0 server would, then closes cleanly. */
+static enum MHD_Result send_cut(struct MHD_Connection *c, const char *data, size_t len, const char *type)
+{
+    struct trunc *t = sb_malloc(sizeof *t);
+    t->data = sb_malloc(len ? len : 1);
+    memcpy(t->data, data, len);
+    t->len = len;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, half_reader, t, trunc_free);
+    MHD_set_response_options(r, MHD_RF_HTTP_1_0_SERVER, MHD_RO_END);
+    MHD_add_response_header(r, "Content-Type", type);
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
@@ -1099,6 +1126,8 @@ static enum MHD_Result handle_download(struct MHD_Connection *c, const char *res
     enum MHD_Result r;
     if (fault == K_TRUNCATE) {
         r = send_truncated(c, (const char *)img, len);
+    } else if (fault == K_CUT) {
+        r = send_cut(c, (const char *)img, len, strcmp(p->format, "png") == 0 ? "image/png" : "image/jpeg");
     } else {
         struct MHD_Response *resp = MHD_create_response_from_buffer(len, img, MHD_RESPMEM_MUST_COPY);
         MHD_add_response_header(resp, "Content-Type", strcmp(p->format, "png") == 0 ? "image/png" : "image/jpeg");

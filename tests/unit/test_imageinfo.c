@@ -57,6 +57,31 @@ int main(void)
     for (size_t n = 0; n < 40 && n < len; n++)
         CHECK(sb_image_probe((unsigned char *)data, n, &info) == SB_EINVAL || info.width == 123);
     free(data);
+    /* A whole PNG, JPEG and WebP end where their format says; every shorter cut does not. */
+    const char *whole[] = {"a.png", "a.jpg", "a.webp"};
+    enum sb_image_format wf[] = {SB_IMG_PNG, SB_IMG_JPEG, SB_IMG_WEBP};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, whole[i]);
+        CHECK_INT(sb_read_file(path, 1 << 20, &data, &len, err, sizeof err), SB_OK);
+        int cut_ok = 1;
+        for (size_t n = len; n + 64 > len && n > 16; n--) {
+            unsigned char tail[16];
+            memcpy(tail, data + n - 16, 16);
+            const char *why = sb_image_cut_short(wf[i], (unsigned char *)data, 16, tail, n);
+            if (n == len)
+                CHECK(why == NULL);
+            else
+                cut_ok &= why != NULL;
+        }
+        CHECK(cut_ok);
+        free(data);
+    }
+    /* JPEG: zero padding after EOI is fine; a short file (its tail right-aligned) is judged on what it has. */
+    unsigned char jt[16] = {0};
+    jt[13] = 0xFF, jt[14] = 0xD9, jt[15] = 0;
+    CHECK(sb_image_cut_short(SB_IMG_JPEG, jt, 16, jt, 400) == NULL);
+    CHECK(sb_image_cut_short(SB_IMG_JPEG, jt, 16, jt, 1) != NULL);
+    CHECK(sb_image_cut_short(SB_IMG_GIF, jt, 16, jt, 400) == NULL); /* not an output format: not judged */
     CHECK_INT(t_rmdir(dir), 0);
     return t_done("imageinfo");
 }
