@@ -35,6 +35,8 @@ struct sb_req {
     int attempts;                  /* times it went out: libcurl resends on its own when a
                                       reused connection dies before answering */
     int too_big;                   /* the body passed its cap: aborted */
+    int send_once;                 /* never let libcurl send it again by itself (a submit: each send may
+                                      be billed): such a resend is stopped, and the call ends as lost */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *headers;    /* owned */
     curl_mime *mime;               /* owned */

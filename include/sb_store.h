@@ -12,7 +12,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 5
+#define SB_SCHEMA_VERSION 6
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -69,6 +69,7 @@ struct sb_jobrow {
     double cost;
     char *spec;           /* the job as sb_jobspec_json wrote it, or NULL */
     int64_t rowid;        /* where the row is: saves find it without the id index */
+    int uncertain_submits; /* submits that reached the provider with no prediction id known: maybe billed */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
 /*
@@ -174,8 +175,10 @@ int sb_store_each_replaced(struct sb_store *st,
  * into *groups (0: none, and *a and *b NULL).
  */
 int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups);
-/* Jobs of the manifest per state, and what they have cost. */
-int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent);
+/* Jobs of the manifest per state, what they have cost, and their submits that may have been billed unseen
+ * (how many, and the images they asked for). */
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent, long *uncertain,
+                    long *uncertain_images);
 
 /* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);

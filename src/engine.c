@@ -226,6 +226,8 @@ struct engine {
     struct job *finalize_pending;        /* received outputs for the next worker trip */
     struct job *finalizing;              /* ... and those on the worker now */
     double spent, reserved;
+    long uncertain, uncertain_images;    /* submits that may have been billed unseen, and their images */
+    long uncertain_run;                  /* ... of them, those of this run */
     double ema_ms;
     int samples;
     long calls[CALL_NKINDS];
@@ -255,6 +257,22 @@ static int64_t mono_ms(void)
 static double price(const struct engine *e)
 {
     return e->m->price_per_image;
+}
+
+/*
+ * What the batch may have cost so far, and holds for the jobs in work: the spend
+ * known, every submit that may have been billed unseen (its answer lost, a 5xx, a
+ * 2xx without an id) counted as billed, and the worst case of the jobs in work.
+ */
+static double committed(const struct engine *e)
+{
+    return e->spent + (double)e->uncertain_images * price(e) + e->reserved;
+}
+
+/* Whether need more would pass max_cost. */
+static int over_budget(const struct engine *e, double need)
+{
+    return e->m->limits.max_cost >= 0 && committed(e) + need > e->m->limits.max_cost + 1e-9;
 }
 
 /*
@@ -959,12 +977,12 @@ static void classify_answer(struct engine *e, struct sb_req *r, CURLcode rc, str
         oc->v = V_RETRY;
         oc->kind = SB_EK_SERVER;
         /*
-         * A gateway's answer (502, 504; a CDN's 520 and 524) says the API behind
-         * it failed or did not answer in time, not that it never took the
-         * request: a submit answered so may have been accepted, as when its
-         * answer is lost on the way.
+         * An API's 500, or a gateway's answer (502, 504; a CDN's 520 and 524),
+         * says something failed or did not answer in time, not that the request
+         * was never taken: a submit answered so may have been accepted, as when
+         * its answer is lost on the way. (503 and 429 say it was not.)
          */
-        oc->lost = s == 502 || s == 504 || s == 520 || s == 524;
+        oc->lost = s == 500 || s == 502 || s == 504 || s == 520 || s == 524;
     } else {
         oc->v = V_FAIL;
         oc->kind = SB_EK_INVALID_INPUT;
@@ -1246,8 +1264,10 @@ static void begin_submit(struct engine *e, struct job *j)
      * On a reused connection that dies before any answer byte, libcurl 7.88
      * sends the request again by itself (Curl_retry_request; the opt-out
      * CURLOPT_FORBID_RETRY_ON_REUSE only exists from 8.16): the first may have
-     * been billed. submit_done sees it in req.attempts and flags the job.
+     * been billed. send_once stops that resend: the call ends as lost, counted
+     * as possibly billed, and any further send waits for the budget's word.
      */
+    c->req.send_once = 1;
     sb_req_json(&c->req, body);
     c->req.done = submit_done;
     j->tries++;
@@ -1279,6 +1299,21 @@ static struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome 
     return c->job;
 }
 
+/*
+ * Submits of the job that reached the provider and may have made a billed
+ * prediction whose id was never seen: the job is flagged possible_duplicate,
+ * and each is counted as billed against max_cost (kept in the state).
+ */
+static void uncertain_submits(struct engine *e, struct job *j, int n)
+{
+    j->row.possible_duplicate = 1;
+    j->row.uncertain_submits += n;
+    e->uncertain += n;
+    e->uncertain_run += n;
+    e->uncertain_images += (long)n * (j->spec ? j->spec->images_requested : j->row.images_requested);
+    save(e, j);
+}
+
 static void submit_done(struct sb_req *r, CURLcode rc)
 {
     struct outcome oc;
@@ -1290,14 +1325,17 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         e->calls[CALL_SUBMIT] += r->attempts - 1;
         sb_warn("job %s: the submit was sent %d times (a connection died before answering); "
                 "flagged possible_duplicate", j->row.id, r->attempts);
-        if (!j->row.possible_duplicate) {
-            j->row.possible_duplicate = 1;
-            save(e, j);
-        }
+        uncertain_submits(e, j, r->attempts - 1);
     }
-    if (oc.v == V_OK) {
+    /*
+     * A 2xx says the provider took the submit: one whose id cannot be read (no id, a
+     * body cut short) may have made a billed prediction that no poll can find. It is
+     * never sent again by this run: only --retry-failed submits it again.
+     */
+    int accepted = r->status >= 200 && r->status < 300 && (oc.v == V_OK || rc != CURLE_OK);
+    if (accepted) {
         char *id = NULL;
-        if (e->api.ops->parse_submit(answer(r), &id, oc.msg, sizeof oc.msg) == SB_OK) {
+        if (oc.v == V_OK && e->api.ops->parse_submit(answer(r), &id, oc.msg, sizeof oc.msg) == SB_OK) {
             free(j->row.prediction_id);
             j->row.prediction_id = id;
             j->row.submitted_at = sb_now_ms();
@@ -1314,13 +1352,20 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             pump(e);
             return;
         }
-        /* A 2xx we cannot read may still have created the prediction. */
-        oc.v = V_RETRY;
-        oc.kind = SB_EK_SERVER;
-        oc.lost = 1;
+        char msg[sizeof oc.msg + 256];
+        snprintf(msg, sizeof msg, "the provider accepted the submit (HTTP %ld) but its answer had no id (%s): it "
+                 "may have been billed; check the provider's history (--retry-failed submits it again and may "
+                 "pay twice)", r->status, oc.msg[0] ? oc.msg : "unreadable");
+        uncertain_submits(e, j, 1);
+        sb_req_cleanup(r);
+        job_failed(e, j, SB_EK_SERVER, (int)r->status, NULL, msg);
+        pump(e);
+        return;
     }
     int64_t ra = r->retry_after_ms;
     sb_req_cleanup(r);
+    if (oc.v == V_RETRY && oc.lost)
+        uncertain_submits(e, j, 1); /* sent, and no answer says whether it was taken */
     if (oc.v == V_ABORT) {
         /* Refused: nothing was created. The job waits in pending for the next run. */
         auth_abort(e, &oc);
@@ -1340,10 +1385,6 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             release(e, j);
         }
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
-        if (oc.lost && !j->row.possible_duplicate) {
-            j->row.possible_duplicate = 1;
-            save(e, j);
-        }
         sb_debug("job %s: submit: %s; retrying", j->row.id, oc.msg);
         if (e->run->stopping) {
             release(e, j); /* stays submitting: the next run resubmits it, flagged */
@@ -1682,6 +1723,17 @@ static void start_downloads_kept(struct engine *e, struct job *j)
 
 /* ---- activation ---- */
 
+static void cost_warning(const struct engine *e)
+{
+    char maybe[96] = "";
+    if (e->uncertain_images)
+        snprintf(maybe, sizeof maybe, ", $%.2f more if the %ld submit%s with no answer or id %s billed",
+                 (double)e->uncertain_images * price(e), e->uncertain, SB_S(e->uncertain),
+                 SB_ONE(e->uncertain, "was", "were"));
+    sb_warn("max_cost $%.2f reached (spent $%.2f%s, committed $%.2f): no new submissions", e->m->limits.max_cost,
+            e->spent, maybe, e->reserved);
+}
+
 /*
  * Gives the job the URL of each of its reference images, or lists it as waiting
  * for the image's upload; then it waits for its uploads or goes to submit. An
@@ -1786,10 +1838,9 @@ static int reupload_stale(struct engine *e, struct job *j, const struct outcome 
 static int activate(struct engine *e, struct job *j)
 {
     double need = j->spec->images_requested * price(e);
-    if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
+    if (over_budget(e, need)) {
         if (!e->cost_stop)
-            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
-                    e->m->limits.max_cost, e->spent, e->reserved);
+            cost_warning(e);
         e->cost_stop = 1;
         return -1;
     }
@@ -1977,10 +2028,8 @@ static void pump(struct engine *e)
     struct sb_jobrow *row;
     while (!e->run->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
            (row = next_pending(e))) {
-        double need = row->images_requested * price(e);
-        if (e->m->limits.max_cost >= 0 && e->spent + e->reserved + need > e->m->limits.max_cost + 1e-9) {
-            sb_warn("max_cost $%.2f reached (spent $%.2f, committed $%.2f): no new submissions",
-                    e->m->limits.max_cost, e->spent, e->reserved);
+        if (over_budget(e, row->images_requested * price(e))) {
+            cost_warning(e);
             e->cost_stop = 1;
             break;
         }
@@ -2047,7 +2096,17 @@ static void pump(struct engine *e)
                 break;
             }
             if (k == 1 && e->q_submit) {
-                begin_submit(e, dequeue_job(&e->q_submit, &e->q_submit_tail));
+                struct job *j = dequeue_job(&e->q_submit, &e->q_submit_tail);
+                if (over_budget(e, 0)) {
+                    /* Submits that may have been billed unseen took the room: this one waits for a later run. */
+                    if (!e->cost_stop)
+                        cost_warning(e);
+                    e->cost_stop = 1;
+                    set_state(e, j, SB_JOB_PENDING);
+                    release(e, j);
+                    break;
+                }
+                begin_submit(e, j);
                 break;
             }
             if (k == 2 && e->q_poll) {
@@ -2528,6 +2587,10 @@ static void requeue(struct engine *e, struct sb_jobrow *r)
     }
     sb_freep(&r->prediction_id);
     forget_cached_uploads(e, r);
+    if (r->uncertain_submits)
+        sb_warn("job %s: %d earlier submit%s of it reached the provider with no prediction id seen and may have "
+                "been billed: submitting it again may pay twice", r->id, r->uncertain_submits,
+                SB_S(r->uncertain_submits));
     /* possible_duplicate stays: a submit of it that lost its answer may have been billed. */
     r->submitted_at = 0;
     r->state = SB_JOB_PENDING;
@@ -2542,8 +2605,9 @@ static void unupload(struct engine *e, struct sb_jobrow *r)
 static void resubmit_flagged(struct engine *e, struct sb_jobrow *r)
 {
     (void)e;
-    /* Its submit may have reached the provider: send again, flagged. */
+    /* Its submit may have reached the provider: counted as billed, and sent again flagged. */
     r->possible_duplicate = 1;
+    r->uncertain_submits++;
     r->state = SB_JOB_PENDING;
     sb_info("job %s: its submit was in flight when the last run stopped: submitting again "
             "(flagged possible_duplicate)", r->id);
@@ -2616,7 +2680,7 @@ static void load_jobs(struct engine *e)
                             1u << SB_JOB_DOWNLOADING, sort_left, &su);
     each_listed(e, &su.uploading, unupload);
     each_listed(e, &su.unsent, resubmit_flagged);
-    sb_store_counts(e->st, e->count, &e->spent);
+    sb_store_counts(e->st, e->count, &e->spent, &e->uncertain, &e->uncertain_images);
     e->pend_after = -1;
 }
 
@@ -2716,15 +2780,19 @@ static int engine_report(struct engine *e)
     count_states(e, c);
     double el = (double)(mono_ms() - e->run->started) / 1000.0;
     long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
-    char unreached[64] = "";
+    char unreached[64] = "", maybe[128] = "";
     if (e->unreached)
         snprintf(unreached, sizeof unreached, ", %ld more that reached no server", e->unreached);
+    if (e->uncertain)
+        snprintf(maybe, sizeof maybe, " (up to $%.2f if the %ld submit%s with no answer or id %s billed)",
+                 e->spent + (double)e->uncertain_images * price(e), e->uncertain, SB_S(e->uncertain),
+                 SB_ONE(e->uncertain, "was", "were"));
     sb_info("%s: %d job%s: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld image%s written; "
-            "%.1fs; spend $%.2f; API calls: %ld submit%s, %ld poll%s, %ld upload%s (%.2f per job besides uploads)%s; "
+            "%.1fs; spend $%.2f%s; API calls: %ld submit%s, %ld poll%s, %ld upload%s (%.2f per job besides uploads)%s; "
             "%ld state commit%s",
             m->path, m->n_jobs, SB_S(m->n_jobs), c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
-            c[SB_JOB_CANCELLED], e->images_written, SB_S(e->images_written), el, e->spent, e->calls[CALL_SUBMIT],
+            c[SB_JOB_CANCELLED], e->images_written, SB_S(e->images_written), el, e->spent, maybe, e->calls[CALL_SUBMIT],
             SB_S(e->calls[CALL_SUBMIT]), e->calls[CALL_POLL], SB_S(e->calls[CALL_POLL]), e->calls[CALL_UPLOAD],
             SB_S(e->calls[CALL_UPLOAD]), e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, unreached,
             e->commits, SB_S(e->commits));

@@ -83,7 +83,7 @@ static void check_done(struct sb_loop *l)
         long reqsize = 0;
         curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &reqsize);
         curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &up);
-        r->sent = reqsize > 0 || up > 0;
+        r->sent |= reqsize > 0 || up > 0; /* already set when a resend was stopped */
         if (r->too_big && rc == CURLE_WRITE_ERROR)
             rc = CURLE_FILESIZE_EXCEEDED;
         r->done(r, rc);
@@ -380,6 +380,10 @@ static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_por
 {
     struct sb_req *r = ud;
     (void)ip, (void)local_ip, (void)port, (void)local_port;
+    if (r->send_once && r->attempts >= 1) {
+        r->sent = 1; /* the first send died unanswered: it may have been taken */
+        return CURL_PREREQFUNC_ABORT;
+    }
     r->attempts++;
     return CURL_PREREQFUNC_OK;
 }
@@ -501,6 +505,7 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
     r->sent = 0;
     r->too_big = 0;
     r->attempts = 0;
+    r->send_once = 0;
     r->errbuf[0] = '\0';
     CURL *e = r->easy;
     /* What an earlier request on this handle may have set: no body, no headers, a GET. */

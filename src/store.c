@@ -95,6 +95,10 @@ static const char *migrations[] = {
      * (a partial index on a column the row updates of a run never set: they never touch it). */
     "ALTER TABLE jobs ADD COLUMN replaced_outputs TEXT;"
     "CREATE INDEX jobs_replaced ON jobs(replaced_outputs) WHERE replaced_outputs IS NOT NULL;",
+    /* 6: submits that reached the provider and may have been billed without a prediction id
+     * known (an answer lost, a 5xx, a 2xx without an id): counted against max_cost, kept when
+     * the job changes. */
+    "ALTER TABLE jobs ADD COLUMN uncertain_submits INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* The oldest schema a read-only open can read (3 only dropped an index). */
@@ -103,7 +107,7 @@ static const char *migrations[] = {
 #define ROW_COLUMNS                                                                         \
     "id, seq, fingerprint, state, in_manifest, images_requested, attempts, prediction_id,"  \
     " possible_duplicate, outputs, output_urls, error_kind, error_http, error_code,"        \
-    " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid"
+    " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid, uncertain_submits"
 
 /* The first column of a one-row query, or -1. */
 static int64_t query_int(struct sb_store *st, const char *sql)
@@ -262,14 +266,18 @@ static int open_db(const char *path, int readonly, int create, struct sb_store *
         goto fail;
     if (migrate(st, err, errlen) != SB_OK)
         goto fail;
+    /* An older state read as it is (status, --dry-run): its jobs as the current schema reads them. */
+    if (readonly && v < 6 &&
+        exec(st, "CREATE TEMP VIEW jobs AS SELECT *, 0 AS uncertain_submits FROM main.jobs", err, errlen) != SB_OK)
+        goto fail;
     if (sqlite3_prepare_v2(st->db,
             "SELECT " ROW_COLUMNS
             " FROM jobs WHERE id=?", -1, &st->get_job, NULL) != SQLITE_OK ||
         (!readonly && sqlite3_prepare_v2(st->db,
             "UPDATE jobs SET state=?2, attempts=?3, prediction_id=?4, possible_duplicate=?5, outputs=?6,"
             " output_urls=?7, error_kind=?8, error_http=?9, error_code=?10, error_message=?11,"
-            " submitted_at=?12, finished_at=?13, predict_time=?14, cost=?15, updated_at=?16"
-            " WHERE rowid=?17 AND id=?1", -1, &st->save_job, NULL) != SQLITE_OK)) {
+            " submitted_at=?12, finished_at=?13, predict_time=?14, cost=?15, updated_at=?16,"
+            " uncertain_submits=?18 WHERE rowid=?17 AND id=?1", -1, &st->save_job, NULL) != SQLITE_OK)) {
         sb_seterr(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         goto fail;
     }
@@ -332,6 +340,7 @@ static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
     r->cost = sqlite3_column_double(s, 18);
     r->spec = col_text(s, 19);
     r->rowid = sqlite3_column_int64(s, 20);
+    r->uncertain_submits = sqlite3_column_int(s, 21);
 }
 
 void sb_jobrow_clear(struct sb_jobrow *r)
@@ -408,6 +417,7 @@ int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_jo
     sqlite3_bind_double(s, 15, r->cost);
     sqlite3_bind_int64(s, 16, sb_now_ms());
     sqlite3_bind_int64(s, 17, r->rowid);
+    sqlite3_bind_int(s, 18, r->uncertain_submits);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
@@ -903,12 +913,15 @@ int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups)
     return SB_OK;
 }
 
-int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent)
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent, long *uncertain,
+                    long *uncertain_images)
 {
     sqlite3_stmt *s;
     memset(counts, 0, SB_JOB_NSTATES * sizeof *counts);
     *spent = 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*), total(cost) FROM jobs WHERE in_manifest=1"
+    *uncertain = *uncertain_images = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*), total(cost), total(uncertain_submits),"
+                           " total(uncertain_submits * images_requested) FROM jobs WHERE in_manifest=1"
                            " GROUP BY state", -1, &s, NULL) != SQLITE_OK)
         return SB_EIO;
     while (sqlite3_step(s) == SQLITE_ROW) {
@@ -917,6 +930,8 @@ int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spe
         if (name && sb_job_state_parse((const char *)name, &js) == SB_OK)
             counts[js] += sqlite3_column_int(s, 1);
         *spent += sqlite3_column_double(s, 2);
+        *uncertain += (long)sqlite3_column_double(s, 3);
+        *uncertain_images += (long)sqlite3_column_double(s, 4);
     }
     sqlite3_finalize(s);
     return SB_OK;

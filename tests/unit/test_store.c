@@ -404,7 +404,8 @@ int main(void)
     /* Schema 2 (with its index on state) is still readable, and a writable open migrates it. */
     sqlite3_open(db, &h);
     sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state);"
-                 "DROP TABLE files; DROP INDEX jobs_replaced; ALTER TABLE jobs DROP COLUMN replaced_outputs",
+                 "DROP TABLE files; DROP INDEX jobs_replaced; ALTER TABLE jobs DROP COLUMN replaced_outputs;"
+                 "ALTER TABLE jobs DROP COLUMN uncertain_submits",
                  NULL, NULL, NULL);
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 0);
     sqlite3_close(h);
@@ -426,6 +427,7 @@ int main(void)
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_order'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_replaced'"), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='uncertain_submits'"), 1);
 
     /* A save finds its row by rowid and id together: a row that is not where it was read
      * from (rowid stale) changes nothing. */

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Never pay twice: a submit that reached the provider is never sent again blindly, and
+# what it may have cost counts against max_cost; a state that is not one is refused;
+# the exact number of predictions the server made is asserted each time.
+. "$(dirname "$0")/../lib.sh"
+
+KEY="pay-twice-$$"
+export ATLASCLOUD_API_KEY="$KEY"
+batch() { # batch DIR N MAX_COST: N one-image jobs at $0.032 an image, remote images
+    local d=$1 n=$2 cost=$3
+    mkdir -p "$d"
+    {
+        echo "version: 1"
+        echo "provider: atlascloud"
+        echo "model: bytedance/seedream-v5.0-lite/edit-sequential"
+        echo "output_dir: out"
+        echo "defaults: {max_images: 1, output_format: png}"
+        echo "limits: {concurrency: 8, requests_per_second: 0, poll_interval: 100ms, max_attempts: 6, max_cost: $cost}"
+        echo "jobs:"
+        for i in $(seq 1 "$n"); do echo "  - {id: j$i, prompt: \"job $i\", images: [\"https://cdn.example.com/$i.png\"]}"; done
+    } > "$d/m.yaml"
+}
+use_mock() { export ATLASCLOUD_BASE_URL="$MOCK_URL"; }
+
+# --- 1. a 2xx whose id cannot be read is never submitted again; its possible charge counts ---
+D=$T/noid; batch "$D" 12 0.20
+start_mock --key "$KEY" --latency 100 --fault submit:garbage:1; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 4 "no id: stopped by max_cost"
+R=$D/out/results.jsonl
+expect_eq "$(stat_of predictions)" 6 "no id: six predictions made, each once (the cap allows six)"
+expect_eq "$(stat_of requests.submit)" 6 "no id: no submit sent again"
+expect_eq "$(grep -c '"kind":"server"' "$R")/$(grep -c '"possible_duplicate":true' "$R")" 6/6 "no id: failed, flagged"
+expect_eq "$(grep -c '"status":"pending"' "$R")" 6 "no id: the rest wait"
+expect_in "$R" "the provider accepted the submit (HTTP 200) but its answer had no id" "no id: said in results"
+expect_in "$T/err" 'spend $0.00 (up to $0.19 if the 6 submits with no answer or id were billed)' "no id: the summary's upper bound"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT sum(uncertain_submits) FROM jobs")" 6 "no id: kept in the state"
+# A run that fits nothing more submits nothing: the six count as billed.
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 4 "no id: the next run stays within max_cost"
+expect_eq "$(stat_of requests.submit)" 6 "no id: still six submits"
+stop_mock
+# --retry-failed submits them again, saying it may pay twice.
+sed -i 's/max_cost: 0.20/max_cost: 1.00/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100; use_mock
+run "$SEEDBATCH" run --progress never --retry-failed "$D/m.yaml"; expect_rc 0 "no id: --retry-failed"
+expect_eq "$(stat_of predictions)" 12 "no id: the six again and the six pending"
+expect_eq "$(grep -c 'submitting it again may pay twice' "$T/err")" 6 "no id: each one said"
+expect_eq "$(grep -c '"possible_duplicate":true' "$R")" 6 "no id: still flagged"
+stop_mock
+
+# --- 2. answers lost on about half the submits: the cap holds, counting them as billed ---
+D=$T/lost; batch "$D" 12 0.20
+start_mock --key "$KEY" --latency 100 --seed 7 --fault submit:lost:0.5; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"
+R=$D/out/results.jsonl
+n=$(stat_of predictions)
+[ "$n" -le 6 ] && pass || fail "lost answers: $n predictions under a cap that allows 6"
+expect_eq "$(unflagged_duplicates "$R")" 0 "lost answers: duplicates only where flagged"
+u=$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT sum(uncertain_submits) FROM jobs")
+[ "$u" -ge 1 ] && pass || fail "lost answers: none counted as possibly billed"
+expect_eq "$(( n ))" "$(( $(grep -c '"status":"succeeded"' "$R") + u ))" "lost answers: every prediction made is a success or counted as possibly billed"
+stop_mock
+
+# --- 3. a 500 or a 504 to a submit flags it and counts it; a 503 or 429 does not ---
+for f in 500 504 503 429; do
+    D=$T/s$f; batch "$D" 1 1.00
+    start_mock --key "$KEY" --latency 100 --fault "submit:$f:#1"; use_mock
+    run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "submit answered $f, then taken"
+    flagged=$(results_field "$D/out/results.jsonl" j1 possible_duplicate)
+    case $f in 500|504) want=true ;; *) want=false ;; esac
+    expect_eq "$flagged/$(stat_of requests.submit)" "$want/2" "submit answered $f: flagged $want, sent twice"
+    stop_mock
+done
+
+finish
