@@ -29,7 +29,9 @@ enum sb_err {
     SB_EINVAL = -4,
     SB_ETOOBIG = -5,
     SB_ENOENT = -6,
-    SB_EBUSY = -7
+    SB_EBUSY = -7,
+    SB_EFULL = -8       /* no space left (ENOSPC, EDQUOT, SQLITE_FULL) or a read-only filesystem:
+                           the write can succeed once space is freed */
 };
 
 #define SB_ERRLEN 512
@@ -71,6 +73,8 @@ char *sb_url_escape(const char *s);
 
 /* Formats into a caller's error buffer; returns SB_ERR for `return sb_seterr(...)`. */
 int sb_seterr(char *err, size_t errlen, const char *fmt, ...) SB_PRINTF(3, 4);
+/* Whether an errno says the disk is full or read-only (ENOSPC, EDQUOT, EROFS): a write that can succeed later. */
+int sb_errno_storage(int err);
 
 /* Growable byte buffer with a hard cap (like curl's dynbuf). Always NUL-terminated. */
 struct sb_buf {

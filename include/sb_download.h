@@ -26,7 +26,7 @@ struct sb_download {
     unsigned char head[16];
     unsigned char tail[16];    /* the last bytes received, for the end-of-image check */
     size_t headlen, total;
-    int write_errno;
+    int write_errno;           /* why writing, making or finishing the file failed (ENOSPC, ...), or 0 */
     CURLcode rc;
     /* Outcome: 0, or an error with http status (0 if none) and a message. */
     int failed;

@@ -70,6 +70,7 @@ static void SB_PRINTF(3, 4) fail(struct sb_download *d, int retryable, const cha
 int sb_download_finish(struct sb_download *d)
 {
     if (fsync(d->fd) != 0) {
+        d->write_errno = errno;
         snprintf(d->error, sizeof d->error, "fsync of the output failed: %s", strerror(errno));
         goto fail;
     }
@@ -78,6 +79,7 @@ int sb_download_finish(struct sb_download *d)
     enum sb_image_format f = sb_image_sniff(d->head, d->headlen);
     char *final = sb_concat(d->stem, ".", sb_image_format_ext(f), NULL);
     if (renameat(d->dirfd, d->part, d->dirfd, final) != 0) {
+        d->write_errno = errno;
         snprintf(d->error, sizeof d->error, "cannot rename the output into place: %s", strerror(errno));
         free(final);
         goto fail;
@@ -159,6 +161,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
         d->fd = openat(dirfd, d->part, flags, 0644);
     }
     if (d->fd < 0) {
+        d->write_errno = errno;
         snprintf(d->error, sizeof d->error, "cannot create %s/%s: %s", dir, d->part, strerror(errno));
         d->failed = 1;
         d->retryable = errno == EMFILE || errno == ENFILE; /* files in use now, free later */

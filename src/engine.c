@@ -127,6 +127,7 @@ struct job {
     char **outputs;         /* final file names, NULL until written */
     struct job *fin_next;   /* in a finalization batch */
     int fin_failed;
+    int fin_errno;          /* why making an output final failed (ENOSPC, ...), or 0 */
     char fin_error[256];
 };
 
@@ -223,6 +224,9 @@ struct engine {
     int rr;
     uv_timer_t wake;
     int cost_stop, fatal, finished;
+    int storage_stop;                    /* no room for outputs or the state: the errno, or 0 */
+    char storage_where[512];
+    int64_t bytes_written;               /* of the outputs made final in this run */
     struct job *finalize_pending;        /* received outputs for the next worker trip */
     struct job *finalizing;              /* ... and those on the worker now */
     double spent, reserved;
@@ -290,6 +294,28 @@ static void count_unsent(struct engine *e, const struct sb_req *r, enum call_kin
 
 /* ---- persistence ---- */
 
+static void stop_run(struct run *r, int signum);
+
+/*
+ * The output directory or the state has no room (ENOSPC, EDQUOT) or turned
+ * read-only: nothing more is submitted, transfers under way end or are left, the
+ * state is kept, and the run exits 75. No job fails for it: a prediction paid for
+ * keeps its committed state, and the next run (once there is room) downloads it.
+ */
+static void storage_full(struct engine *e, const char *where, int err)
+{
+    if (!e->storage_stop) {
+        e->storage_stop = err;
+        snprintf(e->storage_where, sizeof e->storage_where, "%s", where);
+        sb_error("%s: %s: stopping: nothing more is submitted; what was paid for is kept for the next run",
+                 where, strerror(err));
+    }
+    if (!e->run->stopping)
+        stop_run(e->run, 0);
+    else
+        e->run->stopping = 1;
+}
+
 /* Marks the job's row for the next commit. */
 static void save(struct engine *e, struct job *j)
 {
@@ -314,8 +340,9 @@ static int write_dirty(struct engine *e)
         n = j->dirty_next;
         j->dirty = 0;
         j->dirty_next = NULL;
-        if (rc == SB_OK && sb_store_save_job(e->st, &j->row, j->dirty_from) != SB_OK)
-            rc = SB_EIO;
+        int src = rc == SB_OK ? sb_store_save_job(e->st, &j->row, j->dirty_from) : SB_OK;
+        if (src != SB_OK)
+            rc = src == SB_EFULL ? SB_EFULL : SB_EIO;
         e->rows_written++;
         j->saved = j->row.state;
         if (j->row.seq < e->res_lo)
@@ -339,6 +366,8 @@ static int write_dirty(struct engine *e)
         e->fatal = 1;
         e->run->stopping = 1;
         snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
+        if (rc == SB_EFULL)
+            storage_full(e, e->state_path, ENOSPC);
     }
     return rc;
 }
@@ -436,8 +465,10 @@ static void commit_work(uv_work_t *w)
             if (!j->dl[k].received)
                 continue;
             if (sb_download_finish(d) != 0) {
-                if (!j->fin_failed)
+                if (!j->fin_failed) {
                     sb_strlcpy(j->fin_error, d->error, sizeof j->fin_error);
+                    j->fin_errno = d->write_errno;
+                }
                 j->fin_failed = 1;
             } else {
                 renamed++;
@@ -454,10 +485,13 @@ static void commit_work(uv_work_t *w)
         if (errno == EINVAL) {
             e->dirsync_unsupported = 1;
         } else {
+            int err = errno;
             for (struct job *j = e->finalizing; j; j = j->fin_next) {
-                if (!j->fin_failed)
+                if (!j->fin_failed) {
                     snprintf(j->fin_error, sizeof j->fin_error, "fsync of the output directory failed: %s",
-                             strerror(errno));
+                             strerror(err));
+                    j->fin_errno = err;
+                }
                 j->fin_failed = 1;
             }
         }
@@ -483,6 +517,12 @@ static void finalized(struct engine *e, struct job *list)
             j->dl[k].received = 0;
             sb_download_cleanup(&j->dl[k].d);
         }
+        if (j->fin_failed && sb_errno_storage(j->fin_errno)) {
+            /* No room for it: its committed state has the next run download it again. */
+            storage_full(e, e->m->output_dir, j->fin_errno);
+            release(e, j);
+            continue;
+        }
         if (j->fin_failed) {
             j->row.cost += j->n_out * price(e); /* the prediction was made and billed */
             e->spent += j->n_out * price(e);
@@ -492,6 +532,8 @@ static void finalized(struct engine *e, struct job *list)
         free(j->row.outputs);
         j->row.outputs = str_array(j->outputs, j->n_out);
         double cost = j->n_out * price(e);
+        for (int k = 0; k < j->n_out; k++)
+            e->bytes_written += (int64_t)j->dl[k].d.total;
         j->row.cost += cost;
         e->spent += cost;
         e->images_written += j->n_out;
@@ -521,6 +563,8 @@ static void commit_done(uv_work_t *w, int status)
         sb_strlcpy(e->err, status ? "the state commit was cancelled" : e->commit_err, sizeof e->err);
         e->fatal = 1;
         e->run->stopping = 1;
+        if (e->commit_rc == SB_EFULL)
+            storage_full(e, e->state_path, ENOSPC);
     }
     struct job *list = e->sending;
     e->sending = NULL;
@@ -529,6 +573,28 @@ static void commit_done(uv_work_t *w, int status)
     e->finalizing = NULL;
     finalized(e, list);
     pump(e);
+}
+
+/*
+ * The state cannot be written: outputs received but not yet made final are
+ * left (their .part files removed), their jobs keep the state last committed,
+ * and the next run downloads them again.
+ */
+static void drop_finalizing(struct engine *e)
+{
+    while (e->finalize_pending) {
+        struct job *j = e->finalize_pending;
+        e->finalize_pending = j->fin_next;
+        j->fin_next = NULL;
+        for (int k = 0; k < j->n_out; k++) {
+            if (j->dl[k].received) {
+                sb_download_abort(&j->dl[k].d);
+                sb_download_cleanup(&j->dl[k].d);
+                j->dl[k].received = 0;
+            }
+        }
+        release(e, j);
+    }
 }
 
 /*
@@ -549,6 +615,7 @@ static void flush(struct engine *e)
         if (e->fatal) {
             send_submits(e, e->send_head);
             e->send_head = e->send_tail = NULL;
+            drop_finalizing(e);
         }
         return;
     }
@@ -1606,7 +1673,11 @@ static void download_done(struct sb_download *d)
     if (!d->failed) {
         s->received = 1; /* kept open: the worker fsyncs and renames it */
     } else {
-        if (d->retryable && j->tries < e->m->limits.max_attempts) {
+        if (sb_errno_storage(d->write_errno)) {
+            /* No room for it: the run stops, and the next one downloads what was paid for. */
+            storage_full(e, e->m->output_dir, d->write_errno);
+            sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
+        } else if (d->retryable && j->tries < e->m->limits.max_attempts) {
             if (e->run->stopping) {
                 /* Paid for and worth another try: the next run polls it again. */
                 sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
@@ -1671,7 +1742,10 @@ static void start_downloads(struct engine *e, struct job *j, char *const *urls, 
             sb_download_start(&s->d, e->run->http, urls[k], e->outdir_fd, e->m->output_dir, stem,
                               MAX_OUTPUT_BYTES, download_done) != SB_OK) {
             s->running = 0;
-            if (urls[k] && s->d.retryable && (j->tries < e->m->limits.max_attempts || e->run->stopping)) {
+            int full = urls[k] && sb_errno_storage(s->d.write_errno);
+            if (full)
+                storage_full(e, e->m->output_dir, s->d.write_errno); /* stops the run: left for the next */
+            if (urls[k] && (full || (s->d.retryable && (j->tries < e->m->limits.max_attempts || e->run->stopping)))) {
                 /* Out of open files for now: try again once some are closed, or in the next run. */
                 sb_debug("job %s: output %d: %s; retrying", j->row.id, k + 1, s->d.error);
                 sb_download_cleanup(&s->d);
@@ -2312,7 +2386,8 @@ static void stop_now(uv_timer_t *t)
 /*
  * Stops the run: nothing new starts, transfers under way get GRACE_MS to end,
  * then the state is committed and results written (exit 75). Called for a
- * signal in the loop, or for one caught before the loop started.
+ * signal in the loop, for one caught before the loop started, or (signum 0)
+ * for a full disk.
  */
 static void stop_run(struct run *r, int signum)
 {
@@ -2320,8 +2395,9 @@ static void stop_run(struct run *r, int signum)
     r->stopping = 1;
     if (r->tty)
         fprintf(stderr, "\n");
-    sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
-            sb_signals_verb(signum), GRACE_MS / 1000);
+    if (signum)
+        sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
+                sb_signals_verb(signum), GRACE_MS / 1000);
     uv_timer_start(&r->grace, stop_now, GRACE_MS, 0);
     for (int k = 0; k < r->n; k++) {
         struct engine *e = r->engines[k];
@@ -2449,6 +2525,38 @@ static int case_twins(struct engine *e)
              e->m->path, a, b, more, e->m->output_dir);
     free(a);
     free(b);
+    return SB_EXIT_USAGE;
+}
+
+/*
+ * Storage before money: the output directory takes a file (made, written,
+ * fsynced, removed) before anything is submitted. A read-only one is refused
+ * (exit 2); a full one stops the run before it starts (exit 75).
+ */
+static int probe_writable(struct engine *e)
+{
+    static const char name[] = ".seedbatch-write-probe";
+    unlinkat(e->outdir_fd, name, 0); /* left by a run killed here */
+    int err = 0, fd = openat(e->outdir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err = errno;
+    } else {
+        if (write(fd, "seedbatch\n", 10) != 10)
+            err = errno ? errno : EIO;
+        else if (fsync(fd) != 0)
+            err = errno;
+        close(fd);
+        unlinkat(e->outdir_fd, name, 0);
+    }
+    if (!err)
+        return SB_EXIT_OK;
+    if (err == ENOSPC || err == EDQUOT) {
+        sb_error("%s: output_dir %s has no room (%s): nothing was sent; free some space and run again",
+                 e->m->path, e->m->output_dir, strerror(err));
+        return SB_EXIT_TEMPFAIL;
+    }
+    sb_error("%s: output_dir %s cannot be written (%s): nothing was sent", e->m->path, e->m->output_dir,
+             strerror(err));
     return SB_EXIT_USAGE;
 }
 
@@ -2728,11 +2836,15 @@ static int engine_open(struct run *r, struct engine *e)
     int rc = shares_state(r, e);
     if (rc == SB_EXIT_OK)
         rc = take_lock(e);
+    if (rc == SB_EXIT_OK)
+        rc = probe_writable(e);
     if (rc != SB_EXIT_OK)
         return rc;
-    if (sb_store_open(e->state_path, 0, &e->st, err, sizeof err) != SB_OK) {
+    if ((rc = sb_store_open(e->state_path, 0, &e->st, err, sizeof err)) != SB_OK) {
         sb_error("%s", err);
-        return SB_EXIT_FAILED;
+        if (rc == SB_EFULL)
+            sb_error("%s: the state has no room: nothing was sent; free some space and run again", m->path);
+        return rc == SB_EFULL ? SB_EXIT_TEMPFAIL : SB_EXIT_FAILED;
     }
     struct sb_sync_report rep;
     if (sb_store_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
@@ -2808,6 +2920,16 @@ static int engine_report(struct engine *e)
     sb_debug("state: %ld commits (their fsync on a worker thread), %.2f ms on average, %.2f ms at most; "
              "%ld job rows written", e->commits, e->commits ? e->commit_ms / (double)e->commits : 0.0,
              e->commit_ms_max, e->rows_written);
+    if (e->storage_stop) {
+        int left = m->n_jobs - c[SB_JOB_SUCCEEDED] - c[SB_JOB_FAILED] - c[SB_JOB_CANCELLED];
+        /* Outputs as large as this run's were, else about 3 MB (a 2048x2048 JPEG). */
+        double each = e->images_written ? (double)e->bytes_written / (double)e->images_written : 3e6;
+        double per_job = m->n_jobs ? (double)m->images_requested / (double)m->n_jobs : 1;
+        sb_error("%s: %s: stopped with %d job%s unfinished, whose outputs need about %.0f MB: free the space, then "
+                 "run the same command again; what was paid for is downloaded, nothing is submitted twice",
+                 m->path, e->storage_where, left, SB_S(left), (double)left * per_job * each / 1e6 + 0.5);
+        return SB_EXIT_TEMPFAIL;
+    }
     if (e->fatal) {
         sb_error("%s", e->err);
         return SB_EXIT_FAILED;

@@ -182,6 +182,14 @@ char *sb_store_default_path(const struct sb_manifest *m)
     return sb_asprintf("%s/.seedbatch/state.db", m->output_dir);
 }
 
+/* Whether the last error was a full disk or a read-only filesystem: it can succeed later. */
+static int storage_full(struct sb_store *st)
+{
+    int c = sqlite3_errcode(st->db) & 0xff;
+    return c == SQLITE_FULL || c == SQLITE_READONLY ||
+           (c == SQLITE_IOERR && sb_errno_storage(sqlite3_system_errno(st->db)));
+}
+
 static int open_db(const char *path, int readonly, int create, struct sb_store **out, char *err, size_t errlen);
 
 /*
@@ -198,18 +206,20 @@ static int create_state(const char *path, char *err, size_t errlen)
         free(f);
     }
     struct sb_store *st = NULL;
-    int rc = open_db(tmp, 0, 1, &st, err, errlen);
-    sb_store_close(st); /* checkpoints and removes the WAL: the file alone is the state */
+    int rc = open_db(tmp, 0, 1, &st, err, errlen), full = rc == SB_EFULL;
+    sb_store_close(st);
     int dfd = -1;
-    if (rc == SB_OK && rename(tmp, path) != 0)
+    if (rc == SB_OK && rename(tmp, path) != 0) {
+        full = sb_errno_storage(errno);
         rc = sb_seterr(err, errlen, "cannot make the state %s: %s", path, strerror(errno));
+    }
     if (rc == SB_OK && (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
         fsync(dfd);
         close(dfd);
     }
     free(tmp);
     free(dir);
-    return rc == SB_OK ? SB_OK : SB_EIO;
+    return rc == SB_OK ? SB_OK : full ? SB_EFULL : SB_EIO;
 }
 
 int sb_store_open(const char *path, int readonly, struct sb_store **out, char *err, size_t errlen)
@@ -259,7 +269,8 @@ static int open_db(const char *path, int readonly, int create, struct sb_store *
         sb_store_close(st);
         return SB_EIO;
     }
-    if (!readonly && (exec(st, "PRAGMA journal_mode=WAL", err, errlen) != SB_OK ||
+    /* A state being made keeps a rollback journal: once committed, its one file is whole. */
+    if (!readonly && ((!create && exec(st, "PRAGMA journal_mode=WAL", err, errlen) != SB_OK) ||
                       exec(st, "PRAGMA synchronous=FULL", err, errlen) != SB_OK))
         goto fail;
     if (exec(st, "PRAGMA foreign_keys=ON", err, errlen) != SB_OK)
@@ -290,8 +301,9 @@ fail:
         size_t n = strlen(err);
         snprintf(err + n, errlen - n, MOVED_AWAY);
     }
+    int full = st->db && storage_full(st);
     sb_store_close(st);
-    return SB_EIO;
+    return full ? SB_EFULL : SB_EIO;
 }
 
 void sb_store_close(struct sb_store *st)
@@ -423,7 +435,7 @@ int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_jo
     if (rc != SQLITE_DONE) {
         sb_error("job %s: cannot record %s -> %s in %s: %s", r->id, sb_job_state_name(from),
                  sb_job_state_name(r->state), st->path, sqlite3_errmsg(st->db));
-        return SB_EIO;
+        return storage_full(st) ? SB_EFULL : SB_EIO;
     }
     if (sqlite3_changes(st->db) == 0)
         return SB_ENOENT;
@@ -484,8 +496,9 @@ int sb_store_commit(struct sb_store *st, char *err, size_t errlen)
     st->in_tx = 0;
     if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         sb_seterr(err, errlen, "%s: cannot commit: %s", st->path, sqlite3_errmsg(st->db));
+        int full = storage_full(st);
         sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-        return SB_EIO;
+        return full ? SB_EFULL : SB_EIO;
     }
     st->commits++;
     return SB_OK;

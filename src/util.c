@@ -139,6 +139,11 @@ char *sb_asprintf(const char *fmt, ...)
     return p;
 }
 
+int sb_errno_storage(int err)
+{
+    return err == ENOSPC || err == EDQUOT || err == EROFS;
+}
+
 int sb_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {

@@ -236,6 +236,9 @@ expect_rc 0 "3 of them in the same limit"
 stop_mock
 
 # --- a full disk, on the outputs and on the state (small tmpfs mounts in a private namespace) ---
+# Storage before money: no job fails for it; the run stops submitting at once and exits 75,
+# naming the path and the space the unfinished jobs need; once there is room (the mount made
+# larger), the next run downloads what was paid for and submits nothing twice.
 full_disk() { # full_disk WHAT SIZE: WHAT is outputs or state
     local what=$1 size=$2 D=$T/full-$1
     batch "$D" 12
@@ -244,14 +247,17 @@ full_disk() { # full_disk WHAT SIZE: WHAT is outputs or state
     local state="$D/small/state.db"; [ $what = outputs ] && state="$D/state.db"
     start_mock --key "$KEY" --outputs 4; use_mock
     run unshare -m bash -c "mount -t tmpfs -o size=$size tmpfs '$D/small' && '$SEEDBATCH' run --state '$state' '$D/m.yaml';
-        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null; exit \$rc"
-    [ "$RC" -eq 1 ] && pass || fail "full $what: exit $RC, expected 1"
+        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null; cp '$D/state.db' '$D/first.db' 2>/dev/null;
+        mount -o remount,size=16m '$D/small' && '$SEEDBATCH' run --state '$state' '$D/m.yaml' > '$D/second.err' 2>&1;
+        echo \$? > '$D/second.rc'; mkdir -p '$D/after'; cp -r '$D/small/.' '$D/after/' 2>/dev/null; exit \$rc"
+    expect_rc 75 "full $what: stopped to be run again"
     if [ $what = outputs ]; then
-        expect_in "$T/err" "No space left on device" "full outputs: ENOSPC named"
+        expect_in "$T/err" "$D/small/out: No space left on device: stopping" "full outputs: ENOSPC named with the path"
+        expect_in "$T/err" "whose outputs need about" "full outputs: the space needed, said"
     else
-        expect_in "$T/err" "database or disk is full" "full state: SQLITE_FULL named"
+        expect_in "$T/err" "$state: No space left on device: stopping" "full state: named with the path"
     fi
-    local db="$D/state.db" out="$D/out"
+    local db="$D/first.db" out="$D/out"
     [ $what = state ] && db="$D/copy/state.db"
     [ $what = outputs ] && out="$D/copy/out"
     local ok; ok=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE state='succeeded'" 2>/dev/null || echo 0)
@@ -263,11 +269,18 @@ print(sum(1 for f in glob.glob(sys.argv[1] + "/job-*.jpg")
     expect_eq "$bad" 0 "full $what: every final file complete"
     [ "$files" -ge $((ok * 4)) ] && pass || fail "full $what: $ok jobs marked succeeded but only $files files"
     [ "$ok" -lt 12 ] && pass || fail "full $what: the disk never filled"
+    expect_eq "$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE state='failed'" 2>&1)" 0 "full $what: no job failed for it"
     expect_eq "$(sqlite3 "$db" "PRAGMA integrity_check" 2>&1)" ok "full $what: state intact"
+    # With room again, the same command finishes the batch without paying twice.
+    expect_eq "$(cat "$D/second.rc")" 0 "full $what: the next run, with room, finishes"
+    local db2="$D/state.db"; [ $what = state ] && db2="$D/after/state.db"
+    expect_eq "$(sqlite3 "$db2" "SELECT count(*) FROM jobs WHERE state='succeeded'")" 12 "full $what: every job done"
+    local dup; dup=$(sqlite3 "$db2" "SELECT count(*) FROM jobs WHERE possible_duplicate=1")
+    expect_eq "$(stat_of predictions)" "$((12 + dup))" "full $what: nothing paid twice (but where flagged)"
+    [ $what = outputs ] && expect_eq "$dup" 0 "full outputs: no submit in doubt"
     stop_mock
 }
-# No inode left for the outputs: creating a .part fails (ENOSPC) before any byte; the jobs
-# fail naming it, with kind server (the error their downloads set, kept intact).
+# No inode left for the outputs: creating a .part fails (ENOSPC) before any byte: the same.
 no_inodes() {
     local D=$T/inodes
     batch "$D" 12
@@ -275,24 +288,35 @@ no_inodes() {
     mkdir -p "$D/small"
     start_mock --key "$KEY" --outputs 4; use_mock
     run unshare -m bash -c "mount -t tmpfs -o size=8m,nr_inodes=24 tmpfs '$D/small' && '$SEEDBATCH' run --state '$D/state.db' '$D/m.yaml';
-        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null; exit \$rc"
-    expect_rc 1 "no inodes for the outputs"
-    expect_in "$T/err" ".part: No space left on device" "no inodes: ENOSPC named with the file"
-    local failed; failed=$(grep -c '"status":"failed"' "$D/copy/out/results.jsonl")
-    [ "$failed" -gt 0 ] && pass || fail "no inodes: nothing failed"
-    expect_eq "$(grep -c '"kind":"server"' "$D/copy/out/results.jsonl")" "$failed" "no inodes: every failed job's kind is server"
-    expect_eq "$(sqlite3 "$D/state.db" "SELECT count(*) FROM jobs WHERE state='failed' AND error_kind='server' AND error_message LIKE '%.part: No space left on device'")" "$failed" "no inodes: the state names the error"
-    # Every prediction was made and listed its 4 outputs: each job costs 4 x 0.032, failed or not.
-    expect_eq "$(python3 -c 'import json,sys; print(sorted({json.loads(l)["cost_usd"] for l in open(sys.argv[1])}))' "$D/copy/out/results.jsonl")" \
-        "[0.128]" "no inodes: a failed job's listed outputs are paid for and counted"
-    expect_in "$T/err" "spend \$1.54" "no inodes: the summary's spend counts all 12 predictions"
+        rc=\$?; mkdir -p '$D/copy'; cp -r '$D/small/.' '$D/copy/' 2>/dev/null;
+        mount -o remount,nr_inodes=1000 '$D/small' && '$SEEDBATCH' run --state '$D/state.db' '$D/m.yaml' > '$D/second.err' 2>&1;
+        echo \$? > '$D/second.rc'; exit \$rc"
+    expect_rc 75 "no inodes for the outputs"
+    expect_in "$T/err" "$D/small/out: No space left on device: stopping" "no inodes: ENOSPC named with the path"
+    expect_eq "$(sqlite3 "$D/state.db" "SELECT count(*) FROM jobs WHERE state='failed'")" 0 "no inodes: no job failed for it"
     expect_eq "$(sqlite3 "$D/state.db" "PRAGMA integrity_check" 2>&1)" ok "no inodes: state intact"
+    expect_eq "$(cat "$D/second.rc")" 0 "no inodes: the next run, with inodes, finishes"
+    expect_eq "$(sqlite3 "$D/state.db" "SELECT count(*) FROM jobs WHERE state='succeeded'")" 12 "no inodes: every job done"
+    expect_eq "$(stat_of predictions)" 12 "no inodes: each paid once"
+    stop_mock
+}
+# A read-only output directory: refused before anything is sent (exit 2), naming it.
+read_only() {
+    local D=$T/readonly
+    batch "$D" 3
+    mkdir -p "$D/out"
+    start_mock --key "$KEY"; use_mock
+    run unshare -m bash -c "mount --bind '$D/out' '$D/out' && mount -o remount,bind,ro '$D/out' && '$SEEDBATCH' run --state '$D/state.db' '$D/m.yaml'"
+    expect_rc 2 "read-only output_dir"
+    expect_in "$T/err" "$D/m.yaml: output_dir $D/out cannot be written (Read-only file system): nothing was sent" "read-only: named"
+    expect_eq "$(stat_of api_requests)" 0 "read-only: nothing sent, nothing paid"
     stop_mock
 }
 if unshare -m true 2>/dev/null; then
     full_disk outputs 96k
-    full_disk state 48k
+    full_disk state 128k
     no_inodes
+    read_only
 else
     fail "unshare -m is not permitted here: the full-disk tests could not run"
 fi
