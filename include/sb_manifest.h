@@ -41,6 +41,7 @@ struct sb_limits {
     int64_t job_timeout_ms;
     double max_cost;          /* USD; < 0 when unset */
     int64_t unreachable_ms;   /* no answer from the API this long stops the run (exit 75) */
+    int64_t submit_timeout_ms; /* a submit waits this long for its answer (a pause of the process not counted) */
 };
 
 struct sb_media {

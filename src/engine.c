@@ -111,6 +111,8 @@ struct job {
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
     int fast;               /* calls in a row made ahead of the back-off (after a state change) */
     int reuploaded;         /* its uploads were made again after a submit refused stale URLs */
+    int64_t sent_mono;      /* when its submit went out (monotonic ms), 0 when none is */
+    int64_t paused_at_send; /* the run's paused time then */
     char last_status[48];   /* the provider's last status word for it, for the timeout's message */
     int last_ready;         /* ... and that word said finished, with no output listed */
     int queue_position;     /* place in the provider's queue, -1 when unknown */
@@ -171,6 +173,8 @@ struct run {
     int interrupted;               /* the signal that stopped the run, or 0 */
     int tty;
     int64_t started, last_log;
+    int64_t last_tick;             /* when the tick last ran (monotonic ms) */
+    int64_t paused;                /* time the process was stopped (SIGSTOP, a suspend), as the tick saw it */
     struct sb_map *unknown_words;  /* "provider status" words not in a table, logged once a run */
     struct engine **engines;
     int n;
@@ -449,6 +453,8 @@ static void send_submits(struct engine *e, struct job *list)
             e->scan_all = 1;
         } else {
             e->calls[CALL_SUBMIT]++; /* counted when sent: the run's summary counts calls made */
+            j->sent_mono = mono_ms();
+            j->paused_at_send = e->run->paused;
         }
     }
 }
@@ -1308,12 +1314,19 @@ static void upload_done(struct sb_req *r, CURLcode rc)
 /* ---- submitting ---- */
 
 static void submit_done(struct sb_req *r, CURLcode rc);
+static void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t ra);
 static int reupload_stale(struct engine *e, struct job *j, const struct outcome *oc);
 
 /* Commits the intent now; the request goes out after this turn's commit. */
 static void begin_submit(struct engine *e, struct job *j)
 {
-    struct sb_http_opts o = {10000, 60000, 100, 30, MAX_API_BODY, 0};
+    /*
+     * No whole-transfer timeout and no low-speed abort in libcurl: a submit waits
+     * for its first byte up to limits.submit_timeout, which the tick judges with the
+     * process's pauses left out (a libcurl timer firing after a SIGCONT would abort
+     * it before the answer waiting in the socket is read, and a retry pays twice).
+     */
+    struct sb_http_opts o = {10000, 0, 0, 0, MAX_API_BODY, 0};
     char *url = e->api.ops->submit_url(&e->api, e->m->model);
     char *body = e->api.ops->submit_body(e->m, j->spec, j->urls);
     struct call *c = &j->call;
@@ -1362,6 +1375,7 @@ static struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome 
 {
     struct call *c = sb_container_of(r, struct call, req);
     c->job->inflight = 0;
+    c->job->sent_mono = 0;
     classify(c->e, r, rc, oc);
     return c->job;
 }
@@ -1431,6 +1445,13 @@ static void submit_done(struct sb_req *r, CURLcode rc)
     }
     int64_t ra = r->retry_after_ms;
     sb_req_cleanup(r);
+    submit_failed(e, j, &oc, ra);
+}
+
+/* A submit that got no id: retried, waited for, or failed, as its outcome says. */
+static void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t ra)
+{
+    struct outcome oc = *o;
     if (oc.v == V_RETRY && oc.lost)
         uncertain_submits(e, j, 1); /* sent, and no answer says whether it was taken */
     if (oc.v == V_ABORT) {
@@ -2299,10 +2320,55 @@ static int write_results(struct engine *e)
 }
 
 /* Every 250 ms: results.jsonl every 10 s, and the progress line (or a log line every 30 s). */
+/*
+ * The process was stopped (Ctrl-Z, SIGSTOP, a suspended laptop) when the tick
+ * comes much later than it should: that time is left out of submit deadlines.
+ * It runs before any socket is read after the pause, so an answer that arrived
+ * meanwhile is read, not given up on.
+ */
+static void note_pause(struct run *r, int64_t now)
+{
+    int64_t every = r->tty ? 250 : 1000, late = now - r->last_tick - every;
+    if (r->last_tick && late > 2000) {
+        r->paused += late;
+        sb_info("the process was paused for %.1fs: answers that came meanwhile are read now; submit deadlines "
+                "leave the pause out", (double)late / 1000.0);
+    }
+    r->last_tick = now;
+}
+
+/* Submits with no answer after limits.submit_timeout (pauses left out): given up on, counted as maybe billed. */
+static void submit_deadlines(struct engine *e, int64_t now)
+{
+    for (int i = 0; i < e->n_active; i++) {
+        struct job *j = e->active[i];
+        if (!j->inflight || j->call.kind != CALL_SUBMIT || !j->sent_mono ||
+            now - j->sent_mono - (e->run->paused - j->paused_at_send) <= e->m->limits.submit_timeout_ms)
+            continue;
+        struct outcome oc;
+        memset(&oc, 0, sizeof oc);
+        oc.v = V_RETRY;
+        oc.kind = SB_EK_NETWORK;
+        oc.lost = 1;
+        snprintf(oc.msg, sizeof oc.msg, "no answer to the submit within limits.submit_timeout (%llds)",
+                 (long long)(e->m->limits.submit_timeout_ms / 1000));
+        sb_req_cleanup(&j->call.req);
+        j->inflight = 0;
+        j->sent_mono = 0;
+        submit_failed(e, j, &oc, -1);
+        if (i < e->n_active && e->active[i] != j)
+            i--; /* it left the list */
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct run *r = sb_container_of(t, struct run, tick);
     int64_t now = mono_ms();
+    note_pause(r, now);
+    for (int k = 0; k < r->n; k++)
+        if (!r->engines[k]->finished)
+            submit_deadlines(r->engines[k], now);
     int total = 0, done = 0, ok = 0, failed = 0, running = 0, queued = 0;
     long calls = 0, done_run = 0;
     double spent = 0;
@@ -3064,7 +3130,7 @@ static void run_init(struct run *r, int n, long max_connects)
     uv_loop_init(&r->uv);
     r->http = sb_loop_new(&r->uv, max_connects);
     r->unknown_words = sb_map_new();
-    r->started = r->last_log = mono_ms();
+    r->started = r->last_log = r->last_tick = mono_ms();
 }
 
 /* Opens each manifest's batch in turn; *opened counts those to close. Returns an exit code. */

@@ -71,4 +71,35 @@ for f in 500 504 503 429; do
     stop_mock
 done
 
+# --- 4. patience: a submit answered after 35 s is waited for (no low-speed abort) ---
+D=$T/slow; batch "$D" 2 1.00
+start_mock --key "$KEY" --latency 100 --fault submit:slow:1 --slow-ms 35000; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "submits answered after 35 s"
+expect_eq "$(stat_of requests.submit)/$(stat_of predictions)" 2/2 "slow answers: each job submitted once"
+expect_eq "$(grep -c '"possible_duplicate":false' "$D/out/results.jsonl")" 2 "slow answers: nothing flagged"
+stop_mock
+# ... and limits.submit_timeout bounds the wait: given up on, counted as maybe billed, retried.
+D=$T/gaveup; batch "$D" 1 1.00
+sed -i 's/max_attempts: 6, max_cost/max_attempts: 2, submit_timeout: 2s, max_cost/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault submit:slow:#1 --slow-ms 6000; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "a submit past submit_timeout, then one answered"
+expect_eq "$(stat_of requests.submit)" 2 "gave up on one, sent one more"
+expect_eq "$(results_field "$D/out/results.jsonl" j1 possible_duplicate)" true "the one given up on may have been billed: flagged"
+expect_in "$T/err" "(up to \$0.06 if the 1 submit with no answer or id was billed)" "counted in the upper bound"
+stop_mock
+
+# --- 5. a pause of the process (SIGSTOP, then SIGCONT) never turns answers that came meanwhile into failures ---
+D=$T/pause; batch "$D" 8 1.00
+sed -i 's/max_cost: 1.00/max_cost: 1.00, submit_timeout: 3s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault submit:slow:1 --slow-ms 1500; use_mock
+"$SEEDBATCH" run --progress never "$D/m.yaml" >"$T/out" 2>"$T/err" &
+SB=$!
+sleep 0.7; kill -STOP "$SB"; sleep 6; kill -CONT "$SB"
+wait "$SB"; RC=$?
+expect_rc 0 "stopped for 6 s while 8 submits waited for their answers"
+expect_eq "$(stat_of requests.submit)/$(stat_of predictions)" 8/8 "paused: each job submitted once"
+expect_eq "$(grep -c '"possible_duplicate":false' "$D/out/results.jsonl")" 8 "paused: nothing flagged"
+expect_in "$T/err" "the process was paused for" "paused: said"
+stop_mock
+
 finish
