@@ -80,6 +80,8 @@ void sb_jobrow_clear(struct sb_jobrow *r);
  * polls such a job again instead of submitting (and paying for) it again.
  */
 int sb_jobrow_repollable(const struct sb_jobrow *r);
+/* The message of a job whose prediction the provider no longer knows (it cannot be polled again). */
+#define SB_GONE_MSG "the prediction is no longer known to the provider (expired?)"
 /* What `run` and `status` say of such jobs: a %d, how many, then SB_REPOLL_HINT_ARGS(how many). */
 #define SB_REPOLL_HINT \
     "%d of the failed jobs %s a prediction the provider may still hold: run --retry-failed polls %s " \

@@ -117,7 +117,8 @@ static void on_done(struct sb_req *r, CURLcode rc)
     }
     if (r->status != 200) {
         snprintf(msg, sizeof msg, "%ld", r->status);
-        fail(d, r->status >= 500 || r->status == 429, r->status == 404 || r->status == 410 || r->status == 403
+        /* 404, 410 and 403 too: a CDN may not have the file yet, and a fresh poll gives fresh URLs. */
+        fail(d, 1, r->status == 404 || r->status == 410 || r->status == 403
              ? "output URL answered HTTP %s: expired or missing" : "output URL answered HTTP %s", msg);
         return;
     }

@@ -111,6 +111,10 @@ struct job {
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
     int fast;               /* calls in a row made ahead of the back-off (after a state change) */
     int reuploaded;         /* its uploads were made again after a submit refused stale URLs */
+    int64_t dl_fail_since;  /* its first failed download (monotonic ms), 0 when none failed */
+    int repoll;             /* a download failed: poll for fresh URLs once the others end */
+    int dl_rounds;          /* polls for fresh URLs so far (their back-off) */
+    int retrying;           /* --retry-failed polls its prediction again: resubmitted if the provider lost it */
     int64_t sent_mono;      /* when its submit went out (monotonic ms), 0 when none is */
     int64_t paused_at_send; /* the run's paused time then */
     char last_status[48];   /* the provider's last status word for it, for the timeout's message */
@@ -212,6 +216,7 @@ struct engine {
     struct upload *uploads_all;
     struct sb_map *uploads;
     struct sb_map *cached_uploads;        /* sha256 -> struct cached_upload from earlier runs, within the TTL */
+    struct sb_map *retry_repoll;          /* ids --retry-failed polls again rather than submitting */
     struct job *send_head, *send_tail;   /* submits for the next commit */
     struct job *sending;                 /* submits whose commit is running */
     struct job *dirty_head;
@@ -1315,6 +1320,7 @@ static void upload_done(struct sb_req *r, CURLcode rc)
 
 static void submit_done(struct sb_req *r, CURLcode rc);
 static void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t ra);
+static void resolve_images(struct engine *e, struct job *j);
 static int reupload_stale(struct engine *e, struct job *j, const struct outcome *oc);
 
 /* Commits the intent now; the request goes out after this turn's commit. */
@@ -1554,6 +1560,24 @@ static void unknown_status(struct engine *e, struct job *j, const char *word)
     free(w);
 }
 
+/*
+ * --retry-failed polled a prediction again to download its outputs, and the
+ * provider no longer has it: only now is the job submitted (and paid for) again.
+ */
+static void resubmit_gone(struct engine *e, struct job *j)
+{
+    sb_warn("job %s: the provider no longer has its prediction %s: it has no outputs to give, so the job is "
+            "submitted again", j->row.id, j->row.prediction_id);
+    sb_freep(&j->row.prediction_id);
+    sb_freep(&j->row.output_urls);
+    j->row.submitted_at = 0;
+    j->submitted_mono = 0;
+    j->polled = j->fetch_result = j->retrying = 0;
+    j->tries = 0;
+    set_state(e, j, SB_JOB_PENDING);
+    resolve_images(e, j);
+}
+
 /* A poll or result answer that reads: what the prediction's state means for the job. */
 static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr, int64_t now)
 {
@@ -1657,7 +1681,10 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     } else if (oc.v == V_RETRY && j->tries < e->m->limits.max_attempts) {
         set_due(e, j, now + backoff(j->tries, ra));
     } else if (oc.v == V_FAIL && (r->status == 404 || r->status == 400 || atoi(oc.code) == 404001)) {
-        job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, "the prediction is no longer known to the provider (expired?)");
+        if (j->retrying && !e->run->stopping)
+            resubmit_gone(e, j);
+        else
+            job_failed(e, j, SB_EK_SERVER, oc.http, oc.code, SB_GONE_MSG);
     } else {
         job_failed(e, j, oc.kind, oc.http, oc.code[0] ? oc.code : NULL, oc.msg);
     }
@@ -1698,13 +1725,26 @@ static void download_done(struct sb_download *d)
             /* No room for it: the run stops, and the next one downloads what was paid for. */
             storage_full(e, e->m->output_dir, d->write_errno);
             sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
-        } else if (d->retryable && j->tries < e->m->limits.max_attempts) {
+        } else if (d->retryable) {
+            /*
+             * Paid for: tried again for limits.download_patience, the prediction polled
+             * for fresh URLs each time (a CDN's 404 right after "completed", an expiring
+             * signature, a 5xx), not bought again.
+             */
+            int64_t now = mono_ms();
+            if (!j->dl_fail_since)
+                j->dl_fail_since = now;
             if (e->run->stopping) {
-                /* Paid for and worth another try: the next run polls it again. */
                 sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
-            } else {
-                set_due(e, j, mono_ms() + backoff(j->tries, -1));
-                sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
+            } else if (now - j->dl_fail_since < e->m->limits.download_patience_ms) {
+                j->repoll = 1;
+                sb_debug("job %s: output %d: %s; polling for fresh URLs", j->row.id, s->k + 1, d->error);
+            } else if (j->want == W_DOWNLOAD) {
+                char msg[sizeof d->error + 96];
+                snprintf(msg, sizeof msg, "%s (still after %llds of tries, fresh URLs polled for each)", d->error,
+                         (long long)((now - j->dl_fail_since) / 1000));
+                j->want = W_FINISHING;
+                set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, msg);
             }
         } else if (j->want == W_DOWNLOAD) {
             j->want = W_FINISHING; /* the others still running finish first */
@@ -1730,6 +1770,11 @@ static void download_done(struct sb_download *d)
         e->finalize_pending = j;
     } else if (j->want == W_DOWNLOAD && e->run->stopping) {
         release(e, j); /* its state stays what was committed: outputs not written are fetched again */
+    } else if (j->want == W_DOWNLOAD && j->repoll) {
+        j->repoll = 0;
+        j->want = W_POLL;
+        j->fetch_result = e->api.ops->result_url != NULL;
+        set_due(e, j, mono_ms() + 1000 + backoff(++j->dl_rounds, -1));
     } else if (j->want == W_DOWNLOAD) {
         set_due(e, j, j->due); /* a retry waits for the others to end: look again */
     }
@@ -2060,7 +2105,7 @@ static void look_at(struct engine *e, struct job *j, int64_t now, int from_wq)
      * run was answered: a run resumed long after the last one stopped looks first (a
      * prediction that has finished meanwhile is downloaded).
      */
-    if (j->want == W_POLL && j->polled && j->submitted_mono &&
+    if (j->want == W_POLL && j->polled && j->submitted_mono && !j->dl &&
         now - j->submitted_mono > e->m->limits.job_timeout_ms) {
         char msg[200] = "the prediction was still running at job_timeout";
         if (j->last_status[0])
@@ -2756,6 +2801,7 @@ static void requeue(struct engine *e, struct sb_jobrow *r)
     r->finished_at = 0;
     if (repoll) {
         r->state = SB_JOB_RUNNING;
+        sb_map_put(e->retry_repoll, r->id, (void *)1);
         sb_info("job %s: its prediction %s is polled again, not submitted again", r->id, r->prediction_id);
         return;
     }
@@ -2806,6 +2852,7 @@ static int resume_job(const struct sb_jobrow *r, void *ud)
     }
     j->want = W_POLL;
     j->poll_every = e->m->limits.poll_interval_ms;
+    j->retrying = sb_map_get(e->retry_repoll, j->row.id) != NULL;
     j->submitted_mono = mono_ms() - (sb_now_ms() - j->row.submitted_at);
     if (j->row.state != SB_JOB_RUNNING)
         set_state(e, j, SB_JOB_RUNNING);
@@ -2934,6 +2981,7 @@ static int engine_open(struct run *r, struct engine *e)
         return rc;
     e->uploads = sb_map_new();
     e->cached_uploads = sb_map_new();
+    e->retry_repoll = sb_map_new();
     sb_store_each_upload(e->st, m->media.upload_ttl_ms, remember_upload, e->cached_uploads);
     e->last_results = mono_ms();
     e->scan_all = 1;
@@ -3041,6 +3089,7 @@ static void engine_close(struct engine *e)
     }
     sb_map_free(e->uploads, NULL);
     sb_map_free(e->cached_uploads, cached_upload_free);
+    sb_map_free(e->retry_repoll, NULL);
     if (e->outdir_fd >= 0)
         close(e->outdir_fd);
     sb_store_close(e->st);

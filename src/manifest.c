@@ -1001,7 +1001,7 @@ static void read_limits(struct mctx *c, const struct ynode *n)
 {
     static const char *keys[] = {"concurrency", "requests_per_second", "max_attempts",
                                  "poll_interval", "job_timeout", "max_cost", "unreachable_timeout",
-                                 "submit_timeout", NULL};
+                                 "submit_timeout", "download_patience", NULL};
     struct sb_limits *l = &c->m->limits;
     const struct ynode *v;
     if (n->type != Y_MAP) {
@@ -1025,6 +1025,8 @@ static void read_limits(struct mctx *c, const struct ynode *n)
         get_duration(c, v, "limits.unreachable_timeout", 1000, &l->unreachable_ms);
     if ((v = map_get(n, "submit_timeout")))
         get_duration(c, v, "limits.submit_timeout", 1000, &l->submit_timeout_ms);
+    if ((v = map_get(n, "download_patience")))
+        get_duration(c, v, "limits.download_patience", 1000, &l->download_patience_ms);
 }
 
 static void read_media(struct mctx *c, const struct ynode *n)
@@ -1575,7 +1577,7 @@ static struct sb_manifest *manifest_new(const char *name, const char *dir)
     m->path = sb_strdup(name);
     m->dir = sb_strdup(dir);
     m->output_dir = default_output_dir(name, dir);
-    m->limits = (struct sb_limits){16, 5.0, 6, 2000, 20 * 60 * 1000, -1.0, 5 * 60 * 1000, 120 * 1000};
+    m->limits = (struct sb_limits){16, 5.0, 6, 2000, 20 * 60 * 1000, -1.0, 5 * 60 * 1000, 120 * 1000, 3 * 60 * 1000};
     m->media.upload = SB_UPLOAD_PROVIDER;
     m->media.root = sb_strdup(dir);
     m->media.upload_ttl_ms = 6LL * 3600 * 1000;

@@ -885,6 +885,11 @@ int sb_jobrow_repollable(const struct sb_jobrow *r)
     if (strcmp(r->error_kind, SB_EK_NETWORK) != 0 && strcmp(r->error_kind, SB_EK_SERVER) != 0 &&
         strcmp(r->error_kind, SB_EK_RATE_LIMITED) != 0)
         return 0;
+    if (r->error_message && strncmp(r->error_message, SB_GONE_MSG, strlen(SB_GONE_MSG)) == 0)
+        return 0;
+    /* Its outputs were listed: the prediction completed; a URL that failed gives way to a fresh one. */
+    if (r->output_urls)
+        return 1;
     if (r->error_http == 400 || r->error_http == 404 || r->error_http == 410)
         return 0;
     return !(r->error_code && strcmp(r->error_code, "404001") == 0);

@@ -102,4 +102,42 @@ expect_eq "$(grep -c '"possible_duplicate":false' "$D/out/results.jsonl")" 8 "pa
 expect_in "$T/err" "the process was paused for" "paused: said"
 stop_mock
 
+# --- 6. downloads that fail are tried again with fresh URLs, not bought again ---
+D=$T/dl404; batch "$D" 4 1.00
+start_mock --key "$KEY" --latency 100 --fault download:404:#2; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "a 404 on an output URL right after completed"
+expect_eq "$(stat_of predictions)" 4 "dl404: nothing bought again"
+expect_eq "$(stat_of requests.download)" 6 "dl404: the two fetched again"
+[ "$(stat_of requests.poll)" -ge 6 ] && pass || fail "dl404: polled again for fresh URLs"
+stop_mock
+# Failing for longer than limits.download_patience: the job fails (server), its charge kept;
+# --retry-failed then polls it again and downloads, without paying again.
+D=$T/dlgone; batch "$D" 2 1.00
+sed -i 's/max_cost: 1.00/max_cost: 1.00, download_patience: 2s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault download:404:1; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 1 "outputs 404 past download_patience"
+R=$D/out/results.jsonl
+expect_eq "$(results_field "$R" j1 error.kind)" server "dlgone: kind server"
+expect_in "$R" "expired or missing (still after" "dlgone: said how long it was tried"
+expect_eq "$(results_field "$R" j1 cost_usd)" 0.032 "dlgone: the prediction's charge kept"
+[ "$(stat_of requests.download)" -ge 4 ] && pass || fail "dlgone: tried more than once"
+curl -s -X POST "$MOCK_URL/_mock/faults/clear" >/dev/null
+run "$SEEDBATCH" run --progress never --retry-failed "$D/m.yaml"; expect_rc 0 "dlgone: --retry-failed downloads them"
+expect_eq "$(stat_of predictions)" 2 "dlgone: polled again, not bought again"
+expect_eq "$(results_field "$R" j1 status)/$(results_field "$R" j2 status)" succeeded/succeeded "dlgone: both written"
+stop_mock
+# ... and when the provider no longer has the prediction, --retry-failed submits it again (once).
+D=$T/dllost; batch "$D" 1 1.00
+sed -i 's/max_cost: 1.00/max_cost: 1.00, download_patience: 1s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault download:404:1; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 1 "dllost: the first run fails the job"
+stop_mock
+sqlite3 "$D/out/.seedbatch/state.db" "UPDATE jobs SET submitted_at = submitted_at - 120000" # older than the early-404 window
+start_mock --key "$KEY" --latency 100; use_mock # a provider that forgot it
+run "$SEEDBATCH" run --progress never --retry-failed "$D/m.yaml"; expect_rc 0 "dllost: --retry-failed"
+expect_in "$T/err" "the provider no longer has its prediction" "dllost: said"
+expect_eq "$(stat_of predictions)" 1 "dllost: submitted again once"
+expect_eq "$(results_field "$D/out/results.jsonl" j1 status)" succeeded "dllost: done"
+stop_mock
+
 finish

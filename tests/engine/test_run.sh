@@ -230,6 +230,7 @@ stop_mock
 
 # --- 5. failures: rejected prediction, expired outputs, timeout, retry-failed ---
 D=$T/fail; make_batch "$D" 2
+sed -i 's/max_attempts: 8}/max_attempts: 8, download_patience: 1s}/' "$D/m.yaml"
 printf '  - {id: bad, prompt: "mock:fail this", images: [img/p1.jpg]}\n  - {id: gone, prompt: "mock:expire", images: [img/p2.jpg]}\n' >> "$D/m.yaml"
 printf '  - {id: tiny, prompt: "x", images: [img/tiny.png]}\n' >> "$D/m.yaml"
 "$GEN_IMAGE" png 8 8 "$D/img/tiny.png"
@@ -318,12 +319,13 @@ expect_eq "$(unflagged_duplicates "$R")" 0 "duplicates only where flagged"
 stop_mock
 # The same when the outputs could not be fetched (the prediction's cost was counted then).
 D=$T/redl; make_batch "$D" 3
-sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2/' "$D/m.yaml"
-start_mock --key "$KEY" --latency 100 --fault download:503:#12; use_mock
+sed -i 's/poll_interval: 200ms, max_attempts: 8/poll_interval: 200ms, max_attempts: 2, download_patience: 1s/' "$D/m.yaml"
+start_mock --key "$KEY" --latency 100 --fault download:503:1; use_mock
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "downloads answered 503 fail their jobs"
 R=$D/out/results.jsonl
 expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
 expect_eq "$(results_field "$R" job-p2 cost_usd)" 0.064 "the prediction made is counted"
+curl -s -X POST "$MOCK_URL/_mock/faults/clear" >/dev/null
 run "$SEEDBATCH" run --retry-failed "$D/m.yaml"; expect_rc 0 "--retry-failed"
 expect_eq "$(grep -c '"status":"succeeded"' "$R")" 3 "the three succeeded"
 expect_eq "$(ls "$D/out" | grep -c '^job-p[0-9]_[12]\.png$')" 6 "their outputs written"

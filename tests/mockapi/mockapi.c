@@ -42,7 +42,8 @@
  * "mock:timeout" fails with the status timeout; "mock:nsfw" has every output withheld
  * by the content filter (Atlas: has_nsfw_contents), "mock:nsfw1" its first only;
  * "mock:stuck" answers "completed" with no output forever (both RunComfy calls).
- * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done.
+ * Control (no key): GET /_mock/stats; POST /_mock/predictions/ID/phase/queued|running|done;
+ * POST /_mock/faults/clear ends every --fault.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -1262,6 +1263,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return handle_force(c, url + 19);
         if (strncmp(url, "/_mock/redirect/", 16) == 0)
             return handle_redirect(c, url + 16);
+        if (strcmp(url, "/_mock/faults/clear") == 0) {
+            pthread_mutex_lock(&g.mu);
+            g.nfaults = 0; /* the faults given on the command line are over */
+            pthread_mutex_unlock(&g.mu);
+            return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
+        }
         return send_body(c, 200, "text/plain", "ok\n", 3, NULL);
     }
     if (ep == EP_FILES) {
