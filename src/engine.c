@@ -1458,8 +1458,12 @@ static void submit_done(struct sb_req *r, CURLcode rc)
 static void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t ra)
 {
     struct outcome oc = *o;
-    if (oc.v == V_RETRY && oc.lost)
-        uncertain_submits(e, j, 1); /* sent, and no answer says whether it was taken */
+    if (oc.v == V_RETRY && oc.lost) {
+        /* Sent, and no answer says whether it was taken. */
+        uncertain_submits(e, j, 1);
+        sb_warn("job %s: the submit's answer was lost (%s): it may have been billed; flagged possible_duplicate "
+                "and counted against max_cost", j->row.id, oc.msg);
+    }
     if (oc.v == V_ABORT) {
         /* Refused: nothing was created. The job waits in pending for the next run. */
         auth_abort(e, &oc);

@@ -44,16 +44,16 @@ expect_eq "$(results_field "$D/out/results.jsonl" job-p1 attempts)" 3 "attempts 
 expect_eq "$(grep -c '"possible_duplicate":true' "$D/out/results.jsonl")" 0 "a 503 answer is not a lost answer"
 stop_mock
 
-# --- a gateway's 502 or 504 to a submit: retried and flagged (the API behind it may have
-# taken it); a 503 and a 500 are retried unflagged ---
+# --- a 500, or a gateway's 502 or 504, to a submit: retried and flagged (the API behind it
+# may have taken it); a 503 is retried unflagged ---
 D=$T/gateway; batch "$D" 4
 start_mock --key "$KEY" --fault submit:502:#1 --fault submit:503:#1 --fault submit:504:#1 --fault submit:500:#1; use_mock
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "submits answered 502, 503, 504 and 500 are retried"
 expect_eq "$(stat_of requests.submit)" 8 "four refused submits, four retries"
 R=$D/out/results.jsonl
 # The four first submits go out together and each meets one of the faults (which job
-# meets which is the order they reach the mock): the 502's and the 504's jobs are flagged.
-expect_eq "$(grep -c '"possible_duplicate":true' "$R")" 2 "two jobs flagged"
+# meets which is the order they reach the mock): the 500's, 502's and 504's jobs are flagged.
+expect_eq "$(grep -c '"possible_duplicate":true' "$R")" 3 "three jobs flagged"
 expect_eq "$(grep -c '"attempts":2' "$R")" 4 "every job submitted twice"
 stop_mock
 
@@ -147,8 +147,19 @@ if [ "${SANITIZED:-0}" = 1 ]; then
     echo "fsync EIO cases: run in the regular build (fiu's LD_PRELOAD and ASan do not mix)"
 else
     D=$T/eio; batch "$D" 2
+    # A disk whose fsync fails from the start: the output directory's probe finds it, nothing is sent.
     start_mock --key "$KEY"; use_mock
-    run fiu-run -x -c "enable name=posix/io/sync/fsync,failinfo=5" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 1 "fsync EIO on outputs"
+    run fiu-run -x -c "enable name=posix/io/sync/fsync,failinfo=5" "$SEEDBATCH" run "$D/m.yaml"; expect_rc 2 "fsync EIO from the start"
+    expect_in "$T/err" "output_dir $D/out cannot be written (Input/output error): nothing was sent" "EIO at the probe named"
+    expect_eq "$(stat_of api_requests)" 0 "EIO at the probe: nothing sent"
+    stop_mock
+    # ... and one that fails once outputs arrive (enabled through fiu's control pipe after the probe).
+    start_mock --key "$KEY" --latency 2500; use_mock
+    fiu-run -x "$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" &
+    P=$!
+    sleep 1; fiu-ctrl -c "enable name=posix/io/sync/fsync,failinfo=5" "$P"
+    wait "$P"; RC=$?
+    expect_rc 1 "fsync EIO on outputs"
     expect_in "$T/err" "fsync of the output failed: Input/output error" "EIO named"
     expect_eq "$(ls "$D/out" | grep -c '^job-p.*\.jpg$')" 0 "no output under a final name"
     expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='succeeded'")" 0 "nothing marked done"
