@@ -140,4 +140,28 @@ expect_eq "$(stat_of predictions)" 1 "dllost: submitted again once"
 expect_eq "$(results_field "$D/out/results.jsonl" j1 status)" succeeded "dllost: done"
 stop_mock
 
+# --- 7. the wall clock stepped an hour ahead 1 s into a run: no job times out for it ---
+FT=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+if [ -e "$FT" ] && [ "${SANITIZED:-0}" != 1 ]; then
+    D=$T/clock; batch "$D" 4 1.00
+    sed -i 's/max_cost: 1.00/max_cost: 1.00, job_timeout: 30s/' "$D/m.yaml"
+    echo "+0" > "$T/faketime"
+    start_mock --key "$KEY" --latency 3000; use_mock
+    (sleep 1; echo "+1h" > "$T/faketime") &
+    run env LD_PRELOAD="$FT" FAKETIME_TIMESTAMP_FILE="$T/faketime" FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
+        "$SEEDBATCH" run --progress never "$D/m.yaml"
+    expect_rc 0 "a wall-clock step of +1 h during the run"
+    expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 4 "clock step: no job failed timeout"
+    expect_eq "$(stat_of predictions)" 4 "clock step: each paid once"
+    # (the step did happen: the finish is stamped an hour after the submit)
+    expect_eq "$(python3 -c '
+import json, sys, datetime
+r = json.loads(open(sys.argv[1]).readline())
+t = lambda s: datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ")
+print(int((t(r["finished_at"]) - t(r["submitted_at"])).total_seconds()) // 3600)' "$D/out/results.jsonl")" 1 "clock step: it happened"
+    stop_mock
+else
+    echo "clock step: libfaketime (LD_PRELOAD) runs in the regular build only"
+fi
+
 finish
