@@ -111,8 +111,12 @@ static void on_done(struct sb_req *r, CURLcode rc)
         return;
     }
     if (rc != CURLE_OK) {
+        /* A redirect to another scheme, a redirect loop, a certificate refused: not worth another try. */
+        int refused = rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_TOO_MANY_REDIRECTS ||
+                      rc == CURLE_URL_MALFORMAT || rc == CURLE_PEER_FAILED_VERIFICATION ||
+                      rc == CURLE_SSL_CACERT_BADFILE;
         sb_strlcpy(msg, curl_easy_strerror(rc), sizeof msg);
-        fail(d, 1, "download failed: %s", r->errbuf[0] ? r->errbuf : msg);
+        fail(d, !refused, "download failed: %s", r->errbuf[0] ? r->errbuf : msg);
         return;
     }
     if (r->status != 200) {

@@ -209,6 +209,15 @@ static int create_state(const char *path, char *err, size_t errlen)
     int rc = open_db(tmp, 0, 1, &st, err, errlen), full = rc == SB_EFULL;
     sb_store_close(st);
     int dfd = -1;
+    size_t tl = strlen(tmp);
+    if (rc != SB_OK && strncmp(err, tmp, tl) == 0) {
+        /* Named as the state it was to be: the temporary name means nothing to a reader. */
+        char *m = sb_asprintf("%s%s", path, err + tl);
+        sb_strlcpy(err, m, errlen);
+        free(m);
+    }
+    if (rc != SB_OK)
+        unlink(tmp);
     if (rc == SB_OK && rename(tmp, path) != 0) {
         full = sb_errno_storage(errno);
         rc = sb_seterr(err, errlen, "cannot make the state %s: %s", path, strerror(errno));
