@@ -37,6 +37,7 @@ struct sb_req {
     int too_big;                   /* the body passed its cap: aborted */
     int send_once;                 /* never let libcurl send it again by itself (a submit: each send may
                                       be billed): such a resend is stopped, and the call ends as lost */
+    int resend_stopped;            /* ... it was: a kept-alive connection died, not the API */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *headers;    /* owned */
     curl_mime *mime;               /* owned */

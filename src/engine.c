@@ -1010,8 +1010,10 @@ static void classify_answer(struct engine *e, struct sb_req *r, CURLcode rc, str
             oc->kind = SB_EK_SERVER;
         oc->unreached = oc->v == V_RETRY && !r->sent;
         redact_outcome(e, oc);
-        if (oc->v == V_RETRY && r->sent && r->status == 0)
-            no_answer(e, oc); /* sent and never answered: still an attempt (it may have been taken) */
+        /* Sent and never answered: still an attempt (it may have been taken). A kept-alive
+         * connection the server had closed says nothing of the API: no pause for it. */
+        if (oc->v == V_RETRY && r->sent && r->status == 0 && !r->resend_stopped)
+            no_answer(e, oc);
         return;
     }
     int p = e->m->provider;
@@ -1731,21 +1733,27 @@ static void download_done(struct sb_download *d)
             sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
         } else if (d->retryable) {
             /*
-             * Paid for: tried again for limits.download_patience, the prediction polled
-             * for fresh URLs each time (a CDN's 404 right after "completed", an expiring
-             * signature, a 5xx), not bought again.
+             * Paid for: tried again for limits.download_patience, not bought again; after
+             * a 404, 410 or 403 (a CDN's 404 right after "completed", an expired
+             * signature) the prediction is polled for fresh URLs first.
              */
             int64_t now = mono_ms();
+            int gone = d->http_status == 404 || d->http_status == 410 || d->http_status == 403;
             if (!j->dl_fail_since)
                 j->dl_fail_since = now;
             if (e->run->stopping) {
                 sb_debug("job %s: output %d: %s; left for the next run", j->row.id, s->k + 1, d->error);
-            } else if (now - j->dl_fail_since < e->m->limits.download_patience_ms) {
+            } else if (now - j->dl_fail_since < e->m->limits.download_patience_ms && gone) {
+                /* The URL may have expired or not be there yet: the prediction gives fresh ones. */
                 j->repoll = 1;
                 sb_debug("job %s: output %d: %s; polling for fresh URLs", j->row.id, s->k + 1, d->error);
+            } else if (now - j->dl_fail_since < e->m->limits.download_patience_ms) {
+                /* A 5xx, a dropped connection, a body cut short: the same URL again, after back-off. */
+                set_due(e, j, now + backoff(j->tries, -1));
+                sb_debug("job %s: output %d: %s; retrying", j->row.id, s->k + 1, d->error);
             } else if (j->want == W_DOWNLOAD) {
                 char msg[sizeof d->error + 96];
-                snprintf(msg, sizeof msg, "%s (still after %llds of tries, fresh URLs polled for each)", d->error,
+                snprintf(msg, sizeof msg, "%s (still after %llds of tries)", d->error,
                          (long long)((now - j->dl_fail_since) / 1000));
                 j->want = W_FINISHING;
                 set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, msg);

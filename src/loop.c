@@ -382,6 +382,7 @@ static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_por
     (void)ip, (void)local_ip, (void)port, (void)local_port;
     if (r->send_once && r->attempts >= 1) {
         r->sent = 1; /* the first send died unanswered: it may have been taken */
+        r->resend_stopped = 1;
         return CURL_PREREQFUNC_ABORT;
     }
     r->attempts++;
@@ -506,6 +507,7 @@ int sb_req_init(struct sb_req *r, struct sb_loop *l, const char *url, const stru
     r->too_big = 0;
     r->attempts = 0;
     r->send_once = 0;
+    r->resend_stopped = 0;
     r->errbuf[0] = '\0';
     CURL *e = r->easy;
     /* What an earlier request on this handle may have set: no body, no headers, a GET. */

@@ -110,7 +110,7 @@ stop_mock
 # --- 2. every fault at once: all jobs finish, nothing duplicated, refusals only by chance ---
 D=$T/faults; make_batch "$D" 12
 start_mock --key "$KEY" --latency 200 --seed 11 --early-404 300 --fault any:503:0.15 --fault any:500:0.05 \
-    --fault any:429:0.1 --fault any:429ra:0.03 --retry-after 1 --fault any:drop:0.08 --fault poll:garbage:0.1 \
+    --fault any:429:0.05 --fault any:429ra:0.02 --retry-after 1 --fault any:drop:0.08 --fault poll:garbage:0.1 \
     --fault upload:garbage:0.1 --fault download:truncate:0.15 \
     --fault download:503:0.1 --fault any:slow:0.1 --slow-ms 200
 use_mock
