@@ -138,9 +138,10 @@ stop_mock
 D=$T/gone; mkdir -p "$D/img"
 for i in 1 2 3; do "$GEN_IMAGE" jpeg 64 80 "$D/img/p$i.jpg" "$i"; done
 printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 1, requests_per_second: 0, poll_interval: 200ms}\njobs:\n  - {id: a, prompt: x, images: [img/p1.jpg]}\n  - {id: b, prompt: y, images: [img/p2.jpg]}\n  - {id: c, prompt: z, images: [img/p3.jpg]}\n' > "$D/m.yaml"
-start_mock --key "$KEY" --latency 1000; use_mock
+# Job a takes 4 s at the mock: room for the change to land while it runs, on a loaded machine too.
+start_mock --key "$KEY" --latency 4000; use_mock
 "$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
-for _ in $(seq 1 100); do [ "$(stat_of submissions)" -ge 1 ] && break; sleep 0.05; done
+for _ in $(seq 1 200); do [ "$(stat_of submissions)" -ge 1 ] && break; sleep 0.05; done
 "$GEN_IMAGE" jpeg 64 80 "$D/img/p2.jpg" 7; rm "$D/img/p3.jpg"   # while job a (concurrency 1) runs
 wait $pid; RC=$?
 expect_rc 1 "two of three jobs lost their image"
