@@ -14,6 +14,7 @@ struct sb_engine_opts {
     const char *state_path;    /* NULL: <output_dir>/.seedbatch/state.db */
     const char *retry_failed;  /* NULL, "" (all) or an error kind */
     enum sb_progress_mode progress;
+    double max_cost;           /* --max-cost: bounds the run's states together; < 0 when not given */
 };
 
 /*

@@ -21,7 +21,7 @@ struct sb_plan {
     int removed;                /* in the state, gone from the manifest */
     long images_requested;      /* outputs the jobs to submit ask for */
     double quote;               /* images_requested x price_per_image, USD */
-    double spent;               /* recorded cost of this manifest's jobs, USD */
+    struct sb_spend spend;      /* the state's charge ledger: every job and version of it */
     int image_refs, local_refs, remote_refs, distinct_files, uploads_needed;
     struct sb_buf listing;      /* the first jobs, one line each */
     int n_listed;
@@ -43,5 +43,13 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
 /* status: counts, spend, failures with reasons and removed jobs. */
 int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
                     char *err, size_t errlen);
+
+/* " (up to $Y if the N flagged submissions were billed)", or "" with none flagged. */
+void sb_spend_upper_bound(char *buf, size_t len, const struct sb_spend *s);
+/*
+ * Writes the state's charge ledger as CSV (RFC 4180, CRLF), one row per charge,
+ * with a header row first when header is set. st may be NULL (no state yet).
+ */
+int sb_charges_csv(FILE *out, const struct sb_manifest *m, struct sb_store *st, int header);
 
 #endif

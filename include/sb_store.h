@@ -1,7 +1,8 @@
 /*
  * The persistent queue: one SQLite database (WAL) per output directory,
  * holding every job's state, fingerprint, attempts, prediction id, outputs,
- * error and cost, the cache of uploaded files keyed by content hash, and the
+ * error and cost, the charge ledger (every prediction that may have been billed,
+ * append-only), the cache of uploaded files keyed by content hash, and the
  * record of local files already hashed, keyed by device and inode.
  * Every job state change goes through sb_store_transition.
  */
@@ -12,7 +13,7 @@
 
 #include "sb_manifest.h"
 
-#define SB_SCHEMA_VERSION 6
+#define SB_SCHEMA_VERSION 7
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -70,6 +71,9 @@ struct sb_jobrow {
     char *spec;           /* the job as sb_jobspec_json wrote it, or NULL */
     int64_t rowid;        /* where the row is: saves find it without the id index */
     int uncertain_submits; /* submits that reached the provider with no prediction id known: maybe billed */
+    /* Read from the charge ledger, never saved: */
+    int charged;          /* its current prediction has its charge in the ledger */
+    double total_cost;    /* what every version of it cost (flagged charges aside), USD */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
 /*
@@ -177,10 +181,39 @@ int sb_store_each_replaced(struct sb_store *st,
  * into *groups (0: none, and *a and *b NULL).
  */
 int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups);
-/* Jobs of the manifest per state, what they have cost, and their submits that may have been billed unseen
- * (how many, and the images they asked for). */
-int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent, long *uncertain,
-                    long *uncertain_images);
+/* Jobs of the manifest per state, and the outputs its pending jobs ask for at most. */
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], long *pending_images);
+
+/* One row of the charge ledger: a prediction that may have been billed. */
+struct sb_charge {
+    int64_t at;                /* when it was learned, ms since the epoch */
+    const char *job_id;
+    const char *fingerprint;   /* of the job's version that made it */
+    const char *prediction_id; /* NULL: a submit whose prediction id was never seen */
+    int images;                /* outputs made (flagged: the most the submit asked for) */
+    double price;              /* USD per image */
+    double cost;               /* USD */
+    int flagged;               /* a possible duplicate: maybe billed, maybe not */
+    const char *note;          /* how it was learned */
+};
+/*
+ * Appends a charge (inside sb_store_begin/commit it joins the open transaction).
+ * 1 when added, 0 when the job's prediction already has its charge, else an error.
+ */
+int sb_store_add_charge(struct sb_store *st, const struct sb_charge *c);
+
+/* The state's total spend from its ledger, every job and version of it. */
+struct sb_spend {
+    double spent;        /* charges for predictions known to have been made, USD */
+    double flagged_cost; /* ... and what the flagged ones would add if they were billed */
+    long flagged;        /* flagged charges */
+    long charges;        /* every charge */
+    long images;         /* images made by the charged predictions */
+};
+/* price values a charge recorded without one (flagged, older than the ledger). */
+int sb_store_spend(struct sb_store *st, double price, struct sb_spend *out);
+/* Calls fn for every charge, oldest first; fn returns non-zero to stop. */
+int sb_store_each_charge(struct sb_store *st, double price, int (*fn)(const struct sb_charge *c, void *ud), void *ud);
 
 /* The cached upload URL of a file's content if younger than ttl_ms (newly allocated), else NULL. */
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms);

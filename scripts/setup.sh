@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(
   build-essential cmake pkg-config git ca-certificates curl sqlite3 openssl
-  libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libsqlite3-dev
+  libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libsqlite3-dev libcsv-dev
   libssl-dev libmicrohttpd-dev libstb-dev libwebp-dev libtiff-dev zlib1g-dev libmimalloc-dev
   clang libclang-rt-14-dev python3 python3-aiohttp python3-yaml fiu-utils faketime time valgrind nghttp2-proxy strace procps
   fusefat dosfstools

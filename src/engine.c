@@ -28,6 +28,7 @@
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
+#include "sb_plan.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -182,6 +183,15 @@ struct run {
     struct sb_map *unknown_words;  /* "provider status" words not in a table, logged once a run */
     struct engine **engines;
     int n;
+    double max_cost;               /* --max-cost: the run's manifests together; < 0 when not given */
+};
+
+/* A charge learned in this loop turn, written with the next commit. */
+struct pcharge {
+    struct sb_charge c;
+    struct job *job;         /* its job, held until written (a prediction's charge), or NULL */
+    char *job_id, *fingerprint, *prediction_id;
+    struct pcharge *next;
 };
 
 /* One manifest's batch: its jobs, state database, provider and counters. */
@@ -238,9 +248,16 @@ struct engine {
     int64_t bytes_written;               /* of the outputs made final in this run */
     struct job *finalize_pending;        /* received outputs for the next worker trip */
     struct job *finalizing;              /* ... and those on the worker now */
-    double spent, reserved;
-    long uncertain, uncertain_images;    /* submits that may have been billed unseen, and their images */
-    long uncertain_run;                  /* ... of them, those of this run */
+    /*
+     * The state's spend from its charge ledger (every run, job and version), what
+     * its flagged charges would add if they were billed, and what the jobs in work
+     * hold against max_cost. Charges learned in this loop turn wait in `charges`
+     * for the commit that writes them with the job rows that learned them.
+     */
+    double spent, flagged_cost, reserved;
+    double spent_before;                 /* ... of the spend, what earlier runs had recorded */
+    long flagged;                        /* flagged charges */
+    struct pcharge *charges, **charges_tail;
     double ema_ms;
     int samples;
     long calls[CALL_NKINDS];
@@ -279,13 +296,32 @@ static double price(const struct engine *e)
  */
 static double committed(const struct engine *e)
 {
-    return e->spent + (double)e->uncertain_images * price(e) + e->reserved;
+    return e->spent + e->flagged_cost + e->reserved;
 }
 
-/* Whether need more would pass max_cost. */
+/* What the run's manifests together may have cost: --max-cost bounds that. */
+static double run_committed(const struct run *r)
+{
+    double sum = 0;
+    for (int i = 0; i < r->n; i++)
+        if (r->engines[i] && r->engines[i]->st)
+            sum += committed(r->engines[i]);
+    return sum;
+}
+
+/* Whether need more would pass the manifest's max_cost, or the run's --max-cost. */
 static int over_budget(const struct engine *e, double need)
 {
+    const struct run *r = e->run;
+    if (r->max_cost >= 0)
+        return run_committed(r) + need > r->max_cost + 1e-9;
     return e->m->limits.max_cost >= 0 && committed(e) + need > e->m->limits.max_cost + 1e-9;
+}
+
+/* The cap that binds: --max-cost for the run, else the manifest's max_cost. */
+static double budget(const struct engine *e)
+{
+    return e->run->max_cost >= 0 ? e->run->max_cost : e->m->limits.max_cost;
 }
 
 /*
@@ -337,14 +373,39 @@ static void save(struct engine *e, struct job *j)
     e->dirty_head = j;
 }
 
+/*
+ * Appends the charges learned since the last commit to the ledger, in the
+ * transaction of the rows that learned them. A prediction charged already (by an
+ * earlier run that stopped before the job's own row said so) is not charged again.
+ */
+static int write_charges(struct engine *e, int rc)
+{
+    for (struct pcharge *p = e->charges, *n; p; p = n) {
+        n = p->next;
+        int added = rc == SB_OK ? sb_store_add_charge(e->st, &p->c) : 1;
+        if (added < 0)
+            rc = added == SB_EFULL ? SB_EFULL : SB_EIO;
+        else if (added == 0 && !p->c.flagged)
+            e->spent -= p->c.cost;
+        free(p->job_id);
+        free(p->fingerprint);
+        free(p->prediction_id);
+        free(p);
+    }
+    e->charges = NULL;
+    e->charges_tail = &e->charges;
+    return rc;
+}
+
 /* Writes every dirty row into the open transaction; a failure stops the run. */
 static int write_dirty(struct engine *e)
 {
     int rc = SB_OK;
-    if (!e->dirty_head && !e->up_dirty_head)
+    if (!e->dirty_head && !e->up_dirty_head && !e->charges)
         return SB_OK;
     if (sb_store_begin(e->st) != SB_OK)
         rc = SB_EIO;
+    rc = write_charges(e, rc);
     for (struct job *j = e->dirty_head, *n; j; j = n) {
         n = j->dirty_next;
         j->dirty = 0;
@@ -383,23 +444,56 @@ static int write_dirty(struct engine *e)
 
 /*
  * Every job state change: updates the row and marks it for the next commit.
- * Except running -> downloading: that row is written with the job's next change,
- * usually its end once the outputs are durable. Writing it too was a fourth row
- * update per job (3% of a run's instructions) for a state that lasts milliseconds
- * with fast downloads, and it adds nothing a crash or a stopped run needs: a job
- * left running is polled again, which gives the output URLs again.
+ * running -> downloading is written too: it carries the prediction's charge.
  */
 static void set_state(struct engine *e, struct job *j, enum sb_job_state to)
 {
-    enum sb_job_state from = j->row.state;
     j->row.state = to;
     if (to == SB_JOB_SUCCEEDED || to == SB_JOB_FAILED || to == SB_JOB_CANCELLED)
         j->row.finished_at = sb_now_ms();
-    if (to == SB_JOB_DOWNLOADING && from == SB_JOB_RUNNING && j->saved == SB_JOB_RUNNING) {
-        sb_debug("job %s: running -> downloading (written with its next change)", j->row.id);
-        return;
+    save(e, j);
+}
+
+/*
+ * Records a charge of the job's current version for the next commit: a prediction
+ * (pred) that made images, or (flagged) a submit that reached the provider with no
+ * id seen, counted as billed for the most images it asked for.
+ */
+static void charge(struct engine *e, struct job *j, const char *pred, int images, int flagged, const char *note)
+{
+    struct pcharge *p = sb_calloc(1, sizeof *p);
+    p->job_id = sb_strdup(j->row.id);
+    p->fingerprint = sb_strdup(j->row.fingerprint);
+    p->prediction_id = pred ? sb_strdup(pred) : NULL;
+    p->c = (struct sb_charge){sb_now_ms(), p->job_id, p->fingerprint, p->prediction_id, images, price(e),
+                              images * price(e), flagged, note};
+    if (!e->charges_tail)
+        e->charges_tail = &e->charges;
+    *e->charges_tail = p;
+    e->charges_tail = &p->next;
+    if (flagged) {
+        e->flagged++;
+        e->flagged_cost += p->c.cost;
+    } else {
+        e->spent += p->c.cost;
     }
     save(e, j);
+}
+
+/*
+ * The job's prediction is done with n outputs: it is charged (once, whatever
+ * becomes of the downloads), and what was held for it against max_cost is let go.
+ */
+static void charge_outputs(struct engine *e, struct job *j, int n)
+{
+    if (j->row.charged)
+        return;
+    j->row.charged = 1;
+    j->row.cost += n * price(e);
+    j->row.total_cost += n * price(e);
+    charge(e, j, j->row.prediction_id, n, 0, "outputs made");
+    e->reserved -= j->reserved;
+    j->reserved = 0;
 }
 
 /* Sets the job's error; kind, code and msg may be the job's own current ones. */
@@ -535,18 +629,15 @@ static void finalized(struct engine *e, struct job *list)
             continue;
         }
         if (j->fin_failed) {
-            j->row.cost += j->n_out * price(e); /* the prediction was made and billed */
-            e->spent += j->n_out * price(e);
+            charge_outputs(e, j, j->n_out); /* the prediction was made and billed */
             job_failed(e, j, SB_EK_SERVER, 0, NULL, j->fin_error);
             continue;
         }
         free(j->row.outputs);
         j->row.outputs = str_array(j->outputs, j->n_out);
-        double cost = j->n_out * price(e);
         for (int k = 0; k < j->n_out; k++)
             e->bytes_written += (int64_t)j->dl[k].d.total;
-        j->row.cost += cost;
-        e->spent += cost;
+        charge_outputs(e, j, j->n_out);
         e->images_written += j->n_out;
         clear_error(j);
         set_state(e, j, SB_JOB_SUCCEEDED);
@@ -1391,16 +1482,14 @@ static struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome 
 /*
  * Submits of the job that reached the provider and may have made a billed
  * prediction whose id was never seen: the job is flagged possible_duplicate,
- * and each is counted as billed against max_cost (kept in the state).
+ * and each is a flagged charge, counted as billed against max_cost.
  */
-static void uncertain_submits(struct engine *e, struct job *j, int n)
+static void uncertain_submits(struct engine *e, struct job *j, int n, const char *why)
 {
     j->row.possible_duplicate = 1;
     j->row.uncertain_submits += n;
-    e->uncertain += n;
-    e->uncertain_run += n;
-    e->uncertain_images += (long)n * (j->spec ? j->spec->images_requested : j->row.images_requested);
-    save(e, j);
+    for (int i = 0; i < n; i++)
+        charge(e, j, NULL, j->spec ? j->spec->images_requested : j->row.images_requested, 1, why);
 }
 
 static void submit_done(struct sb_req *r, CURLcode rc)
@@ -1414,7 +1503,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         e->calls[CALL_SUBMIT] += r->attempts - 1;
         sb_warn("job %s: the submit was sent %d times (a connection died before answering); "
                 "flagged possible_duplicate", j->row.id, r->attempts);
-        uncertain_submits(e, j, r->attempts - 1);
+        uncertain_submits(e, j, r->attempts - 1, "sent again after a connection died: the first may have been taken");
     }
     /*
      * A 2xx says the provider took the submit: one whose id cannot be read (no id, a
@@ -1427,6 +1516,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         if (oc.v == V_OK && e->api.ops->parse_submit(answer(r), &id, oc.msg, sizeof oc.msg) == SB_OK) {
             free(j->row.prediction_id);
             j->row.prediction_id = id;
+            j->row.charged = 0;
             j->row.submitted_at = sb_now_ms();
             j->submitted_mono = mono_ms();
             j->tries = 0;
@@ -1445,7 +1535,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
         snprintf(msg, sizeof msg, "the provider accepted the submit (HTTP %ld) but its answer had no id (%s): it "
                  "may have been billed; check the provider's history (--retry-failed submits it again and may "
                  "pay twice)", r->status, oc.msg[0] ? oc.msg : "unreadable");
-        uncertain_submits(e, j, 1);
+        uncertain_submits(e, j, 1, "accepted with no prediction id in the answer");
         sb_req_cleanup(r);
         job_failed(e, j, SB_EK_SERVER, (int)r->status, NULL, msg);
         pump(e);
@@ -1462,7 +1552,7 @@ static void submit_failed(struct engine *e, struct job *j, struct outcome *o, in
     struct outcome oc = *o;
     if (oc.v == V_RETRY && oc.lost) {
         /* Sent, and no answer says whether it was taken. */
-        uncertain_submits(e, j, 1);
+        uncertain_submits(e, j, 1, "the answer to the submit was lost");
         sb_warn("job %s: the submit's answer was lost (%s): it may have been billed; flagged possible_duplicate "
                 "and counted against max_cost", j->row.id, oc.msg);
     }
@@ -1634,6 +1724,7 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
         free(j->row.output_urls);
         j->row.output_urls = str_array(pr->outputs, pr->n_outputs);
         set_state(e, j, SB_JOB_DOWNLOADING);
+        charge_outputs(e, j, pr->n_outputs);
         j->want = W_DOWNLOAD;
         set_due(e, j, 0);
         start_downloads(e, j, pr->outputs, pr->n_outputs);
@@ -1712,8 +1803,7 @@ static void downloads_failed(struct engine *e, struct job *j)
             j->dl[k].received = 0;
         }
     }
-    j->row.cost += j->n_out * price(e);
-    e->spent += j->n_out * price(e);
+    charge_outputs(e, j, j->n_out);
     job_failed(e, j, j->row.error_kind ? j->row.error_kind : SB_EK_SERVER, j->row.error_http, NULL,
                j->row.error_message ? j->row.error_message : "download failed");
 }
@@ -1875,15 +1965,19 @@ static void start_downloads_kept(struct engine *e, struct job *j)
 
 /* ---- activation ---- */
 
+/* " (up to $Y if the N flagged submissions were billed)", or "" with none flagged. */
+static void upper_bound(char *buf, size_t len, double spent, double flagged_cost, long flagged)
+{
+    struct sb_spend sp = {.spent = spent, .flagged_cost = flagged_cost, .flagged = flagged};
+    sb_spend_upper_bound(buf, len, &sp);
+}
+
 static void cost_warning(const struct engine *e)
 {
-    char maybe[96] = "";
-    if (e->uncertain_images)
-        snprintf(maybe, sizeof maybe, ", $%.2f more if the %ld submit%s with no answer or id %s billed",
-                 (double)e->uncertain_images * price(e), e->uncertain, SB_S(e->uncertain),
-                 SB_ONE(e->uncertain, "was", "were"));
-    sb_warn("max_cost $%.2f reached (spent $%.2f%s, committed $%.2f): no new submissions", e->m->limits.max_cost,
-            e->spent, maybe, e->reserved);
+    char maybe[128];
+    upper_bound(maybe, sizeof maybe, e->spent, e->flagged_cost, e->flagged);
+    sb_warn("%s $%.2f reached (spent $%.2f%s, $%.2f held for the jobs in work): no new submissions",
+            e->run->max_cost >= 0 ? "--max-cost" : "max_cost", budget(e), e->spent, maybe, e->reserved);
 }
 
 /*
@@ -2744,15 +2838,6 @@ static void each_listed(struct engine *e, struct idlist *l, void (*fn)(struct en
     memset(l, 0, sizeof *l);
 }
 
-/* How many URLs a stored JSON array of output URLs (written by str_array) holds. */
-static int url_count(const char *json)
-{
-    cJSON *a = json ? cJSON_Parse(json) : NULL;
-    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
-    cJSON_Delete(a);
-    return n;
-}
-
 static void cached_upload_free(void *p)
 {
     struct cached_upload *c = p;
@@ -2797,13 +2882,7 @@ static void forget_cached_uploads(struct engine *e, const struct sb_jobrow *r)
 static void requeue(struct engine *e, struct sb_jobrow *r)
 {
     int repoll = sb_jobrow_repollable(r);
-    /* Failing after its outputs were listed counted the prediction's cost; it is counted
-       again when the outputs are written. */
-    if (repoll && r->output_urls) {
-        r->cost -= url_count(r->output_urls) * price(e);
-        if (r->cost < 0.0005)
-            r->cost = 0;
-    }
+    /* A prediction polled again keeps its one charge in the ledger (charged stays set). */
     sb_freep(&r->error_kind);
     sb_freep(&r->error_code);
     sb_freep(&r->error_message);
@@ -2836,8 +2915,13 @@ static void unupload(struct engine *e, struct sb_jobrow *r)
 
 static void resubmit_flagged(struct engine *e, struct sb_jobrow *r)
 {
-    (void)e;
-    /* Its submit may have reached the provider: counted as billed, and sent again flagged. */
+    /* Its submit may have reached the provider: a flagged charge, and sent again flagged. */
+    struct sb_charge c = {sb_now_ms(), r->id, r->fingerprint, NULL, r->images_requested, price(e),
+                          r->images_requested * price(e), 1, "in flight when a run stopped"};
+    if (sb_store_begin(e->st) != SB_OK || sb_store_add_charge(e->st, &c) < 0) {
+        e->fatal = 1;
+        snprintf(e->err, sizeof e->err, "cannot write the state database %s", e->state_path);
+    }
     r->possible_duplicate = 1;
     r->uncertain_submits++;
     r->state = SB_JOB_PENDING;
@@ -2855,7 +2939,9 @@ static int resume_job(const struct sb_jobrow *r, void *ud)
     row_copy(&copy, r);
     struct job *j = job_new(e, &copy);
     hold(e, j);
-    j->reserved = (j->spec ? j->spec->images_requested : j->row.images_requested) * price(e);
+    /* Its prediction's charge, once in the ledger, is in the spend: nothing more is held for it. */
+    if (!j->row.charged)
+        j->reserved = (j->spec ? j->spec->images_requested : j->row.images_requested) * price(e);
     e->reserved += j->reserved;
     set_due(e, j, 0);
     if (j->row.state == SB_JOB_DOWNLOADING) {
@@ -2913,7 +2999,15 @@ static void load_jobs(struct engine *e)
                             1u << SB_JOB_DOWNLOADING, sort_left, &su);
     each_listed(e, &su.uploading, unupload);
     each_listed(e, &su.unsent, resubmit_flagged);
-    sb_store_counts(e->st, e->count, &e->spent, &e->uncertain, &e->uncertain_images);
+    long pending_images;
+    struct sb_spend sp = {0};
+    if (sb_store_counts(e->st, e->count, &pending_images) != SB_OK || sb_store_spend(e->st, price(e), &sp) != SB_OK) {
+        e->fatal = 1;
+        snprintf(e->err, sizeof e->err, "cannot read the state database %s", e->state_path);
+    }
+    e->spent = e->spent_before = sp.spent;
+    e->flagged = sp.flagged;
+    e->flagged_cost = sp.flagged_cost;
     e->pend_after = -1;
 }
 
@@ -3018,19 +3112,17 @@ static int engine_report(struct engine *e)
     count_states(e, c);
     double el = (double)(mono_ms() - e->run->started) / 1000.0;
     long api = e->calls[CALL_SUBMIT] + e->calls[CALL_POLL];
-    char unreached[64] = "", maybe[128] = "";
+    char unreached[64] = "", maybe[128];
     if (e->unreached)
         snprintf(unreached, sizeof unreached, ", %ld more that reached no server", e->unreached);
-    if (e->uncertain)
-        snprintf(maybe, sizeof maybe, " (up to $%.2f if the %ld submit%s with no answer or id %s billed)",
-                 e->spent + (double)e->uncertain_images * price(e), e->uncertain, SB_S(e->uncertain),
-                 SB_ONE(e->uncertain, "was", "were"));
+    upper_bound(maybe, sizeof maybe, e->spent, e->flagged_cost, e->flagged);
     sb_info("%s: %d job%s: %d succeeded, %d failed, %d pending, %d running, %d cancelled; %ld image%s written; "
-            "%.1fs; spend $%.2f%s; API calls: %ld submit%s, %ld poll%s, %ld upload%s (%.2f per job besides uploads)%s; "
+            "%.1fs; spend $%.2f%s, $%.2f of it in this run; API calls: %ld submit%s, %ld poll%s, %ld upload%s (%.2f per job besides uploads)%s; "
             "%ld state commit%s",
             m->path, m->n_jobs, SB_S(m->n_jobs), c[SB_JOB_SUCCEEDED], c[SB_JOB_FAILED], c[SB_JOB_PENDING],
             c[SB_JOB_UPLOADING] + c[SB_JOB_SUBMITTING] + c[SB_JOB_RUNNING] + c[SB_JOB_DOWNLOADING],
-            c[SB_JOB_CANCELLED], e->images_written, SB_S(e->images_written), el, e->spent, maybe, e->calls[CALL_SUBMIT],
+            c[SB_JOB_CANCELLED], e->images_written, SB_S(e->images_written), el, e->spent, maybe,
+            e->spent - e->spent_before, e->calls[CALL_SUBMIT],
             SB_S(e->calls[CALL_SUBMIT]), e->calls[CALL_POLL], SB_S(e->calls[CALL_POLL]), e->calls[CALL_UPLOAD],
             SB_S(e->calls[CALL_UPLOAD]), e->jobs_done_run ? (double)api / (double)e->jobs_done_run : 0.0, unreached,
             e->commits, SB_S(e->commits));
@@ -3064,8 +3156,17 @@ static int engine_report(struct engine *e)
         return SB_EXIT_AUTH;
     if (e->run->interrupted || e->run->unreachable)
         return SB_EXIT_TEMPFAIL;
-    if (e->cost_stop && c[SB_JOB_PENDING] > 0)
+    if (e->cost_stop && c[SB_JOB_PENDING] > 0) {
+        int counts[SB_JOB_NSTATES];
+        long images = 0;
+        sb_store_counts(e->st, counts, &images);
+        sb_error("%s: stopped by %s $%.2f: spent $%.2f%s; %d job%s left unsubmitted would cost up to $%.2f more "
+                 "(%ld image%s at $%.4f); raise max_cost in the manifest, or run with --max-cost USD", m->path,
+                 e->run->max_cost >= 0 ? "--max-cost" : "max_cost", budget(e), e->spent, maybe,
+                 counts[SB_JOB_PENDING], SB_S(counts[SB_JOB_PENDING]), (double)images * price(e), images,
+                 SB_S(images), price(e));
         return SB_EXIT_COST;
+    }
     return c[SB_JOB_SUCCEEDED] == m->n_jobs ? SB_EXIT_OK : SB_EXIT_FAILED;
 }
 
@@ -3192,6 +3293,7 @@ static void run_init(struct run *r, int n, long max_connects)
     r->http = sb_loop_new(&r->uv, max_connects);
     r->unknown_words = sb_map_new();
     r->started = r->last_log = r->last_tick = mono_ms();
+    r->max_cost = -1;
 }
 
 /* Opens each manifest's batch in turn; *opened counts those to close. Returns an exit code. */
@@ -3285,6 +3387,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
     if (conn_cap > 0 && conns > conn_cap)
         conns = conn_cap;
     run_init(r, n, conns);
+    r->max_cost = o->max_cost;
     if (conn_cap > 0)
         sb_loop_cap_connections(r->http, conn_cap);
     for (int p = 0; p < 2; p++)

@@ -48,6 +48,8 @@ static const char usage_text[] =
     "  --rps R                       override limits.requests_per_second (0 = unlimited)\n"
     "  --dry-run                     validate, print the plan and the cost quote, send nothing\n"
     "  --retry-failed[=KIND]         re-queue failed jobs (all, or one error kind)\n"
+    "  --max-cost USD                this run's cap on the states' total spend (instead of max_cost)\n"
+    "  --charges                     status: write the charge ledger as CSV on stdout\n"
     "  --progress auto|always|never  live progress line\n"
     "  --log-format text|json        log lines on stderr\n"
     "  --quiet                       only warnings and errors\n"
@@ -67,6 +69,8 @@ struct options {
     int dry_run;
     const char *retry_failed;
     const char *progress;
+    double max_cost;      /* --max-cost; < 0 = the manifests' max_cost */
+    int charges;          /* status --charges */
     char **manifests;
     int n_manifests;
 };
@@ -87,7 +91,8 @@ static const char *kinds[] = {SB_EK_INVALID_INPUT, SB_EK_REJECTED, SB_EK_TIMEOUT
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG };
+    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG, O_MAXCOST,
+           O_CHARGES };
     static const struct option longopts[] = {
         {"state", required_argument, NULL, O_STATE},
         {"concurrency", required_argument, NULL, O_CONC},
@@ -98,6 +103,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"log-format", required_argument, NULL, O_LOGFMT},
         {"quiet", no_argument, NULL, O_QUIET},
         {"debug", no_argument, NULL, O_DEBUG},
+        {"max-cost", required_argument, NULL, O_MAXCOST},
+        {"charges", no_argument, NULL, O_CHARGES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     enum sb_log_format fmt = SB_LOG_TEXT;
@@ -122,6 +129,14 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case O_DRY:
             o->dry_run = 1;
+            break;
+        case O_MAXCOST:
+            o->max_cost = strtod(optarg, &end);
+            if (end == optarg || *end || !(o->max_cost >= 0 && o->max_cost <= 1e9))
+                return usage_error("--max-cost must be an amount in USD from 0 to 1000000000, not '%s'", optarg);
+            break;
+        case O_CHARGES:
+            o->charges = 1;
             break;
         case O_RETRY:
             o->retry_failed = optarg ? optarg : "";
@@ -167,6 +182,10 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->n_manifests = argc - optind;
     if (o->n_manifests == 0)
         return usage_error("%s needs at least one manifest", o->command);
+    if (o->charges && strcmp(o->command, "status") != 0)
+        return usage_error("--charges is an option of status, not of %s", o->command);
+    if (o->max_cost >= 0 && strcmp(o->command, "run") != 0)
+        return usage_error("--max-cost is an option of run, not of %s", o->command);
     if (o->state && o->n_manifests > 1)
         return usage_error("%s", "--state names one state database: give one manifest with it");
     /* One file named twice (m.yaml ./m.yaml): said as such, not as two manifests sharing a state. */
@@ -198,6 +217,8 @@ static int load_all(const struct options *o, struct sb_manifest **ms)
             ms[i]->limits.concurrency = o->concurrency;
         if (o->rps >= 0)
             ms[i]->limits.requests_per_second = o->rps;
+        if (o->max_cost >= 0)
+            ms[i]->limits.max_cost = o->max_cost;
     }
     return bad;
 }
@@ -265,7 +286,14 @@ static int cmd_status(const struct options *o, struct sb_manifest **ms)
             rc = SB_EXIT_USAGE;
         } else {
             char err[SB_ERRLEN];
-            if (sb_status_print(stdout, ms[i], st, path, err, sizeof err) != SB_OK) {
+            if (o->charges) {
+                if (st && sb_charges_csv(stdout, ms[i], st, i == 0) != SB_OK) {
+                    sb_error("%s: cannot read the charges", path);
+                    rc = SB_EXIT_FAILED;
+                } else if (!st && i == 0) {
+                    sb_charges_csv(stdout, ms[i], NULL, 1);
+                }
+            } else if (sb_status_print(stdout, ms[i], st, path, err, sizeof err) != SB_OK) {
                 sb_error("%s", err);
                 rc = SB_EXIT_FAILED;
             }
@@ -309,7 +337,7 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
 /* Every manifest runs on one loop; the worst outcome is the exit code. */
 static int cmd_run(const struct options *o, struct sb_manifest **ms)
 {
-    struct sb_engine_opts eo = {o->state, o->retry_failed, SB_PROGRESS_AUTO};
+    struct sb_engine_opts eo = {o->state, o->retry_failed, SB_PROGRESS_AUTO, o->max_cost};
     if (o->progress && strcmp(o->progress, "always") == 0)
         eo.progress = SB_PROGRESS_ALWAYS;
     else if (o->progress && strcmp(o->progress, "never") == 0)
@@ -440,7 +468,7 @@ int main(int argc, char **argv)
         print_version();
         return SB_EXIT_OK;
     }
-    struct options o = {.command = argv[1], .rps = -1};
+    struct options o = {.command = argv[1], .rps = -1, .max_cost = -1};
     static const char *commands[] = {"run", "validate", "status", "cancel", "results", NULL};
     int known = 0;
     for (int i = 0; commands[i]; i++)
@@ -479,7 +507,7 @@ int main(int argc, char **argv)
     } else if (strcmp(o.command, "results") == 0) {
         rc = cmd_results(&o, ms);
     } else if (strcmp(o.command, "cancel") == 0) {
-        struct sb_engine_opts eo = {o.state, NULL, SB_PROGRESS_NEVER};
+        struct sb_engine_opts eo = {o.state, NULL, SB_PROGRESS_NEVER, -1};
         rc = sb_engine_cancel(ms, o.n_manifests, &eo);
     } else {
         sb_error("%s: not available in this version yet", o.command);

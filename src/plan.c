@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <csv.h>
+
 #define MAX_LISTED 100
 
 /* The state a run would start this job from, and whether it would submit it. */
@@ -74,8 +76,6 @@ static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
         p->invalid++;
     if (have && strcmp(row.fingerprint, j->fingerprint) != 0)
         p->changed++;
-    if (have && strcmp(row.fingerprint, j->fingerprint) == 0)
-        p->spent += row.cost;
     if (submit) {
         p->to_submit++;
         p->images_requested += j->images_requested;
@@ -145,6 +145,8 @@ int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retr
     struct plan_ctx c = {p, st, retry_failed, sb_map_new(), sb_map_new(), sb_map_new(), 0};
     int rc = sb_manifest_each_job(m, plan_job, &c, err, errlen);
     p->quote = (double)p->images_requested * m->price_per_image;
+    if (rc == SB_OK && st && sb_store_spend(st, m->price_per_image, &p->spend) != SB_OK)
+        rc = sb_seterr(err, errlen, "cannot read the charges of the state");
     if (rc == SB_OK && st) {
         struct removed_ctx rcx = {c.ids, 0, NULL};
         sb_store_each_job(st, count_removed, &rcx);
@@ -185,13 +187,18 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
             (long long)m->limits.poll_interval_ms, (long long)(m->limits.job_timeout_ms / 1000));
     fprintf(out, "  cost quote: %ld image%s x $%.4f = $%.2f", p->images_requested, SB_S(p->images_requested),
             m->price_per_image, p->quote);
-    if (p->spent > 0)
-        fprintf(out, " (already spent: $%.2f)", p->spent);
+    if (p->spend.flagged)
+        fprintf(out, " (already spent: $%.2f, up to $%.2f if the %ld flagged submission%s %s billed)",
+                p->spend.spent, p->spend.spent + p->spend.flagged_cost, p->spend.flagged, SB_S(p->spend.flagged),
+                SB_ONE(p->spend.flagged, "was", "were"));
+    else if (p->spend.charges)
+        fprintf(out, " (already spent: $%.2f)", p->spend.spent);
     fprintf(out, "\n");
     if (m->limits.max_cost >= 0) {
-        if (p->quote + p->spent > m->limits.max_cost)
-            fprintf(out, "  max_cost $%.2f: the run would stop submitting before the quote is reached\n",
-                    m->limits.max_cost);
+        double left = m->limits.max_cost - p->spend.spent - p->spend.flagged_cost;
+        if (p->quote > left + 1e-9)
+            fprintf(out, "  max_cost $%.2f: the run would stop submitting before the quote is reached ($%.2f of it "
+                    "left)\n", m->limits.max_cost, left > 0 ? left : 0);
         else
             fprintf(out, "  max_cost $%.2f: within budget\n", m->limits.max_cost);
     }
@@ -214,8 +221,15 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     fprintf(out, "  jobs: %d", p.jobs);
     for (int s = 0; s < SB_JOB_NSTATES; s++)
         fprintf(out, ", %s %d", sb_job_state_name((enum sb_job_state)s), p.counts[s]);
-    fprintf(out, "\n  spent: $%.2f; still to submit: %d job%s, quote $%.2f\n", p.spent, p.to_submit,
-            SB_S(p.to_submit), p.quote);
+    char maybe[128];
+    sb_spend_upper_bound(maybe, sizeof maybe, &p.spend);
+    fprintf(out, "\n  spent: $%.2f in %ld charge%s%s; still to submit: %d job%s, quote $%.2f\n", p.spend.spent,
+            p.spend.charges, SB_S(p.spend.charges), maybe, p.to_submit, SB_S(p.to_submit), p.quote);
+    if (m->limits.max_cost >= 0)
+        fprintf(out, "  max_cost $%.2f: $%.2f left\n", m->limits.max_cost,
+                m->limits.max_cost - p.spend.spent - p.spend.flagged_cost > 0
+                    ? m->limits.max_cost - p.spend.spent - p.spend.flagged_cost
+                    : 0.0);
     if (p.n_failures) {
         fprintf(out, "  failures:\n");
         fwrite(p.failures.data, 1, p.failures.len, out);
@@ -230,4 +244,49 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
     }
     sb_plan_clear(&p);
     return SB_OK;
+}
+
+void sb_spend_upper_bound(char *buf, size_t len, const struct sb_spend *s)
+{
+    buf[0] = 0;
+    if (s->flagged)
+        snprintf(buf, len, " (up to $%.2f if the %ld flagged submission%s %s billed)",
+                 s->spent + s->flagged_cost, s->flagged, SB_S(s->flagged), SB_ONE(s->flagged, "was", "were"));
+}
+
+/* One text field of a CSV row, quoted by libcsv (RFC 4180), then the separator. */
+static void csv_text(FILE *out, const char *v, const char *sep)
+{
+    csv_fwrite(out, v ? v : "", v ? strlen(v) : 0);
+    fputs(sep, out);
+}
+
+struct csv_ctx {
+    FILE *out;
+    const char *manifest;
+};
+
+static int csv_row(const struct sb_charge *c, void *ud)
+{
+    struct csv_ctx *x = ud;
+    char when[32];
+    sb_iso8601(c->at, when);
+    fprintf(x->out, "%s,", when);
+    csv_text(x->out, x->manifest, ",");
+    csv_text(x->out, c->job_id, ",");
+    csv_text(x->out, c->prediction_id, ",");
+    csv_text(x->out, c->fingerprint, ",");
+    fprintf(x->out, "%d,%.4f,%.4f,%d,", c->images, c->price, c->cost, c->flagged);
+    csv_text(x->out, c->note, "\r\n");
+    return ferror(x->out) != 0;
+}
+
+int sb_charges_csv(FILE *out, const struct sb_manifest *m, struct sb_store *st, int header)
+{
+    if (header)
+        fputs("time,manifest,job_id,prediction_id,fingerprint,images,price_usd,cost_usd,flagged,note\r\n", out);
+    struct csv_ctx x = {out, m->path};
+    if (st && sb_store_each_charge(st, m->price_per_image, csv_row, &x) != SB_OK)
+        return SB_EIO;
+    return fflush(out) == 0 && !ferror(out) ? SB_OK : SB_EIO;
 }

@@ -154,6 +154,9 @@ static void line_for(struct sb_buf *b, const struct sb_manifest *m, const struct
         sb_buf_puts(b, "null");
     put_key(b, "cost_usd");
     sb_jw_num(b, r ? r->cost : 0);
+    /* What every version of the job cost: its edits and retries paid for too. */
+    put_key(b, "total_cost_usd");
+    sb_jw_num(b, r ? r->total_cost : 0);
     put_key(b, "error");
     if (r && st == SB_JOB_FAILED && r->error_kind)
         put_error(b, r->error_kind, r->error_http, r->error_code, r->error_message);

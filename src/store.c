@@ -1,8 +1,8 @@
 /*
  * store.c owns the SQLite state database: opening it in WAL mode with a busy
  * timeout, creating and migrating the schema, syncing a manifest into the
- * job queue, the single job-state transition function, the upload cache, and
- * the record of local files already hashed (looked up while manifests load).
+ * job queue, the single job-state transition function, the charge ledger, the
+ * upload cache, and the record of local files already hashed (looked up while manifests load).
  * Writes that belong together share one transaction (BEGIN IMMEDIATE, so the
  * busy handler applies).
  */
@@ -24,6 +24,7 @@ struct sb_store {
     int readonly;
     sqlite3_stmt *get_job;
     sqlite3_stmt *save_job;
+    sqlite3_stmt *add_charge; /* prepared at the first charge */
     sqlite3_stmt *get_file;   /* prepared at the first lookup; */
     int no_files;             /* ... or there is no files table (an older schema, read-only) */
     int in_tx;
@@ -59,6 +60,38 @@ const char *sb_job_status_name(enum sb_job_state s)
     default: return "running";
     }
 }
+
+/*
+ * The charge ledger: one row per prediction that may have been billed, appended
+ * in the transaction that learns of it and never changed or removed (triggers
+ * refuse it), so that a job edited, removed, retried or cancelled keeps what it
+ * cost. A prediction with outputs is charged once per job and prediction id (the
+ * unique index; NULLs differ). A flagged row is a submit that reached the provider
+ * with no prediction id ever seen: maybe billed, maybe not. A NULL cost (a flagged
+ * row older than the ledger, whose price the state did not know) is valued at the
+ * manifest's price by whoever reads it.
+ */
+#define CHARGES_TABLE                                                                              \
+    "CREATE TABLE charges(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, job_id TEXT NOT NULL,"     \
+    "  fingerprint TEXT NOT NULL, prediction_id TEXT, images INTEGER NOT NULL, price REAL,"        \
+    "  cost REAL, flagged INTEGER NOT NULL, note TEXT NOT NULL);"                                   \
+    "CREATE UNIQUE INDEX charges_job ON charges(job_id, prediction_id);"
+
+/*
+ * What a state from before the ledger knew, as ledger rows: each job's recorded
+ * cost (its current version's), and its submits that may have been billed unseen
+ * (counted since schema 6; before it, a possible_duplicate job had at least one).
+ */
+#define CHARGES_FROM_JOBS                                                                          \
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "             \
+    "SELECT coalesce(finished_at, submitted_at, updated_at), id, fingerprint, prediction_id,"      \
+    " CASE WHEN json_valid(output_urls) THEN json_array_length(output_urls) ELSE 0 END,"           \
+    " CASE WHEN json_valid(output_urls) AND json_array_length(output_urls) > 0"                    \
+    "  THEN cost / json_array_length(output_urls) END, cost, 0, 'recorded before the ledger'"      \
+    " FROM jobs WHERE cost > 0 "                                                                   \
+    "UNION ALL SELECT updated_at, id, fingerprint, NULL, images_requested, NULL, NULL, 1,"         \
+    " 'a submit with no answer or id, recorded before the ledger'"                                 \
+    " FROM jobs JOIN n ON n.i <= max(uncertain_submits, possible_duplicate)"
 
 /* Each entry migrates from schema version i to i + 1. */
 static const char *migrations[] = {
@@ -99,6 +132,14 @@ static const char *migrations[] = {
      * known (an answer lost, a 5xx, a 2xx without an id): counted against max_cost, kept when
      * the job changes. */
     "ALTER TABLE jobs ADD COLUMN uncertain_submits INTEGER NOT NULL DEFAULT 0;",
+    /* 7: the charge ledger (see CHARGES_TABLE), filled with what the jobs' rows knew. */
+    CHARGES_TABLE
+    "INSERT INTO charges(at, job_id, fingerprint, prediction_id, images, price, cost, flagged, note) "
+    CHARGES_FROM_JOBS ";"
+    "CREATE TRIGGER charges_no_update BEFORE UPDATE ON charges"
+    "  BEGIN SELECT RAISE(ABORT, 'the charge ledger is append-only'); END;"
+    "CREATE TRIGGER charges_no_delete BEFORE DELETE ON charges"
+    "  BEGIN SELECT RAISE(ABORT, 'the charge ledger is append-only'); END;",
 };
 
 /* The oldest schema a read-only open can read (3 only dropped an index). */
@@ -107,7 +148,9 @@ static const char *migrations[] = {
 #define ROW_COLUMNS                                                                         \
     "id, seq, fingerprint, state, in_manifest, images_requested, attempts, prediction_id,"  \
     " possible_duplicate, outputs, output_urls, error_kind, error_http, error_code,"        \
-    " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid, uncertain_submits"
+    " error_message, submitted_at, finished_at, predict_time, cost, spec, rowid, uncertain_submits," \
+    " EXISTS(SELECT 1 FROM charges c WHERE c.job_id = jobs.id AND c.prediction_id = jobs.prediction_id)," \
+    " (SELECT total(cost) FROM charges c WHERE c.job_id = jobs.id AND c.flagged = 0)"
 
 /* The first column of a one-row query, or -1. */
 static int64_t query_int(struct sb_store *st, const char *sql)
@@ -290,6 +333,10 @@ static int open_db(const char *path, int readonly, int create, struct sb_store *
     if (readonly && v < 6 &&
         exec(st, "CREATE TEMP VIEW jobs AS SELECT *, 0 AS uncertain_submits FROM main.jobs", err, errlen) != SB_OK)
         goto fail;
+    if (readonly && v < 7 &&
+        exec(st, "CREATE TEMP VIEW charges(at, job_id, fingerprint, prediction_id, images, price, cost, flagged,"
+             " note) AS " CHARGES_FROM_JOBS, err, errlen) != SB_OK)
+        goto fail;
     if (sqlite3_prepare_v2(st->db,
             "SELECT " ROW_COLUMNS
             " FROM jobs WHERE id=?", -1, &st->get_job, NULL) != SQLITE_OK ||
@@ -322,6 +369,7 @@ void sb_store_close(struct sb_store *st)
     sqlite3_finalize(st->get_job);
     sqlite3_finalize(st->save_job);
     sqlite3_finalize(st->get_file);
+    sqlite3_finalize(st->add_charge);
     if (st->db && sqlite3_close(st->db) != SQLITE_OK)
         sb_error("closing %s: %s", st->path, sqlite3_errmsg(st->db));
     free(st->path);
@@ -362,6 +410,8 @@ static void read_row(sqlite3_stmt *s, struct sb_jobrow *r)
     r->spec = col_text(s, 19);
     r->rowid = sqlite3_column_int64(s, 20);
     r->uncertain_submits = sqlite3_column_int(s, 21);
+    r->charged = sqlite3_column_int(s, 22);
+    r->total_cost = sqlite3_column_double(s, 23);
 }
 
 void sb_jobrow_clear(struct sb_jobrow *r)
@@ -940,28 +990,102 @@ int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups)
     return SB_OK;
 }
 
-int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], double *spent, long *uncertain,
-                    long *uncertain_images)
+int sb_store_counts(struct sb_store *st, int counts[SB_JOB_NSTATES], long *pending_images)
 {
     sqlite3_stmt *s;
     memset(counts, 0, SB_JOB_NSTATES * sizeof *counts);
-    *spent = 0;
-    *uncertain = *uncertain_images = 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*), total(cost), total(uncertain_submits),"
-                           " total(uncertain_submits * images_requested) FROM jobs WHERE in_manifest=1"
+    *pending_images = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*), total(images_requested) FROM jobs WHERE in_manifest=1"
                            " GROUP BY state", -1, &s, NULL) != SQLITE_OK)
         return SB_EIO;
     while (sqlite3_step(s) == SQLITE_ROW) {
         enum sb_job_state js;
         const unsigned char *name = sqlite3_column_text(s, 0);
-        if (name && sb_job_state_parse((const char *)name, &js) == SB_OK)
+        if (name && sb_job_state_parse((const char *)name, &js) == SB_OK) {
             counts[js] += sqlite3_column_int(s, 1);
-        *spent += sqlite3_column_double(s, 2);
-        *uncertain += (long)sqlite3_column_double(s, 3);
-        *uncertain_images += (long)sqlite3_column_double(s, 4);
+            if (js == SB_JOB_PENDING)
+                *pending_images += (long)sqlite3_column_double(s, 2);
+        }
     }
     sqlite3_finalize(s);
     return SB_OK;
+}
+
+int sb_store_add_charge(struct sb_store *st, const struct sb_charge *c)
+{
+    if (!st->add_charge &&
+        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO charges(at, job_id, fingerprint, prediction_id, images,"
+                           " price, cost, flagged, note) VALUES(?,?,?,?,?,?,?,?,?)", -1, &st->add_charge,
+                           NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_stmt *s = st->add_charge;
+    sqlite3_bind_int64(s, 1, c->at);
+    sqlite3_bind_text(s, 2, c->job_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, c->fingerprint, -1, SQLITE_STATIC);
+    bind_text_or_null(s, 4, c->prediction_id);
+    sqlite3_bind_int(s, 5, c->images);
+    sqlite3_bind_double(s, 6, c->price);
+    sqlite3_bind_double(s, 7, c->cost);
+    sqlite3_bind_int(s, 8, c->flagged);
+    sqlite3_bind_text(s, 9, c->note ? c->note : "", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int added = sqlite3_changes(st->db) > 0;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_DONE)
+        return storage_full(st) ? SB_EFULL : SB_EIO;
+    return added;
+}
+
+/* A charge's cost: as recorded, or (unknown when recorded) its images at the reader's price. */
+#define CHARGE_COST "coalesce(cost, images * ?1)"
+
+int sb_store_spend(struct sb_store *st, double price, struct sb_spend *out)
+{
+    sqlite3_stmt *s;
+    memset(out, 0, sizeof *out);
+    if (sqlite3_prepare_v2(st->db, "SELECT total(CASE WHEN flagged = 0 THEN " CHARGE_COST " END),"
+                           " total(CASE WHEN flagged THEN " CHARGE_COST " END), total(flagged != 0), count(*),"
+                           " total(CASE WHEN flagged = 0 THEN images END) FROM charges", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_bind_double(s, 1, price);
+    int rc = sqlite3_step(s) == SQLITE_ROW ? SB_OK : SB_EIO;
+    if (rc == SB_OK) {
+        out->spent = sqlite3_column_double(s, 0);
+        out->flagged_cost = sqlite3_column_double(s, 1);
+        out->flagged = (long)sqlite3_column_double(s, 2);
+        out->charges = sqlite3_column_int64(s, 3);
+        out->images = (long)sqlite3_column_double(s, 4);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int sb_store_each_charge(struct sb_store *st, double price, int (*fn)(const struct sb_charge *c, void *ud), void *ud)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT at, job_id, fingerprint, prediction_id, images, coalesce(price, ?1), "
+                           CHARGE_COST ", flagged, note FROM charges ORDER BY at, rowid", -1, &s, NULL) != SQLITE_OK)
+        return SB_EIO;
+    sqlite3_bind_double(s, 1, price);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct sb_charge c = {
+            .at = sqlite3_column_int64(s, 0),
+            .job_id = (const char *)sqlite3_column_text(s, 1),
+            .fingerprint = (const char *)sqlite3_column_text(s, 2),
+            .prediction_id = (const char *)sqlite3_column_text(s, 3),
+            .images = sqlite3_column_int(s, 4),
+            .price = sqlite3_column_double(s, 5),
+            .cost = sqlite3_column_double(s, 6),
+            .flagged = sqlite3_column_int(s, 7),
+            .note = (const char *)sqlite3_column_text(s, 8),
+        };
+        if (fn(&c, ud))
+            break;
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SB_OK : SB_EIO;
 }
 
 char *sb_store_upload_url(struct sb_store *st, const char *sha256, int64_t ttl_ms)

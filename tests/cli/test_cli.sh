@@ -336,13 +336,15 @@ expect_in "$T/err" "$T/demo.yaml: state: $T/notadb is not a directory" "--state 
 rm -rf "$T/demo.out"
 DB="$T/demo.out/.seedbatch/state.db"
 run "$STORE_TOOL" sync "$T/demo.yaml" "$DB"; expect_in "$T/out" "added 4 changed 0 kept 0 invalid 0 removed 0" "sync"
-sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, error_message=NULL WHERE id='sku-1001-red'"
+sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, error_message=NULL WHERE id='sku-1001-red';
+  INSERT INTO charges(at, job_id, fingerprint, prediction_id, images, price, cost, flagged, note)
+  SELECT 0, id, fingerprint, 'p-1001', 3, 0.032, 0.096, 0, 'outputs made' FROM jobs WHERE id='sku-1001-red'"
 "$STORE_TOOL" set "$DB" 1002-marble failed rejected "The request was rejected by content moderation" 0
 "$STORE_TOOL" set "$DB" 1003-marble running
 sqlite3 "$DB" "UPDATE jobs SET prediction_id='p-1003' WHERE id='1003-marble'"
 run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status after"
 expect_in "$T/out" "jobs: 4, pending 1, uploading 0, submitting 0, running 1, downloading 0, succeeded 1, failed 1, cancelled 0" "status counts after"
-expect_in "$T/out" "spent: \$0.10; still to submit: 1 job, quote \$0.06" "status spend"
+expect_in "$T/out" "spent: \$0.10 in 1 charge; still to submit: 1 job, quote \$0.06" "status spend"
 expect_in "$T/out" "1002-marble: rejected: The request was rejected by content moderation" "status failure reason"
 run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
 expect_in "$T/out" "1 to submit, 1 to resume, 1 already succeeded, 1 failed (0 on a bad image)" "dry-run after progress"

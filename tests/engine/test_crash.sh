@@ -81,9 +81,10 @@ expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "PRAGMA integrity_check")" ok
 expect_eq "$(sqlite3 "$D2/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "ids kept"
 stop_mock
 
-# The start of downloading is written with the job's end: a job writes three rows
-# (submitting, running, succeeded). Killed while its outputs download, it is left running
-# in the state, and the next run polls it again and downloads, never resubmitting.
+# A job writes four rows (submitting, running, downloading with its charge, succeeded).
+# Killed while its outputs download, it is left downloading in the state with its charge
+# in the ledger, and the next run downloads from the URLs it kept: no submit, no poll, no
+# second charge.
 D3=$T/d; mkdir -p "$D3"
 printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 4, requests_per_second: 0, poll_interval: 100ms}\njobs:\n' > "$D3/m.yaml"
 for i in 1 2 3; do printf '  - {id: d%d, prompt: "download %d", images: ["http://127.0.0.1/in/%d.jpg"]}\n' $i $i $i >> "$D3/m.yaml"; done
@@ -91,9 +92,11 @@ start_mock --key "$KEY"
 export ATLASCLOUD_BASE_URL="$MOCK_URL/api/v1"
 run "$SEEDBATCH" run --debug "$D3/m.yaml"; expect_rc 0 "three jobs"
 expect_in "$T/err" "state: " "state report"
-expect_eq "$(grep -o '[0-9]* job rows written' "$T/err" | grep -o '^[0-9]*')" 9 "three row writes per job"
-expect_eq "$(grep -c 'running -> downloading (written with its next change)' "$T/err")" 3 "downloading noted, not written"
-expect_eq "$(grep -c 'job d[123]: running -> succeeded' "$T/err")" 3 "the next write goes from running to succeeded"
+expect_eq "$(grep -o '[0-9]* job rows written' "$T/err" | grep -o '^[0-9]*')" 12 "four row writes per job"
+expect_eq "$(grep -c 'job d[123]: running -> downloading' "$T/err")" 3 "downloading written"
+expect_eq "$(grep -c 'job d[123]: downloading -> succeeded' "$T/err")" 3 "then succeeded"
+expect_eq "$(sqlite3 "$D3/out/.seedbatch/state.db" "SELECT count(*) || ',' || sum(images) FROM charges WHERE flagged=0")" \
+    "3,3" "one charge per prediction"
 stop_mock
 rm -rf "$D3/out"
 start_mock --key "$KEY" --fault download:slow:#3 --slow-ms 30000
@@ -104,18 +107,22 @@ sleep 0.3 # the commits in flight return
 kill -9 $pid; wait $pid 2>/dev/null
 expect_eq "$(grep -c 'running -> downloading' "$T/err3")" 3 "all three were downloading when killed"
 expect_eq "$(sqlite3 "$D3/out/.seedbatch/state.db" "SELECT group_concat(state) FROM (SELECT state FROM jobs ORDER BY id)")" \
-    "running,running,running" "left running in the state"
+    "downloading,downloading,downloading" "left downloading in the state"
+expect_eq "$(sqlite3 "$D3/out/.seedbatch/state.db" "SELECT count(*) FROM charges")" 3 "charged before the kill"
 polls=$(stat_of requests.poll)
 run "$SEEDBATCH" run "$D3/m.yaml"; expect_rc 0 "resume after a kill while downloading"
 expect_eq "$(stat_of submissions)" 3 "not submitted again"
-expect_eq "$(( $(stat_of requests.poll) - polls ))" 3 "polled again, once each"
+expect_eq "$(( $(stat_of requests.poll) - polls ))" 0 "downloaded from the URLs kept, not polled"
+expect_eq "$(sqlite3 "$D3/out/.seedbatch/state.db" "SELECT count(*) || ',' || round(sum(cost), 3) FROM charges")" \
+    "3,0.096" "no second charge on resume"
+expect_in "$T/err" "spend \$0.10, \$0.00 of it in this run" "the summary's spend is the state's"
 expect_eq "$(grep -c '"status":"succeeded"' "$D3/out/results.jsonl")" 3 "all succeeded"
 check_outputs "$D3/out/results.jsonl" "$D3/out"
 stop_mock
 
 # A download that fails in a way worth retrying after a signal leaves its job for the next
-# run: the job is not failed (its prediction is paid for), the next run polls it again and
-# downloads, never resubmitting.
+# run: the job is not failed (its prediction is paid for), the next run downloads it,
+# never resubmitting.
 D4=$T/e; mkdir -p "$D4"
 printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\noutput_dir: out\nlimits: {concurrency: 2, requests_per_second: 0, poll_interval: 100ms}\njobs:\n  - {id: t1, prompt: "term", images: ["http://127.0.0.1/in/1.jpg"]}\n' > "$D4/m.yaml"
 start_mock --key "$KEY" --fault download:slow:#1 --slow-ms 1500 --fault download:503:#1
@@ -127,7 +134,7 @@ expect_rc 75 "terminated while downloading"
 expect_eq "$(stat_of faults.503)" 1 "the download answered 503 after the signal"
 expect_not_in "$T/err4" "job t1 failed" "the job not failed"
 expect_eq "$(sqlite3 "$D4/out/.seedbatch/state.db" "SELECT state || ',' || coalesce(error_kind, '-') FROM jobs")" \
-    "running,-" "left running, with no error"
+    "downloading,-" "left downloading, with no error"
 run "$SEEDBATCH" run "$D4/m.yaml"; expect_rc 0 "resume after the signal"
 expect_eq "$(stat_of submissions)" 1 "not submitted again"
 expect_eq "$(grep -c '"status":"succeeded"' "$D4/out/results.jsonl")" 1 "succeeded on resume"

@@ -32,8 +32,15 @@ expect_eq "$(stat_of requests.submit)" 6 "no id: no submit sent again"
 expect_eq "$(grep -c '"kind":"server"' "$R")/$(grep -c '"possible_duplicate":true' "$R")" 6/6 "no id: failed, flagged"
 expect_eq "$(grep -c '"status":"pending"' "$R")" 6 "no id: the rest wait"
 expect_in "$R" "the provider accepted the submit (HTTP 200) but its answer had no id" "no id: said in results"
-expect_in "$T/err" 'spend $0.00 (up to $0.19 if the 6 submits with no answer or id were billed)' "no id: the summary's upper bound"
+expect_in "$T/err" 'spend $0.00 (up to $0.19 if the 6 flagged submissions were billed)' "no id: the summary's upper bound"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT sum(uncertain_submits) FROM jobs")" 6 "no id: kept in the state"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) || ',' || sum(images) || ',' || count(prediction_id) FROM charges WHERE flagged=1")" \
+    "6,6,0" "no id: six flagged charges in the ledger"
+run "$SEEDBATCH" status "$D/m.yaml"
+expect_in "$T/out" 'spent: $0.00 in 6 charges (up to $0.19 if the 6 flagged submissions were billed)' "no id: status"
+run "$SEEDBATCH" run --dry-run "$D/m.yaml"
+expect_in "$T/out" '(already spent: $0.00, up to $0.19 if the 6 flagged submissions were billed)' "no id: dry-run"
+expect_in "$T/out" 'max_cost $0.20: the run would stop submitting before the quote is reached ($0.01 of it left)' "no id: dry-run counts them against the cap"
 # A run that fits nothing more submits nothing: the six count as billed.
 run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 4 "no id: the next run stays within max_cost"
 expect_eq "$(stat_of requests.submit)" 6 "no id: still six submits"
@@ -88,7 +95,7 @@ start_mock --key "$KEY" --latency 100 --fault submit:slow:#1 --slow-ms 6000; use
 run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "a submit past submit_timeout, then one answered"
 expect_eq "$(stat_of requests.submit)" 2 "gave up on one, sent one more"
 expect_eq "$(results_field "$D/out/results.jsonl" j1 possible_duplicate)" true "the one given up on may have been billed: flagged"
-expect_in "$T/err" "(up to \$0.06 if the 1 submit with no answer or id was billed)" "counted in the upper bound"
+expect_in "$T/err" "(up to \$0.06 if the 1 flagged submission was billed)" "counted in the upper bound"
 stop_mock
 
 # --- 5. a pause of the process (SIGSTOP, then SIGCONT) never turns answers that came meanwhile into failures ---
@@ -141,6 +148,9 @@ run "$SEEDBATCH" run --progress never --retry-failed "$D/m.yaml"; expect_rc 0 "d
 expect_in "$T/err" "the provider no longer has its prediction" "dllost: said"
 expect_eq "$(stat_of predictions)" 1 "dllost: submitted again once"
 expect_eq "$(results_field "$D/out/results.jsonl" j1 status)" succeeded "dllost: done"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(DISTINCT prediction_id) || ',' || sum(cost) FROM charges")" \
+    "2,0.064" "dllost: both predictions charged in the ledger"
+expect_eq "$(results_field "$D/out/results.jsonl" j1 total_cost_usd)" 0.064 "dllost: the job's total counts both"
 stop_mock
 
 # --- 7. the wall clock stepped an hour ahead 1 s into a run: no job times out for it ---

@@ -136,6 +136,7 @@ static struct {
     long foreign_agents, accept_encoding; /* requests without seedbatch's User-Agent; asking for compression */
     long absolute_form;                   /* requests whose target was a whole URL, as sent through a proxy */
     long uploads_total, predictions, cancelled, downloads_with_auth, expired_downloads, redirects;
+    long billed_images;    /* outputs of the predictions made that do not fail: what the provider bills */
     long withheld_downloads;     /* outputs the content filter withheld, fetched all the same */
     long counter[EP_N];          /* per endpoint: picks the answer variant */
     long connections;            /* TCP connections accepted */
@@ -524,6 +525,7 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     cJSON_AddNumberToObject(j, "uploads", (double)g.uploads_total);
     cJSON_AddNumberToObject(j, "distinct_uploads", (double)sb_map_count(g.uploads));
     cJSON_AddNumberToObject(j, "predictions", (double)g.predictions);
+    cJSON_AddNumberToObject(j, "billed_images", (double)g.billed_images);
     cJSON_AddNumberToObject(j, "cancelled", (double)g.cancelled);
     cJSON_AddNumberToObject(j, "downloads_with_auth", (double)g.downloads_with_auth);
     cJSON_AddNumberToObject(j, "expired_downloads", (double)g.expired_downloads);
@@ -686,6 +688,8 @@ static struct pred *new_prediction(const cJSON *params, int runcomfy, const char
     }
     g.submissions++;
     g.predictions++;
+    if (!p->fail)
+        g.billed_images += p->n_outputs;
     long n = (long)(intptr_t)sb_map_get(g.bodies, sha);
     if (n) {
         g.duplicate_submissions++;

@@ -405,13 +405,28 @@ int main(void)
     sqlite3_open(db, &h);
     sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state);"
                  "DROP TABLE files; DROP INDEX jobs_replaced; ALTER TABLE jobs DROP COLUMN replaced_outputs;"
-                 "ALTER TABLE jobs DROP COLUMN uncertain_submits",
+                 "ALTER TABLE jobs DROP COLUMN uncertain_submits; DROP TABLE charges;"
+                 /* What an older state knew of costs: a job's cost, a possible duplicate. */
+                 "UPDATE jobs SET cost=0.064, prediction_id='p-b', output_urls='[\"https://x/1\",\"https://x/2\"]',"
+                 " finished_at=5000 WHERE id='b';"
+                 "UPDATE jobs SET possible_duplicate=1 WHERE id='a'",
                  NULL, NULL, NULL);
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 0);
     sqlite3_close(h);
     CHECK_INT(sb_store_open(db, 1, &st, err, sizeof err), SB_OK);
     CHECK_INT(sb_store_get_job(st, "b", &row), SB_OK);
+    /* Read as it is, it shows the ledger its rows imply. */
+    CHECK_INT(row.charged, 1);
+    CHECK(row.total_cost > 0.0639 && row.total_cost < 0.0641);
     sb_jobrow_clear(&row);
+    struct sb_spend sp;
+    CHECK_INT(sb_store_spend(st, 0.03, &sp), SB_OK);
+    CHECK(sp.spent > 0.0639 && sp.spent < 0.0641);
+    CHECK_INT(sp.flagged, 1);
+    CHECK_INT(sp.charges, 2);
+    CHECK_INT(sp.images, 2);
+    /* The flagged charge is valued at the reader's price: job a asks for 1 image. */
+    CHECK(sp.flagged_cost > 0.0299 && sp.flagged_cost < 0.0301);
     /* Without the files table (schema 4) a lookup finds nothing, and says so again. */
     struct sb_filestamp fs = {1, 2, 3, 4, 5};
     char fsha[65] = "";
@@ -428,6 +443,32 @@ int main(void)
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_replaced'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='uncertain_submits'"), 1);
+    /* The migration keeps what the older state knew, as ledger rows. */
+    CHECK_INT(q(db, "SELECT count(*) FROM charges"), 2);
+    CHECK_INT(q(db, "SELECT count(*) FROM charges WHERE job_id='b' AND prediction_id='p-b' AND images=2"
+                    " AND abs(price - 0.032) < 1e-9 AND abs(cost - 0.064) < 1e-9 AND flagged=0 AND at=5000"), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM charges WHERE job_id='a' AND prediction_id IS NULL AND flagged=1"
+                    " AND cost IS NULL AND images=1"), 1);
+    /* The ledger is append-only. */
+    CHECK(sqlite3_open(db, &h) == SQLITE_OK);
+    CHECK(sqlite3_exec(h, "UPDATE charges SET cost=0", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+    CHECK(sqlite3_exec(h, "DELETE FROM charges", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+    sqlite3_close(h);
+    CHECK_INT(q(db, "SELECT count(*) FROM charges"), 2);
+    /* One charge per job and prediction: the same again is not added. */
+    struct sb_charge ch = {1, "b", "f", "p-b", 2, 0.032, 0.064, 0, "outputs made"};
+    CHECK_INT(sb_store_add_charge(st, &ch), 0);
+    ch.prediction_id = "p-b2";
+    CHECK_INT(sb_store_add_charge(st, &ch), 1);
+    ch.prediction_id = NULL;
+    ch.flagged = 1;
+    CHECK_INT(sb_store_add_charge(st, &ch), 1);
+    CHECK_INT(sb_store_add_charge(st, &ch), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM charges"), 5);
+    CHECK_INT(sb_store_spend(st, 0.05, &sp), SB_OK);
+    CHECK(sp.spent > 0.1279 && sp.spent < 0.1281);
+    CHECK_INT(sp.flagged, 3);
+    CHECK(sp.flagged_cost > 0.1779 && sp.flagged_cost < 0.1781); /* 0.064 x 2 + 1 image at 0.05 */
 
     /* A save finds its row by rowid and id together: a row that is not where it was read
      * from (rowid stale) changes nothing. */
