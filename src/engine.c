@@ -318,6 +318,18 @@ static int over_budget(const struct engine *e, double need)
     return e->m->limits.max_cost >= 0 && committed(e) + need > e->m->limits.max_cost + 1e-9;
 }
 
+/* Whether jobs in work hold part of the budget that binds (with --max-cost, the run's). */
+static int budget_held(const struct engine *e)
+{
+    const struct run *r = e->run;
+    if (r->max_cost < 0)
+        return e->reserved > 1e-9;
+    for (int i = 0; i < r->n; i++)
+        if (r->engines[i] && r->engines[i]->reserved > 1e-9)
+            return 1;
+    return 0;
+}
+
 /* The cap that binds: --max-cost for the run, else the manifest's max_cost. */
 static double budget(const struct engine *e)
 {
@@ -2275,8 +2287,12 @@ static void pump(struct engine *e)
     while (!e->run->stopping && !e->cost_stop && e->slots_used < e->m->limits.concurrency &&
            (row = next_pending(e))) {
         if (over_budget(e, row->images_requested * price(e))) {
-            cost_warning(e);
-            e->cost_stop = 1;
+            /* What the jobs in work hold may come back (a prediction that fails costs nothing):
+               the next job waits for them. With nothing held, the cap is reached. */
+            if (!budget_held(e)) {
+                cost_warning(e);
+                e->cost_stop = 1;
+            }
             break;
         }
         e->pend_pos++;

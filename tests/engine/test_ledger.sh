@@ -105,4 +105,19 @@ expect_eq "$(ledger "$D")" "$(billed)" "--retry-failed: the ledger is what the m
 expect_in "$T/err" "spend \$0.06, \$0.00 of it in this run" "--retry-failed: the summary"
 stop_mock
 
+# --- 4. --retry-failed cannot pass the cap: failed predictions cost nothing (a job that
+# fails gives back what it held), their resubmits count like any other ---
+D=$T/rejected; batch "$D" 4 0.10
+start_mock --key "$KEY" --latency 50 --fail-rate 1; use_mock
+run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 1 "rejected: all fail"
+expect_eq "$(stat_of predictions)/$(q "$D" "SELECT count(*) FROM charges")" "4/0" \
+    "rejected: all four submitted under a cap for three (each failure gave its room back), none charged"
+stop_mock
+start_mock --key "$KEY" --latency 50; use_mock
+run "$SEEDBATCH" run --progress never --retry-failed "$D/m.yaml"; expect_rc 4 "rejected: --retry-failed stops at the cap"
+expect_eq "$(stat_of predictions)" 3 "rejected: three resubmits fit under max_cost, the fourth does not"
+expect_in "$T/err" "spent \$0.10; 1 job left unsubmitted would cost up to \$0.03 more" "rejected: the one left said"
+expect_eq "$(ledger "$D")" "$(billed)" "rejected: the ledger is what the mock billed"
+stop_mock
+
 finish
