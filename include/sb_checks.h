@@ -13,7 +13,8 @@
 
 #include "sb_imageinfo.h"
 
-enum sb_provider { SB_PROVIDER_ATLAS = 0, SB_PROVIDER_RUNCOMFY = 1 };
+/* The providers, each with its file behind sb_provider_ops (sb_providers[] in provider.c). */
+enum sb_provider { SB_PROVIDER_ATLAS = 0, SB_PROVIDER_RUNCOMFY = 1, SB_NPROVIDERS };
 
 #define SB_MAX_REF_IMAGES 14
 #define SB_MAX_TOTAL_IMAGES 15          /* reference images + outputs */

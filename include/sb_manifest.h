@@ -89,7 +89,7 @@ struct sb_manifest {
     long images_requested;    /* outputs asked for by all jobs together */
     struct sb_map *files;     /* local path -> struct sb_localfile */
     int files_read;           /* of which read and hashed by this load, */
-    int files_known;          /* ... and known unchanged from the state (sb_manifest_file_cache) */
+    int files_known;          /* ... and known unchanged from the state (sb_load_opts.cache_open) */
     struct sb_msource *src;   /* private: how to read the jobs again */
 };
 
@@ -106,11 +106,31 @@ typedef int (*sb_job_fn)(const struct sb_manifest *m, const struct sb_jobspec *j
  * invalid: they mark their job ->invalid.
  */
 int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size_t errlen);
+
+/* How a command has its manifests loaded; all zero (or NULL): every file read, no job kept. */
+struct sb_load_opts {
+    /*
+     * Local files already read and recorded (by an earlier run, in the state): opened
+     * for a manifest at its first local file (its output_dir known by then), looked up
+     * for each file (a match of device, inode, size, mtime and ctime skips reading and
+     * hashing it), closed when loading ends. cache_open returns NULL for none.
+     */
+    void *(*cache_open)(const struct sb_manifest *m, void *ud);
+    sb_file_lookup_fn cache_lookup;
+    void (*cache_close)(void *cache);
+    void *ud;
+    /* Keep the checked jobs for the sync into the state (sb_manifest_each_kept): a run. */
+    int keep_jobs;
+};
+int sb_manifest_load_with(const char *path, const struct sb_load_opts *o, struct sb_manifest **out, char *err,
+                          size_t errlen);
 void sb_manifest_free(struct sb_manifest *m);
 
 /* Loads from memory (for tests and fuzzing); dir resolves relative paths. */
 int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
                       struct sb_manifest **out, char *err, size_t errlen);
+int sb_manifest_parse_with(const char *name, const char *dir, const char *text, size_t len,
+                           const struct sb_load_opts *o, struct sb_manifest **out, char *err, size_t errlen);
 
 /*
  * Reads the jobs of a loaded manifest again, in order. Fails (and says so in
@@ -119,18 +139,6 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
  * rolls its transaction back).
  */
 int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
-
-/*
- * Whether manifests loaded from now on look their local files up in the files the
- * state database recorded (state, or <output_dir>/.seedbatch/state.db when NULL),
- * opened read-only while loading, and skip reading and hashing those whose device,
- * inode, size, mtime and ctime all match. Off by default.
- */
-void sb_manifest_file_cache(int on, const char *state);
-
-/* Whether manifests loaded from now on keep their checked jobs for the store
-   (sb_manifest_each_kept): for a run, which syncs them; off by default. */
-void sb_manifest_keep_jobs(int on);
 
 /* What the store keeps of a job, as the checking reading left it. */
 struct sb_kept_job {

@@ -89,6 +89,8 @@ struct sb_provider_ops {
      */
     int (*error_info)(const cJSON *answer, char *msg, size_t msglen, char *code, size_t codelen,
                       int *status);
+    /* Error codes that say the provider no longer knows a prediction, beside HTTP 404 (NULL-terminated, or NULL). */
+    const char *const *gone_codes;
 };
 
 /* HTTP 425 Too Early: what a provider's "not ready yet" code stands for (RunComfy's 400005). */
@@ -103,6 +105,11 @@ struct sb_api {
 
 extern const struct sb_provider_ops sb_provider_atlas;
 extern const struct sb_provider_ops sb_provider_runcomfy;
+/* Each provider's ops, by enum sb_provider. */
+extern const struct sb_provider_ops *const sb_providers[SB_NPROVIDERS];
+
+/* Whether an error code says the provider no longer knows the prediction: ops's, or any provider's (NULL). */
+int sb_provider_gone_code(const struct sb_provider_ops *ops, const char *code);
 
 /*
  * Sets up the provider of a manifest: base URL from the environment, key from

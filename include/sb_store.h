@@ -4,7 +4,8 @@
  * error and cost, the charge ledger (every prediction that may have been billed,
  * append-only), the cache of uploaded files keyed by content hash, and the
  * record of local files already hashed, keyed by device and inode.
- * Every job state change goes through sb_store_transition.
+ * A job's state changes through sb_jobrow_set_state, on a job in work (the engine's
+ * set_state) or on a row; rows are written by sb_store_save_job.
  */
 #ifndef SB_STORE_H
 #define SB_STORE_H
@@ -40,6 +41,8 @@ enum sb_job_state {
 
 const char *sb_job_state_name(enum sb_job_state s);
 int sb_job_state_parse(const char *s, enum sb_job_state *out);
+/* Whether a job may go from one state to another (staying is no change). */
+int sb_job_transition_ok(enum sb_job_state from, enum sb_job_state to);
 /* The SPEC's result status for a state: in-flight states read as "running". */
 const char *sb_job_status_name(enum sb_job_state s);
 
@@ -76,6 +79,14 @@ struct sb_jobrow {
     double total_cost;    /* what every version of it cost (flagged charges aside), USD */
 };
 void sb_jobrow_clear(struct sb_jobrow *r);
+/*
+ * The one way a job's state changes, in memory (the engine's set_state) or on a row
+ * read from the state (startup recovery, --retry-failed): checks
+ * the change against the table of allowed ones (an illegal one is a bug: an assertion
+ * in debug builds, else logged and not made, SB_EINVAL), sets finished_at on entering
+ * a final state (clears it on leaving one), and logs old -> new (debug) as it happens.
+ */
+int sb_jobrow_set_state(struct sb_jobrow *r, enum sb_job_state to);
 /*
  * Whether a failed job's prediction may still be at the provider with its outputs:
  * it has an id and failed on the way to them (its polls or downloads met network,
@@ -138,7 +149,11 @@ int sb_store_file_lookup(void *ud, const struct sb_filestamp *s, char sha256[65]
  */
 int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_job_state from);
 
-/* Reads the job, sets its state and error (cleared when e is NULL), saves it. SB_ENOENT when absent. */
+/*
+ * Reads the job, sets its state and error (cleared when e is NULL), saves it. SB_ENOENT when absent.
+ * Not a change through the table: the sync uses it when a job's new version starts over
+ * (pending, or failed on an unusable image), and the tests to set up a state.
+ */
 int sb_store_transition(struct sb_store *st, const char *id, enum sb_job_state to,
                         const struct sb_job_error *e);
 

@@ -201,14 +201,36 @@ static int parse_options(int argc, char **argv, struct options *o)
     return SB_EXIT_OK;
 }
 
+/*
+ * The files an earlier run recorded in the manifest's state (--state, or its default
+ * path), opened read-only while the manifest loads. No state, or one that cannot be
+ * read: every file is read, and the command that opens the state says what is wrong.
+ */
+static void *open_file_cache(const struct sb_manifest *m, void *ud)
+{
+    const struct options *o = ud;
+    char *path = o->state ? sb_strdup(o->state) : sb_store_default_path(m);
+    char err[SB_ERRLEN];
+    struct sb_store *st = NULL;
+    if (sb_store_open(path, 1, &st, err, sizeof err) != SB_OK)
+        st = NULL;
+    free(path);
+    return st;
+}
+
+static void close_file_cache(void *st)
+{
+    sb_store_close(st);
+}
+
 /* Loads every manifest; returns 0 when all are valid (bad images aside). */
-static int load_all(const struct options *o, struct sb_manifest **ms)
+static int load_all(const struct options *o, struct sb_manifest **ms, int keep_jobs)
 {
     int bad = 0;
-    sb_manifest_file_cache(1, o->state);
+    struct sb_load_opts lo = {open_file_cache, sb_store_file_lookup, close_file_cache, (void *)o, keep_jobs};
     for (int i = 0; i < o->n_manifests; i++) {
         char err[SB_ERRLEN];
-        if (sb_manifest_load(o->manifests[i], &ms[i], err, sizeof err) != SB_OK) {
+        if (sb_manifest_load_with(o->manifests[i], &lo, &ms[i], err, sizeof err) != SB_OK) {
             sb_error("%s is invalid; nothing was sent", o->manifests[i]);
             bad = 1;
             continue;
@@ -487,11 +509,10 @@ int main(int argc, char **argv)
     struct sb_manifest **ms = sb_calloc((size_t)o.n_manifests, sizeof *ms);
     /* A run syncs every job into its state: the checking reading keeps them for that. */
     int running = strcmp(o.command, "run") == 0 && !o.dry_run;
-    sb_manifest_keep_jobs(running);
     /* Checking many local images takes a while: a stop during it is a run's stop (exit 75). */
     if (running)
         sb_signals_catch(0);
-    int invalid = load_all(&o, ms);
+    int invalid = load_all(&o, ms, running);
     if (running && sb_signals_caught()) {
         rc = stopped_early(sb_signals_caught());
     } else if (invalid) {

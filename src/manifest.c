@@ -12,7 +12,6 @@
 #include "sb_jw.h"
 #include "sb_log.h"
 #include "sb_signals.h"
-#include "sb_store.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -390,19 +389,10 @@ struct sb_msource {
     char *root_real;
     FILE *kept;         /* the checked jobs (sb_manifest_each_kept), or NULL */
     int kept_failed;    /* writing them failed: there are none to give */
-    struct sb_store *files_state; /* the state, read-only, while local files are loaded */
-    int files_state_tried;
+    struct sb_load_opts opts;     /* how it is loaded (the caller's) */
+    void *cache;                  /* the lookup of files already read, while local files load, or NULL */
+    int cache_tried;
 };
-
-static int g_file_cache;
-static char *g_file_cache_state;
-
-void sb_manifest_file_cache(int on, const char *state)
-{
-    g_file_cache = on;
-    free(g_file_cache_state);
-    g_file_cache_state = on && state ? sb_strdup(state) : NULL;
-}
 
 /*
  * The local file at path, loaded once per manifest. A file an earlier run recorded in
@@ -415,15 +405,9 @@ static struct sb_localfile *local_file(struct sb_manifest *m, const char *path)
     if (f)
         return f;
     struct sb_msource *s = m->src;
-    if (g_file_cache && !s->files_state_tried) {
-        s->files_state_tried = 1;
-        char *state = g_file_cache_state ? sb_strdup(g_file_cache_state) : sb_store_default_path(m);
-        char err[SB_ERRLEN];
-        /* No state, or one that cannot be read: every file is read, and the command
-           that opens the state says what is wrong with it. */
-        if (sb_store_open(state, 1, &s->files_state, err, sizeof err) != SB_OK)
-            s->files_state = NULL;
-        free(state);
+    if (s->opts.cache_open && !s->cache_tried) {
+        s->cache_tried = 1;
+        s->cache = s->opts.cache_open(m, s->opts.ud);
     }
     if (sb_signals_caught()) {
         /* The run is stopping: the rest of the check is thrown away, so read no more files. */
@@ -433,7 +417,7 @@ static struct sb_localfile *local_file(struct sb_manifest *m, const char *path)
         sb_map_put(m->files, path, f);
         return f;
     }
-    f = sb_localfile_load(path, s->files_state ? sb_store_file_lookup : NULL, s->files_state);
+    f = sb_localfile_load(path, s->cache ? s->opts.cache_lookup : NULL, s->cache);
     if (f->known)
         m->files_known++;
     else
@@ -442,11 +426,12 @@ static struct sb_localfile *local_file(struct sb_manifest *m, const char *path)
     return f;
 }
 
-/* After loading: the state is opened again, read-write, by the command that needs it. */
+/* After loading: the lookup of files already read is let go. */
 static void files_state_close(struct sb_manifest *m)
 {
-    sb_store_close(m->src->files_state);
-    m->src->files_state = NULL;
+    if (m->src->cache)
+        m->src->opts.cache_close(m->src->cache);
+    m->src->cache = NULL;
     if (m->files_known || m->files_read)
         sb_debug("%s: local files: %d read and hashed, %d known unchanged from the state", m->path,
                  m->files_read, m->files_known);
@@ -1221,7 +1206,8 @@ void sb_manifest_free(struct sb_manifest *m)
     if (!m)
         return;
     if (m->src) {
-        sb_store_close(m->src->files_state);
+        if (m->src->cache)
+            m->src->opts.cache_close(m->src->cache);
         if (m->src->kept)
             fclose(m->src->kept);
         free(m->src->text);
@@ -1311,19 +1297,12 @@ static int count_job(const struct sb_manifest *m, const struct sb_jobspec *j, in
     return 0;
 }
 
-static int g_keep_jobs;
-
-void sb_manifest_keep_jobs(int on)
-{
-    g_keep_jobs = on;
-}
-
 /* The checking reading keeps its jobs when asked, in a new unnamed file. */
 static void keep_begin(struct sb_manifest *m)
 {
     if (m->src->kept)
         fclose(m->src->kept);
-    m->src->kept = g_keep_jobs ? tmpfile() : NULL;
+    m->src->kept = m->src->opts.keep_jobs ? tmpfile() : NULL;
     m->src->kept_failed = 0;
 }
 
@@ -1431,7 +1410,7 @@ static void first_item(struct ytree *t, const struct ynode *item, void *ud)
 }
 
 static void set_summary(struct mctx *c, char *err, size_t errlen);
-static struct sb_manifest *manifest_new(const char *name, const char *dir);
+static struct sb_manifest *manifest_new(const char *name, const char *dir, const struct sb_load_opts *o);
 
 /*
  * The end of a checking reading. Jobs with an unusable image are told by whoever
@@ -1503,7 +1482,7 @@ static int load_once(struct sb_manifest *m, char *err, size_t errlen)
 /* Back to what manifest_new made, keeping the text (a manifest parsed from memory). */
 static void manifest_reset(struct sb_manifest *m)
 {
-    struct sb_manifest *fresh = manifest_new(m->path, m->dir);
+    struct sb_manifest *fresh = manifest_new(m->path, m->dir, &m->src->opts);
     fresh->src->text = m->src->text;
     fresh->src->len = m->src->len;
     m->src->text = NULL;
@@ -1571,7 +1550,7 @@ static int load(struct sb_manifest *m, char *err, size_t errlen)
     return SB_OK;
 }
 
-static struct sb_manifest *manifest_new(const char *name, const char *dir)
+static struct sb_manifest *manifest_new(const char *name, const char *dir, const struct sb_load_opts *o)
 {
     struct sb_manifest *m = sb_calloc(1, sizeof *m);
     m->path = sb_strdup(name);
@@ -1583,11 +1562,19 @@ static struct sb_manifest *manifest_new(const char *name, const char *dir)
     m->media.upload_ttl_ms = 6LL * 3600 * 1000;
     m->files = sb_map_new();
     m->src = sb_calloc(1, sizeof *m->src);
+    if (o)
+        m->src->opts = *o;
     return m;
 }
 
 int sb_manifest_parse(const char *name, const char *dir, const char *text, size_t len,
                       struct sb_manifest **out, char *err, size_t errlen)
+{
+    return sb_manifest_parse_with(name, dir, text, len, NULL, out, err, errlen);
+}
+
+int sb_manifest_parse_with(const char *name, const char *dir, const char *text, size_t len,
+                           const struct sb_load_opts *o, struct sb_manifest **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (len > SB_MANIFEST_MAX_BYTES) {
@@ -1595,7 +1582,7 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
         sb_error("%s", err);
         return SB_ETOOBIG;
     }
-    struct sb_manifest *m = manifest_new(name, dir);
+    struct sb_manifest *m = manifest_new(name, dir, o);
     m->src->text = sb_malloc(len + 1);
     memcpy(m->src->text, text, len);
     m->src->text[len] = '\0';
@@ -1612,6 +1599,12 @@ int sb_manifest_parse(const char *name, const char *dir, const char *text, size_
 
 int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size_t errlen)
 {
+    return sb_manifest_load_with(path, NULL, out, err, errlen);
+}
+
+int sb_manifest_load_with(const char *path, const struct sb_load_opts *o, struct sb_manifest **out, char *err,
+                          size_t errlen)
+{
     struct stat st;
     *out = NULL;
     int missing = stat(path, &st) != 0;
@@ -1627,7 +1620,7 @@ int sb_manifest_load(const char *path, struct sb_manifest **out, char *err, size
         return SB_ETOOBIG;
     }
     char *dir = sb_dirname(path);
-    struct sb_manifest *m = manifest_new(path, dir);
+    struct sb_manifest *m = manifest_new(path, dir, o);
     free(dir);
     int rc = load(m, err, errlen);
     if (rc != SB_OK) {

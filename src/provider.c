@@ -189,10 +189,30 @@ int sb_poll_add_output(struct sb_poll_result *r, const cJSON *v)
     return SB_OK;
 }
 
+const struct sb_provider_ops *const sb_providers[SB_NPROVIDERS] = {
+    [SB_PROVIDER_ATLAS] = &sb_provider_atlas,
+    [SB_PROVIDER_RUNCOMFY] = &sb_provider_runcomfy,
+};
+
+int sb_provider_gone_code(const struct sb_provider_ops *ops, const char *code)
+{
+    if (!code || !*code)
+        return 0;
+    for (int p = 0; p < SB_NPROVIDERS; p++) {
+        const struct sb_provider_ops *o = ops ? ops : sb_providers[p];
+        for (const char *const *g = o->gone_codes; g && *g; g++)
+            if (strcmp(*g, code) == 0)
+                return 1;
+        if (ops)
+            break;
+    }
+    return 0;
+}
+
 int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
-    p->ops = m->provider == SB_PROVIDER_RUNCOMFY ? &sb_provider_runcomfy : &sb_provider_atlas;
+    p->ops = sb_providers[m->provider];
     const char *base = getenv(p->ops->base_env);
     if (!base || !*base)
         base = p->ops->default_base;

@@ -193,4 +193,6 @@ const struct sb_provider_ops sb_provider_runcomfy = {
     .cancel_url = rc_cancel_url,
     .parse_cancel = rc_parse_cancel,
     .error_info = rc_error_info,
+    /* 404001: no request with that id (any more). */
+    .gone_codes = (const char *const[]){"404001", NULL},
 };

@@ -8,7 +8,9 @@
  */
 #include "sb_store.h"
 #include "sb_log.h"
+#include "sb_provider.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -48,6 +50,58 @@ int sb_job_state_parse(const char *s, enum sb_job_state *out)
         }
     }
     return SB_EINVAL;
+}
+
+#define TO(s) (1u << SB_JOB_##s)
+/*
+ * The changes a job's state may make (docs/architecture.md draws them). Every
+ * state may end in failed or cancelled before it is final; a final one goes back
+ * only by --retry-failed (or a changed job, which starts over as pending).
+ */
+static const unsigned transitions[SB_JOB_NSTATES] = {
+    [SB_JOB_PENDING] = TO(UPLOADING) | TO(SUBMITTING) | TO(FAILED) | TO(CANCELLED),
+    /* back to pending: uploads done again at the next start, or a run stopped before its submit */
+    [SB_JOB_UPLOADING] = TO(SUBMITTING) | TO(PENDING) | TO(FAILED) | TO(CANCELLED),
+    /* back to pending: nothing sent (stopped, refused, over budget), or in flight at a crash;
+       back to uploading: the provider refused upload URLs an earlier run made (uploaded again) */
+    [SB_JOB_SUBMITTING] = TO(RUNNING) | TO(PENDING) | TO(UPLOADING) | TO(FAILED) | TO(CANCELLED),
+    /* back to pending: the provider no longer knows the prediction */
+    [SB_JOB_RUNNING] = TO(DOWNLOADING) | TO(PENDING) | TO(FAILED) | TO(CANCELLED),
+    [SB_JOB_DOWNLOADING] = TO(SUCCEEDED) | TO(PENDING) | TO(FAILED) | TO(CANCELLED),
+    [SB_JOB_SUCCEEDED] = 0,
+    /* --retry-failed: polled again (running) or submitted again (pending) */
+    [SB_JOB_FAILED] = TO(RUNNING) | TO(PENDING),
+    [SB_JOB_CANCELLED] = TO(PENDING),
+};
+#undef TO
+
+int sb_job_transition_ok(enum sb_job_state from, enum sb_job_state to)
+{
+    if ((unsigned)from >= SB_JOB_NSTATES || (unsigned)to >= SB_JOB_NSTATES)
+        return 0;
+    return from == to || (transitions[from] & 1u << to) != 0;
+}
+
+int sb_jobrow_set_state(struct sb_jobrow *r, enum sb_job_state to)
+{
+    enum sb_job_state from = r->state;
+    if (!sb_job_transition_ok(from, to)) {
+        sb_error("job %s: %s -> %s is not a change a job makes (a bug): not made", r->id, sb_job_state_name(from),
+                 sb_job_state_name(to));
+        assert(!"illegal job state change");
+        return SB_EINVAL;
+    }
+    if (from == to)
+        return SB_OK;
+    r->state = to;
+    if (to == SB_JOB_SUCCEEDED || to == SB_JOB_FAILED || to == SB_JOB_CANCELLED)
+        r->finished_at = sb_now_ms();
+    else if (from == SB_JOB_FAILED || from == SB_JOB_CANCELLED)
+        r->finished_at = 0;
+    sb_debug("job %s: %s -> %s%s%s", r->id, sb_job_state_name(from), sb_job_state_name(to),
+             r->error_message && to == SB_JOB_FAILED ? ": " : "",
+             r->error_message && to == SB_JOB_FAILED ? r->error_message : "");
+    return SB_OK;
 }
 
 const char *sb_job_status_name(enum sb_job_state s)
@@ -498,9 +552,6 @@ int sb_store_save_job(struct sb_store *st, const struct sb_jobrow *r, enum sb_jo
     }
     if (sqlite3_changes(st->db) == 0)
         return SB_ENOENT;
-    if (from != r->state)
-        sb_debug("job %s: %s -> %s%s%s", r->id, sb_job_state_name(from), sb_job_state_name(r->state),
-                 r->error_message ? ": " : "", r->error_message ? r->error_message : "");
     return SB_OK;
 }
 
@@ -951,7 +1002,8 @@ int sb_jobrow_repollable(const struct sb_jobrow *r)
         return 1;
     if (r->error_http == 400 || r->error_http == 404 || r->error_http == 410)
         return 0;
-    return !(r->error_code && strcmp(r->error_code, "404001") == 0);
+    /* A row does not say its provider: a code any of them gives for "no such prediction". */
+    return !sb_provider_gone_code(NULL, r->error_code);
 }
 
 int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups)

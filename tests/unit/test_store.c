@@ -9,13 +9,20 @@
 
 static char *dir;
 
-static struct sb_manifest *manifest(const char *text)
+/* A manifest from text; keep_jobs as a run loads it (its checked jobs kept for the sync). */
+static struct sb_manifest *manifest_keep(const char *text, int keep_jobs)
 {
     char err[SB_ERRLEN];
     struct sb_manifest *m = NULL;
-    if (sb_manifest_parse("m.yaml", dir, text, strlen(text), &m, err, sizeof err) != SB_OK)
+    struct sb_load_opts o = {.keep_jobs = keep_jobs};
+    if (sb_manifest_parse_with("m.yaml", dir, text, strlen(text), &o, &m, err, sizeof err) != SB_OK)
         fprintf(stderr, "manifest refused: %s\n", err);
     return m;
+}
+
+static struct sb_manifest *manifest(const char *text)
+{
+    return manifest_keep(text, 0);
 }
 
 /* One integer from an SQL query on the database file, through a separate connection. */
@@ -75,9 +82,7 @@ static void test_kept(void)
     char db[2][600], err[SB_ERRLEN];
     char *got[2];
     for (int keep = 0; keep < 2; keep++) {
-        sb_manifest_keep_jobs(keep);
-        struct sb_manifest *m = manifest(text);
-        sb_manifest_keep_jobs(0);
+        struct sb_manifest *m = manifest_keep(text, keep);
         CHECK(m != NULL);
         if (!m)
             return;
@@ -156,8 +161,50 @@ static void note_replaced(const char *id, const char *outputs, const char *repla
     snprintf(s->last, sizeof s->last, "%s %s %s", id, outputs ? outputs : "NULL", replaced ? replaced : "NULL");
 }
 
+/* The table of allowed state changes, and the one function that makes them. */
+static void test_transitions(void)
+{
+    const enum sb_job_state P = SB_JOB_PENDING, S = SB_JOB_SUBMITTING, R = SB_JOB_RUNNING, D = SB_JOB_DOWNLOADING,
+                            OK = SB_JOB_SUCCEEDED, F = SB_JOB_FAILED;
+    static const char *want[SB_JOB_NSTATES] = {
+        /* to:  P U S R D OK F C      from: */
+        "11100011", /* pending */
+        "11100011", /* uploading */
+        "11110011", /* submitting */
+        "10011011", /* running */
+        "10001111", /* downloading */
+        "00000100", /* succeeded */
+        "10010010", /* failed */
+        "10000001", /* cancelled */
+    };
+    for (int from = 0; from < SB_JOB_NSTATES; from++)
+        for (int to = 0; to < SB_JOB_NSTATES; to++)
+            if (sb_job_transition_ok((enum sb_job_state)from, (enum sb_job_state)to) != (want[from][to] == '1')) {
+                CHECK(!"transition table");
+                fprintf(stderr, "  %s -> %s\n", sb_job_state_name((enum sb_job_state)from),
+                        sb_job_state_name((enum sb_job_state)to));
+            }
+    CHECK(!sb_job_transition_ok(SB_JOB_NSTATES, P));
+    CHECK(sb_job_transition_ok(P, P)); /* staying is no change */
+    struct sb_jobrow r;
+    memset(&r, 0, sizeof r);
+    r.id = "t";
+    CHECK_INT(sb_jobrow_set_state(&r, S), SB_OK);
+    CHECK_INT(r.state, S);
+    CHECK_INT(r.finished_at, 0);
+    CHECK_INT(sb_jobrow_set_state(&r, R), SB_OK);
+    CHECK_INT(sb_jobrow_set_state(&r, F), SB_OK);
+    CHECK(r.finished_at > 0); /* entering a final state */
+    CHECK_INT(sb_jobrow_set_state(&r, R), SB_OK); /* --retry-failed polls it again */
+    CHECK_INT(r.finished_at, 0);
+    CHECK_INT(sb_jobrow_set_state(&r, D), SB_OK);
+    CHECK_INT(sb_jobrow_set_state(&r, OK), SB_OK);
+    CHECK(r.finished_at > 0);
+}
+
 int main(void)
 {
+    test_transitions();
     sb_log_setup(SB_LOG_TEXT, SB_LOG_WARN);
     test_repollable();
     dir = t_tmpdir();
