@@ -164,8 +164,6 @@ void sb_jobspec_clear(struct sb_jobspec *j);
 char *sb_jobspec_json(const struct sb_jobspec *j);
 /* The reverse, into j (cleared on error); local files are found in m->files. */
 int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j);
-/* The same read through cJSON: what sb_jobspec_from_json falls back to (tests compare them). */
-int sb_jobspec_from_cjson(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j);
 
 /* What results.jsonl shows of a job, from the spec kept in the state. */
 struct sb_spec_text {
@@ -173,11 +171,8 @@ struct sb_spec_text {
     char *images[SB_MAX_REF_IMAGES];
     int n_images;
 };
-/*
- * Reads them from a spec (NULL or damaged: what can be read, as cJSON reads it):
- * with the reader (sb_jr), or cJSON alone when cjson_only is set (tests compare the two).
- */
-void sb_jobspec_text(const char *json, struct sb_spec_text *t, int cjson_only);
+/* Reads them from a spec (NULL or damaged: what can be read, as cJSON reads it). */
+void sb_jobspec_text(const char *json, struct sb_spec_text *t);
 void sb_spec_text_clear(struct sb_spec_text *t);
 
 /* The key in api_key_file (blanks and line ends around it dropped), newly allocated into

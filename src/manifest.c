@@ -8,7 +8,6 @@
  * each scalar are capped. Every error names file:line:column and the job.
  */
 #include "sb_manifest.h"
-#include "sb_jr.h"
 #include "sb_jw.h"
 #include "sb_log.h"
 #include "sb_signals.h"
@@ -1731,7 +1730,7 @@ static struct sb_localfile *image_file(struct sb_manifest *m, char *file)
     return f;
 }
 
-int sb_jobspec_from_cjson(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j)
+int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j)
 {
     memset(j, 0, sizeof *j);
     cJSON *o = json ? cJSON_Parse(json) : NULL;
@@ -1766,99 +1765,6 @@ int sb_jobspec_from_cjson(struct sb_manifest *m, const char *id, const char *jso
     return rc;
 }
 
-/*
- * sb_jobspec_from_json through the reader: SB_OK, SB_EINVAL where the cJSON
- * reading gives it too, or SB_ERR when the text is anything the reader gives up on
- * (or names a key twice): then j is cleared and the caller reads it with cJSON.
- */
-static int jobspec_from_reader(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j)
-{
-    struct sb_jr r;
-    char key[24];
-    int seen = 0, rc = SB_OK, cap = 0;
-    double req = 0;
-    const char *par = NULL;
-    size_t par_len = 0;
-    memset(j, 0, sizeof *j);
-    sb_jr_init(&r, json, strlen(json));
-    if (!sb_jr_enter(&r, '{'))
-        return SB_ERR;
-    while (sb_jr_key(&r, key, sizeof key)) {
-        int bit = !strcmp(key, "prompt") ? 1 : !strcmp(key, "invalid") ? 2 : !strcmp(key, "params") ? 4
-                : !strcmp(key, "images_requested") ? 8 : !strcmp(key, "images") ? 16 : 0;
-        if (seen & bit)
-            goto fallback;
-        seen |= bit;
-        int kind = sb_jr_peek(&r);
-        if ((bit == 1 || bit == 2) && kind == '"')
-            *(bit == 1 ? &j->prompt : &j->invalid) = sb_jr_str(&r);
-        else if (bit == 4 && kind == '{')
-            sb_jr_skip(&r, &par, &par_len);
-        else if (bit == 8 && kind == 'n')
-            sb_jr_num(&r, &req);
-        else if (bit == 16 && kind == '[') {
-            sb_jr_enter(&r, '[');
-            while (sb_jr_item(&r)) {
-                if (j->n_images == cap) {
-                    cap = cap ? 2 * cap : 4;
-                    j->images = sb_realloc(j->images, (size_t)cap * sizeof *j->images);
-                }
-                struct sb_image_ref *im = &j->images[j->n_images++];
-                memset(im, 0, sizeof *im);
-                char *file = NULL;
-                int iseen = 0;
-                if (!sb_jr_enter(&r, '{'))
-                    goto fallback;
-                while (sb_jr_key(&r, key, sizeof key)) {
-                    int ib = !strcmp(key, "spec") ? 1 : !strcmp(key, "url") ? 2 : !strcmp(key, "file") ? 4 : 0;
-                    if (iseen & ib) {
-                        free(file);
-                        goto fallback;
-                    }
-                    iseen |= ib;
-                    if (ib && sb_jr_peek(&r) == '"')
-                        *(ib == 1 ? &im->spec : ib == 2 ? &im->url : &file) = sb_jr_str(&r);
-                    else
-                        sb_jr_skip(&r, NULL, NULL);
-                }
-                if (r.bad) {
-                    free(file);
-                    goto fallback;
-                }
-                if (file)
-                    im->file = image_file(m, file);
-                if (!im->spec || (!im->url && !im->file))
-                    rc = SB_EINVAL;
-            }
-        } else if (bit)
-            goto fallback; /* a known key of another type: cJSON's reading decides */
-        else
-            sb_jr_skip(&r, NULL, NULL);
-    }
-    if (!sb_jr_end(&r) || (seen & (4 | 8 | 16)) != (4 | 8 | 16))
-        goto fallback;
-    j->params = cJSON_ParseWithLength(par, par_len);
-    if (!j->params)
-        goto fallback;
-    if (!j->images)
-        j->images = sb_calloc(1, sizeof *j->images);
-    j->id = sb_strdup(id);
-    if (!j->prompt || !images_count(req, &j->images_requested))
-        rc = SB_EINVAL;
-    if (rc != SB_OK)
-        sb_jobspec_clear(j);
-    return rc;
-fallback:
-    sb_jobspec_clear(j);
-    return SB_ERR;
-}
-
-int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json, struct sb_jobspec *j)
-{
-    int rc = json ? jobspec_from_reader(m, id, json, j) : SB_ERR;
-    return rc == SB_ERR ? sb_jobspec_from_cjson(m, id, json, j) : rc;
-}
-
 /* The fields of a spec results.jsonl shows, read with cJSON (as tolerant as it is). */
 static void spec_text_cjson(const char *json, struct sb_spec_text *t)
 {
@@ -1874,59 +1780,10 @@ static void spec_text_cjson(const char *json, struct sb_spec_text *t)
     cJSON_Delete(spec);
 }
 
-/* The same with the reader: 0 when it gave up (t cleared). */
-static int spec_text_reader(const char *json, struct sb_spec_text *t)
-{
-    struct sb_jr r;
-    char key[8];
-    int seen = 0;
-    sb_jr_init(&r, json, strlen(json));
-    if (!sb_jr_enter(&r, '{'))
-        return 0;
-    while (sb_jr_key(&r, key, sizeof key)) {
-        int bit = !strcmp(key, "prompt") ? 1 : !strcmp(key, "invalid") ? 2 : !strcmp(key, "images") ? 4 : 0;
-        if (seen & bit)
-            goto fallback; /* cJSON takes the first of two: rare enough to leave to it */
-        seen |= bit;
-        int kind = sb_jr_peek(&r);
-        if ((bit == 1 || bit == 2) && kind == '"')
-            *(bit == 1 ? &t->prompt : &t->invalid) = sb_jr_str(&r);
-        else if (bit == 4 && kind == '[') {
-            sb_jr_enter(&r, '[');
-            while (sb_jr_item(&r)) {
-                if (sb_jr_peek(&r) != '{') {
-                    sb_jr_skip(&r, NULL, NULL); /* no "spec" in it for cJSON either */
-                    continue;
-                }
-                sb_jr_enter(&r, '{');
-                int spec_seen = 0;
-                while (sb_jr_key(&r, key, sizeof key)) {
-                    int is_spec = !strcmp(key, "spec");
-                    if (is_spec && spec_seen++)
-                        goto fallback;
-                    if (is_spec && sb_jr_peek(&r) == '"' && t->n_images < SB_MAX_REF_IMAGES)
-                        t->images[t->n_images++] = sb_jr_str(&r);
-                    else
-                        sb_jr_skip(&r, NULL, NULL);
-                }
-            }
-        } else if (bit == 4)
-            goto fallback; /* images of another type: cJSON's reading decides */
-        else
-            sb_jr_skip(&r, NULL, NULL);
-    }
-    if (sb_jr_end(&r))
-        return 1;
-fallback:
-    sb_spec_text_clear(t);
-    return 0;
-}
-
-void sb_jobspec_text(const char *json, struct sb_spec_text *t, int cjson_only)
+void sb_jobspec_text(const char *json, struct sb_spec_text *t)
 {
     memset(t, 0, sizeof *t);
-    if (!json || cjson_only || !spec_text_reader(json, t))
-        spec_text_cjson(json, t);
+    spec_text_cjson(json, t);
 }
 
 void sb_spec_text_clear(struct sb_spec_text *t)

@@ -3,7 +3,6 @@
  * URL, redaction of the key from any text, strict JSON parsing of answers.
  */
 #include "sb_provider.h"
-#include "sb_jr.h"
 #include "sb_log.h"
 
 #include <errno.h>
@@ -160,11 +159,8 @@ cJSON *sb_json_parse(const char *body, size_t len)
     const char *end = NULL;
     if (!body || !len)
         return NULL;
-    /* Plain answers (all the engine sees in a run) in one allocation; the rest through cJSON. */
-    cJSON *j = sb_jr_tree(body, len);
     /* require_null_terminated: trailing garbage is an error, not ignored. */
-    if (!j)
-        j = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    cJSON *j = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
     if (j && !cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return NULL;

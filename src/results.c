@@ -235,7 +235,7 @@ static int row_line(const struct sb_jobrow *r, void *ud)
 {
     struct writer *w = ud;
     struct sb_spec_text t;
-    sb_jobspec_text(r->spec, &t, 0);
+    sb_jobspec_text(r->spec, &t);
     struct jobtext j = {r->id, t.prompt, t.invalid, (const char **)t.images, t.n_images};
     put_line(w, &j, r);
     sb_spec_text_clear(&t);

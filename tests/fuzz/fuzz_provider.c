@@ -1,11 +1,8 @@
 /*
  * libFuzzer target for the API answer parsers of both providers: the bytes are
  * parsed as the engine parses an HTTP body (sb_json_parse, once), then every
- * parse function and error_info read the result. Whatever sb_jr_tree reads
- * (the one-block tree sb_json_parse tries first), cJSON must read the same.
+ * parse function and error_info read the result.
  */
-#include "../json_same.h"
-#include "sb_jr.h"
 #include "sb_provider.h"
 
 #include <stdint.h>
@@ -22,15 +19,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(body, data, size);
     body[size] = '\0';
-    cJSON *t = sb_jr_tree(body, size);
-    if (t) {
-        const char *end;
-        cJSON *c = cJSON_ParseWithLengthOpts(body, size + 1, &end, 1);
-        if (!json_same(t, c))
-            abort();
-        cJSON_Delete(c);
-        cJSON_Delete(t);
-    }
     cJSON *j = sb_json_parse(body, size);
     const struct sb_provider_ops *ops[] = {&sb_provider_atlas, &sb_provider_runcomfy};
     for (int i = 0; i < 2; i++) {
