@@ -175,11 +175,6 @@ struct sb_spec_text {
 void sb_jobspec_text(const char *json, struct sb_spec_text *t);
 void sb_spec_text_clear(struct sb_spec_text *t);
 
-/* The key in api_key_file (blanks and line ends around it dropped), newly allocated into
- * *key; refuses a file readable by group or others, and one that holds no key. */
-int sb_manifest_read_keyfile(const struct sb_manifest *m, char **key, char *err, size_t errlen);
-/* The same checks, the key read and dropped (validate); SB_OK when there is no api_key_file. */
-int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen);
 
 /* Canonical JSON (keys sorted at every level), newly allocated. */
 char *sb_canonical_json(const cJSON *v);

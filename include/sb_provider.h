@@ -58,7 +58,8 @@ struct sb_api;
  * gives it, parsed once for all of them: NULL when it is not a JSON object.
  */
 struct sb_provider_ops {
-    const char *name;
+    const char *name;          /* as the manifest names it */
+    const char *title;         /* as people write it, in messages */
     /* Environment variables holding the key, in the order they are read (NULL-terminated). */
     const char *const *key_envs;
     const char *base_env;      /* environment variable overriding the base URL */
@@ -107,6 +108,12 @@ extern const struct sb_provider_ops sb_provider_atlas;
 extern const struct sb_provider_ops sb_provider_runcomfy;
 /* Each provider's ops, by enum sb_provider. */
 extern const struct sb_provider_ops *const sb_providers[SB_NPROVIDERS];
+
+/* The key in api_key_file (blanks and line ends around it dropped), newly allocated into
+ * *key; refuses a file readable by group or others, and one that holds no key. */
+int sb_api_read_keyfile(const struct sb_manifest *m, char **key, char *err, size_t errlen);
+/* The same checks, the key read and dropped (validate); SB_OK when there is no api_key_file. */
+int sb_api_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen);
 
 /* Whether an error code says the provider no longer knows the prediction: ops's, or any provider's (NULL). */
 int sb_provider_gone_code(const struct sb_provider_ops *ops, const char *code);

@@ -5,6 +5,7 @@
  */
 #include "sb_checks.h"
 #include "sb_common.h"
+#include "sb_provider.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -41,18 +42,18 @@ static const char *auto_disabled[] = {"auto", "disabled", NULL};
 
 const char *sb_provider_name(enum sb_provider p)
 {
-    return p == SB_PROVIDER_RUNCOMFY ? "runcomfy" : "atlascloud";
+    return (unsigned)p < SB_NPROVIDERS ? sb_providers[p]->name : "unknown";
 }
 
 int sb_provider_parse(const char *s, enum sb_provider *out)
 {
-    if (strcmp(s, "atlascloud") == 0)
-        *out = SB_PROVIDER_ATLAS;
-    else if (strcmp(s, "runcomfy") == 0)
-        *out = SB_PROVIDER_RUNCOMFY;
-    else
-        return SB_EINVAL;
-    return SB_OK;
+    for (int p = 0; p < SB_NPROVIDERS; p++) {
+        if (strcmp(s, sb_providers[p]->name) == 0) {
+            *out = (enum sb_provider)p;
+            return SB_OK;
+        }
+    }
+    return SB_EINVAL;
 }
 
 void sb_model_lookup(enum sb_provider p, const char *model, struct sb_model_info *out)

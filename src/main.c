@@ -9,6 +9,7 @@
 #include "sb_loop.h"
 #include "sb_manifest.h"
 #include "sb_plan.h"
+#include "sb_provider.h"
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
@@ -276,7 +277,7 @@ static int cmd_validate(const struct options *o, struct sb_manifest **ms)
     for (int i = 0; i < o->n_manifests; i++) {
         struct sb_manifest *m = ms[i];
         char err[SB_ERRLEN];
-        if (sb_manifest_check_keyfile(m, err, sizeof err) != SB_OK) {
+        if (sb_api_check_keyfile(m, err, sizeof err) != SB_OK) {
             sb_error("%s: %s", m->path, err);
             rc = SB_EXIT_USAGE;
         }

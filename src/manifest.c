@@ -10,6 +10,7 @@
 #include "sb_manifest.h"
 #include "sb_jw.h"
 #include "sb_log.h"
+#include "sb_provider.h"
 #include "sb_signals.h"
 
 #include <errno.h>
@@ -798,10 +799,10 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
             if (m->media.upload == SB_UPLOAD_NONE) {
                 merr(c, in, "local file %s needs a URL, but media.upload is none: set media.upload "
                      "to provider or url_prefix, or give an http(s) URL", r->spec);
-            } else if (m->media.upload == SB_UPLOAD_PROVIDER && m->provider == SB_PROVIDER_RUNCOMFY) {
-                merr(c, in, "local file %s cannot be sent: RunComfy has no upload call. Set "
+            } else if (m->media.upload == SB_UPLOAD_PROVIDER && !sb_providers[m->provider]->has_upload) {
+                merr(c, in, "local file %s cannot be sent: %s has no upload call. Set "
                      "media.upload: url_prefix and media.url_prefix (where media.root is published), "
-                     "or give https URLs", r->spec);
+                     "or give https URLs", r->spec, sb_providers[m->provider]->title);
             } else if (m->media.upload == SB_UPLOAD_URL_PREFIX) {
                 r->url = prefix_url(c, in, path);
             }
@@ -1795,44 +1796,3 @@ void sb_spec_text_clear(struct sb_spec_text *t)
     memset(t, 0, sizeof *t);
 }
 
-int sb_manifest_read_keyfile(const struct sb_manifest *m, char **key, char *err, size_t errlen)
-{
-    struct stat st;
-    *key = NULL;
-    if (stat(m->api_key_file, &st) != 0)
-        return sb_seterr(err, errlen, "api_key_file %s: %s", m->api_key_file, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return sb_seterr(err, errlen, "api_key_file %s is not a regular file", m->api_key_file);
-    if (st.st_mode & 077)
-        return sb_seterr(err, errlen, "api_key_file %s is readable by group or others (mode %03o): "
-                         "run chmod 600 on it", m->api_key_file, (unsigned)(st.st_mode & 0777));
-    char *data = NULL, rerr[SB_ERRLEN];
-    size_t len = 0, from = 0;
-    if (sb_read_file(m->api_key_file, 4096, &data, &len, rerr, sizeof rerr) != SB_OK)
-        return sb_seterr(err, errlen, "api_key_file: %s", rerr);
-#define BLANK(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
-    while (from < len && BLANK(data[from]))
-        from++;
-    while (len > from && BLANK(data[len - 1]))
-        len--;
-#undef BLANK
-    if (from < len)
-        *key = sb_strndup(data + from, len - from);
-    free(data);
-    if (!*key)
-        return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
-    if (strpbrk(*key, "\r\n")) {
-        sb_freep(key);
-        return sb_seterr(err, errlen, "api_key_file %s holds more than one line: put the API key alone in it, "
-                         "on one line", m->api_key_file);
-    }
-    return SB_OK;
-}
-
-int sb_manifest_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen)
-{
-    char *key = NULL;
-    int rc = m->api_key_file ? sb_manifest_read_keyfile(m, &key, err, errlen) : SB_OK;
-    free(key);
-    return rc;
-}

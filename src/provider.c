@@ -1,6 +1,7 @@
 /*
- * provider.c holds what every provider shares: finding the key and the base
- * URL, redaction of the key from any text, strict JSON parsing of answers.
+ * provider.c holds what every provider shares: the table of providers, finding
+ * the key (the environment, or api_key_file with its checks) and the base URL,
+ * redaction of the key from any text, strict JSON parsing of answers.
  */
 #include "sb_provider.h"
 #include "sb_log.h"
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 void sb_poll_result_clear(struct sb_poll_result *r)
 {
@@ -228,7 +230,7 @@ int sb_api_open(const struct sb_manifest *m, struct sb_api *p, char *err, size_t
     char *key = NULL;
     const char *from = NULL;
     if (m->api_key_file) {
-        if (sb_manifest_read_keyfile(m, &key, err, errlen) != SB_OK)
+        if (sb_api_read_keyfile(m, &key, err, errlen) != SB_OK)
             return SB_ERR;
     } else {
         for (int i = 0; p->ops->key_envs[i] && !key; i++) {
@@ -278,4 +280,46 @@ char *sb_redact(const struct sb_api *p, char *s)
         s = n;
     }
     return s;
+}
+
+int sb_api_read_keyfile(const struct sb_manifest *m, char **key, char *err, size_t errlen)
+{
+    struct stat st;
+    *key = NULL;
+    if (stat(m->api_key_file, &st) != 0)
+        return sb_seterr(err, errlen, "api_key_file %s: %s", m->api_key_file, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return sb_seterr(err, errlen, "api_key_file %s is not a regular file", m->api_key_file);
+    if (st.st_mode & 077)
+        return sb_seterr(err, errlen, "api_key_file %s is readable by group or others (mode %03o): "
+                         "run chmod 600 on it", m->api_key_file, (unsigned)(st.st_mode & 0777));
+    char *data = NULL, rerr[SB_ERRLEN];
+    size_t len = 0, from = 0;
+    if (sb_read_file(m->api_key_file, 4096, &data, &len, rerr, sizeof rerr) != SB_OK)
+        return sb_seterr(err, errlen, "api_key_file: %s", rerr);
+#define BLANK(c) ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
+    while (from < len && BLANK(data[from]))
+        from++;
+    while (len > from && BLANK(data[len - 1]))
+        len--;
+#undef BLANK
+    if (from < len)
+        *key = sb_strndup(data + from, len - from);
+    free(data);
+    if (!*key)
+        return sb_seterr(err, errlen, "api_key_file %s is empty: put the API key in it", m->api_key_file);
+    if (strpbrk(*key, "\r\n")) {
+        sb_freep(key);
+        return sb_seterr(err, errlen, "api_key_file %s holds more than one line: put the API key alone in it, "
+                         "on one line", m->api_key_file);
+    }
+    return SB_OK;
+}
+
+int sb_api_check_keyfile(const struct sb_manifest *m, char *err, size_t errlen)
+{
+    char *key = NULL;
+    int rc = m->api_key_file ? sb_api_read_keyfile(m, &key, err, errlen) : SB_OK;
+    free(key);
+    return rc;
 }

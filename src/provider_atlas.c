@@ -173,6 +173,7 @@ static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code
 
 const struct sb_provider_ops sb_provider_atlas = {
     .name = "atlascloud",
+    .title = "Atlas Cloud",
     .key_envs = (const char *const[]){"ATLASCLOUD_API_KEY", NULL},
     .base_env = "ATLASCLOUD_BASE_URL",
     .default_base = "https://api.atlascloud.ai/api/v1",

@@ -177,6 +177,7 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
 
 const struct sb_provider_ops sb_provider_runcomfy = {
     .name = "runcomfy",
+    .title = "RunComfy",
     /* RunComfy's own tools name it differently: its MCP server RUNCOMFY_API_KEY, its CLI RUNCOMFY_TOKEN. */
     .key_envs = (const char *const[]){"RUNCOMFY_API_TOKEN", "RUNCOMFY_API_KEY", "RUNCOMFY_TOKEN", NULL},
     .base_env = "RUNCOMFY_BASE_URL",

@@ -1,5 +1,6 @@
 /* manifest: parsing, typing, foreach, defaults, and every refusal with its file:line:column. */
 #include "sb_manifest.h"
+#include "sb_provider.h"
 #include "sb_log.h"
 #include "t.h"
 #include "t_jobs.h"
@@ -300,11 +301,11 @@ static void test_load_limits(void)
     snprintf(keypath, sizeof keypath, "%s/key.txt", dir);
     chmod(keypath, 0644);
     CHECK_INT(sb_manifest_load(path, &m, err, sizeof err), SB_OK);
-    CHECK(sb_manifest_check_keyfile(m, err, sizeof err) != SB_OK);
+    CHECK(sb_api_check_keyfile(m, err, sizeof err) != SB_OK);
     CHECK_HAS(err, "readable by group or others (mode 644)");
     CHECK(strstr(err, "secret") == NULL);
     chmod(keypath, 0600);
-    CHECK_INT(sb_manifest_check_keyfile(m, err, sizeof err), SB_OK);
+    CHECK_INT(sb_api_check_keyfile(m, err, sizeof err), SB_OK);
     t_manifest_free(m);
 }
 
