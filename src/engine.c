@@ -113,7 +113,6 @@ void finish(struct engine *e)
 {
     e->finished = 1;
     uv_timer_stop(&e->wake);
-    uv_idle_stop(&e->turn);
     uv_timer_stop(&e->commit_timer);
     flush_sync(e);
     struct run *r = e->run;

@@ -232,8 +232,6 @@ struct engine {
     char commit_err[SB_ERRLEN];
     int rr;
     uv_timer_t wake;
-    uv_idle_t turn;                /* runs the scheduler once after the handlers of a loop turn (dispatch) */
-    int turn_due;
     int cost_stop, fatal, finished;
     int storage_stop;                    /* no room for outputs or the state: the errno, or 0 */
     char storage_where[512];

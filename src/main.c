@@ -330,7 +330,7 @@ static int cmd_status(const struct options *o, struct sb_manifest **ms)
 static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
 {
     int rc = SB_EXIT_OK;
-    double total = 0;
+    double total = 0, spent = 0;
     for (int i = 0; i < o->n_manifests; i++) {
         char *path = state_path(o, ms[i]);
         struct sb_store *st = NULL;
@@ -345,6 +345,7 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
             } else {
                 sb_plan_print(stdout, ms[i], &p, path);
                 total += p.quote;
+                spent += p.spend.spent + p.spend.flagged_cost;
             }
             sb_plan_clear(&p);
             sb_store_close(st);
@@ -353,6 +354,15 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
     }
     if (o->n_manifests > 1)
         printf("total cost quote: $%.2f\n", total);
+    /* --max-cost bounds the manifests' states together: said for them together. */
+    if (o->n_manifests > 1 && o->max_cost >= 0) {
+        double left = o->max_cost - spent;
+        if (total > left + 1e-9)
+            printf("--max-cost $%.2f for them together: already spent $%.2f; the run would stop submitting "
+                   "before the quote is reached ($%.2f of it left)\n", o->max_cost, spent, left > 0 ? left : 0);
+        else
+            printf("--max-cost $%.2f for them together: already spent $%.2f; within budget\n", o->max_cost, spent);
+    }
     printf("dry run: nothing was sent\n");
     return rc;
 }

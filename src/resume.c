@@ -385,7 +385,6 @@ int engine_open(struct run *r, struct engine *e)
     e->scan_all = 1;
     load_jobs(e);
     uv_timer_init(&r->uv, &e->wake);
-    uv_idle_init(&r->uv, &e->turn);
     uv_timer_init(&r->uv, &e->commit_timer);
     return SB_EXIT_OK;
 }

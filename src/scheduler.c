@@ -65,25 +65,16 @@ static void on_wake(uv_timer_t *t)
     pump(sb_container_of(t, struct engine, wake));
 }
 
-static void on_turn(uv_idle_t *h)
-{
-    struct engine *e = sb_container_of(h, struct engine, turn);
-    uv_idle_stop(h);
-    e->turn_due = 0;
-    pump(e);
-}
-
 /*
  * Where every completion handler (an upload, submit, poll or download ended, a
- * commit returned) ends once it has done its own work: the scheduler runs once,
- * before the loop next waits, however many handlers of the turn asked for it.
+ * commit returned) ends once it has done its own work: the scheduler runs, at
+ * once. (Deferring it to the end of the loop turn, once for all the turn's
+ * handlers, was measured: requests started a turn later, and the timing of a
+ * stop changed; see docs/benchmarks.md.)
  */
 void dispatch(struct engine *e)
 {
-    if (e->turn_due || e->finished)
-        return;
-    e->turn_due = 1;
-    uv_idle_start(&e->turn, on_turn);
+    pump(e);
 }
 
 #define PEND_WINDOW 256

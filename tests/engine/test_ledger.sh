@@ -83,6 +83,9 @@ stop_mock
 
 # --- 2. --max-cost bounds the run's manifests together ---
 A=$T/two-a; B=$T/two-b; batch "$A" 6 5.00 alpha; batch "$B" 6 5.00 beta
+run "$SEEDBATCH" run --dry-run --max-cost 0.20 "$A/m.yaml" "$B/m.yaml"
+expect_in "$T/out" "--max-cost \$0.20 for them together: already spent \$0.00; the run would stop submitting before the quote is reached (\$0.20 of it left)" \
+    "two manifests: the dry run weighs the cap against both"
 start_mock --key "$KEY" --latency 50; use_mock
 run "$SEEDBATCH" run --progress never --max-cost 0.20 "$A/m.yaml" "$B/m.yaml"; expect_rc 4 "two manifests: stopped"
 expect_eq "$(stat_of predictions)" 6 "two manifests: six predictions between them"
