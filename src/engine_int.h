@@ -87,7 +87,7 @@ struct job {
     struct job *live_prev, *live_next; /* every job the engine holds */
     int retired;            /* done with: freed once nothing refers to it */
     struct job *grave_next;
-    enum want want;
+    enum want want;         /* set by set_want only */
     int active;             /* holds a concurrency slot */
     int queued;             /* in a dispatch queue */
     int inflight;           /* an API call is under way */
@@ -306,6 +306,7 @@ void call_verdict(const struct call_answer *a, struct outcome *oc);
 
 /* job.c */
 void set_state(struct engine *e, struct job *j, enum sb_job_state to);
+void set_want(struct job *j, enum want w);
 void set_error(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg);
 void clear_error(struct job *j);
 char *str_array(char *const *v, int n);

@@ -19,6 +19,20 @@ void set_state(struct engine *e, struct job *j, enum sb_job_state to)
     save(e, j);
 }
 
+/*
+ * What a job in work waits for next (its uploads, its submit, a poll, its
+ * downloads, its outputs made final, nothing): the one place it changes, logged
+ * with --debug.
+ */
+void set_want(struct job *j, enum want w)
+{
+    static const char *names[] = {"nothing", "its uploads", "its submit", "a poll", "its downloads",
+                                  "its outputs made final"};
+    if (j->want != w)
+        sb_debug("job %s: waits for %s", j->row.id, names[w]);
+    j->want = w;
+}
+
 /* Sets the job's error; kind, code and msg may be the job's own current ones. */
 void set_error(struct engine *e, struct job *j, const char *kind, int http, const char *code, const char *msg)
 {
@@ -239,7 +253,7 @@ void job_failed(struct engine *e, struct job *j, const char *kind, int http, con
     set_error(e, j, kind, http, code, msg);
     set_state(e, j, SB_JOB_FAILED);
     sb_warn("job %s failed (%s): %s", j->row.id, j->row.error_kind, j->row.error_message);
-    j->want = W_NONE;
+    set_want(j, W_NONE);
     e->jobs_done_run++;
     release(e, j);
 }

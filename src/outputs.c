@@ -38,7 +38,7 @@ void finalized(struct engine *e, struct job *list)
         e->images_written += j->n_out;
         clear_error(j);
         set_state(e, j, SB_JOB_SUCCEEDED);
-        j->want = W_NONE;
+        set_want(j, W_NONE);
         e->jobs_done_run++;
         release(e, j);
         sb_debug("job %s: %d output%s written", j->row.id, j->n_out, SB_S(j->n_out));
@@ -100,11 +100,11 @@ static void download_done(struct sb_download *d)
                 char msg[sizeof d->error + 96];
                 snprintf(msg, sizeof msg, "%s (still after %llds of tries)", d->error,
                          (long long)((now - j->dl_fail_since) / 1000));
-                j->want = W_FINISHING;
+                set_want(j, W_FINISHING);
                 set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, msg);
             }
         } else if (j->want == W_DOWNLOAD) {
-            j->want = W_FINISHING; /* the others still running finish first */
+            set_want(j, W_FINISHING); /* the others still running finish first */
             set_error(e, j, SB_EK_SERVER, (int)d->http_status, NULL, d->error);
         }
         sb_download_cleanup(d);
@@ -121,7 +121,7 @@ static void download_done(struct sb_download *d)
     if (j->want == W_FINISHING) {
         downloads_failed(e, j);
     } else if (complete) {
-        j->want = W_FINISHING;
+        set_want(j, W_FINISHING);
         j->fin_failed = 0;
         j->fin_next = e->finalize_pending;
         e->finalize_pending = j;
@@ -129,7 +129,7 @@ static void download_done(struct sb_download *d)
         release(e, j); /* its state stays what was committed: outputs not written are fetched again */
     } else if (j->want == W_DOWNLOAD && j->repoll) {
         j->repoll = 0;
-        j->want = W_POLL;
+        set_want(j, W_POLL);
         j->fetch_result = e->api.ops->result_url != NULL;
         set_due(e, j, mono_ms() + 1000 + backoff(++j->dl_rounds, -1));
     } else if (j->want == W_DOWNLOAD) {
@@ -187,7 +187,7 @@ void start_downloads(struct engine *e, struct job *j, char *const *urls, int n)
             }
             set_error(e, j, SB_EK_SERVER, 0, NULL, s->d.error[0] ? s->d.error : "bad output URL");
             sb_download_cleanup(&s->d);
-            j->want = W_FINISHING;
+            set_want(j, W_FINISHING);
             break;
         }
         started++;

@@ -106,7 +106,7 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             j->tries = 0;
             clear_error(j);
             set_state(e, j, SB_JOB_RUNNING);
-            j->want = W_POLL;
+            set_want(j, W_POLL);
             j->poll_every = e->m->limits.poll_interval_ms;
             set_due(e, j, mono_ms() + first_poll_delay(e));
             /* Once the typical processing time is known, the first look goes straight to the result. */
@@ -152,7 +152,7 @@ void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t r
             j->row.attempts--;
         if (wait >= 0) {
             sb_debug("job %s: submit: %s; trying again", j->row.id, oc.msg);
-            j->want = W_SUBMIT;
+            set_want(j, W_SUBMIT);
             set_due(e, j, mono_ms() + wait);
         } else {
             set_state(e, j, SB_JOB_PENDING); /* nothing was sent */
@@ -163,7 +163,7 @@ void submit_failed(struct engine *e, struct job *j, struct outcome *o, int64_t r
         if (e->run->stopping) {
             release(e, j); /* stays submitting: the next run resubmits it, flagged */
         } else {
-            j->want = W_SUBMIT;
+            set_want(j, W_SUBMIT);
             set_due(e, j, mono_ms() + backoff(j->tries, ra));
         }
     } else if (oc.v == V_FAIL && !e->run->stopping && reupload_stale(e, j, &oc)) {
@@ -281,7 +281,7 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
     } else if (pr->state == SB_PRED_CANCELLED) {
         set_error(e, j, "cancelled", 0, NULL, "the request was cancelled at the provider");
         set_state(e, j, SB_JOB_CANCELLED);
-        j->want = W_NONE;
+        set_want(j, W_NONE);
         e->jobs_done_run++;
         release(e, j);
     } else if (pr->state == SB_PRED_FAILED) {
@@ -302,7 +302,7 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
         j->row.output_urls = str_array(pr->outputs, pr->n_outputs);
         set_state(e, j, SB_JOB_DOWNLOADING);
         charge_outputs(e, j, pr->n_outputs);
-        j->want = W_DOWNLOAD;
+        set_want(j, W_DOWNLOAD);
         set_due(e, j, 0);
         start_downloads(e, j, pr->outputs, pr->n_outputs);
     }

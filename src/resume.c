@@ -238,10 +238,10 @@ static int resume_job(const struct sb_jobrow *r, void *ud)
     e->reserved += j->reserved;
     set_due(e, j, 0);
     if (j->row.state == SB_JOB_DOWNLOADING) {
-        j->want = W_DOWNLOAD;
+        set_want(j, W_DOWNLOAD);
         return 0;
     }
-    j->want = W_POLL;
+    set_want(j, W_POLL);
     j->poll_every = e->m->limits.poll_interval_ms;
     j->retrying = sb_map_get(e->retry_repoll, j->row.id) != NULL;
     j->submitted_mono = mono_ms() - (sb_now_ms() - j->row.submitted_at);

@@ -115,7 +115,7 @@ static void upload_settled(struct engine *e, struct upload *u, const struct outc
             }
         }
         if (j->uploads_left == 0) {
-            j->want = W_SUBMIT;
+            set_want(j, W_SUBMIT);
             set_due(e, j, 0);
         }
     }
@@ -250,10 +250,10 @@ void resolve_images(struct engine *e, struct job *j)
             u->due = 0;
     }
     if (j->uploads_left) {
-        j->want = W_UPLOADS;
+        set_want(j, W_UPLOADS);
         set_state(e, j, SB_JOB_UPLOADING);
     } else {
-        j->want = W_SUBMIT;
+        set_want(j, W_SUBMIT);
         set_due(e, j, 0);
     }
 }
