@@ -7,21 +7,8 @@
 
 KEY="ledger-$$"
 export ATLASCLOUD_API_KEY="$KEY"
-batch() { # batch DIR N MAX_COST [PROMPT]: N one-image jobs at $0.032 an image, remote images
-    local d=$1 n=$2 cost=$3 p=${4:-job}
-    mkdir -p "$d"
-    {
-        echo "version: 1"
-        echo "provider: atlascloud"
-        echo "model: bytedance/seedream-v5.0-lite/edit-sequential"
-        echo "output_dir: out"
-        echo "defaults: {max_images: 1, output_format: png}"
-        echo "limits: {concurrency: 4, requests_per_second: 0, poll_interval: 100ms, max_cost: $cost}"
-        echo "jobs:"
-        for i in $(seq 1 "$n"); do echo "  - {id: j$i, prompt: \"$p $i\", images: [\"https://cdn.example.com/$i.png\"]}"; done
-    } > "$d/m.yaml"
-}
-use_mock() { export ATLASCLOUD_BASE_URL="$MOCK_URL"; }
+. "$(dirname "$0")/remote_batch.sh"
+batch() { remote_batch "$1" "$2" "$3" 4 "${4:-job}"; } # batch DIR N MAX_COST [PROMPT]
 q() { sqlite3 "$1/out/.seedbatch/state.db" "$2"; }
 # The ledger against the mock: charges, images and their cost (at $0.032 an image).
 ledger() { q "$1" "SELECT count(*) || ',' || sum(images) || ',' || printf('%.3f', total(cost)) FROM charges WHERE flagged=0"; }

@@ -6,21 +6,8 @@
 
 KEY="pay-twice-$$"
 export ATLASCLOUD_API_KEY="$KEY"
-batch() { # batch DIR N MAX_COST: N one-image jobs at $0.032 an image, remote images
-    local d=$1 n=$2 cost=$3
-    mkdir -p "$d"
-    {
-        echo "version: 1"
-        echo "provider: atlascloud"
-        echo "model: bytedance/seedream-v5.0-lite/edit-sequential"
-        echo "output_dir: out"
-        echo "defaults: {max_images: 1, output_format: png}"
-        echo "limits: {concurrency: 8, requests_per_second: 0, poll_interval: 100ms, max_attempts: 6, max_cost: $cost}"
-        echo "jobs:"
-        for i in $(seq 1 "$n"); do echo "  - {id: j$i, prompt: \"job $i\", images: [\"https://cdn.example.com/$i.png\"]}"; done
-    } > "$d/m.yaml"
-}
-use_mock() { export ATLASCLOUD_BASE_URL="$MOCK_URL"; }
+. "$(dirname "$0")/remote_batch.sh"
+batch() { remote_batch "$1" "$2" "$3" 8 "${4:-job}"; } # batch DIR N MAX_COST [PROMPT]
 
 # --- 1. a 2xx whose id cannot be read is never submitted again; its possible charge counts ---
 D=$T/noid; batch "$D" 12 0.20
