@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "sb_common.h"
 #include "sb_imageinfo.h"
 
 /* The providers, each with its file behind sb_provider_ops (sb_providers[] in provider.c). */
@@ -48,6 +49,22 @@ typedef void (*sb_check_report_fn)(void *ud, int is_error, const char *key, cons
 int sb_check_job_params(enum sb_provider p, const char *model, const char *prompt,
                         const cJSON *params, int n_images, int *images_requested,
                         sb_check_report_fn report, void *ud);
+
+/* For the provider files' check_params: a check in progress and its helpers. */
+struct sb_check {
+    sb_check_report_fn report;
+    void *ud;
+    int errors;
+};
+void SB_PRINTF(4, 5) sb_check_report(struct sb_check *c, int is_error, const char *key, const char *fmt, ...);
+/* Whether s is in a NULL-terminated list. */
+int sb_in_list(const char *s, const char *const *list);
+/* A string param, when present, must be one of list. */
+void sb_check_enum(struct sb_check *c, const cJSON *params, const char *key, const char *const *list);
+/* An integer param in [lo, hi]: 1 (and *out) when present and valid. */
+int sb_check_int(struct sb_check *c, const cJSON *params, const char *key, int lo, int hi, int *out);
+/* Warns of each param not in known (NULL-terminated): passed through unchecked. */
+void sb_check_unknown(struct sb_check *c, const cJSON *params, const char *model, const char *const *known);
 
 /*
  * The length of url's origin ("http://host:port", "https://...") when the rest is a

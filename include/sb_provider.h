@@ -53,6 +53,13 @@ void sb_poll_result_init(struct sb_poll_result *r);
 
 struct sb_api;
 
+/* A local file as one multipart part. */
+struct sb_upload_form {
+    const char *field;       /* the form field's name */
+    const char *filename;    /* as the provider is told it (points into the file's path) */
+    const char *type;        /* the content type */
+};
+
 /*
  * The parse_* and error_info functions read an answer's body as sb_json_parse
  * gives it, parsed once for all of them: NULL when it is not a JSON object.
@@ -92,6 +99,20 @@ struct sb_provider_ops {
                       int *status);
     /* Error codes that say the provider no longer knows a prediction, beside HTTP 404 (NULL-terminated, or NULL). */
     const char *const *gone_codes;
+    /* The multipart form of an upload (has_upload): field name, file name, content type. */
+    void (*upload_form)(const struct sb_localfile *f, struct sb_upload_form *out);
+
+    /* Its models (checks.c asks): the price per output image of those it knows, */
+    double default_price;
+    /* what it knows of one (out->known, the images field; zeroed before), */
+    void (*describe_model)(const char *model, struct sb_model_info *out);
+    /*
+     * and the check of a job's params, for any model (rules for every model of the
+     * provider, then a known model's params): reports through c, sets *max_images to
+     * the outputs asked for, and *implied when that is the API's own maximum, not asked.
+     */
+    void (*check_params)(struct sb_check *c, const char *model, const struct sb_model_info *mi,
+                         const cJSON *params, int n_images, int *max_images, int *implied);
 };
 
 /* HTTP 425 Too Early: what a provider's "not ready yet" code stands for (RunComfy's 400005). */

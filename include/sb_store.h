@@ -12,7 +12,8 @@
 
 #include <stdint.h>
 
-#include "sb_manifest.h"
+#include "sb_checks.h"
+#include "sb_common.h"
 
 #define SB_SCHEMA_VERSION 7
 
@@ -109,8 +110,8 @@ struct sb_store;
 /* Opens (creating and migrating) the state database. readonly never creates or writes. */
 int sb_store_open(const char *path, int readonly, struct sb_store **out, char *err, size_t errlen);
 void sb_store_close(struct sb_store *st);
-/* Default state path for a manifest: <output_dir>/.seedbatch/state.db */
-char *sb_store_default_path(const struct sb_manifest *m);
+/* Default state path of an output directory: <output_dir>/.seedbatch/state.db */
+char *sb_store_default_path(const char *output_dir);
 /*
  * Takes the state's lock (<path>.lock, flock), held by whoever writes for the
  * state: a run, cancel, results. *fd keeps it until closed. SB_EBUSY when another
@@ -118,22 +119,32 @@ char *sb_store_default_path(const struct sb_manifest *m);
  */
 int sb_store_lock(const char *path, int *fd, char *err, size_t errlen);
 
-#define SB_SYNC_SHOWN 20   /* jobs that failed at once, named one by one in the report */
-struct sb_sync_report {
-    int added;      /* new jobs, queued */
-    int changed;    /* fingerprint changed: re-queued */
-    int kept;       /* unchanged */
-    int invalid;    /* failed at once: a reference image is unusable */
-    char *invalid_why[SB_SYNC_SHOWN];  /* "job ID: why" of the first of them */
-    int removed;    /* in the state, no longer in the manifest */
-    char **removed_ids;
+/*
+ * One manifest's jobs brought into the queue, in one transaction (sync.c walks the
+ * manifest and calls these): begin, each job in order, each local file read, end.
+ * Any failure rolls everything back (sb_store_sync_abort, which end does itself).
+ */
+struct sb_store_sync;
+/* A job as the queue keeps it. */
+struct sb_queued_job {
+    const char *id;
+    const char *fingerprint;
+    const char *invalid;      /* why it cannot run, or NULL */
+    const char *spec;         /* sb_jobspec_json of the job */
+    int images_requested;
 };
-void sb_sync_report_clear(struct sb_sync_report *r);
-
-/* Brings the queue in line with the manifest (reading its jobs again), in one transaction;
-   the local files it read and hashed are recorded there too (sb_store_file_lookup). */
-int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
-                  char *err, size_t errlen);
+enum sb_sync_outcome { SB_SYNC_ADDED, SB_SYNC_KEPT, SB_SYNC_CHANGED };
+int sb_store_sync_begin(struct sb_store *st, struct sb_store_sync **out, char *err, size_t errlen);
+/* Adds, keeps or re-queues (a new fingerprint) one job at its place seq; *failed_now is 1 when
+ * it fails now as invalid input (it did not before). */
+int sb_store_sync_job(struct sb_store_sync *x, const struct sb_queued_job *j, int64_t seq,
+                      enum sb_sync_outcome *how, int *failed_now, char *err, size_t errlen);
+/* Records a local file read and hashed (or marks one still in use seen), for the next run. */
+int sb_store_sync_file(struct sb_store_sync *x, const struct sb_localfile *f);
+/* Flags the jobs no longer in the manifest (their ids in *removed_ids), records the sync, commits. */
+int sb_store_sync_end(struct sb_store_sync *x, const char *manifest, int n_jobs, int added, int changed,
+                      char ***removed_ids, int *removed, char *err, size_t errlen);
+void sb_store_sync_abort(struct sb_store_sync *x);
 
 /*
  * An sb_file_lookup_fn over the local files earlier runs recorded (ud is the store):

@@ -1,7 +1,9 @@
 /*
- * checks.c holds what the runner knows of each model's params and of the
- * providers' input-image limits, and checks jobs against them. Unknown params
- * pass through with a warning: the APIs evolve faster than this table.
+ * checks.c checks jobs before anything is sent: what every job needs (a prompt,
+ * 1 to 14 reference images, no reserved param), then the model's params through
+ * its provider's check_params (each provider file holds its models and their
+ * params, with the helpers here), image URLs, and local reference images. Unknown
+ * params pass through with a warning: the APIs evolve faster than these tables.
  */
 #include "sb_checks.h"
 #include "sb_common.h"
@@ -19,26 +21,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-
-#define ATLAS_EDIT_SEQ "bytedance/seedream-v5.0-lite/edit-sequential"
-#define ATLAS_EDIT "bytedance/seedream-v5.0-lite/edit"
-#define RC_EDIT "bytedance/seedream-5/lite/edit"
-
-static const char *atlas_sizes[] = {
-    "2048*2048", "2304*1728", "1728*2304", "2848*1600", "1600*2848", "2496*1664",
-    "1664*2496", "3136*1344", "3072*3072", "3456*2592", "2592*3456", "4096*2304",
-    "2304*4096", "2496*3744", "3744*2496", "4704*2016", NULL};
-
-static const char *rc_resolutions[] = {
-    "2K", "3K",
-    "2048x2048 (1:1)", "2304x1728 (4:3)", "1728x2304 (3:4)", "2848x1600 (16:9)",
-    "1600x2848 (9:16)", "2496x1664 (3:2)", "1664x2496 (2:3)", "3136x1344 (21:9)",
-    "3072x3072 (1:1)", "3456x2592 (4:3)", "2592x3456 (3:4)", "4096x2304 (16:9)",
-    "2304x4096 (9:16)", "2496x3744 (2:3)", "3744x2496 (3:2)", "4704x2016 (21:9)", NULL};
-
-static const char *jpeg_png[] = {"jpeg", "png", NULL};
-static const char *standard_fast[] = {"standard", "fast", NULL};
-static const char *auto_disabled[] = {"auto", "disabled", NULL};
 
 const char *sb_provider_name(enum sb_provider p)
 {
@@ -58,22 +40,13 @@ int sb_provider_parse(const char *s, enum sb_provider *out)
 
 void sb_model_lookup(enum sb_provider p, const char *model, struct sb_model_info *out)
 {
+    const struct sb_provider_ops *ops = sb_providers[p];
     memset(out, 0, sizeof *out);
-    if (p == SB_PROVIDER_ATLAS) {
-        out->default_price = 0.032;
-        out->known = strcmp(model, ATLAS_EDIT_SEQ) == 0 || strcmp(model, ATLAS_EDIT) == 0;
-        size_t n = strlen(model);
-        /* Atlas's single-output /edit models take one `image` string. */
-        out->images_as_string = n >= 5 && strcmp(model + n - 5, "/edit") == 0;
-        out->images_field = out->images_as_string ? "image" : "images";
-    } else {
-        out->default_price = 0.028;
-        out->known = strcmp(model, RC_EDIT) == 0;
-        out->images_field = "image";
-    }
+    out->default_price = ops->default_price;
+    ops->describe_model(model, out);
 }
 
-static int in_list(const char *s, const char *const *list)
+int sb_in_list(const char *s, const char *const *list)
 {
     for (; *list; list++)
         if (strcmp(s, *list) == 0)
@@ -90,13 +63,7 @@ static char *list_text(const char *const *list)
     return b.data;
 }
 
-struct ctx {
-    sb_check_report_fn report;
-    void *ud;
-    int errors;
-};
-
-static void SB_PRINTF(4, 5) report(struct ctx *c, int is_error, const char *key, const char *fmt, ...)
+void sb_check_report(struct sb_check *c, int is_error, const char *key, const char *fmt, ...)
 {
     char msg[768];
     va_list ap;
@@ -108,57 +75,38 @@ static void SB_PRINTF(4, 5) report(struct ctx *c, int is_error, const char *key,
     c->report(c->ud, is_error, key, msg);
 }
 
-static void check_enum(struct ctx *c, const cJSON *params, const char *key, const char *const *list)
+void sb_check_enum(struct sb_check *c, const cJSON *params, const char *key, const char *const *list)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
     if (!v)
         return;
-    if (!cJSON_IsString(v) || !in_list(v->valuestring, list)) {
+    if (!cJSON_IsString(v) || !sb_in_list(v->valuestring, list)) {
         char *l = list_text(list);
-        report(c, 1, key, "%s must be one of %s", key, l);
+        sb_check_report(c, 1, key, "%s must be one of %s", key, l);
         free(l);
     }
 }
 
-/* Reads an integer param in [lo, hi]; returns 1 if present and valid. */
-static int check_int(struct ctx *c, const cJSON *params, const char *key, int lo, int hi, int *out)
+int sb_check_int(struct sb_check *c, const cJSON *params, const char *key, int lo, int hi, int *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
     if (!v)
         return 0;
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!isfinite(d) || d != floor(d) || d < lo || d > hi) {
-        report(c, 1, key, "%s must be an integer from %d to %d", key, lo, hi);
+        sb_check_report(c, 1, key, "%s must be an integer from %d to %d", key, lo, hi);
         return 0;
     }
     *out = (int)d;
     return 1;
 }
 
-/*
- * Atlas's single-output /edit takes any size "W*H" with each side 1024 to 4096
- * in steps of 64 (its ComfyUI node's widget), not only edit-sequential's presets.
- */
-static void check_free_size(struct ctx *c, const cJSON *params)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, "size");
-    if (!v)
-        return;
-    int w = 0, h = 0, end = 0;
-    int ok = cJSON_IsString(v) && sscanf(v->valuestring, "%5d*%5d%n", &w, &h, &end) == 2 &&
-             v->valuestring[end] == '\0' && strspn(v->valuestring, "0123456789*") == (size_t)end;
-    ok = ok && w >= 1024 && w <= 4096 && h >= 1024 && h <= 4096 && w % 64 == 0 && h % 64 == 0;
-    if (!ok)
-        report(c, 1, "size", "size must be \"W*H\" with each side from 1024 to 4096 in steps of 64 "
-               "(e.g. \"2048*1536\")");
-}
-
-static void warn_unknown(struct ctx *c, const cJSON *params, const char *model, const char *const *known)
+void sb_check_unknown(struct sb_check *c, const cJSON *params, const char *model, const char *const *known)
 {
     const cJSON *it;
     cJSON_ArrayForEach(it, params) {
-        if (!in_list(it->string, known))
-            report(c, 0, it->string, "param %s is not known for %s: passed through unchecked",
+        if (!sb_in_list(it->string, known))
+            sb_check_report(c, 0, it->string, "param %s is not known for %s: passed through unchecked",
                    it->string, model);
     }
 }
@@ -179,84 +127,33 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
                         const cJSON *params, int n_images, int *images_requested,
                         sb_check_report_fn rep, void *ud)
 {
-    struct ctx c = {rep, ud, 0};
+    struct sb_check c = {rep, ud, 0};
     struct sb_model_info mi;
     sb_model_lookup(p, model, &mi);
     *images_requested = 1;
 
     if (!prompt || !*prompt)
-        report(&c, 1, NULL, "prompt is required and must not be empty");
+        sb_check_report(&c, 1, NULL, "prompt is required and must not be empty");
     else if (count_words(prompt) > 600)
-        report(&c, 0, NULL, "prompt has %d words; the providers recommend at most 600", count_words(prompt));
+        sb_check_report(&c, 0, NULL, "prompt has %d words; the providers recommend at most 600",
+                        count_words(prompt));
     if (n_images < 1 || n_images > SB_MAX_REF_IMAGES)
-        report(&c, 1, NULL, "a job needs 1 to %d reference images, this one has %d", SB_MAX_REF_IMAGES, n_images);
+        sb_check_report(&c, 1, NULL, "a job needs 1 to %d reference images, this one has %d", SB_MAX_REF_IMAGES,
+                        n_images);
     static const char *reserved[] = {"prompt", "model", "images", "image", NULL};
     for (int i = 0; reserved[i]; i++) {
         if (cJSON_GetObjectItemCaseSensitive(params, reserved[i]))
-            report(&c, 1, reserved[i], "%s cannot be a param: it is set from the job's %s",
-                   reserved[i], strcmp(reserved[i], "prompt") == 0 ? "prompt" :
-                   strcmp(reserved[i], "model") == 0 ? "manifest's model" : "images list");
+            sb_check_report(&c, 1, reserved[i], "%s cannot be a param: it is set from the job's %s",
+                            reserved[i], strcmp(reserved[i], "prompt") == 0 ? "prompt" :
+                            strcmp(reserved[i], "model") == 0 ? "manifest's model" : "images list");
     }
-    if (p == SB_PROVIDER_ATLAS) {
-        /* Either makes an answer a polling runner cannot use: refused for every Atlas model. */
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_base64_output")))
-            report(&c, 1, "enable_base64_output", "enable_base64_output: true makes the outputs base64 text in "
-                   "the answer instead of URLs to download; seedbatch downloads every output itself: remove it");
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_sync_mode")))
-            report(&c, 1, "enable_sync_mode", "enable_sync_mode: true makes the submit wait for the images with no "
-                   "prediction id until then, so an answer lost on the way cannot be found again and a retry "
-                   "pays twice; seedbatch polls instead: remove it");
-    }
+    int max_images = 1, implied = 0;
+    sb_providers[p]->check_params(&c, model, &mi, params, n_images, &max_images, &implied);
     if (!mi.known)
         return c.errors;
-
-    int max_images = 1, implied = 0;
-    if (p == SB_PROVIDER_ATLAS && mi.images_as_string) {
-        static const char *known[] = {"size", "output_format", "optimize_prompt_options", "enable_base64_output",
-                                      "enable_sync_mode", NULL};
-        if (n_images > 1)
-            report(&c, 1, NULL, "%s takes exactly one reference image, this job has %d", model, n_images);
-        check_free_size(&c, params);
-        check_enum(&c, params, "output_format", jpeg_png);
-        warn_unknown(&c, params, model, known);
-    } else if (p == SB_PROVIDER_ATLAS) {
-        static const char *known[] = {"size", "max_images", "output_format", "optimize_prompt_options",
-                                      "enable_base64_output", "enable_sync_mode", NULL};
-        check_enum(&c, params, "size", atlas_sizes);
-        check_enum(&c, params, "output_format", jpeg_png);
-        check_int(&c, params, "max_images", 1, 15, &max_images);
-        warn_unknown(&c, params, model, known);
-    } else {
-        static const char *known[] = {"resolution", "sequential_image_generation", "max_images",
-                                      "output_format", "optimize_prompt_options", NULL};
-        check_enum(&c, params, "resolution", rc_resolutions);
-        check_enum(&c, params, "sequential_image_generation", auto_disabled);
-        check_enum(&c, params, "output_format", jpeg_png);
-        check_enum(&c, params, "optimize_prompt_options", standard_fast);
-        const cJSON *sig = cJSON_GetObjectItemCaseSensitive(params, "sequential_image_generation");
-        int is_auto = cJSON_IsString(sig) && strcmp(sig->valuestring, "auto") == 0;
-        int given = check_int(&c, params, "max_images", 1, 15, &max_images);
-        if (given && !is_auto)
-            report(&c, 0, "max_images", "max_images is ignored by the API without sequential_image_generation: "
-                   "auto (one image is made)");
-        if (!is_auto)
-            max_images = 1;
-        else if (!given && !cJSON_GetObjectItemCaseSensitive(params, "max_images"))
-            max_images = 15, implied = 1; /* auto with no max_images lets the API make up to 15: budgeted so */
-        warn_unknown(&c, params, model, known);
-    }
-    if (p == SB_PROVIDER_ATLAS) {
-        const cJSON *opo = cJSON_GetObjectItemCaseSensitive(params, "optimize_prompt_options");
-        if (opo) {
-            const cJSON *mode = cJSON_IsObject(opo) ? cJSON_GetObjectItemCaseSensitive(opo, "mode") : NULL;
-            if (!cJSON_IsString(mode) || !in_list(mode->valuestring, standard_fast))
-                report(&c, 1, "optimize_prompt_options",
-                       "optimize_prompt_options must be {mode: standard} or {mode: fast}");
-        }
-    }
     if (!implied && n_images + max_images > SB_MAX_TOTAL_IMAGES)
-        report(&c, 1, "max_images", "%d reference image%s + max_images %d is over %d",
-               n_images, SB_S(n_images), max_images, SB_MAX_TOTAL_IMAGES);
+        sb_check_report(&c, 1, "max_images", "%d reference image%s + max_images %d is over %d",
+                        n_images, SB_S(n_images), max_images, SB_MAX_TOTAL_IMAGES);
     *images_requested = max_images;
     return c.errors;
 }

@@ -409,9 +409,9 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
 
     /* Each manifest needs its own state: two sharing one would fight over it. */
     for (int i = 0; i < n && rc == SB_EXIT_OK; i++) {
-        char *a = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(ms[i]);
+        char *a = o->state_path ? sb_strdup(o->state_path) : sb_store_default_path(ms[i]->output_dir);
         for (int k = 0; k < i; k++) {
-            char *b = sb_store_default_path(ms[k]);
+            char *b = sb_store_default_path(ms[k]->output_dir);
             if (strcmp(a, b) == 0) {
                 sb_error(SHARED_STATE, ms[k]->path, ms[i]->path, a);
                 rc = SB_EXIT_USAGE;

@@ -17,6 +17,7 @@
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
+#include "sb_sync.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -13,6 +13,7 @@
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
+#include "sb_sync.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -210,7 +211,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 static void *open_file_cache(const struct sb_manifest *m, void *ud)
 {
     const struct options *o = ud;
-    char *path = o->state ? sb_strdup(o->state) : sb_store_default_path(m);
+    char *path = o->state ? sb_strdup(o->state) : sb_store_default_path(m->output_dir);
     char err[SB_ERRLEN];
     struct sb_store *st = NULL;
     if (sb_store_open(path, 1, &st, err, sizeof err) != SB_OK)
@@ -248,7 +249,7 @@ static int load_all(const struct options *o, struct sb_manifest **ms, int keep_j
 
 static char *state_path(const struct options *o, const struct sb_manifest *m)
 {
-    return o->state ? sb_strdup(o->state) : sb_store_default_path(m);
+    return o->state ? sb_strdup(o->state) : sb_store_default_path(m->output_dir);
 }
 
 /* Opens the state read-only if it exists; *st stays NULL when there is none yet. */

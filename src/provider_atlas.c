@@ -171,6 +171,95 @@ static int atlas_error_info(const cJSON *j, char *msg, size_t msglen, char *code
     return is_error ? SB_ERR : SB_OK;
 }
 
+/* Its models (../shared/API.md): Seedream 5.0 Lite edit-sequential, and edit (one output). */
+#define ATLAS_EDIT_SEQ "bytedance/seedream-v5.0-lite/edit-sequential"
+#define ATLAS_EDIT "bytedance/seedream-v5.0-lite/edit"
+
+static const char *atlas_sizes[] = {
+    "2048*2048", "2304*1728", "1728*2304", "2848*1600", "1600*2848", "2496*1664",
+    "1664*2496", "3136*1344", "3072*3072", "3456*2592", "2592*3456", "4096*2304",
+    "2304*4096", "2496*3744", "3744*2496", "4704*2016", NULL};
+static const char *jpeg_png[] = {"jpeg", "png", NULL};
+static const char *standard_fast[] = {"standard", "fast", NULL};
+
+static void atlas_describe_model(const char *model, struct sb_model_info *out)
+{
+    out->known = strcmp(model, ATLAS_EDIT_SEQ) == 0 || strcmp(model, ATLAS_EDIT) == 0;
+    size_t n = strlen(model);
+    /* Atlas's single-output /edit models take one `image` string. */
+    out->images_as_string = n >= 5 && strcmp(model + n - 5, "/edit") == 0;
+    out->images_field = out->images_as_string ? "image" : "images";
+}
+
+/*
+ * Atlas's single-output /edit takes any size "W*H" with each side 1024 to 4096
+ * in steps of 64 (its ComfyUI node's widget), not only edit-sequential's presets.
+ */
+static void check_free_size(struct sb_check *c, const cJSON *params)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, "size");
+    if (!v)
+        return;
+    int w = 0, h = 0, end = 0;
+    int ok = cJSON_IsString(v) && sscanf(v->valuestring, "%5d*%5d%n", &w, &h, &end) == 2 &&
+             v->valuestring[end] == '\0' && strspn(v->valuestring, "0123456789*") == (size_t)end;
+    ok = ok && w >= 1024 && w <= 4096 && h >= 1024 && h <= 4096 && w % 64 == 0 && h % 64 == 0;
+    if (!ok)
+        sb_check_report(c, 1, "size", "size must be \"W*H\" with each side from 1024 to 4096 in steps of 64 "
+               "(e.g. \"2048*1536\")");
+}
+
+static void atlas_check_params(struct sb_check *c, const char *model, const struct sb_model_info *mi,
+                               const cJSON *params, int n_images, int *max_images, int *implied)
+{
+    (void)implied;
+    /* Either makes an answer a polling runner cannot use: refused for every Atlas model. */
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_base64_output")))
+        sb_check_report(c, 1, "enable_base64_output", "enable_base64_output: true makes the outputs base64 text "
+                        "in the answer instead of URLs to download; seedbatch downloads every output itself: "
+                        "remove it");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_sync_mode")))
+        sb_check_report(c, 1, "enable_sync_mode", "enable_sync_mode: true makes the submit wait for the images "
+                        "with no prediction id until then, so an answer lost on the way cannot be found again "
+                        "and a retry pays twice; seedbatch polls instead: remove it");
+    if (!mi->known)
+        return;
+    if (mi->images_as_string) {
+        static const char *known[] = {"size", "output_format", "optimize_prompt_options", "enable_base64_output",
+                                      "enable_sync_mode", NULL};
+        if (n_images > 1)
+            sb_check_report(c, 1, NULL, "%s takes exactly one reference image, this job has %d", model, n_images);
+        check_free_size(c, params);
+        sb_check_enum(c, params, "output_format", jpeg_png);
+        sb_check_unknown(c, params, model, known);
+    } else {
+        static const char *known[] = {"size", "max_images", "output_format", "optimize_prompt_options",
+                                      "enable_base64_output", "enable_sync_mode", NULL};
+        sb_check_enum(c, params, "size", atlas_sizes);
+        sb_check_enum(c, params, "output_format", jpeg_png);
+        sb_check_int(c, params, "max_images", 1, 15, max_images);
+        sb_check_unknown(c, params, model, known);
+    }
+    const cJSON *opo = cJSON_GetObjectItemCaseSensitive(params, "optimize_prompt_options");
+    if (opo) {
+        const cJSON *mode = cJSON_IsObject(opo) ? cJSON_GetObjectItemCaseSensitive(opo, "mode") : NULL;
+        if (!cJSON_IsString(mode) || !sb_in_list(mode->valuestring, standard_fast))
+            sb_check_report(c, 1, "optimize_prompt_options",
+                            "optimize_prompt_options must be {mode: standard} or {mode: fast}");
+    }
+}
+
+/* uploadMedia takes the file as the multipart field "file", typed by its content. */
+static void atlas_upload_form(const struct sb_localfile *f, struct sb_upload_form *out)
+{
+    static const char *types[] = {"application/octet-stream", "image/jpeg", "image/png", "image/webp",
+                                  "image/bmp", "image/tiff", "image/gif"};
+    const char *base = strrchr(f->path, '/');
+    out->field = "file";
+    out->filename = base ? base + 1 : f->path;
+    out->type = (unsigned)f->info.format < sizeof types / sizeof *types ? types[f->info.format] : types[0];
+}
+
 const struct sb_provider_ops sb_provider_atlas = {
     .name = "atlascloud",
     .title = "Atlas Cloud",
@@ -191,4 +280,8 @@ const struct sb_provider_ops sb_provider_atlas = {
     .cancel_url = NULL,
     .parse_cancel = NULL,
     .error_info = atlas_error_info,
+    .upload_form = atlas_upload_form,
+    .default_price = 0.032,
+    .describe_model = atlas_describe_model,
+    .check_params = atlas_check_params,
 };

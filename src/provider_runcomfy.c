@@ -175,6 +175,50 @@ static int rc_error_info(const cJSON *j, char *msg, size_t msglen, char *code, s
     return is_error ? SB_ERR : SB_OK;
 }
 
+/* Its model (../shared/API.md): Seedream 5 Lite edit. */
+#define RC_EDIT "bytedance/seedream-5/lite/edit"
+
+static const char *rc_resolutions[] = {
+    "2K", "3K",
+    "2048x2048 (1:1)", "2304x1728 (4:3)", "1728x2304 (3:4)", "2848x1600 (16:9)",
+    "1600x2848 (9:16)", "2496x1664 (3:2)", "1664x2496 (2:3)", "3136x1344 (21:9)",
+    "3072x3072 (1:1)", "3456x2592 (4:3)", "2592x3456 (3:4)", "4096x2304 (16:9)",
+    "2304x4096 (9:16)", "2496x3744 (2:3)", "3744x2496 (3:2)", "4704x2016 (21:9)", NULL};
+static const char *jpeg_png[] = {"jpeg", "png", NULL};
+static const char *standard_fast[] = {"standard", "fast", NULL};
+static const char *auto_disabled[] = {"auto", "disabled", NULL};
+
+static void rc_describe_model(const char *model, struct sb_model_info *out)
+{
+    out->known = strcmp(model, RC_EDIT) == 0;
+    out->images_field = "image";
+}
+
+static void rc_check_params(struct sb_check *c, const char *model, const struct sb_model_info *mi,
+                            const cJSON *params, int n_images, int *max_images, int *implied)
+{
+    (void)n_images;
+    if (!mi->known)
+        return;
+    static const char *known[] = {"resolution", "sequential_image_generation", "max_images",
+                                  "output_format", "optimize_prompt_options", NULL};
+    sb_check_enum(c, params, "resolution", rc_resolutions);
+    sb_check_enum(c, params, "sequential_image_generation", auto_disabled);
+    sb_check_enum(c, params, "output_format", jpeg_png);
+    sb_check_enum(c, params, "optimize_prompt_options", standard_fast);
+    const cJSON *sig = cJSON_GetObjectItemCaseSensitive(params, "sequential_image_generation");
+    int is_auto = cJSON_IsString(sig) && strcmp(sig->valuestring, "auto") == 0;
+    int given = sb_check_int(c, params, "max_images", 1, 15, max_images);
+    if (given && !is_auto)
+        sb_check_report(c, 0, "max_images", "max_images is ignored by the API without "
+                        "sequential_image_generation: auto (one image is made)");
+    if (!is_auto)
+        *max_images = 1;
+    else if (!given && !cJSON_GetObjectItemCaseSensitive(params, "max_images"))
+        *max_images = 15, *implied = 1; /* auto with no max_images lets the API make up to 15: budgeted so */
+    sb_check_unknown(c, params, model, known);
+}
+
 const struct sb_provider_ops sb_provider_runcomfy = {
     .name = "runcomfy",
     .title = "RunComfy",
@@ -196,4 +240,7 @@ const struct sb_provider_ops sb_provider_runcomfy = {
     .error_info = rc_error_info,
     /* 404001: no request with that id (any more). */
     .gone_codes = (const char *const[]){"404001", NULL},
+    .default_price = 0.028,
+    .describe_model = rc_describe_model,
+    .check_params = rc_check_params,
 };

@@ -319,7 +319,7 @@ int engine_open(struct run *r, struct engine *e)
         sb_error("%s: %s", m->path, err);
         return SB_EXIT_USAGE;
     }
-    e->state_path = e->o->state_path ? sb_strdup(e->o->state_path) : sb_store_default_path(m);
+    e->state_path = e->o->state_path ? sb_strdup(e->o->state_path) : sb_store_default_path(m->output_dir);
     char *sdir = sb_dirname(e->state_path);
     /* Named with the manifest and which directory it is: a path alone can read like another file's. */
     const char *which = "output_dir";
@@ -358,7 +358,7 @@ int engine_open(struct run *r, struct engine *e)
         return rc == SB_EFULL ? SB_EXIT_TEMPFAIL : SB_EXIT_FAILED;
     }
     struct sb_sync_report rep;
-    if (sb_store_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
+    if (sb_sync(e->st, m, &rep, err, sizeof err) != SB_OK) {
         sb_error("%s", err);
         return SB_EXIT_FAILED;
     }

@@ -1,8 +1,9 @@
 /*
  * store.c owns the SQLite state database: opening it in WAL mode with a busy
- * timeout, creating and migrating the schema, syncing a manifest into the
- * job queue, the single job-state transition function, the charge ledger, the
- * upload cache, and the record of local files already hashed (looked up while manifests load).
+ * timeout, creating and migrating the schema, the rows a manifest's sync writes
+ * (sync.c walks the manifest), the single job-state transition function, the charge
+ * ledger, the upload cache, and the record of local files already hashed (looked up
+ * while manifests load).
  * Writes that belong together share one transaction (BEGIN IMMEDIATE, so the
  * busy handler applies).
  */
@@ -274,9 +275,9 @@ fail:
     return SB_EIO;
 }
 
-char *sb_store_default_path(const struct sb_manifest *m)
+char *sb_store_default_path(const char *output_dir)
 {
-    return sb_asprintf("%s/.seedbatch/state.db", m->output_dir);
+    return sb_asprintf("%s/.seedbatch/state.db", output_dir);
 }
 
 /* Whether the last error was a full disk or a read-only filesystem: it can succeed later. */
@@ -619,16 +620,6 @@ int sb_store_in_transaction(const struct sb_store *st)
     return st->in_tx;
 }
 
-void sb_sync_report_clear(struct sb_sync_report *r)
-{
-    for (int i = 0; i < r->removed; i++)
-        free(r->removed_ids[i]);
-    free(r->removed_ids);
-    for (int i = 0; i < r->invalid && i < SB_SYNC_SHOWN; i++)
-        free(r->invalid_why[i]);
-    memset(r, 0, sizeof *r);
-}
-
 /*
  * A changed job's outputs so far join those of its versions before (a job may change
  * twice before it succeeds); text that is not a JSON array leaves the list as it was.
@@ -641,43 +632,102 @@ void sb_sync_report_clear(struct sb_sync_report *r)
     " ELSE (SELECT json_group_array(value) FROM (SELECT value FROM json_each(replaced_outputs)"     \
     "   UNION SELECT value FROM json_each(outputs))) END"
 
-struct sync_ctx {
+/*
+ * A recorded file no run has looked at for this long is forgotten: files replaced
+ * (new inodes) or deleted would otherwise pile up in a state cron runs for years. A
+ * file in use is marked seen at most once a day.
+ */
+#define FILES_KEPT_MS (30LL * 24 * 3600 * 1000)
+#define FILES_SEEN_EVERY_MS (24LL * 3600 * 1000)
+
+struct sb_store_sync {
     struct sb_store *st;
-    struct sb_sync_report *rep;
     sqlite3_stmt *ins, *keep, *reset;
+    sqlite3_stmt *put_file, *seen_file;
     int64_t now;
-    char *err;
-    size_t errlen;
     int fresh;          /* the state held no job when the sync began: every job is new */
 };
 
-/* One job of the manifest into the queue: new, unchanged, or changed (queued again). */
-static int sync_kept(const struct sb_kept_job *j, int i, void *ud)
+void sb_store_sync_abort(struct sb_store_sync *x)
 {
-    struct sync_ctx *x = ud;
+    if (!x)
+        return;
+    sqlite3_finalize(x->ins);
+    sqlite3_finalize(x->keep);
+    sqlite3_finalize(x->reset);
+    sqlite3_finalize(x->put_file);
+    sqlite3_finalize(x->seen_file);
+    sqlite3_exec(x->st->db, "ROLLBACK", NULL, NULL, NULL);
+    free(x);
+}
+
+int sb_store_sync_begin(struct sb_store *st, struct sb_store_sync **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
+        return SB_EIO;
+    struct sb_store_sync *x = sb_calloc(1, sizeof *x);
+    x->st = st;
+    x->now = sb_now_ms();
+    char seen[160];
+    snprintf(seen, sizeof seen, "UPDATE files SET seen_at=?3 WHERE dev=?1 AND ino=?2 AND seen_at<?3-%lld",
+             FILES_SEEN_EVERY_MS);
+    /* Jobs still marked 2 when the sync ends have left the manifest. */
+    if (exec(st, "UPDATE jobs SET in_manifest=2 WHERE in_manifest=1", err, errlen) != SB_OK)
+        goto fail;
+    if (sqlite3_prepare_v2(st->db,
+            "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at, spec)"
+            " VALUES(?1, ?2, ?3, 'pending', ?4, ?6, ?6, ?5)", -1, &x->ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?4, spec=?5 WHERE id=?1",
+            -1, &x->keep, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, spec=?5, attempts=0,"
+            " prediction_id=NULL, submit_intent_at=NULL, possible_duplicate=0, outputs=NULL,"
+            " replaced_outputs=" REPLACED_OUTPUTS ","
+            " output_urls=NULL, submitted_at=NULL, predict_time=NULL, cost=0 WHERE id=?1",
+            -1, &x->reset, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO files(dev, ino, seen_at, size, mtime_ns, ctime_ns,"
+                           " sha256, format, width, height) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", -1,
+                           &x->put_file, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, seen, -1, &x->seen_file, NULL) != SQLITE_OK) {
+        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        goto fail;
+    }
+    /* Ids are unique within a manifest: in a state without jobs, none needs looking up. */
+    x->fresh = query_int(st, "SELECT NOT EXISTS(SELECT 1 FROM jobs)") == 1;
+    *out = x;
+    return SB_OK;
+fail:
+    sb_store_sync_abort(x);
+    return SB_EIO;
+}
+
+int sb_store_sync_job(struct sb_store_sync *x, const struct sb_queued_job *j, int64_t seq,
+                      enum sb_sync_outcome *how, int *failed_now, char *err, size_t errlen)
+{
     struct sb_store *st = x->st;
-    struct sb_sync_report *rep = x->rep;
     struct sb_jobrow row;
     memset(&row, 0, sizeof row);
+    *failed_now = 0;
     int g = x->fresh ? SB_ENOENT : sb_store_get_job(st, j->id, &row);
-    const char *spec = j->spec;
     sqlite3_stmt *s;
     int need_pending = 0;
     if (g == SB_ENOENT) {
         s = x->ins;
-        rep->added++;
+        *how = SB_SYNC_ADDED;
     } else if (g != SB_OK) {
-        return sb_seterr(x->err, x->errlen, "%s: cannot read job %s", st->path, j->id);
+        return sb_seterr(err, errlen, "%s: cannot read job %s", st->path, j->id);
     } else if (strcmp(row.fingerprint, j->fingerprint) == 0) {
         s = x->keep;
-        rep->kept++;
+        *how = SB_SYNC_KEPT;
     } else {
         if (row.prediction_id && (row.state == SB_JOB_RUNNING || row.state == SB_JOB_DOWNLOADING))
             sb_warn("job %s changed while its prediction %s was running: it is queued again",
                     j->id, row.prediction_id);
         s = x->reset;
         need_pending = 1;
-        rep->changed++;
+        *how = SB_SYNC_CHANGED;
     }
     int was_failed_invalid = g == SB_OK && row.state == SB_JOB_FAILED && row.error_kind &&
                              strcmp(row.error_kind, SB_EK_INVALID_INPUT) == 0 && !need_pending;
@@ -686,40 +736,104 @@ static int sync_kept(const struct sb_kept_job *j, int i, void *ud)
      * ?4 images requested, ?5 spec, ?6 now (each uses what it needs). */
     sqlite3_reset(s);
     sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, i);
+    sqlite3_bind_int64(s, 2, seq);
     sqlite3_bind_text(s, 3, j->fingerprint, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 4, j->images_requested);
-    sqlite3_bind_text(s, 5, spec, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, j->spec, -1, SQLITE_STATIC);
     if (sqlite3_bind_parameter_count(s) >= 6)
         sqlite3_bind_int64(s, 6, x->now);
     int step = sqlite3_step(s);
     if (step != SQLITE_DONE)
-        return sb_seterr(x->err, x->errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
+        return sb_seterr(err, errlen, "%s: job %s: %s", st->path, j->id, sqlite3_errmsg(st->db));
     int trc = SB_OK;
     if (j->invalid) {
         if (!was_failed_invalid) {
             struct sb_job_error e = {SB_EK_INVALID_INPUT, 0, NULL, j->invalid};
             trc = sb_store_transition(st, j->id, SB_JOB_FAILED, &e);
-            if (rep->invalid < SB_SYNC_SHOWN)
-                rep->invalid_why[rep->invalid] = sb_asprintf("job %s: %s", j->id, j->invalid);
-            rep->invalid++;
+            *failed_now = 1;
         }
     } else if (need_pending || was_failed_invalid) {
         trc = sb_store_transition(st, j->id, SB_JOB_PENDING, NULL);
     }
     if (trc != SB_OK)
-        return sb_seterr(x->err, x->errlen, "%s: cannot update job %s", st->path, j->id);
+        return sb_seterr(err, errlen, "%s: cannot update job %s", st->path, j->id);
     return SB_OK;
 }
 
-/* The same from a job read from the manifest again (when the checked jobs were not kept). */
-static int sync_job(const struct sb_manifest *m, const struct sb_jobspec *j, int i, void *ud)
+int sb_store_sync_file(struct sb_store_sync *x, const struct sb_localfile *f)
 {
-    (void)m;
-    char *spec = sb_jobspec_json(j);
-    struct sb_kept_job k = {j->id, j->fingerprint, j->invalid, spec ? spec : "", j->images_requested};
-    int rc = sync_kept(&k, i, ud);
-    free(spec);
+    if (!f->to_remember && !f->known)
+        return SB_OK;
+    sqlite3_stmt *q = f->to_remember ? x->put_file : x->seen_file;
+    sqlite3_bind_int64(q, 1, f->stamp.dev);
+    sqlite3_bind_int64(q, 2, f->stamp.ino);
+    sqlite3_bind_int64(q, 3, x->now);
+    if (f->to_remember) {
+        sqlite3_bind_int64(q, 4, f->stamp.size);
+        sqlite3_bind_int64(q, 5, f->stamp.mtime_ns);
+        sqlite3_bind_int64(q, 6, f->stamp.ctime_ns);
+        sqlite3_bind_text(q, 7, f->sha256, -1, SQLITE_STATIC);
+        sqlite3_bind_int(q, 8, (int)f->info.format);
+        sqlite3_bind_int(q, 9, f->info.width);
+        sqlite3_bind_int(q, 10, f->info.height);
+    }
+    int rc = sqlite3_step(q) == SQLITE_DONE ? SB_OK : SB_EIO;
+    sqlite3_reset(q);
+    return rc;
+}
+
+int sb_store_sync_end(struct sb_store_sync *x, const char *manifest, int n_jobs, int added, int changed,
+                      char ***removed_ids, int *removed, char *err, size_t errlen)
+{
+    struct sb_store *st = x->st;
+    sqlite3_stmt *gone = NULL, *batch = NULL;
+    int rc = SB_EIO;
+    char sql[160];
+    *removed_ids = NULL;
+    *removed = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT id FROM jobs WHERE in_manifest=2 ORDER BY seq", -1, &gone,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+            "INSERT INTO batches(manifest, synced_at, jobs, added, changed, removed) VALUES(?,?,?,?,?,?)",
+            -1, &batch, NULL) != SQLITE_OK) {
+        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    /* Jobs that left the manifest stay in the state, flagged, and are reported. */
+    while (sqlite3_step(gone) == SQLITE_ROW) {
+        *removed_ids = sb_realloc(*removed_ids, (size_t)(*removed + 1) * sizeof(char *));
+        (*removed_ids)[(*removed)++] = sb_strdup((const char *)sqlite3_column_text(gone, 0));
+    }
+    snprintf(sql, sizeof sql, "UPDATE jobs SET in_manifest=0, seq=seq+%d WHERE in_manifest=2", n_jobs);
+    if (exec(st, sql, err, errlen) != SB_OK)
+        goto out;
+    sqlite3_bind_text(batch, 1, manifest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(batch, 2, x->now);
+    sqlite3_bind_int(batch, 3, n_jobs);
+    sqlite3_bind_int(batch, 4, added);
+    sqlite3_bind_int(batch, 5, changed);
+    sqlite3_bind_int(batch, 6, *removed);
+    if (sqlite3_step(batch) != SQLITE_DONE) {
+        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
+        goto out;
+    }
+    snprintf(sql, sizeof sql, "DELETE FROM files WHERE seen_at<%lld", (long long)(x->now - FILES_KEPT_MS));
+    if (exec(st, sql, err, errlen) != SB_OK || exec(st, "COMMIT", err, errlen) != SB_OK)
+        goto out;
+    rc = SB_OK;
+out:
+    sqlite3_finalize(gone);
+    sqlite3_finalize(batch);
+    if (rc == SB_OK) {
+        sqlite3_finalize(x->ins);
+        sqlite3_finalize(x->keep);
+        sqlite3_finalize(x->reset);
+        sqlite3_finalize(x->put_file);
+        sqlite3_finalize(x->seen_file);
+        free(x);
+    } else {
+        sb_store_sync_abort(x);
+    }
     return rc;
 }
 
@@ -756,142 +870,6 @@ int sb_store_file_lookup(void *ud, const struct sb_filestamp *s, char sha256[65]
     }
     sqlite3_reset(q);
     return found;
-}
-
-/*
- * A recorded file no run has looked at for this long is forgotten: files replaced
- * (new inodes) or deleted would otherwise pile up in a state cron runs for years. A
- * file in use is marked seen at most once a day.
- */
-#define FILES_KEPT_MS (30LL * 24 * 3600 * 1000)
-#define FILES_SEEN_EVERY_MS (24LL * 3600 * 1000)
-
-struct files_ctx {
-    sqlite3_stmt *put, *seen;
-    int64_t now;
-    int rc;
-};
-
-static void put_file(const char *path, void *val, void *ud)
-{
-    (void)path;
-    const struct sb_localfile *f = val;
-    struct files_ctx *x = ud;
-    if (x->rc != SB_OK || (!f->to_remember && !f->known))
-        return;
-    sqlite3_stmt *q = f->to_remember ? x->put : x->seen;
-    sqlite3_bind_int64(q, 1, f->stamp.dev);
-    sqlite3_bind_int64(q, 2, f->stamp.ino);
-    sqlite3_bind_int64(q, 3, x->now);
-    if (f->to_remember) {
-        sqlite3_bind_int64(q, 4, f->stamp.size);
-        sqlite3_bind_int64(q, 5, f->stamp.mtime_ns);
-        sqlite3_bind_int64(q, 6, f->stamp.ctime_ns);
-        sqlite3_bind_text(q, 7, f->sha256, -1, SQLITE_STATIC);
-        sqlite3_bind_int(q, 8, (int)f->info.format);
-        sqlite3_bind_int(q, 9, f->info.width);
-        sqlite3_bind_int(q, 10, f->info.height);
-    }
-    if (sqlite3_step(q) != SQLITE_DONE)
-        x->rc = SB_EIO;
-    sqlite3_reset(q);
-}
-
-/* Records the manifest's local files read and hashed by this run, for the next one. */
-static int remember_files(struct sb_store *st, const struct sb_manifest *m, int64_t now, char *err, size_t errlen)
-{
-    struct files_ctx x = {NULL, NULL, now, SB_OK};
-    char sql[160];
-    snprintf(sql, sizeof sql, "UPDATE files SET seen_at=?3 WHERE dev=?1 AND ino=?2 AND seen_at<?3-%lld",
-             FILES_SEEN_EVERY_MS);
-    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO files(dev, ino, seen_at, size, mtime_ns, ctime_ns,"
-                           " sha256, format, width, height) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)", -1, &x.put,
-                           NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db, sql, -1, &x.seen, NULL) != SQLITE_OK)
-        x.rc = SB_EIO;
-    else if (m->files)
-        sb_map_each(m->files, put_file, &x);
-    if (x.rc == SB_OK) {
-        snprintf(sql, sizeof sql, "DELETE FROM files WHERE seen_at<%lld", (long long)(now - FILES_KEPT_MS));
-        x.rc = exec(st, sql, err, errlen);
-    }
-    if (x.rc != SB_OK)
-        sb_seterr(err, errlen, "%s: cannot record the local files: %s", st->path, sqlite3_errmsg(st->db));
-    sqlite3_finalize(x.put);
-    sqlite3_finalize(x.seen);
-    return x.rc;
-}
-
-int sb_store_sync(struct sb_store *st, struct sb_manifest *m, struct sb_sync_report *rep,
-                  char *err, size_t errlen)
-{
-    struct sync_ctx x = {st, rep, NULL, NULL, NULL, sb_now_ms(), err, errlen, 0};
-    sqlite3_stmt *gone = NULL, *batch = NULL;
-    int rc = SB_EIO;
-    memset(rep, 0, sizeof *rep);
-    if (exec(st, "BEGIN IMMEDIATE", err, errlen) != SB_OK)
-        return SB_EIO;
-    /* Jobs still marked 2 after the manifest has been read have left it. */
-    if (exec(st, "UPDATE jobs SET in_manifest=2 WHERE in_manifest=1", err, errlen) != SB_OK)
-        goto out;
-    if (sqlite3_prepare_v2(st->db,
-            "INSERT INTO jobs(id, seq, fingerprint, state, images_requested, created_at, updated_at, spec)"
-            " VALUES(?1, ?2, ?3, 'pending', ?4, ?6, ?6, ?5)", -1, &x.ins, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET seq=?2, in_manifest=1, images_requested=?4, spec=?5 WHERE id=?1",
-            -1, &x.keep, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db,
-            "UPDATE jobs SET seq=?2, in_manifest=1, fingerprint=?3, images_requested=?4, spec=?5, attempts=0,"
-            " prediction_id=NULL, submit_intent_at=NULL, possible_duplicate=0, outputs=NULL,"
-            " replaced_outputs=" REPLACED_OUTPUTS ","
-            " output_urls=NULL, submitted_at=NULL, predict_time=NULL, cost=0 WHERE id=?1",
-            -1, &x.reset, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db,
-            "SELECT id FROM jobs WHERE in_manifest=2 ORDER BY seq", -1, &gone, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db,
-            "INSERT INTO batches(manifest, synced_at, jobs, added, changed, removed) VALUES(?,?,?,?,?,?)",
-            -1, &batch, NULL) != SQLITE_OK) {
-        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
-        goto out;
-    }
-    /* Ids are unique within a manifest: in a state without jobs, none needs looking up. */
-    x.fresh = query_int(st, "SELECT NOT EXISTS(SELECT 1 FROM jobs)") == 1;
-    int kept = sb_manifest_each_kept(m, sync_kept, &x, err, errlen);
-    if (kept == SB_ENOENT)
-        kept = sb_manifest_each_job(m, sync_job, &x, err, errlen);
-    if (kept != SB_OK)
-        goto out;
-    /* Jobs that left the manifest stay in the state, flagged, and are reported. */
-    while (sqlite3_step(gone) == SQLITE_ROW) {
-        rep->removed_ids = sb_realloc(rep->removed_ids, (size_t)(rep->removed + 1) * sizeof(char *));
-        rep->removed_ids[rep->removed++] = sb_strdup((const char *)sqlite3_column_text(gone, 0));
-    }
-    char sql[128];
-    snprintf(sql, sizeof sql, "UPDATE jobs SET in_manifest=0, seq=seq+%d WHERE in_manifest=2", m->n_jobs);
-    if (exec(st, sql, err, errlen) != SB_OK)
-        goto out;
-    sqlite3_bind_text(batch, 1, m->path, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(batch, 2, x.now);
-    sqlite3_bind_int(batch, 3, m->n_jobs);
-    sqlite3_bind_int(batch, 4, rep->added);
-    sqlite3_bind_int(batch, 5, rep->changed);
-    sqlite3_bind_int(batch, 6, rep->removed);
-    if (sqlite3_step(batch) != SQLITE_DONE) {
-        sb_seterr(err, errlen, "%s: %s", st->path, sqlite3_errmsg(st->db));
-        goto out;
-    }
-    if (remember_files(st, m, x.now, err, errlen) != SB_OK || exec(st, "COMMIT", err, errlen) != SB_OK)
-        goto out;
-    rc = SB_OK;
-out:
-    sqlite3_finalize(x.ins);
-    sqlite3_finalize(x.keep);
-    sqlite3_finalize(x.reset);
-    sqlite3_finalize(gone);
-    sqlite3_finalize(batch);
-    if (rc != SB_OK)
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
 }
 
 static int each_row(struct sb_store *st, const char *sql, int64_t a, int64_t b,

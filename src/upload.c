@@ -76,17 +76,16 @@ void start_upload(struct engine *e, struct upload *u)
     sb_req_header(&c->req, e->api.auth_header);
     c->req.mime = curl_mime_init(c->req.easy);
     curl_mimepart *part = curl_mime_addpart(c->req.mime);
-    curl_mime_name(part, "file");
+    struct sb_upload_form form;
+    e->api.ops->upload_form(u->file, &form);
+    curl_mime_name(part, form.field);
     struct upload_src *src = sb_malloc(sizeof *src);
     src->fd = fd;
     src->off = 0;
     /* Streamed from disk; the descriptor is closed with the part. */
     curl_mime_data_cb(part, (curl_off_t)u->file->stamp.size, upload_read, upload_seek, upload_src_free, src);
-    const char *base = strrchr(u->file->path, '/');
-    curl_mime_filename(part, base ? base + 1 : u->file->path);
-    static const char *types[] = {"application/octet-stream", "image/jpeg", "image/png", "image/webp",
-                                  "image/bmp", "image/tiff", "image/gif"};
-    curl_mime_type(part, types[u->file->info.format]);
+    curl_mime_filename(part, form.filename);
+    curl_mime_type(part, form.type);
     u->state = UP_RUNNING;
     u->tries++;
     e->calls[CALL_UPLOAD]++;

@@ -7,6 +7,7 @@
  */
 #include "sb_log.h"
 #include "sb_store.h"
+#include "sb_sync.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ int main(int argc, char **argv)
         if (sb_store_open(argv[3], 0, &st, err, sizeof err) != SB_OK)
             return fprintf(stderr, "%s\n", err), 1;
         struct sb_sync_report r;
-        if (sb_store_sync(st, m, &r, err, sizeof err) != SB_OK)
+        if (sb_sync(st, m, &r, err, sizeof err) != SB_OK)
             return fprintf(stderr, "%s\n", err), 1;
         printf("added %d changed %d kept %d invalid %d removed %d\n", r.added, r.changed, r.kept,
                r.invalid, r.removed);

@@ -204,10 +204,41 @@ static int check_corpus(const char *dir)
     return n;
 }
 
+/* Every provider of the table fills what the engine and the checks call, its name parsed back. */
+static void check_table(void)
+{
+    for (int p = 0; p < SB_NPROVIDERS; p++) {
+        const struct sb_provider_ops *o = sb_providers[p];
+        enum sb_provider back;
+        CHECK_INT(sb_provider_parse(o->name, &back), SB_OK);
+        CHECK_INT(back, p);
+        CHECK(o->title && o->key_envs && o->key_envs[0] && o->base_env && o->default_base);
+        CHECK(o->submit_url && o->submit_body && o->parse_submit && o->poll_url && o->parse_poll &&
+              o->error_info);
+        CHECK(!o->has_upload || (o->upload_url && o->parse_upload && o->upload_form));
+        CHECK(!o->cancel_url == !o->parse_cancel);
+        CHECK(o->describe_model && o->check_params && o->default_price > 0);
+    }
+    /* Atlas's upload form: the field "file", the file's base name, its type by content. */
+    struct sb_localfile f = {.path = "photos/a b.png", .info = {.format = SB_IMG_PNG}};
+    struct sb_upload_form form;
+    sb_provider_atlas.upload_form(&f, &form);
+    CHECK_STR(form.field, "file");
+    CHECK_STR(form.filename, "a b.png");
+    CHECK_STR(form.type, "image/png");
+    f.path = "x.webp";
+    f.info.format = SB_IMG_WEBP;
+    sb_provider_atlas.upload_form(&f, &form);
+    CHECK_STR(form.filename, "x.webp");
+    CHECK_STR(form.type, "image/webp");
+}
+
 int main(void)
 {
     struct sb_poll_result pr;
     char code[64], *s;
+
+    check_table();
 
     const char *answers = getenv("ANSWERS");
     int n_answers = check_corpus(answers ? answers : "tests/answers");

@@ -1,6 +1,7 @@
 /* results: results.jsonl from the state; a rewrite during a run remakes only the changed lines. */
 #include "sb_results.h"
 #include "sb_log.h"
+#include "sb_sync.h"
 #include "t.h"
 #include "t_jobs.h"
 
@@ -99,7 +100,7 @@ int main(void)
     struct sb_store *st = NULL;
     CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
     struct sb_sync_report rep;
-    CHECK_INT(sb_store_sync(st, m, &rep, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m, &rep, err, sizeof err), SB_OK);
     sb_sync_report_clear(&rep);
 
     /* The first write makes every line. */

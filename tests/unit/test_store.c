@@ -1,5 +1,6 @@
 /* store: schema and migrations, sync (keep, re-queue, report removed), transitions, upload cache. */
 #include "sb_store.h"
+#include "sb_sync.h"
 #include "sb_log.h"
 #include "t.h"
 #include "t_jobs.h"
@@ -94,12 +95,12 @@ static void test_kept(void)
         struct sb_store *st = NULL;
         struct sb_sync_report r;
         CHECK_INT(sb_store_open(db[keep], 0, &st, err, sizeof err), SB_OK);
-        CHECK_INT(sb_store_sync(st, m, &r, err, sizeof err), SB_OK);
+        CHECK_INT(sb_sync(st, m, &r, err, sizeof err), SB_OK);
         CHECK_INT(r.added, 5);
         CHECK_INT(r.invalid, 2);
         sb_sync_report_clear(&r);
         /* Synced again from the kept jobs: nothing changes. */
-        CHECK_INT(sb_store_sync(st, m, &r, err, sizeof err), SB_OK);
+        CHECK_INT(sb_sync(st, m, &r, err, sizeof err), SB_OK);
         CHECK_INT(r.kept, 5);
         CHECK_INT(r.added + r.changed, 0);
         sb_sync_report_clear(&r);
@@ -228,7 +229,7 @@ int main(void)
         "  - {id: c, prompt: three, images: [\"https://x.example/c.png\"]}\n"
         "  - {id: bad, prompt: four, images: [tiny.png]}\n");
     struct sb_sync_report r;
-    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
     CHECK_INT(r.added, 4);
     CHECK_INT(r.kept, 0);
     CHECK_INT(r.invalid, 1);
@@ -258,7 +259,7 @@ int main(void)
         snprintf(apath, sizeof apath, "%s/tiny.png", dir);
         tf = sb_map_get(m1->files, apath);
         CHECK(tf != NULL && tf->problem != NULL && !tf->to_remember);
-        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
         sb_sync_report_clear(&r);
         CHECK_INT(q(db, "SELECT count(*) FROM files"), 1);
         char sqlq[256];
@@ -286,7 +287,7 @@ int main(void)
         sqlite3_exec(hh, "UPDATE files SET sha256='xyz'", NULL, NULL, NULL);
         sqlite3_close(hh);
         CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 0);
-        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK); /* recorded again */
+        CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK); /* recorded again */
         sb_sync_report_clear(&r);
         CHECK_INT(sb_store_file_lookup(st, &af->stamp, sha, &info), 1);
         af->to_remember = 0;
@@ -304,7 +305,7 @@ int main(void)
         sqlite3_exec(hh, sqlq, NULL, NULL, NULL);
         sqlite3_close(hh);
         CHECK_INT(q(db, "SELECT count(*) FROM files"), 2);
-        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
         sb_sync_report_clear(&r);
         CHECK_INT(q(db, "SELECT count(*) FROM files"), 1); /* the old one forgotten */
         CHECK(q(db, "SELECT seen_at FROM files") >= now);    /* a.png seen now */
@@ -312,7 +313,7 @@ int main(void)
         snprintf(sqlq, sizeof sqlq, "UPDATE files SET seen_at=%lld", now - day / 2);
         sqlite3_exec(hh, sqlq, NULL, NULL, NULL);
         sqlite3_close(hh);
-        CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+        CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
         sb_sync_report_clear(&r);
         CHECK_INT(q(db, "SELECT seen_at FROM files"), now - day / 2); /* seen within a day: not written */
         af->known = 0;
@@ -324,7 +325,7 @@ int main(void)
     CHECK_INT(sb_store_transition(st, "c", SB_JOB_FAILED, &e), SB_OK);
     CHECK_INT(sb_store_transition(st, "nope", SB_JOB_FAILED, &e), SB_ENOENT);
     CHECK(q(db, "SELECT finished_at FROM jobs WHERE id='a'") > 0);
-    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
     CHECK_INT(r.added, 0);
     CHECK_INT(r.kept, 4);
     CHECK_INT(r.invalid, 0); /* already failed for the same reason */
@@ -354,7 +355,7 @@ int main(void)
         "  - {id: a, prompt: \"one, but changed\", images: [a.png]}\n"
         "  - {id: b, prompt: two, images: [a.png], params: {max_images: 3}}\n"
         "  - {id: bad, prompt: four, images: [tiny.png]}\n");
-    CHECK_INT(sb_store_sync(st, m2, &r, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m2, &r, err, sizeof err), SB_OK);
     CHECK_INT(r.added, 1);
     CHECK_INT(r.changed, 1);
     CHECK_INT(r.kept, 2);
@@ -396,7 +397,7 @@ int main(void)
     CHECK_INT(q(db, "SELECT seq FROM jobs WHERE id='d'"), 0);
 
     /* A job that returns to the manifest unchanged keeps its state. */
-    CHECK_INT(sb_store_sync(st, m1, &r, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m1, &r, err, sizeof err), SB_OK);
     CHECK_INT(q(db, "SELECT in_manifest FROM jobs WHERE id='c'"), 1);
     CHECK_INT(sb_store_get_job(st, "c", &row), SB_OK);
     CHECK_INT(row.state, SB_JOB_FAILED);
@@ -538,7 +539,7 @@ int main(void)
     struct sb_manifest *m3 = manifest(HEAD "jobs:\n"
         "  - {id: a, prompt: \"one, changed twice\", images: [a.png]}\n"
         "  - {id: b, prompt: \"two, changed\", images: [a.png], params: {max_images: 3}}\n");
-    CHECK_INT(sb_store_sync(st, m3, &r, err, sizeof err), SB_OK);
+    CHECK_INT(sb_sync(st, m3, &r, err, sizeof err), SB_OK);
     CHECK_INT(r.changed, 2);
     sb_sync_report_clear(&r);
     CHECK_INT(q(db, "SELECT count(*) FROM jobs WHERE id='a' AND replaced_outputs IS NULL"), 1);
