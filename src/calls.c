@@ -213,6 +213,18 @@ int64_t no_answer(struct engine *e, const struct outcome *oc)
     return pause;
 }
 
+void job_call_begun(struct job *j)
+{
+    j->inflight = 1;
+}
+
+void job_call_dropped(struct job *j)
+{
+    sb_req_cleanup(&j->call.req);
+    j->inflight = 0;
+    j->sent_mono = 0;
+}
+
 /* A job's API call has ended: the job is no longer in flight; the answer is classified. */
 struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome *oc)
 {

@@ -117,14 +117,12 @@ static void send_submits(struct engine *e, struct job *list)
         j->send_next = NULL;
         if (e->run->auth_abort && !e->fatal) {
             /* Known not sent: nothing can have been created, so back to pending. */
-            sb_req_cleanup(&j->call.req);
-            j->inflight = 0;
+            job_call_dropped(j);
             set_state(e, j, SB_JOB_PENDING);
             release(e, j);
         } else if (e->fatal || sb_req_start(&j->call.req, j->call.req.done) != SB_OK) {
             /* Not sent: the intent stays committed and a later run resubmits, flagged. */
-            sb_req_cleanup(&j->call.req);
-            j->inflight = 0;
+            job_call_dropped(j);
             e->scan_all = 1;
         } else {
             e->calls[CALL_SUBMIT]++; /* counted when sent: the run's summary counts calls made */

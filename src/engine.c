@@ -39,10 +39,8 @@ static void stop_now(uv_timer_t *t)
         struct engine *e = r->engines[k];
         for (int i = 0; i < e->n_active; i++) {
             struct job *j = e->active[i];
-            if (j->inflight) {
-                sb_req_cleanup(&j->call.req);
-                j->inflight = 0;
-            }
+            if (j->inflight)
+                job_call_dropped(j);
             for (int d = 0; d < j->n_out && j->dl; d++) {
                 if (j->dl[d].running) {
                     sb_download_abort(&j->dl[d].d);

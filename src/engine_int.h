@@ -91,7 +91,7 @@ struct job {
     enum want want;         /* set by set_want only */
     int active;             /* holds a concurrency slot */
     int queued;             /* in a dispatch queue */
-    int inflight;           /* an API call is under way */
+    int inflight;           /* an API call is under way (job_call_begun, _ended, _dropped) */
     int64_t due;            /* the next action waits until then (monotonic ms) */
     int wq_pos;             /* 1 + its place in the engine's wake queue, 0 when not in it */
     int tries;              /* attempts of the current call */
@@ -349,6 +349,10 @@ void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *o
 void auth_abort(struct engine *e, const struct outcome *oc);
 int64_t no_answer(struct engine *e, const struct outcome *oc);
 struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome *oc);
+/* The only writers of j->inflight: a job's call is under way, */
+void job_call_begun(struct job *j);
+/* ... or given up before its answer (the request freed). */
+void job_call_dropped(struct job *j);
 
 /* upload.c */
 void start_upload(struct engine *e, struct upload *u);

@@ -34,36 +34,117 @@
 #include <mimalloc.h>
 #endif
 
-static const char usage_text[] =
-    "usage: seedbatch COMMAND [OPTIONS] MANIFEST...\n"
-    "\n"
-    "commands:\n"
-    "  run MANIFEST...        run to completion; resumes what an earlier run left\n"
-    "  validate MANIFEST...   all checks, no network; exit 0 or 2\n"
-    "  status MANIFEST...     counts per state, spend, failures with reasons\n"
-    "  cancel MANIFEST...     cancel remote requests that can still be cancelled\n"
-    "  results MANIFEST...    rewrite results.jsonl from the state database\n"
-    "\n"
-    "options:\n"
-    "  --state PATH                  state database (default <output_dir>/.seedbatch/state.db)\n"
-    "  --concurrency N               override limits.concurrency\n"
-    "  --rps R                       override limits.requests_per_second (0 = unlimited)\n"
-    "  --dry-run                     validate, print the plan and the cost quote, send nothing\n"
-    "  --retry-failed[=KIND]         re-queue failed jobs (all, or one error kind)\n"
-    "  --max-cost USD                this run's cap on the states' total spend (instead of max_cost)\n"
-    "  --charges                     status: write the charge ledger as CSV on stdout\n"
-    "  --progress auto|always|never  live progress line\n"
-    "  --log-format text|json        log lines on stderr\n"
-    "  --quiet                       only warnings and errors\n"
-    "  --debug                       log every request and answer header (the key redacted)\n"
-    "  -h, --help                    this help\n"
-    "  --version                     print the version\n"
-    "\n"
-    "exit codes: 0 all jobs succeeded, 1 some jobs failed, 2 usage error or invalid manifest,\n"
-    "3 authentication/permission/balance, 4 stopped by max_cost, 75 interrupted or locked.\n"
-    "environment: ATLASCLOUD_API_KEY, RUNCOMFY_API_TOKEN, ATLASCLOUD_BASE_URL, RUNCOMFY_BASE_URL.\n";
+/* The commands, as bits of the options' table. */
+enum { C_RUN = 1, C_VALIDATE = 2, C_STATUS = 4, C_CANCEL = 8, C_RESULTS = 16, C_ALL = 31 };
+
+static const struct command {
+    const char *name;
+    unsigned bit;
+    const char *what;   /* one line, in the list of commands */
+    const char *about;  /* its help's opening paragraph */
+} commands[] = {
+    {"run", C_RUN, "run to completion; resumes what an earlier run left",
+     "Checks the manifests, then uploads, submits, polls and downloads every job on one\n"
+     "loop, within the provider's rate limit, writing <output_dir>/results.jsonl. Killed or\n"
+     "stopped, it resumes by running the same command again, paying for nothing twice."},
+    {"validate", C_VALIDATE, "every check, nothing sent; exit 0 or 2",
+     "Checks the manifests: structure, limits, each job's params, reference images and\n"
+     "URLs, the key file. Reports every problem of every manifest in one pass."},
+    {"status", C_STATUS, "jobs per state, spend, failures with reasons",
+     "Reads the state of each manifest (nothing is sent or written): jobs per state, spend\n"
+     "against max_cost, failures by kind. Exit 0 when every job succeeded, 1 when any\n"
+     "failed or is unfinished."},
+    {"cancel", C_CANCEL, "cancel remote requests that can still be cancelled",
+     "Cancels the jobs of the manifests: queued predictions are cancelled at the provider\n"
+     "where it can; jobs not yet submitted never will be."},
+    {"results", C_RESULTS, "rewrite results.jsonl from the state database",
+     "Writes <output_dir>/results.jsonl again from the state, e.g. after it was deleted."},
+};
+#define N_COMMANDS (int)(sizeof commands / sizeof *commands)
+
+enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG, O_MAXCOST,
+       O_CHARGES, O_JSON, O_FAILED, O_HELP, O_VERSION };
+
+/* Every option: the commands it applies to, and its line of help. */
+static const struct opt {
+    const char *name;
+    int has_arg;
+    int id;
+    char short_name;    /* 0 when none */
+    unsigned commands;
+    const char *arg;    /* shown after the name, "" when none */
+    const char *help;
+} opts[] = {
+    {"state", required_argument, O_STATE, 0, C_ALL, " PATH",
+     "state database (default <output_dir>/.seedbatch/state.db)"},
+    {"concurrency", required_argument, O_CONC, 'j', C_RUN, " N", "jobs in work at once (limits.concurrency)"},
+    {"rps", required_argument, O_RPS, 0, C_RUN, " R", "API requests per second (limits.requests_per_second; 0 = unlimited)"},
+    {"dry-run", no_argument, O_DRY, 'n', C_RUN, "", "check, print the plan and the cost quote, send nothing"},
+    {"retry-failed", optional_argument, O_RETRY, 0, C_RUN, "[=KIND]",
+     "queue failed jobs again (all, or those of one error kind)"},
+    {"max-cost", required_argument, O_MAXCOST, 0, C_RUN, " USD", "this run's cap on the total spend (instead of max_cost)"},
+    {"progress", required_argument, O_PROGRESS, 0, C_RUN, " WHEN", "live progress line: auto, always or never"},
+    {"charges", no_argument, O_CHARGES, 0, C_STATUS, "", "write the charge ledger as CSV on stdout"},
+    {"json", no_argument, O_JSON, 0, C_STATUS, "", "one JSON document per manifest on stdout"},
+    {"failed", no_argument, O_FAILED, 0, C_STATUS, "", "list the failed jobs only"},
+    {"log-format", required_argument, O_LOGFMT, 0, C_ALL, " FMT", "log lines on stderr: text or json"},
+    {"quiet", no_argument, O_QUIET, 'q', C_ALL, "", "warnings and errors only; no progress line"},
+    {"debug", no_argument, O_DEBUG, 'v', C_ALL, "", "log every request and answer header (the key redacted)"},
+    {"help", no_argument, O_HELP, 'h', C_ALL, "", "this help"},
+    {"version", no_argument, O_VERSION, 'V', C_ALL, "", "print the version"},
+};
+#define N_OPTS (int)(sizeof opts / sizeof *opts)
+
+static const char exit_codes_text[] =
+    "exit codes: 0 all jobs succeeded, 1 some jobs failed (status: or are unfinished),\n"
+    "2 usage error or invalid manifest, 3 authentication/permission/balance, 4 stopped by\n"
+    "max_cost, 75 interrupted or locked (run the same command again).\n";
+
+static void print_option(FILE *f, const struct opt *op)
+{
+    char left[48];
+    if (op->short_name)
+        snprintf(left, sizeof left, "-%c, --%s%s", op->short_name, op->name, op->arg);
+    else
+        snprintf(left, sizeof left, "    --%s%s", op->name, op->arg);
+    fprintf(f, "  %-24s %s\n", left, op->help);
+}
+
+/* The help of every command (cmd NULL) or of one. */
+static void print_usage(FILE *f, const struct command *cmd)
+{
+    if (!cmd) {
+        fputs("usage: seedbatch COMMAND [OPTIONS] MANIFEST...\n\ncommands:\n", f);
+        for (int i = 0; i < N_COMMANDS; i++)
+            fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].what);
+        fputs("\noptions of every command:\n", f);
+        for (int i = 0; i < N_OPTS; i++)
+            if (opts[i].commands == C_ALL)
+                print_option(f, &opts[i]);
+        fputs("\n'seedbatch COMMAND --help' shows a command's own options; 'man seedbatch' all of it.\n", f);
+    } else {
+        fprintf(f, "usage: seedbatch %s [OPTIONS] MANIFEST...\n\n%s\n\noptions:\n", cmd->name, cmd->about);
+        for (int i = 0; i < N_OPTS; i++)
+            if (opts[i].commands & cmd->bit)
+                print_option(f, &opts[i]);
+        fputc('\n', f);
+    }
+    fputs(exit_codes_text, f);
+    fputs("environment: ATLASCLOUD_API_KEY, RUNCOMFY_API_TOKEN, ATLASCLOUD_BASE_URL, RUNCOMFY_BASE_URL.\n", f);
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_version(void);
 
 struct options {
+    const struct command *cmd;
     const char *command;
     const char *state;
     int concurrency;      /* 0 = manifest's */
@@ -73,9 +154,14 @@ struct options {
     const char *progress;
     double max_cost;      /* --max-cost; < 0 = the manifests' max_cost */
     int charges;          /* status --charges */
+    int json;             /* status --json */
+    int failed_only;      /* status --failed */
+    int quiet;
     char **manifests;
     int n_manifests;
 };
+
+static const struct options *g_usage_cmd;
 
 static int SB_PRINTF(1, 2) usage_error(const char *fmt, ...)
 {
@@ -83,7 +169,10 @@ static int SB_PRINTF(1, 2) usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     fprintf(stderr, "seedbatch: ");
     vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry 'seedbatch --help'.\n");
+    if (g_usage_cmd && g_usage_cmd->cmd)
+        fprintf(stderr, "\nTry 'seedbatch %s --help'.\n", g_usage_cmd->cmd->name);
+    else
+        fprintf(stderr, "\nTry 'seedbatch --help'.\n");
     va_end(ap);
     return SB_EXIT_USAGE;
 }
@@ -91,30 +180,58 @@ static int SB_PRINTF(1, 2) usage_error(const char *fmt, ...)
 static const char *kinds[] = {SB_EK_INVALID_INPUT, SB_EK_REJECTED, SB_EK_TIMEOUT, SB_EK_NETWORK,
                               SB_EK_SERVER, SB_EK_RATE_LIMITED, SB_EK_AUTH, SB_EK_QUOTA, "cancelled", NULL};
 
+static int is_kind(const char *s)
+{
+    for (int i = 0; kinds[i]; i++)
+        if (strcmp(kinds[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+static const struct opt *find_opt(int id)
+{
+    for (int i = 0; i < N_OPTS; i++)
+        if (opts[i].id == id)
+            return &opts[i];
+    return NULL;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG, O_MAXCOST,
-           O_CHARGES };
-    static const struct option longopts[] = {
-        {"state", required_argument, NULL, O_STATE},
-        {"concurrency", required_argument, NULL, O_CONC},
-        {"rps", required_argument, NULL, O_RPS},
-        {"dry-run", no_argument, NULL, O_DRY},
-        {"retry-failed", optional_argument, NULL, O_RETRY},
-        {"progress", required_argument, NULL, O_PROGRESS},
-        {"log-format", required_argument, NULL, O_LOGFMT},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"debug", no_argument, NULL, O_DEBUG},
-        {"max-cost", required_argument, NULL, O_MAXCOST},
-        {"charges", no_argument, NULL, O_CHARGES},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    struct option longopts[N_OPTS + 1];
+    char shorts[2 * N_OPTS + 2] = ":";
+    size_t ns = 1;
+    for (int i = 0; i < N_OPTS; i++) {
+        longopts[i] = (struct option){opts[i].name, opts[i].has_arg, NULL, opts[i].id};
+        if (opts[i].short_name) {
+            shorts[ns++] = opts[i].short_name;
+            if (opts[i].has_arg == required_argument)
+                shorts[ns++] = ':';
+        }
+    }
+    longopts[N_OPTS] = (struct option){NULL, 0, NULL, 0};
+    shorts[ns] = '\0';
     enum sb_log_format fmt = SB_LOG_TEXT;
     enum sb_log_level lvl = SB_LOG_INFO;
     int c;
+    g_usage_cmd = o;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, shorts, longopts, NULL)) != -1) {
         char *end;
+        if (c == '?') {
+            if (optopt)
+                return usage_error("unknown option -%c", optopt);
+            return usage_error("unknown option %s", argv[optind - 1]);
+        }
+        if (c == ':')
+            return usage_error("%s needs a value", argv[optind - 1]);
+        for (int i = 0; i < N_OPTS; i++)
+            if (opts[i].short_name == c)
+                c = opts[i].id;
+        const struct opt *op = find_opt(c);
+        if (op && !(op->commands & o->cmd->bit))
+            return usage_error("--%s is not an option of %s", op->name, o->cmd->name);
         switch (c) {
         case O_STATE:
             o->state = optarg;
@@ -140,16 +257,20 @@ static int parse_options(int argc, char **argv, struct options *o)
         case O_CHARGES:
             o->charges = 1;
             break;
+        case O_JSON:
+            o->json = 1;
+            break;
+        case O_FAILED:
+            o->failed_only = 1;
+            break;
         case O_RETRY:
+            /* --retry-failed=KIND, or --retry-failed KIND when the next word is a kind. */
+            if (!optarg && optind < argc && is_kind(argv[optind]))
+                optarg = argv[optind++];
             o->retry_failed = optarg ? optarg : "";
-            if (optarg) {
-                int ok = 0;
-                for (int i = 0; kinds[i]; i++)
-                    ok |= strcmp(kinds[i], optarg) == 0;
-                if (!ok)
-                    return usage_error("--retry-failed=%s: not an error kind (invalid_input, rejected, timeout, "
-                                       "network, server, rate_limited, auth, quota, cancelled)", optarg);
-            }
+            if (optarg && !is_kind(optarg))
+                return usage_error("--retry-failed=%s: not an error kind (invalid_input, rejected, timeout, "
+                                   "network, server, rate_limited, auth, quota, cancelled)", optarg);
             break;
         case O_PROGRESS:
             if (strcmp(optarg, "auto") && strcmp(optarg, "always") && strcmp(optarg, "never"))
@@ -166,17 +287,20 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case O_QUIET:
             lvl = SB_LOG_WARN;
+            o->quiet = 1;
             break;
         case O_DEBUG:
             lvl = SB_LOG_DEBUG;
             sb_loop_set_debug(1);
             break;
-        case 'h':
-            fputs(usage_text, stdout);
+        case O_HELP:
+            print_usage(stdout, o->cmd);
+            exit(SB_EXIT_OK);
+        case O_VERSION:
+            print_version();
             exit(SB_EXIT_OK);
         default:
-            fprintf(stderr, "Try 'seedbatch --help'.\n");
-            return SB_EXIT_USAGE;
+            return usage_error("unknown option %s", argv[optind - 1]);
         }
     }
     sb_log_setup(fmt, lvl);
@@ -184,10 +308,8 @@ static int parse_options(int argc, char **argv, struct options *o)
     o->n_manifests = argc - optind;
     if (o->n_manifests == 0)
         return usage_error("%s needs at least one manifest", o->command);
-    if (o->charges && strcmp(o->command, "status") != 0)
-        return usage_error("--charges is an option of status, not of %s", o->command);
-    if (o->max_cost >= 0 && strcmp(o->command, "run") != 0)
-        return usage_error("--max-cost is an option of run, not of %s", o->command);
+    if ((o->json != 0) + (o->charges != 0) + (o->failed_only != 0) > 1)
+        return usage_error("%s", "--json, --charges and --failed are different views: give one");
     if (o->state && o->n_manifests > 1)
         return usage_error("%s", "--state names one state database: give one manifest with it");
     /* One file named twice (m.yaml ./m.yaml): said as such, not as two manifests sharing a state. */
@@ -491,23 +613,23 @@ int main(int argc, char **argv)
     /* Past a file size limit (ulimit -f) a write fails with EFBIG, named, rather than killing the run. */
     signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
-        fputs(usage_text, stderr);
+        print_usage(stderr, NULL);
         return SB_EXIT_USAGE;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
-        fputs(usage_text, stdout);
+        const struct command *hc = argc > 2 ? find_command(argv[2]) : NULL;
+        if (argc > 2 && !hc)
+            return usage_error("unknown command '%s'", argv[2]);
+        print_usage(stdout, hc);
         return SB_EXIT_OK;
     }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "version") == 0) {
         print_version();
         return SB_EXIT_OK;
     }
     struct options o = {.command = argv[1], .rps = -1, .max_cost = -1};
-    static const char *commands[] = {"run", "validate", "status", "cancel", "results", NULL};
-    int known = 0;
-    for (int i = 0; commands[i]; i++)
-        known |= strcmp(commands[i], o.command) == 0;
-    if (!known)
+    o.cmd = find_command(o.command);
+    if (!o.cmd)
         return usage_error("unknown command '%s'", o.command);
     int rc = parse_options(argc, argv, &o);
     if (rc != SB_EXIT_OK)

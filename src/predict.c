@@ -45,7 +45,7 @@ void begin_submit(struct engine *e, struct job *j)
     c->req.done = submit_done;
     j->tries++;
     j->row.attempts++;
-    j->inflight = 1;
+    job_call_begun(j);
     set_state(e, j, SB_JOB_SUBMITTING);
     j->send_next = NULL;
     if (e->send_tail)
@@ -189,10 +189,9 @@ int job_request(struct engine *e, struct job *j, char *url, const char *post, sb
     sb_req_header(&c->req, e->api.auth_header);
     if (post)
         sb_req_json(&c->req, sb_strdup(post));
-    j->inflight = 1;
+    job_call_begun(j);
     if (sb_req_start(&c->req, done) != SB_OK) {
-        j->inflight = 0;
-        sb_req_cleanup(&c->req);
+        job_call_dropped(j);
         return SB_ERR;
     }
     return SB_OK;

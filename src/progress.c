@@ -38,9 +38,7 @@ static void submit_deadlines(struct engine *e, int64_t now)
         oc.lost = 1;
         snprintf(oc.msg, sizeof oc.msg, "no answer to the submit within limits.submit_timeout (%llds)",
                  (long long)(e->m->limits.submit_timeout_ms / 1000));
-        sb_req_cleanup(&j->call.req);
-        j->inflight = 0;
-        j->sent_mono = 0;
+        job_call_dropped(j);
         submit_failed(e, j, &oc, -1);
         if (i < e->n_active && e->active[i] != j)
             i--; /* it left the list */

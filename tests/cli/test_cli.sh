@@ -5,7 +5,7 @@
 
 # --- help, version, usage ---
 run "$SEEDBATCH" --help; expect_rc 0 "--help"
-expect_in "$T/out" "run MANIFEST..." "--help lists run"
+expect_in "$T/out" "  run        run to completion" "--help lists run"
 expect_in "$T/out" "75 interrupted or locked" "--help lists exit codes"
 run "$SEEDBATCH" --version; expect_rc 0 "--version"; expect_in "$T/out" "seedbatch 0.1.0" "--version text"
 # The allocator the build links (mimalloc unless built with sanitizers or -DMIMALLOC=OFF)
@@ -24,6 +24,44 @@ run "$SEEDBATCH" run --retry-failed=sometimes "$JOBS/demo.yaml"; expect_rc 2 "--
 run "$SEEDBATCH" run --log-format xml "$JOBS/demo.yaml"; expect_rc 2 "--log-format xml"
 run "$SEEDBATCH" run --bogus "$JOBS/demo.yaml"; expect_rc 2 "unknown option"
 run "$SEEDBATCH" status --state "$T/s.db" "$JOBS/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 2 "--state with two manifests"
+# Help and options per command: a command's help shows its own options only; one that does
+# not apply is exit 2 naming it; short flags; --retry-failed KIND with a space.
+run "$SEEDBATCH" validate --help; expect_rc 0 "validate --help"
+expect_in "$T/out" "usage: seedbatch validate [OPTIONS] MANIFEST..." "validate --help usage"
+expect_in "$T/out" "--log-format FMT" "validate --help: a common option"
+expect_not_in "$T/out" "--concurrency" "validate --help: no run option"
+expect_not_in "$T/out" "--charges" "validate --help: no status option"
+run "$SEEDBATCH" help status; expect_rc 0 "help status"
+expect_in "$T/out" "usage: seedbatch status [OPTIONS] MANIFEST..." "help status usage"
+expect_in "$T/out" "--json" "help status: --json"
+expect_not_in "$T/out" "--dry-run" "help status: no run option"
+run "$SEEDBATCH" run -h; expect_rc 0 "run -h"
+expect_in "$T/out" "-j, --concurrency N" "run -h: -j"
+expect_in "$T/out" "-n, --dry-run" "run -h: -n"
+expect_in "$T/out" "--retry-failed[=KIND]" "run -h: --retry-failed"
+run "$SEEDBATCH" --help; expect_not_in "$T/out" "--charges" "--help: command options left to the command's help"
+run "$SEEDBATCH" validate --dry-run --concurrency 3 --retry-failed "$JOBS/demo.yaml"; expect_rc 2 "validate --dry-run"
+expect_in "$T/err" "seedbatch: --dry-run is not an option of validate" "validate --dry-run: named"
+expect_in "$T/err" "Try 'seedbatch validate --help'." "validate --dry-run: points to the command's help"
+run "$SEEDBATCH" validate -j 3 "$JOBS/demo.yaml"; expect_rc 2 "validate -j"
+expect_in "$T/err" "--concurrency is not an option of validate" "validate -j: named by its long name"
+run "$SEEDBATCH" run --charges "$JOBS/demo.yaml"; expect_rc 2 "run --charges"
+expect_in "$T/err" "--charges is not an option of run" "run --charges: named"
+run "$SEEDBATCH" status --max-cost 3 "$JOBS/demo.yaml"; expect_rc 2 "status --max-cost"
+run "$SEEDBATCH" status -x "$JOBS/demo.yaml"; expect_rc 2 "unknown short option"
+expect_in "$T/err" "unknown option -x" "unknown short option: named"
+run "$SEEDBATCH" run -j; expect_rc 2 "-j without a value"
+expect_in "$T/err" "-j needs a value" "-j without a value: said"
+run "$SEEDBATCH" -V; expect_rc 0 "-V"; expect_in "$T/out" "seedbatch 0.1.0" "-V text"
+run "$SEEDBATCH" status -V "$JOBS/demo.yaml"; expect_rc 0 "status -V"; expect_in "$T/out" "seedbatch 0.1.0" "status -V text"
+run "$SEEDBATCH" run -n -q -j 7 "$JOBS/demo.yaml"; expect_rc 0 "run -n -q -j 7"
+expect_in "$T/out" "limits: concurrency 7," "-j sets the concurrency"
+expect_in "$T/out" "dry run: nothing was sent" "-n is the dry run"
+run "$SEEDBATCH" run -n --retry-failed rejected "$JOBS/demo.yaml"; expect_rc 0 "--retry-failed KIND (space)"
+expect_in "$T/out" "dry run: nothing was sent" "--retry-failed KIND: the kind is not read as a manifest"
+expect_not_in "$T/err" "rejected" "--retry-failed KIND: no complaint about a manifest named rejected"
+run "$SEEDBATCH" run -n --retry-failed=rejected "$JOBS/demo.yaml"; expect_rc 0 "--retry-failed=KIND"
+run "$SEEDBATCH" run -n --retry-failed "$JOBS/demo.yaml"; expect_rc 0 "--retry-failed, no kind, then a manifest"
 run "$SEEDBATCH" run "$JOBS/demo.yaml" "$JOBS/marketing.yaml" "$JOBS/../jobs/demo.yaml"; expect_rc 2 "one manifest given twice"
 expect_in "$T/err" "$JOBS/demo.yaml is given twice (as $JOBS/demo.yaml and $JOBS/../jobs/demo.yaml)" "one manifest given twice: message"
 
@@ -303,9 +341,9 @@ run "$SEEDBATCH" results "$T/demo.yaml"; expect_rc 2 "results with the state rem
 # A state that is not a database (damaged, or another file under that name): each command
 # names it and says what moving it away would cost; the file is left as it was.
 head -c 8192 /dev/urandom > "$T/demo.out/.seedbatch/state.db"; cp "$T/demo.out/.seedbatch/state.db" "$T/notadb"
-for c in status results run; do
-    run "$SEEDBATCH" $c --progress never "$T/demo.yaml"
-    want=2; [ "$c" = run ] && want=1
+for c in status results "run --progress never"; do
+    run "$SEEDBATCH" $c "$T/demo.yaml"
+    want=2; [ "$c" = "run --progress never" ] && want=1
     expect_rc $want "$c on a state that is not a database"
     expect_in "$T/err" "$T/demo.out/.seedbatch/state.db: file is not a database (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every job in it is paid for again)" "$c on a state that is not a database: message"
 done
@@ -317,9 +355,9 @@ for kind in empty foreign; do
     rm -f "$T/demo.out/.seedbatch/state.db"*
     if [ $kind = empty ]; then : > "$T/demo.out/.seedbatch/state.db"; else sqlite3 "$T/demo.out/.seedbatch/state.db" "CREATE TABLE photos(name TEXT)"; fi
     cp "$T/demo.out/.seedbatch/state.db" "$T/before"
-    for c in status "run --dry-run" results run; do
-        run "$SEEDBATCH" $c --progress never "$T/demo.yaml"
-        want=2; [ "$c" = run ] && want=1
+    for c in status "run --dry-run" results "run --progress never"; do
+        run "$SEEDBATCH" $c "$T/demo.yaml"
+        want=2; [ "$c" = "run --progress never" ] && want=1
         expect_rc $want "$c on a state with no schema ($kind)"
         expect_in "$T/err" "$T/demo.out/.seedbatch/state.db: not a seedbatch state: it holds no schema (an empty file, or another program's database) (the state is damaged, or not seedbatch's; moved away, the batch starts afresh and every job in it is paid for again)" "$c on a state with no schema ($kind): message"
     done
