@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Measured as users build it (RelWithDebInfo, -O2), in its own directory whatever build/ is.
 BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
-command -v /usr/bin/time >/dev/null || { echo "bench.sh needs /usr/bin/time (apt-get install time)"; exit 2; }
+bash scripts/apt-install.sh python3 python3-aiohttp python3-yaml time sqlite3 >/dev/null
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
 # Runs of each runner per size, alternated; medians are printed. Unless REPEAT is set:

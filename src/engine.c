@@ -94,8 +94,14 @@ void stop_run(struct run *r, int signum)
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct run *r = s->data;
-    if (r->interrupted)
+    if (r->interrupted) {
+        if (sb_signals_again(r->interrupted, r->signal_ms, signum)) {
+            sb_debug("%s again within a second: the same stop", strsignal(signum));
+            return;
+        }
         sb_signals_exit_now();
+    }
+    r->signal_ms = sb_signals_now_ms();
     stop_run(r, signum);
 }
 
@@ -121,7 +127,7 @@ void finish(struct engine *e)
         uv_signal_stop(&r->sigterm);
         uv_signal_stop(&r->sighup);
         /* libuv put back the default actions: a stop now must not cut the results short. */
-        sb_signals_catch(r->interrupted);
+        sb_signals_catch(r->interrupted, r->signal_ms);
     }
 }
 
@@ -460,8 +466,10 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
                 uv_signal_start(watchers[i], on_signal, stops[i]);
         /* A stop asked for while the state was synced, before the watchers above. */
         int early = sb_signals_caught();
-        if (early)
+        if (early) {
+            r->signal_ms = sb_signals_caught_ms();
             stop_run(r, early);
+        }
         uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
         for (int i = 0; i < n; i++)
             pump(r->engines[i]);

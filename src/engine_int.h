@@ -167,6 +167,7 @@ struct run {
     uv_signal_t sigint, sigterm, sighup;
     int stopping, auth_abort, unreachable;
     int interrupted;               /* the signal that stopped the run, or 0 */
+    int64_t signal_ms;             /* when it came (sb_signals_now_ms) */
     int tty;
     int64_t started, last_log;
     int64_t last_tick;             /* when the tick last ran (monotonic ms) */

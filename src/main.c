@@ -645,7 +645,7 @@ int main(int argc, char **argv)
     int running = strcmp(o.command, "run") == 0 && !o.dry_run;
     /* Checking many local images takes a while: a stop during it is a run's stop (exit 75). */
     if (running)
-        sb_signals_catch(0);
+        sb_signals_catch(0, 0);
     int invalid = load_all(&o, ms, running);
     if (running && sb_signals_caught()) {
         rc = stopped_early(sb_signals_caught());

@@ -13,10 +13,30 @@
 
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t g_caught;
+static int64_t g_caught_ms; /* when (CLOCK_MONOTONIC), written before g_caught */
 static int g_recorded, g_ignored_int, g_ignored_hup;
+
+/* Milliseconds of CLOCK_MONOTONIC; clock_gettime is async-signal-safe. */
+int64_t sb_signals_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sb_signals_again(int first, int64_t first_ms, int signum)
+{
+    return signum == first && sb_signals_now_ms() - first_ms < SB_SIGNAL_SAME_MS;
+}
+
+int64_t sb_signals_caught_ms(void)
+{
+    return g_caught_ms;
+}
 
 void sb_signals_exit_now(void)
 {
@@ -28,8 +48,12 @@ void sb_signals_exit_now(void)
 
 static void on_early_signal(int signum)
 {
-    if (g_caught)
+    if (g_caught) {
+        if (sb_signals_again(g_caught, g_caught_ms, signum))
+            return; /* the same stop delivered twice (timeout(1) signals the process and its group) */
         sb_signals_exit_now();
+    }
+    g_caught_ms = sb_signals_now_ms();
     g_caught = signum;
 }
 
@@ -49,7 +73,7 @@ static void record(void)
     g_recorded = 1;
 }
 
-void sb_signals_catch(int already)
+void sb_signals_catch(int already, int64_t already_ms)
 {
     /*
      * nohup starts a process with SIGHUP ignored, and a shell starts a script's
@@ -58,8 +82,10 @@ void sb_signals_catch(int already)
      * the run deaf to its stop.
      */
     record();
-    if (already)
+    if (already) {
+        g_caught_ms = already_ms;
         g_caught = already;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_early_signal;

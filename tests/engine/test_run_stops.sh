@@ -116,6 +116,21 @@ expect_eq "$(stat_of submissions)" 6 "resume polled, never resubmitted"
 expect_eq "$(grep -c '"status":"succeeded"' "$D/out/results.jsonl")" 6 "all done after resume"
 stop_mock
 
+# --- 9a. Under timeout(1), the SIGTERM it sends to the process and to its group arrives
+# twice within milliseconds: one stop, drained (results written, ids kept), exit 75 ---
+D=$T/timeout; make_batch "$D" 6
+start_mock --key "$KEY" --latency 4000; use_mock
+timeout --preserve-status 2 "$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err"; RC=$?
+expect_rc 75 "under timeout(1)"
+expect_not_in "$T/err" "second signal" "timeout(1)'s two SIGTERMs are one stop"
+expect_in "$T/err" "run the same command to resume" "under timeout(1): the stop's message"
+[ -s "$D/out/results.jsonl" ] && pass || fail "under timeout(1): results.jsonl written"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "under timeout(1): prediction ids committed"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE state='submitting'")" 0 "under timeout(1): no submit left in doubt"
+run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "resume after timeout(1)"
+expect_eq "$(stat_of submissions)" 6 "after timeout(1): polled, never resubmitted"
+stop_mock
+
 # --- 9b. SIGHUP (the terminal closed) stops a run as SIGTERM does; submits waiting for
 # another try after 503s go back to pending, unflagged: the rerun submits them once each ---
 D=$T/hup; make_batch "$D" 4
