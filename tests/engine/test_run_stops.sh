@@ -130,6 +130,20 @@ expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHE
 run "$SEEDBATCH" run "$D/m.yaml"; expect_rc 0 "resume after timeout(1)"
 expect_eq "$(stat_of submissions)" 6 "after timeout(1): polled, never resubmitted"
 stop_mock
+# The kernel merges a signal still pending with its copy, so timeout(1)'s pair is often
+# delivered once: here the two come 50 ms apart, each delivered, while a slow poll keeps
+# the stop's grace period busy (a second stop would end it at once).
+D=$T/twice; make_batch "$D" 6
+start_mock --key "$KEY" --latency 20000 --fault poll:slow:1 --slow-ms 15000; use_mock
+"$SEEDBATCH" run "$D/m.yaml" >"$T/out" 2>"$T/err" & pid=$!
+for _ in $(seq 1 100); do [ "$(stat_of requests.poll)" -ge 6 ] && break; sleep 0.05; done
+kill -TERM $pid; sleep 0.05; kill -TERM $pid; wait $pid; RC=$?
+expect_rc 75 "two SIGTERMs 50 ms apart"
+expect_in "$T/err" "terminated: finishing transfers under way" "two SIGTERMs: the drain began"
+expect_not_in "$T/err" "second signal" "two SIGTERMs 50 ms apart are one stop"
+expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE prediction_id IS NOT NULL")" 6 "two SIGTERMs: prediction ids committed"
+[ -s "$D/out/results.jsonl" ] && pass || fail "two SIGTERMs: results.jsonl written"
+stop_mock
 
 # --- 9b. SIGHUP (the terminal closed) stops a run as SIGTERM does; submits waiting for
 # another try after 503s go back to pending, unflagged: the rerun submits them once each ---
