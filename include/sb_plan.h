@@ -29,20 +29,38 @@ struct sb_plan {
     int n_failures;
     int repollable;             /* failed jobs whose prediction --retry-failed polls again */
     struct sb_map *ids;         /* the manifest's job ids */
+    cJSON *by_kind;             /* failed jobs per error kind: {"rejected": 2, ...} */
+    cJSON *failed;              /* with SB_PLAN_FAILED: every failed job, [{id, kind, message, ...}] */
 };
+
+#define SB_PLAN_FAILED 1u       /* collect every failed job in p->failed */
 
 /*
  * Computes the plan. st may be NULL (no state yet). retry_failed is NULL (no
  * retry), "" (every failed job) or an error kind.
  */
-int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
+int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed, unsigned flags,
                     struct sb_plan *p, char *err, size_t errlen);
 void sb_plan_clear(struct sb_plan *p);
 void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan *p,
                    const char *state_path);
-/* status: counts, spend, failures with reasons and removed jobs. */
+/*
+ * status: counts, spend, failures with reasons and removed jobs. Each sets *exit_code
+ * (sb_status_exit) and returns SB_OK, or fails with err.
+ */
 int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
-                    char *err, size_t errlen);
+                    int *exit_code, char *err, size_t errlen);
+/* status --json: one JSON document on one line (docs/operations.md, "status --json"). */
+int sb_status_json(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
+                   int *exit_code, char *err, size_t errlen);
+/* status --failed: every failed job, one line each: "ID<TAB>KIND<TAB>MESSAGE". */
+int sb_status_failed(FILE *out, struct sb_manifest *m, struct sb_store *st, int *exit_code, char *err,
+                     size_t errlen);
+/*
+ * What status exits with for a plan: 0 every job succeeded, 1 any failed, was
+ * cancelled or is not finished.
+ */
+int sb_status_exit(const struct sb_plan *p);
 
 /* " (up to $Y if the N flagged submissions were billed)", or "" with none flagged. */
 void sb_spend_upper_bound(char *buf, size_t len, const struct sb_spend *s);

@@ -432,17 +432,29 @@ static int cmd_status(const struct options *o, struct sb_manifest **ms)
             rc = SB_EXIT_USAGE;
         } else {
             char err[SB_ERRLEN];
+            int code = SB_EXIT_OK, r;
             if (o->charges) {
                 if (st && sb_charges_csv(stdout, ms[i], st, i == 0) != SB_OK) {
                     sb_error("%s: cannot read the charges", path);
-                    rc = SB_EXIT_FAILED;
+                    code = SB_EXIT_FAILED;
                 } else if (!st && i == 0) {
                     sb_charges_csv(stdout, ms[i], NULL, 1);
                 }
-            } else if (sb_status_print(stdout, ms[i], st, path, err, sizeof err) != SB_OK) {
-                sb_error("%s", err);
-                rc = SB_EXIT_FAILED;
+                r = SB_OK;
+            } else if (o->json) {
+                r = sb_status_json(stdout, ms[i], st, path, &code, err, sizeof err);
+            } else if (o->failed_only) {
+                r = sb_status_failed(stdout, ms[i], st, &code, err, sizeof err);
+            } else {
+                r = sb_status_print(stdout, ms[i], st, path, &code, err, sizeof err);
             }
+            if (r != SB_OK) {
+                sb_error("%s", err);
+                code = SB_EXIT_FAILED;
+            }
+            /* Usage errors (2) outrank the rest; then any manifest not done makes it 1. */
+            if (rc != SB_EXIT_USAGE && code != SB_EXIT_OK)
+                rc = code;
             sb_store_close(st);
         }
         free(path);
@@ -462,7 +474,7 @@ static int cmd_dry_run(const struct options *o, struct sb_manifest **ms)
         } else {
             struct sb_plan p;
             char err[SB_ERRLEN];
-            if (sb_plan_compute(ms[i], st, o->retry_failed, &p, err, sizeof err) != SB_OK) {
+            if (sb_plan_compute(ms[i], st, o->retry_failed, 0, &p, err, sizeof err) != SB_OK) {
                 sb_error("%s", err);
                 rc = SB_EXIT_FAILED;
             } else {

@@ -5,6 +5,7 @@
  */
 #include "sb_plan.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,7 @@ static int count_removed(const struct sb_jobrow *r, void *ud)
 }
 
 struct plan_ctx {
+    unsigned flags;
     struct sb_plan *p;
     struct sb_store *st;
     const char *retry_failed;
@@ -124,6 +126,31 @@ static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
         msg = row.error_message ? row.error_message : "";
         p->repollable += sb_jobrow_repollable(&row);
     }
+    if (kind) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(p->by_kind, kind);
+        if (n)
+            cJSON_SetNumberValue((cJSON *)n, n->valuedouble + 1);
+        else
+            cJSON_AddNumberToObject(p->by_kind, kind, 1);
+    }
+    if (kind && (c->flags & SB_PLAN_FAILED)) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "id", j->id);
+        cJSON_AddStringToObject(f, "kind", kind);
+        cJSON_AddStringToObject(f, "message", msg);
+        int from_row = !j->invalid;
+        if (from_row && row.error_http)
+            cJSON_AddNumberToObject(f, "http_status", row.error_http);
+        else
+            cJSON_AddNullToObject(f, "http_status");
+        if (from_row && row.error_code)
+            cJSON_AddStringToObject(f, "code", row.error_code);
+        else
+            cJSON_AddNullToObject(f, "code");
+        cJSON_AddNumberToObject(f, "attempts", from_row ? row.attempts : 0);
+        cJSON_AddBoolToObject(f, "repollable", from_row && sb_jobrow_repollable(&row));
+        cJSON_AddItemToArray(p->failed, f);
+    }
     if (kind && c->failures++ < MAX_LISTED) {
         char *line = sb_asprintf("    %s: %s: %s\n", j->id, kind, msg);
         sb_buf_puts(&p->failures, line);
@@ -135,14 +162,16 @@ static int plan_job(const struct sb_manifest *m, const struct sb_jobspec *j, int
     return 0;
 }
 
-int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed,
+int sb_plan_compute(struct sb_manifest *m, struct sb_store *st, const char *retry_failed, unsigned flags,
                     struct sb_plan *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
+    p->by_kind = cJSON_CreateObject();
+    p->failed = cJSON_CreateArray();
     sb_buf_init(&p->listing, 1 << 20);
     sb_buf_init(&p->failures, 1 << 20);
     p->jobs = m->n_jobs;
-    struct plan_ctx c = {p, st, retry_failed, sb_map_new(), sb_map_new(), sb_map_new(), 0};
+    struct plan_ctx c = {flags, p, st, retry_failed, sb_map_new(), sb_map_new(), sb_map_new(), 0};
     int rc = sb_manifest_each_job(m, plan_job, &c, err, errlen);
     p->quote = (double)p->images_requested * m->price_per_image;
     if (rc == SB_OK && st && sb_store_spend(st, m->price_per_image, &p->spend) != SB_OK)
@@ -164,6 +193,9 @@ void sb_plan_clear(struct sb_plan *p)
     sb_buf_free(&p->failures);
     sb_map_free(p->ids, NULL);
     p->ids = NULL;
+    cJSON_Delete(p->by_kind);
+    cJSON_Delete(p->failed);
+    p->by_kind = p->failed = NULL;
 }
 
 void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan *p, const char *state_path)
@@ -209,10 +241,10 @@ void sb_plan_print(FILE *out, const struct sb_manifest *m, const struct sb_plan 
 }
 
 int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
-                    char *err, size_t errlen)
+                    int *exit_code, char *err, size_t errlen)
 {
     struct sb_plan p;
-    if (sb_plan_compute(m, st, NULL, &p, err, errlen) != SB_OK) {
+    if (sb_plan_compute(m, st, NULL, 0, &p, err, errlen) != SB_OK) {
         sb_plan_clear(&p);
         return SB_ERR;
     }
@@ -242,6 +274,88 @@ int sb_status_print(FILE *out, struct sb_manifest *m, struct sb_store *st, const
         struct removed_ctx rc = {p.ids, 0, out};
         sb_store_each_job(st, count_removed, &rc);
     }
+    *exit_code = sb_status_exit(&p);
+    sb_plan_clear(&p);
+    return SB_OK;
+}
+
+int sb_status_exit(const struct sb_plan *p)
+{
+    return p->counts[SB_JOB_SUCCEEDED] == p->jobs ? SB_EXIT_OK : SB_EXIT_FAILED;
+}
+
+int sb_status_json(FILE *out, struct sb_manifest *m, struct sb_store *st, const char *state_path,
+                   int *exit_code, char *err, size_t errlen)
+{
+    struct sb_plan p;
+    if (sb_plan_compute(m, st, NULL, SB_PLAN_FAILED, &p, err, errlen) != SB_OK) {
+        sb_plan_clear(&p);
+        return SB_ERR;
+    }
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "manifest", m->path);
+    cJSON_AddStringToObject(d, "state", state_path);
+    cJSON_AddBoolToObject(d, "has_run", st != NULL);
+    cJSON_AddStringToObject(d, "provider", sb_provider_name(m->provider));
+    cJSON_AddStringToObject(d, "model", m->model);
+    cJSON_AddNumberToObject(d, "jobs", p.jobs);
+    cJSON *counts = cJSON_AddObjectToObject(d, "counts");
+    for (int s = 0; s < SB_JOB_NSTATES; s++)
+        cJSON_AddNumberToObject(counts, sb_job_state_name((enum sb_job_state)s), p.counts[s]);
+    cJSON_AddBoolToObject(d, "finished", p.counts[SB_JOB_SUCCEEDED] + p.counts[SB_JOB_FAILED] +
+                                             p.counts[SB_JOB_CANCELLED] == p.jobs);
+    cJSON_AddNumberToObject(d, "to_submit", p.to_submit);
+    cJSON_AddNumberToObject(d, "quote_usd", round(p.quote * 1e4) / 1e4);
+    cJSON *spend = cJSON_AddObjectToObject(d, "spend");
+    cJSON_AddNumberToObject(spend, "spent_usd", round(p.spend.spent * 1e4) / 1e4);
+    cJSON_AddNumberToObject(spend, "charges", (double)p.spend.charges);
+    cJSON_AddNumberToObject(spend, "images", (double)p.spend.images);
+    cJSON_AddNumberToObject(spend, "flagged", (double)p.spend.flagged);
+    cJSON_AddNumberToObject(spend, "up_to_usd", round((p.spend.spent + p.spend.flagged_cost) * 1e4) / 1e4);
+    if (m->limits.max_cost >= 0) {
+        double left = m->limits.max_cost - p.spend.spent - p.spend.flagged_cost;
+        cJSON_AddNumberToObject(spend, "max_cost_usd", m->limits.max_cost);
+        cJSON_AddNumberToObject(spend, "left_usd", round((left > 0 ? left : 0) * 1e4) / 1e4);
+    } else {
+        cJSON_AddNullToObject(spend, "max_cost_usd");
+        cJSON_AddNullToObject(spend, "left_usd");
+    }
+    cJSON_AddItemToObject(d, "failures_by_kind", p.by_kind);
+    cJSON_AddItemToObject(d, "failed", p.failed);
+    p.by_kind = p.failed = NULL;
+    cJSON_AddNumberToObject(d, "repollable", p.repollable);
+    cJSON_AddNumberToObject(d, "removed", p.removed);
+    char *text = cJSON_PrintUnformatted(d);
+    cJSON_Delete(d);
+    int rc = SB_OK;
+    *exit_code = sb_status_exit(&p);
+    if (!text || fprintf(out, "%s\n", text) < 0)
+        rc = sb_seterr(err, errlen, "cannot write the status of %s", m->path);
+    free(text);
+    sb_plan_clear(&p);
+    return rc;
+}
+
+int sb_status_failed(FILE *out, struct sb_manifest *m, struct sb_store *st, int *exit_code, char *err,
+                     size_t errlen)
+{
+    struct sb_plan p;
+    if (sb_plan_compute(m, st, NULL, SB_PLAN_FAILED, &p, err, errlen) != SB_OK) {
+        sb_plan_clear(&p);
+        return SB_ERR;
+    }
+    const cJSON *f;
+    cJSON_ArrayForEach(f, p.failed) {
+        /* One line a job: tabs and line ends in a message become spaces. */
+        char *msg = sb_strdup(cJSON_GetObjectItemCaseSensitive(f, "message")->valuestring);
+        for (char *c = msg; *c; c++)
+            if (*c == '\t' || *c == '\n' || *c == '\r')
+                *c = ' ';
+        fprintf(out, "%s\t%s\t%s\n", cJSON_GetObjectItemCaseSensitive(f, "id")->valuestring,
+                cJSON_GetObjectItemCaseSensitive(f, "kind")->valuestring, msg);
+        free(msg);
+    }
+    *exit_code = sb_status_exit(&p);
     sb_plan_clear(&p);
     return SB_OK;
 }

@@ -327,7 +327,7 @@ run "$SEEDBATCH" run --dry-run --concurrency 7 --rps 0 "$T/demo.yaml"
 expect_in "$T/out" "limits: concurrency 7, 0 requests/s (unlimited)" "dry-run overrides"
 
 # --- status and dry-run against an existing state ---
-run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status before any run"
+run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 1 "status before any run: unfinished is exit 1"
 expect_in "$T/out" "(no run yet)" "status no run"
 expect_in "$T/out" "jobs: 4, pending 4, uploading 0, submitting 0, running 0, downloading 0, succeeded 0, failed 0, cancelled 0" "status counts before"
 # results before any run: nothing to write from, said so; whether or not the output directory
@@ -380,10 +380,26 @@ sqlite3 "$DB" "UPDATE jobs SET state='succeeded', cost=0.096, error_kind=NULL, e
 "$STORE_TOOL" set "$DB" 1002-marble failed rejected "The request was rejected by content moderation" 0
 "$STORE_TOOL" set "$DB" 1003-marble running
 sqlite3 "$DB" "UPDATE jobs SET prediction_id='p-1003' WHERE id='1003-marble'"
-run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 0 "status after"
+run "$SEEDBATCH" status "$T/demo.yaml"; expect_rc 1 "status after: a failed job is exit 1"
 expect_in "$T/out" "jobs: 4, pending 1, uploading 0, submitting 0, running 1, downloading 0, succeeded 1, failed 1, cancelled 0" "status counts after"
 expect_in "$T/out" "spent: \$0.10 in 1 charge; still to submit: 1 job, quote \$0.06" "status spend"
 expect_in "$T/out" "1002-marble: rejected: The request was rejected by content moderation" "status failure reason"
+# status --json: one document per manifest, read here with Python's json module.
+run "$SEEDBATCH" status --json "$T/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 1 "status --json"
+expect_eq "$(wc -l < "$T/out")" 2 "status --json: one line per manifest"
+py_json() { python3 -c 'import json, sys
+docs = [json.loads(l) for l in open(sys.argv[1])]
+print(eval(sys.argv[2], {"d": docs[0], "docs": docs}))' "$T/out" "$1"; }
+expect_eq "$(py_json 'd["manifest"], d["state"], d["has_run"], d["jobs"]')" "('$T/demo.yaml', '$DB', True, 4)" "status --json: manifest, state, jobs"
+expect_eq "$(py_json 'd["counts"]')" "{'pending': 1, 'uploading': 0, 'submitting': 0, 'running': 1, 'downloading': 0, 'succeeded': 1, 'failed': 1, 'cancelled': 0}" "status --json: counts"
+expect_eq "$(py_json 'd["finished"], d["to_submit"], d["quote_usd"]')" "(False, 1, 0.064)" "status --json: finished, to submit, quote"
+expect_eq "$(py_json 'd["spend"]')" "{'spent_usd': 0.096, 'charges': 1, 'images': 3, 'flagged': 0, 'up_to_usd': 0.096, 'max_cost_usd': 1, 'left_usd': 0.904}" "status --json: spend"
+expect_eq "$(py_json 'd["failures_by_kind"]')" "{'rejected': 1}" "status --json: failures by kind"
+expect_eq "$(py_json 'd["failed"]')" "[{'id': '1002-marble', 'kind': 'rejected', 'message': 'The request was rejected by content moderation', 'http_status': None, 'code': None, 'attempts': 0, 'repollable': False}]" "status --json: the failed job"
+expect_eq "$(py_json 'docs[1]["has_run"], docs[1]["finished"], docs[1]["failed"]')" "(False, False, [])" "status --json: a manifest with no run yet"
+run "$SEEDBATCH" status --failed "$T/demo.yaml"; expect_rc 1 "status --failed"
+expect_eq "$(cat "$T/out")" "$(printf '1002-marble\trejected\tThe request was rejected by content moderation')" "status --failed: the failed jobs only"
+run "$SEEDBATCH" status --json --failed "$T/demo.yaml"; expect_rc 2 "--json with --failed"
 run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
 expect_in "$T/out" "1 to submit, 1 to resume, 1 already succeeded, 1 failed (0 on a bad image)" "dry-run after progress"
 expect_in "$T/out" "cost quote: 2 images x \$0.0320 = \$0.06 (already spent: \$0.10)" "dry-run quote after progress"

@@ -276,6 +276,10 @@ expect_eq "$(grep -c '"kind":"server"' "$R")" 3 "three failed as server"
 expect_eq "$(stat_of submissions)" 3 "three predictions made"
 run "$SEEDBATCH" status "$D/m.yaml"
 expect_in "$T/out" "3 of the failed jobs have a prediction the provider may still hold: run --retry-failed polls them again, at no new charge" "status says so"
+run "$SEEDBATCH" status --json "$D/m.yaml"; expect_rc 1 "status --json with failed jobs"
+expect_eq "$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print([(f["id"], f["kind"], f["http_status"], f["attempts"], f["repollable"]) for f in d["failed"]], d["repollable"], d["failures_by_kind"])' "$T/out")" \
+    "[('job-p1', 'server', 503, 1, True), ('job-p2', 'server', 503, 1, True), ('job-p3', 'server', 503, 1, True)] 3 {'server': 3}" "status --json: each failed job's kind, status, attempts, and that it can be polled again"
 run "$SEEDBATCH" run --dry-run --retry-failed "$D/m.yaml"; expect_rc 0 "dry run"
 expect_in "$T/out" "0 to submit, 3 to resume" "the plan resumes them, quotes nothing"
 run "$SEEDBATCH" run --retry-failed=server "$D/m.yaml"; expect_rc 0 "--retry-failed=server"
