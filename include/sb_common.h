@@ -130,4 +130,11 @@ void sb_iso8601(int64_t ms, char out[32]);
 /* Parses "500ms", "2s", "1.5m", "1h" or a plain number of seconds. */
 int sb_parse_duration_ms(const char *s, int64_t *out);
 
+/*
+ * The entry of a NULL-terminated list (NULL itself allowed) closest to s by edit distance
+ * (Levenshtein, ASCII case folded), when close enough to be a typo: at most 1 edit for
+ * words up to 4 characters, 2 up to 12, 3 beyond. NULL when none is.
+ */
+const char *sb_closest(const char *s, const char *const *list);
+
 #endif

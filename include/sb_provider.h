@@ -102,7 +102,8 @@ struct sb_provider_ops {
     /* The multipart form of an upload (has_upload): field name, file name, content type. */
     void (*upload_form)(const struct sb_localfile *f, struct sb_upload_form *out);
 
-    /* Its models (checks.c asks): the price per output image of those it knows, */
+    /* Its models (checks.c asks): those it knows (NULL-terminated), the price per output image, */
+    const char *const *models;
     double default_price;
     /* what it knows of one (out->known, the images field; zeroed before), */
     void (*describe_model)(const char *model, struct sb_model_info *out);

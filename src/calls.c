@@ -152,8 +152,27 @@ void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *o
     e->run->unanswered_calls[p] = 0;
     if (oc->v == V_OK)
         e->run->proven[p] = 1;
-    else if (oc->v == V_RETRY && strcmp(oc->kind, SB_EK_RATE_LIMITED) == 0)
-        sb_rl_on_429(&e->run->rl[p], mono_ms(), r->retry_after_ms);
+    else if (oc->v == V_RETRY && strcmp(oc->kind, SB_EK_RATE_LIMITED) == 0) {
+        int64_t now = mono_ms(), before = e->run->rl[p].paused_until;
+        sb_rl_on_429(&e->run->rl[p], now, r->retry_after_ms);
+        pause_began(e, before, now, "rate limited (Retry-After)");
+    }
+}
+
+/*
+ * Logs a pause of the provider's calls of 10 s or more when it begins (its cause and
+ * length): before is when the last pause ended. The progress line shows it as it goes.
+ */
+void pause_began(struct engine *e, int64_t before, int64_t now, const char *cause)
+{
+    struct run *run = e->run;
+    int p = e->m->provider;
+    int64_t len = run->rl[p].paused_until - now;
+    if (before > now || len < 10000)
+        return;
+    struct sb_log_fields f = {.event = "pause", .manifest = e->m->path};
+    sb_log_event(SB_LOG_WARN, &f, "%s: calls paused for %llds: %s", e->api.ops->title,
+                 (long long)((len + 999) / 1000), cause);
 }
 
 void auth_abort(struct engine *e, const struct outcome *oc)
@@ -208,8 +227,13 @@ int64_t no_answer(struct engine *e, const struct outcome *oc)
     int64_t gap = (now - run->unanswered_since[p]) / 2;
     gap = gap < 1000 ? 1000 : gap > 30000 ? 30000 : gap;
     int64_t pause = gap / 2 + (int64_t)((double)rand() / RAND_MAX * (double)(gap / 2));
+    int64_t before = run->rl[p].paused_until;
     if (run->rl[p].paused_until < now + pause)
         run->rl[p].paused_until = now + pause;
+    char cause[700];
+    snprintf(cause, sizeof cause, "the API is unreachable (%.600s; no answer for %llds)", oc->msg,
+             (long long)((now - run->unanswered_since[p]) / 1000));
+    pause_began(e, before, now, cause);
     return pause;
 }
 

@@ -105,9 +105,15 @@ void sb_check_unknown(struct sb_check *c, const cJSON *params, const char *model
 {
     const cJSON *it;
     cJSON_ArrayForEach(it, params) {
-        if (!sb_in_list(it->string, known))
+        if (sb_in_list(it->string, known))
+            continue;
+        const char *near = sb_closest(it->string, known);
+        if (near)
+            sb_check_report(c, 0, it->string, "param %s is not known for %s: did you mean %s? "
+                            "(passed through unchecked)", it->string, model, near);
+        else
             sb_check_report(c, 0, it->string, "param %s is not known for %s: passed through unchecked",
-                   it->string, model);
+                            it->string, model);
     }
 }
 

@@ -72,8 +72,6 @@ void stop_run(struct run *r, int signum)
 {
     r->interrupted = signum;
     r->stopping = 1;
-    if (r->tty)
-        fprintf(stderr, "\n");
     if (signum)
         sb_warn("%s: finishing transfers under way (at most %ds), then saving; run the same command to resume",
                 sb_signals_verb(signum), GRACE_MS / 1000);
@@ -441,7 +439,9 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
     for (int p = 0; p < SB_NPROVIDERS; p++)
         sb_rl_init(&r->rl[p], provider_rate(ms, n, (enum sb_provider)p), r->started);
     srand((unsigned)(sb_now_ms() ^ getpid()));
-    r->tty = o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2));
+    /* --quiet draws nothing: the line is information, and cron's mail is for trouble only. */
+    r->tty = (o->progress == SB_PROGRESS_ALWAYS || (o->progress == SB_PROGRESS_AUTO && isatty(2))) &&
+             sb_log_enabled(SB_LOG_INFO);
 
     if (rc == SB_EXIT_OK)
         rc = run_open(r, ms, o, &opened);
@@ -470,6 +470,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
             r->signal_ms = sb_signals_caught_ms();
             stop_run(r, early);
         }
+        progress_start(r);
         uv_timer_start(&r->tick, on_tick, 250, r->tty ? 250 : 1000);
         for (int i = 0; i < n; i++)
             pump(r->engines[i]);
@@ -478,8 +479,7 @@ int sb_engine_run(struct sb_manifest **ms, int n, const struct sb_engine_opts *o
         for (int i = 0; i < n; i++)
             if (!r->engines[i]->finished)
                 finish(r->engines[i]);
-        if (r->tty)
-            fprintf(stderr, "\r\033[K");
+        progress_end(r);
     }
 
     run_shutdown(r, opened);

@@ -168,7 +168,15 @@ struct run {
     int stopping, auth_abort, unreachable;
     int interrupted;               /* the signal that stopped the run, or 0 */
     int64_t signal_ms;             /* when it came (sb_signals_now_ms) */
-    int tty;
+    int tty;                       /* the progress line is drawn (a terminal, not --quiet) */
+    int cols;                      /* the terminal's width (SIGWINCH re-reads it) */
+    uv_signal_t sigwinch;
+    char pline[512];               /* the progress line as drawn last */
+    size_t pline_len;              /* 0: none on the screen */
+    double rate;                   /* jobs finished a second, smoothed */
+    int64_t rate_at;               /* when it was last updated */
+    long rate_done;
+    int rate_n;
     int64_t started, last_log;
     int64_t last_tick;             /* when the tick last ran (monotonic ms) */
     int64_t paused;                /* time the process was stopped (SIGSTOP, a suspend), as the tick saw it */
@@ -350,6 +358,7 @@ void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *o
 void auth_abort(struct engine *e, const struct outcome *oc);
 int64_t no_answer(struct engine *e, const struct outcome *oc);
 struct job *job_call_ended(struct sb_req *r, CURLcode rc, struct outcome *oc);
+void pause_began(struct engine *e, int64_t before, int64_t now, const char *cause);
 /* The only writers of j->inflight: a job's call is under way, */
 void job_call_begun(struct job *j);
 /* ... or given up before its answer (the request freed). */
@@ -385,6 +394,9 @@ void flush_sync(struct engine *e);
 
 /* progress.c */
 void on_tick(uv_timer_t *t);
+/* The progress line's terminal: its width (and SIGWINCH), log lines drawn around it. */
+void progress_start(struct run *r);
+void progress_end(struct run *r);
 
 /* resume.c */
 int engine_open(struct run *r, struct engine *e);

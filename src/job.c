@@ -252,7 +252,11 @@ void job_failed(struct engine *e, struct job *j, const char *kind, int http, con
 {
     set_error(e, j, kind, http, code, msg);
     set_state(e, j, SB_JOB_FAILED);
-    sb_warn("job %s failed (%s): %s", j->row.id, j->row.error_kind, j->row.error_message);
+    /* On a terminal the progress line counts them; a log (a file, JSON) has each. */
+    struct sb_log_fields f = {"job_failed", e->m->path, j->row.id, "failed", j->row.error_kind, j->row.error_http,
+                              j->row.attempts};
+    sb_log_event(e->run->tty && sb_log_format_of() == SB_LOG_TEXT ? SB_LOG_DEBUG : SB_LOG_WARN, &f,
+                 "job %s failed (%s): %s", j->row.id, j->row.error_kind, j->row.error_message);
     set_want(j, W_NONE);
     e->jobs_done_run++;
     release(e, j);

@@ -7,12 +7,16 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 static enum sb_log_format g_fmt = SB_LOG_TEXT;
 static enum sb_log_level g_min = SB_LOG_INFO;
 static unsigned g_warnings;
+static int g_stamp;        /* text lines start with the time: stderr is no terminal */
+static sb_log_around_fn g_around;
+static void *g_around_ud;
 
 static const char *level_name[] = {"debug", "info", "warning", "error"};
 
@@ -20,6 +24,23 @@ void sb_log_setup(enum sb_log_format fmt, enum sb_log_level min_level)
 {
     g_fmt = fmt;
     g_min = min_level;
+    g_stamp = !isatty(STDERR_FILENO);
+}
+
+enum sb_log_format sb_log_format_of(void)
+{
+    return g_fmt;
+}
+
+int sb_log_enabled(enum sb_log_level lvl)
+{
+    return lvl >= g_min;
+}
+
+void sb_log_around(sb_log_around_fn fn, void *ud)
+{
+    g_around = fn;
+    g_around_ud = ud;
 }
 
 unsigned sb_log_warnings(void)
@@ -101,8 +122,14 @@ int sb_log_release(int write)
 
 static void put_line(const char *line, size_t len)
 {
-    if (!g_hold.on)
+    if (!g_hold.on) {
+        /* A progress line on the terminal is cleared first and drawn again after. */
+        if (g_around)
+            g_around(g_around_ud, 0);
         fwrite(line, 1, len, stderr);
+        if (g_around)
+            g_around(g_around_ud, 1);
+    }
     else if (sb_buf_append(&g_hold.lines, line, len) != SB_OK)
         g_hold.over = 1;
 }
@@ -133,17 +160,14 @@ static char *redact_userinfo(const char *in, char *out, size_t outlen)
     return out;
 }
 
-void sb_log(enum sb_log_level lvl, const char *fmt, ...)
+static void vlog(enum sb_log_level lvl, const struct sb_log_fields *f, const char *fmt, va_list ap)
 {
     if (lvl == SB_LOG_WARN)
         g_warnings++;
     if (lvl < g_min)
         return;
     char raw[2048], msg[2048 + 64];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
-    va_end(ap);
     redact_secrets(raw, sizeof raw);
     redact_userinfo(raw, msg, sizeof msg);
     struct sb_buf line;
@@ -155,11 +179,33 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...)
         cJSON_AddStringToObject(o, "time", ts);
         cJSON_AddStringToObject(o, "level", level_name[lvl]);
         cJSON_AddStringToObject(o, "msg", msg);
+        if (f) {
+            if (f->event)
+                cJSON_AddStringToObject(o, "event", f->event);
+            if (f->manifest)
+                cJSON_AddStringToObject(o, "manifest", f->manifest);
+            if (f->job)
+                cJSON_AddStringToObject(o, "job", f->job);
+            if (f->state)
+                cJSON_AddStringToObject(o, "state", f->state);
+            if (f->kind)
+                cJSON_AddStringToObject(o, "kind", f->kind);
+            if (f->http_status)
+                cJSON_AddNumberToObject(o, "http_status", f->http_status);
+            if (f->attempt)
+                cJSON_AddNumberToObject(o, "attempt", f->attempt);
+        }
         char *s = cJSON_PrintUnformatted(o);
         sb_buf_puts(&line, s ? s : "{}");
         free(s);
         cJSON_Delete(o);
     } else {
+        if (g_stamp) {
+            char ts[32];
+            sb_iso8601(sb_now_ms(), ts);
+            sb_buf_puts(&line, ts);
+            sb_buf_puts(&line, " ");
+        }
         sb_buf_puts(&line, "seedbatch: ");
         if (lvl != SB_LOG_INFO) {
             sb_buf_puts(&line, level_name[lvl]);
@@ -170,4 +216,20 @@ void sb_log(enum sb_log_level lvl, const char *fmt, ...)
     sb_buf_append(&line, "\n", 1);
     put_line(line.data, line.len);
     sb_buf_free(&line);
+}
+
+void sb_log(enum sb_log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void sb_log_event(enum sb_log_level lvl, const struct sb_log_fields *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, f, fmt, ap);
+    va_end(ap);
 }

@@ -378,6 +378,17 @@ struct mctx {
     sb_job_fn fn;       /* where each valid job goes, or NULL */
     void *fn_ud;
     int stopped;        /* fn asked to stop */
+    struct sb_map *warned;     /* "line:col:message" -> its struct warning, while checking */
+    struct warning **warnings; /* ... in the order first seen */
+    int n_warnings;
+};
+
+/* A warning for a place in the manifest, said once with the number of jobs it was for. */
+struct warning {
+    int line, col;
+    char *msg;
+    char *first_job;
+    int jobs;
 };
 
 /* What a manifest keeps to read its jobs again: the text it was checked from, by hash. */
@@ -521,7 +532,11 @@ static void check_keys(struct mctx *c, const struct ynode *map, const char *cons
             sb_buf_init(&b, 1024);
             for (int j = 0; allowed[j]; j++)
                 sb_buf_printf(&b, "%s%s", j ? ", " : "", allowed[j]);
-            merr(c, k, "unknown key %s in %s (known: %s)", k->value, what, b.data);
+            const char *near = sb_closest(k->value, allowed);
+            if (near)
+                merr(c, k, "unknown key %s in %s: did you mean %s? (known: %s)", k->value, what, near, b.data);
+            else
+                merr(c, k, "unknown key %s in %s (known: %s)", k->value, what, b.data);
             sb_buf_free(&b);
         }
     }
@@ -614,6 +629,21 @@ static cJSON *scalar_json(const struct ynode *n)
     return cJSON_CreateString(v);
 }
 
+/* A boolean setting: true or false as YAML writes them. */
+static int get_bool(struct mctx *c, const struct ynode *n, const char *what, int *out)
+{
+    cJSON *j = n->type == Y_SCALAR ? scalar_json(n) : NULL;
+    int rc = SB_OK;
+    if (cJSON_IsBool(j)) {
+        *out = cJSON_IsTrue(j);
+    } else {
+        merr(c, n, "%s must be true or false", what);
+        rc = SB_EINVAL;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
 static cJSON *to_json(struct mctx *c, const struct ynode *n)
 {
     if (n->type == Y_SCALAR)
@@ -694,16 +724,55 @@ static void on_check(void *ud, int is_error, const char *key, const char *msg)
     if (is_error) {
         merr(r->c, at, "%s", msg);
     } else if (!r->c->quiet) {
-        sb_warn("%s:%d:%d: job %s: %s", r->c->name, at->line, at->col, r->c->job ? r->c->job : "?", msg);
+        struct mctx *c = r->c;
+        char *wkey = sb_asprintf("%d:%d:%s", at->line, at->col, msg);
+        struct warning *w = c->warned ? sb_map_get(c->warned, wkey) : NULL;
+        if (w) {
+            w->jobs++;
+            free(wkey);
+            return;
+        }
+        if (!c->warned)
+            c->warned = sb_map_new();
+        w = sb_calloc(1, sizeof *w);
+        *w = (struct warning){at->line, at->col, sb_strdup(msg), sb_strdup(c->job ? c->job : "?"), 1};
+        sb_map_put(c->warned, wkey, w);
+        free(wkey);
+        c->warnings = sb_realloc(c->warnings, (size_t)(c->n_warnings + 1) * sizeof *c->warnings);
+        c->warnings[c->n_warnings++] = w;
     }
+}
+
+/*
+ * Logs the warnings of the checking reading, each place and message once: a param in
+ * defaults or a template warned about for 500 jobs is one line saying so.
+ */
+static void flush_warnings(struct mctx *c)
+{
+    for (int i = 0; i < c->n_warnings; i++) {
+        struct warning *w = c->warnings[i];
+        if (w->jobs == 1)
+            sb_warn("%s:%d:%d: job %s: %s", c->name, w->line, w->col, w->first_job, w->msg);
+        else
+            sb_warn("%s:%d:%d: %s (for %d jobs, the first %s)", c->name, w->line, w->col, w->msg, w->jobs,
+                    w->first_job);
+        free(w->msg);
+        free(w->first_job);
+        free(w);
+    }
+    free(c->warnings);
+    c->warnings = NULL;
+    c->n_warnings = 0;
+    sb_map_free(c->warned, NULL);
+    c->warned = NULL;
 }
 
 /* The URL for a local file under media.root, with each path segment escaped. */
 static char *prefix_url(struct mctx *c, const struct ynode *at, const char *path)
 {
     char real[PATH_MAX];
-    if (!c->root_real || !realpath(path, real))
-        return NULL; /* a missing file is reported as the job's image problem */
+    if (!c->root_real || !c->m->media.url_prefix || !realpath(path, real))
+        return NULL; /* a missing file is reported as the job's image problem; a missing prefix, as media's */
     size_t rl = strlen(c->root_real);
     if (strncmp(real, c->root_real, rl) != 0 || (real[rl] != '/' && strcmp(c->root_real, "/") != 0)) {
         merr(c, at, "%s is not under media.root (%s): url_prefix cannot name it", path, c->root_real);
@@ -834,7 +903,8 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
         }
     }
     j.params = params;
-    if (c->errors == errors_before && j.prompt) {
+    /* Checked whatever else is wrong with the job: one validate tells every problem. */
+    if (j.prompt) {
         struct report_ctx rc = {c, jn, parn && parn->type == Y_MAP ? parn : NULL, defaults_node};
         sb_check_job_params(m->provider, m->model, j.prompt, params, j.n_images,
                             &j.images_requested, on_check, &rc);
@@ -851,10 +921,10 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
         else if (c->ids)
             sb_map_put(c->ids, j.id, (void *)(intptr_t)jn->line);
     }
-    if (c->errors == errors_before && c->checking && j.invalid) {
+    if (c->checking && j.invalid) {
         if (c->n_unusable < MAX_LOGGED_ERRORS)
-            c->unusable[c->n_unusable] = sb_asprintf("%s:%d:%d: job %s: %s", c->name, j.line, j.column, j.id,
-                                                     j.invalid);
+            c->unusable[c->n_unusable] = sb_asprintf("%s:%d:%d: job %s: %s", c->name, j.line, j.column,
+                                                     j.id ? j.id : label, j.invalid);
         c->n_unusable++;
     }
     if (c->errors == errors_before) {
@@ -1064,7 +1134,8 @@ static void read_media(struct mctx *c, const struct ynode *n)
 static int interpret_settings(struct mctx *c, const struct ynode *root)
 {
     static const char *keys[] = {"version", "provider", "model", "output_dir", "defaults", "limits",
-                                 "price_per_image", "media", "jobs", "api_key_file", NULL};
+                                 "price_per_image", "media", "jobs", "api_key_file", "allow_unknown_model",
+                                 NULL};
     struct sb_manifest *m = c->m;
     const struct ynode *v;
 
@@ -1072,31 +1143,57 @@ static int interpret_settings(struct mctx *c, const struct ynode *root)
         merr(c, root, "the manifest must be a mapping with version, provider, model and jobs");
         return -1;
     }
+    /* Every problem is told in one pass: only a manifest whose provider or model cannot be
+       read stops here (its jobs cannot be checked without them). */
     check_keys(c, root, keys, "the manifest");
     if (!(v = map_get(root, "version")))
         merr(c, root, "version is required (version: 1)");
-    else if (get_int(c, v, "version", 1, 1, &m->version) != SB_OK)
-        return -1;
+    else
+        get_int(c, v, "version", 1, 1, &m->version);
+    int fatal = 0;
     if (!(v = map_get(root, "provider"))) {
         merr(c, root, "provider is required (atlascloud or runcomfy)");
+        fatal = 1;
     } else {
         const char *s = get_str(c, v, "provider");
-        if (s && sb_provider_parse(s, &m->provider) != SB_OK)
-            merr(c, v, "provider must be atlascloud or runcomfy, not \"%s\"", s);
+        if (!s || sb_provider_parse(s, &m->provider) != SB_OK) {
+            if (s)
+                merr(c, v, "provider must be atlascloud or runcomfy, not \"%s\"", s);
+            fatal = 1;
+        }
     }
-    if (!(v = map_get(root, "model"))) {
+    const struct ynode *mv = map_get(root, "model");
+    if (!mv) {
         merr(c, root, "model is required");
+        fatal = 1;
     } else {
-        const char *s = get_str(c, v, "model");
+        const char *s = get_str(c, mv, "model");
         if (s)
             m->model = sb_strdup(s);
+        else
+            fatal = 1;
     }
-    if (c->errors)
+    if (fatal)
         return -1;
+    const struct ynode *allow = map_get(root, "allow_unknown_model");
+    int allow_unknown = 0;
+    if (allow && get_bool(c, allow, "allow_unknown_model", &allow_unknown) != SB_OK)
+        allow_unknown = 1; /* told; the model is not refused on top of it */
     sb_model_lookup(m->provider, m->model, &m->model_info);
-    if (!m->model_info.known)
-        sb_warn("%s:%d:%d: model %s is not one seedbatch knows for %s: its params are not checked",
-                c->name, v->line, v->col, m->model, sb_provider_name(m->provider));
+    if (!m->model_info.known) {
+        const struct sb_provider_ops *ops = sb_providers[m->provider];
+        const char *near = sb_closest(m->model, ops->models);
+        char hint[300] = "";
+        if (near)
+            snprintf(hint, sizeof hint, " (did you mean %s?)", near);
+        if (allow_unknown)
+            sb_warn("%s:%d:%d: model %s is not one seedbatch knows for %s%s: its params are not checked",
+                    c->name, mv->line, mv->col, m->model, ops->title, hint);
+        else
+            merr(c, mv, "model %s is not one seedbatch knows for %s%s; a model the provider added since "
+                 "runs with allow_unknown_model: true (its params then go unchecked)", m->model, ops->title,
+                 hint);
+    }
     m->price_per_image = m->model_info.default_price;
 
     if ((v = map_get(root, "output_dir"))) {
@@ -1147,7 +1244,7 @@ static const struct ynode *interpret_config(struct mctx *c, const struct ynode *
         merr(c, v, "jobs must be a non-empty list");
         return NULL;
     }
-    return c->errors ? NULL : v;
+    return v; /* checked even when the settings had errors: one validate tells them all */
 }
 
 /* One item of the jobs list: a job, or a foreach entry that expands to several. */
@@ -1403,7 +1500,7 @@ static void first_item(struct ytree *t, const struct ynode *item, void *ud)
     if (!f->started) {
         f->started = 1;
         /* The root mapping, still open: its keys before jobs, and jobs itself without its value. */
-        f->config_ok = interpret_settings(f->c, t->stack[0]) == 0 && f->c->errors == 0;
+        f->config_ok = interpret_settings(f->c, t->stack[0]) == 0;
     }
     if (f->config_ok)
         job_item(f->c, item);
@@ -1466,6 +1563,7 @@ static int load_once(struct sb_manifest *m, char *err, size_t errlen)
     sb_log_hold();
     int rc = ybuild(&t, &y, err, errlen);
     src_close(&y, m->src->sha);
+    flush_warnings(&c);
     int held = rc == SB_OK && f.started && t.jobs && t.root && t.root->type == Y_MAP &&
                t.root->n >= 2 && t.root->kids[t.root->n - 1] == t.jobs;
     if (sb_log_release(held) != 0 || !held)
@@ -1535,6 +1633,7 @@ static int load(struct sb_manifest *m, char *err, size_t errlen)
         c.fn_ud = m;
         keep_begin(m);
         rc = read_jobs(m, &c, jobs, err, errlen);
+        flush_warnings(&c);
         end_checking(&c, c.errors > 0);
         if (rc != SB_OK && !c.errors) {
             sb_error("%s", err);

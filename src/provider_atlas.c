@@ -184,7 +184,7 @@ static const char *standard_fast[] = {"standard", "fast", NULL};
 
 static void atlas_describe_model(const char *model, struct sb_model_info *out)
 {
-    out->known = strcmp(model, ATLAS_EDIT_SEQ) == 0 || strcmp(model, ATLAS_EDIT) == 0;
+    out->known = sb_in_list(model, sb_provider_atlas.models);
     size_t n = strlen(model);
     /* Atlas's single-output /edit models take one `image` string. */
     out->images_as_string = n >= 5 && strcmp(model + n - 5, "/edit") == 0;
@@ -281,6 +281,7 @@ const struct sb_provider_ops sb_provider_atlas = {
     .parse_cancel = NULL,
     .error_info = atlas_error_info,
     .upload_form = atlas_upload_form,
+    .models = (const char *const[]){ATLAS_EDIT_SEQ, ATLAS_EDIT, NULL},
     .default_price = 0.032,
     .describe_model = atlas_describe_model,
     .check_params = atlas_check_params,

@@ -190,7 +190,7 @@ static const char *auto_disabled[] = {"auto", "disabled", NULL};
 
 static void rc_describe_model(const char *model, struct sb_model_info *out)
 {
-    out->known = strcmp(model, RC_EDIT) == 0;
+    out->known = sb_in_list(model, sb_provider_runcomfy.models);
     out->images_field = "image";
 }
 
@@ -240,6 +240,7 @@ const struct sb_provider_ops sb_provider_runcomfy = {
     .error_info = rc_error_info,
     /* 404001: no request with that id (any more). */
     .gone_codes = (const char *const[]){"404001", NULL},
+    .models = (const char *const[]){RC_EDIT, NULL},
     .default_price = 0.028,
     .describe_model = rc_describe_model,
     .check_params = rc_check_params,

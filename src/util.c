@@ -580,3 +580,51 @@ int sb_parse_duration_ms(const char *s, int64_t *out)
     *out = (int64_t)llround(ms);
     return SB_OK;
 }
+
+/* Edit distance of a and b, case folded, or limit + 1 once it is over limit. */
+static size_t edit_distance(const char *a, const char *b, size_t limit)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if ((la > lb ? la - lb : lb - la) > limit || lb > 255)
+        return limit + 1;
+    size_t row[256];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0], best = row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            size_t v = diag + cost;
+            if (up + 1 < v)
+                v = up + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+            if (v < best)
+                best = v;
+        }
+        if (best > limit)
+            return limit + 1;
+    }
+    return row[lb];
+}
+
+const char *sb_closest(const char *s, const char *const *list)
+{
+    if (!list)
+        return NULL;
+    size_t n = strlen(s);
+    size_t limit = n <= 4 ? 1 : n <= 12 ? 2 : 3;
+    const char *best = NULL;
+    size_t best_d = limit + 1;
+    for (; *list; list++) {
+        size_t d = edit_distance(s, *list, limit);
+        if (d < best_d && d > 0) {
+            best = *list;
+            best_d = d;
+        }
+    }
+    return best;
+}

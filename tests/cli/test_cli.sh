@@ -104,6 +104,47 @@ for w in last after; do
     expect_eq "$(grep -c 'param shiny is not known' "$T/err")" 2 "err_$w: the warnings once"
 done
 
+# One validate tells every problem of the manifest: an unknown key does not hide the limits
+# or the jobs, a job's bad URL does not hide its missing file, params are checked on a job
+# with other errors; an unknown model is an error with "did you mean", and so is a key.
+cat > "$T/m/all.yaml" <<'EOF2'
+version: 1
+provider: atlascloud
+model: bytedance/seedream-v5.0-lite/edti
+output_dir: out
+colour: blue
+limitz: {concurrency: 3}
+limits: {concurrency: 0}
+jobs:
+  - id: a
+    prompt: "one"
+    images: ["ftp://example.com/x.jpg", missing.jpg]
+  - id: c
+    prompt: ""
+    images: [img/a.png]
+EOF2
+run "$SEEDBATCH" validate "$T/m/all.yaml"; expect_rc 2 "validate: every problem at once"
+expect_in "$T/err" "all.yaml:5:1: unknown key colour in the manifest (known:" "one pass: the unknown key"
+expect_in "$T/err" "all.yaml:6:1: unknown key limitz in the manifest: did you mean limits? (known:" "one pass: did you mean, for a key"
+expect_in "$T/err" "all.yaml:3:8: model bytedance/seedream-v5.0-lite/edti is not one seedbatch knows for Atlas Cloud (did you mean bytedance/seedream-v5.0-lite/edit?); a model the provider added since runs with allow_unknown_model: true" "one pass: the misspelt model is an error"
+expect_in "$T/err" "all.yaml:7:23: limits.concurrency must be from 1 to 10000" "one pass: the limits"
+expect_in "$T/err" "all.yaml:11:14: job a: only http and https URLs are allowed: ftp://example.com/x.jpg" "one pass: the job's URL"
+expect_in "$T/err" "all.yaml:9:5: job a: image 2: cannot read $T/m/missing.jpg: No such file or directory" "one pass: ... and its missing file"
+expect_in "$T/err" "all.yaml:12:5: job c: prompt is required and must not be empty" "one pass: the other job"
+expect_eq "$(grep -c 'error:' "$T/err")" 8 "one pass: seven problems and the summary"
+# A model the provider added since: allowed by the manifest, warned about, params unchecked.
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v6.0/edit\nallow_unknown_model: true\njobs:\n  - {id: n, prompt: new, images: [img/a.png], params: {fancy: 1}}\n' > "$T/m/newmodel.yaml"
+run "$SEEDBATCH" validate "$T/m/newmodel.yaml"; expect_rc 0 "allow_unknown_model: true"
+expect_in "$T/err" "warning: $T/m/newmodel.yaml:3:8: model bytedance/seedream-v6.0/edit is not one seedbatch knows for Atlas Cloud: its params are not checked" "allow_unknown_model: warned"
+sed -i 's/allow_unknown_model: true/allow_unknown_model: sometimes/' "$T/m/newmodel.yaml"
+run "$SEEDBATCH" validate "$T/m/newmodel.yaml"; expect_rc 2 "allow_unknown_model must be a boolean"
+expect_in "$T/err" "newmodel.yaml:4:22: allow_unknown_model must be true or false" "allow_unknown_model: a bad value named"
+# A param in defaults warned once for all its jobs, with "did you mean" and the count.
+{ echo "$HEAD"; echo "defaults: {output_fromat: png}"; echo "jobs:"; for i in $(seq 1 500); do printf '  - {id: d%d, prompt: hello, images: [img/a.png]}\n' "$i"; done; } > "$T/m/defaults.yaml"
+run "$SEEDBATCH" validate "$T/m/defaults.yaml"; expect_rc 0 "validate: an unknown param in defaults is a warning"
+expect_eq "$(grep -c 'output_fromat' "$T/err")" 1 "defaults: one line for 500 jobs"
+expect_in "$T/err" "defaults.yaml:4:12: param output_fromat is not known for bytedance/seedream-v5.0-lite/edit-sequential: did you mean output_format? (passed through unchecked) (for 500 jobs, the first d1)" "defaults: did you mean, and the count"
+
 bad() { # bad NAME WANT (manifest text on stdin)
     cat > "$T/m/$1.yaml"
     run "$SEEDBATCH" validate "$T/m/$1.yaml"

@@ -217,7 +217,12 @@ static void check_table(void)
               o->error_info);
         CHECK(!o->has_upload || (o->upload_url && o->parse_upload && o->upload_form));
         CHECK(!o->cancel_url == !o->parse_cancel);
-        CHECK(o->describe_model && o->check_params && o->default_price > 0);
+        CHECK(o->describe_model && o->check_params && o->default_price > 0 && o->models && o->models[0]);
+        for (int k = 0; o->models && o->models[k]; k++) {
+            struct sb_model_info mi;
+            sb_model_lookup((enum sb_provider)p, o->models[k], &mi);
+            CHECK(mi.known);
+        }
     }
     /* Atlas's upload form: the field "file", the file's base name, its type by content. */
     struct sb_localfile f = {.path = "photos/a b.png", .info = {.format = SB_IMG_PNG}};
