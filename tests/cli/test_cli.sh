@@ -441,6 +441,21 @@ expect_eq "$(py_json 'docs[1]["has_run"], docs[1]["finished"], docs[1]["failed"]
 run "$SEEDBATCH" status --failed "$T/demo.yaml"; expect_rc 1 "status --failed"
 expect_eq "$(cat "$T/out")" "$(printf '1002-marble\trejected\tThe request was rejected by content moderation')" "status --failed: the failed jobs only"
 run "$SEEDBATCH" status --json --failed "$T/demo.yaml"; expect_rc 2 "--json with --failed"
+# docs/reference.md documents every field status --json and results.jsonl write.
+REF="${SOURCE_DIR:-$(dirname "$0")/../..}/docs/reference.md"
+run "$SEEDBATCH" status --json "$T/demo.yaml"
+for k in $(python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print(" ".join(list(d) + list(d["spend"]) + list(d["failed"][0])))' "$T/out"); do
+    grep -qF "\`$k\`" "$REF" && pass || fail "docs/reference.md does not document status --json's $k"
+done
+run "$SEEDBATCH" results "$T/demo.yaml"; expect_rc 0 "results from the state"
+for k in $(python3 -c 'import json, sys
+keys = set()
+for l in open(sys.argv[1]):
+    d = json.loads(l); keys |= set(d); keys |= set(d["error"] or {})
+print(" ".join(sorted(keys)))' "$T/demo.out/results.jsonl"); do
+    grep -qF "\`$k\`" "$REF" && pass || fail "docs/reference.md does not document results.jsonl's $k"
+done
 run "$SEEDBATCH" run --dry-run "$T/demo.yaml"
 expect_in "$T/out" "1 to submit, 1 to resume, 1 already succeeded, 1 failed (0 on a bad image)" "dry-run after progress"
 expect_in "$T/out" "cost quote: 2 images x \$0.0320 = \$0.06 (already spent: \$0.10)" "dry-run quote after progress"
