@@ -170,9 +170,9 @@ stop_h2
 
 # --- 6. the proxy dies while submits wait at the API: their answers are lost ---
 D=$T/proxykill; N=20; atlas_batch "$D" $N "concurrency: 8, requests_per_second: 0, poll_interval: 100ms"
-start_h2 --key "$KEY" --latency 100 --fault submit:slow:#8 --slow-ms 1500
+start_h2 --key "$KEY" --latency 100 --fault submit:slow:#8 --slow-ms 4000
 "$SEEDBATCH" run --progress never "$D/m.yaml" >"$T/pk.out" 2>"$T/pk.err" & pid=$!
-# The first eight submits wait 1.5 s at the mock; the proxy is killed while they wait.
+# The first eight submits wait 4 s at the mock (room for a loaded machine); the proxy is killed while they wait.
 for _ in $(seq 1 200); do [ "$(stat_of requests.submit)" -ge 8 ] && break; sleep 0.05; done
 kill -9 "$NX_PID"; wait "$NX_PID" 2>/dev/null; NX_PID=""
 sleep 0.5

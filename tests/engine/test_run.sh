@@ -345,7 +345,7 @@ expect_eq "$(cat "$T/n")" 0 "key absent from the state database"
 stop_mock; start_mock --key "$KEY" --latency 800; use_mock
 rm -rf "$T/clean/out"
 run "$SEEDBATCH" run --progress always "$T/clean/m.yaml"; expect_rc 0 "progress run"
-expect_in "$T/err" "done, " "progress line"
+expect_in "$T/err" " ok, 0 failed" "progress line"
 stop_mock
 
 finish
