@@ -43,6 +43,7 @@ struct sb_limits {
     int64_t unreachable_ms;   /* no answer from the API this long stops the run (exit 75) */
     int64_t submit_timeout_ms; /* a submit waits this long for its answer (a pause of the process not counted) */
     int64_t download_patience_ms; /* outputs that fail to download are tried again (fresh URLs) this long */
+    int poll_interval_given;  /* poll_interval set in the manifest: polls follow it, not the learned timing */
 };
 
 struct sb_media {

@@ -15,7 +15,7 @@
 #include "sb_checks.h"
 #include "sb_common.h"
 
-#define SB_SCHEMA_VERSION 7
+#define SB_SCHEMA_VERSION 8
 
 /* A job's life (SPEC section 4). Stored by name. */
 enum sb_job_state {
@@ -249,5 +249,11 @@ int sb_store_each_upload(struct sb_store *st, int64_t ttl_ms,
                          void (*fn)(const char *sha256, const char *url, int64_t uploaded_at, void *ud), void *ud);
 /* Forgets a file's cached upload (its URL went stale): the next job that needs it uploads it again. */
 int sb_store_drop_upload(struct sb_store *st, const char *sha256);
+
+/* What runs learned of a provider's and model's processing time: SB_ENOENT when nothing
+   (or an older schema). put joins an open transaction. */
+struct sb_timing;
+int sb_store_get_timing(struct sb_store *st, const char *provider, const char *model, struct sb_timing *t);
+int sb_store_put_timing(struct sb_store *st, const char *provider, const char *model, const struct sb_timing *t);
 
 #endif

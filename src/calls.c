@@ -154,6 +154,7 @@ void classify(struct engine *e, struct sb_req *r, CURLcode rc, struct outcome *o
         e->run->proven[p] = 1;
     else if (oc->v == V_RETRY && strcmp(oc->kind, SB_EK_RATE_LIMITED) == 0) {
         int64_t now = mono_ms(), before = e->run->rl[p].paused_until;
+        e->run->limited_at[p] = now;
         sb_rl_on_429(&e->run->rl[p], now, r->retry_after_ms);
         pause_began(e, before, now, "rate limited (Retry-After)");
     }

@@ -67,11 +67,20 @@ static int write_charges(struct engine *e, int rc)
 int write_dirty(struct engine *e)
 {
     int rc = SB_OK;
-    if (!e->dirty_head && !e->up_dirty_head && !e->charges)
+    /* What was learned of the processing time: with the rows, every 2 s at most, and at the end. */
+    int timing = e->timing_dirty && (e->finished || mono_ms() - e->timing_saved >= 2000);
+    if (!e->dirty_head && !e->up_dirty_head && !e->charges && !timing)
         return SB_OK;
     if (sb_store_begin(e->st) != SB_OK)
         rc = SB_EIO;
     rc = write_charges(e, rc);
+    if (timing && rc == SB_OK) {
+        int trc = sb_store_put_timing(e->st, sb_provider_name(e->m->provider), e->m->model, &e->timing);
+        if (trc != SB_OK)
+            rc = trc == SB_EFULL ? SB_EFULL : SB_EIO;
+        e->timing_dirty = 0;
+        e->timing_saved = mono_ms();
+    }
     for (struct job *j = e->dirty_head, *n; j; j = n) {
         n = j->dirty_next;
         j->dirty = 0;

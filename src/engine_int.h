@@ -17,6 +17,7 @@
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
+#include "sb_timing.h"
 #include "sb_sync.h"
 
 #include <ctype.h>
@@ -98,6 +99,8 @@ struct job {
     char **urls;            /* reference image URLs */
     int uploads_left;
     int64_t poll_every;
+    int submitted_here;     /* its prediction was made in this run: its time is a sample */
+    double running_s;       /* seconds after the submit a poll last found it running, 0 when none */
     int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
     int polled;             /* a poll of this run was answered: job_timeout may end it now */
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
@@ -162,6 +165,7 @@ struct run {
     int proven[SB_NPROVIDERS];               /* an API call to that provider has succeeded: the key works */
     int reached[SB_NPROVIDERS];              /* an API call to that provider got an answer in this run */
     int64_t unanswered_since[SB_NPROVIDERS]; /* the first of the calls in a row that got no answer; 0: none */
+    int64_t limited_at[SB_NPROVIDERS];       /* when a call last waited for the rate limit, or was refused 429 */
     int unanswered_calls[SB_NPROVIDERS];
     uv_timer_t tick, grace;
     uv_signal_t sigint, sigterm, sighup;
@@ -258,8 +262,9 @@ struct engine {
     double spent_before;                 /* ... of the spend, what earlier runs had recorded */
     long flagged;                        /* flagged charges */
     struct pcharge *charges, **charges_tail;
-    double ema_ms;
-    int samples;
+    struct sb_timing timing;             /* processing time learned (and kept in the state) */
+    int timing_dirty;                    /* learned more since it was written */
+    int64_t timing_saved;                /* when it was last written (monotonic ms) */
     long calls[CALL_NKINDS];
     long unreached;                /* calls that ended before going out: no server reached */
     long images_written, jobs_done_run;

@@ -1070,8 +1070,10 @@ static void read_limits(struct mctx *c, const struct ynode *n)
         get_num(c, v, "limits.requests_per_second", 0, 100000, &l->requests_per_second);
     if ((v = map_get(n, "max_attempts")))
         get_int(c, v, "limits.max_attempts", 1, 100, &l->max_attempts);
-    if ((v = map_get(n, "poll_interval")))
+    if ((v = map_get(n, "poll_interval"))) {
         get_duration(c, v, "limits.poll_interval", 100, &l->poll_interval_ms);
+        l->poll_interval_given = 1;
+    }
     if ((v = map_get(n, "job_timeout")))
         get_duration(c, v, "limits.job_timeout", 1000, &l->job_timeout_ms);
     if ((v = map_get(n, "max_cost")) && !is_null(v))
@@ -1655,7 +1657,7 @@ static struct sb_manifest *manifest_new(const char *name, const char *dir, const
     m->path = sb_strdup(name);
     m->dir = sb_strdup(dir);
     m->output_dir = default_output_dir(name, dir);
-    m->limits = (struct sb_limits){16, 5.0, 6, 2000, 20 * 60 * 1000, -1.0, 5 * 60 * 1000, 120 * 1000, 3 * 60 * 1000};
+    m->limits = (struct sb_limits){16, 5.0, 6, 2000, 20 * 60 * 1000, -1.0, 5 * 60 * 1000, 120 * 1000, 3 * 60 * 1000, 0};
     m->media.upload = SB_UPLOAD_PROVIDER;
     m->media.root = sb_strdup(dir);
     m->media.upload_ttl_ms = 6LL * 3600 * 1000;

@@ -55,12 +55,76 @@ void begin_submit(struct engine *e, struct job *j)
     e->send_tail = j;
 }
 
-static int64_t first_poll_delay(const struct engine *e)
+/*
+ * When to look at a prediction. With limits.poll_interval given, as before: after
+ * it, then backing off. Otherwise from what was learned of the provider's
+ * processing time (sb_timing.h, kept in the state; a first run starts from the
+ * prior of 2 to 3 s an image): when the request budget binds, each call must
+ * count, and the first look waits for the time 90% of predictions take, a look
+ * that found it running for the time 80% of the rest take; when it does not
+ * bind, the 60% and 50% marks, for less latency.
+ */
+#define POLL_FLOOR_MS 250
+
+/* Calls wait for the rate limiter now, or the API refused some lately (429). */
+static int budget_binds(const struct engine *e, int64_t now)
 {
-    int64_t d = e->m->limits.poll_interval_ms;
-    if (e->samples > 0 && e->ema_ms > d)
-        d = (int64_t)e->ema_ms;
-    return d;
+    int64_t at = e->run->limited_at[e->m->provider];
+    return at && now - at < 3000;
+}
+
+static int images_of(const struct job *j)
+{
+    int n = j->spec ? j->spec->images_requested : j->row.images_requested;
+    return n > 0 ? n : 1;
+}
+
+static int64_t clamp_delay(double ms)
+{
+    return ms < POLL_FLOOR_MS ? POLL_FLOOR_MS : ms > POLL_CAP_MS ? POLL_CAP_MS : (int64_t)ms;
+}
+
+static int64_t first_poll_delay(const struct engine *e, const struct job *j, int64_t now)
+{
+    if (e->m->limits.poll_interval_given)
+        return e->m->limits.poll_interval_ms;
+    double q = budget_binds(e, now) ? 0.9 : 0.6;
+    return clamp_delay(sb_timing_quantile(&e->timing, q) * images_of(j) * 1000.0);
+}
+
+/* After a look found it running: the next one, or 0 when the timing says nothing (past what was seen). */
+static int64_t next_poll_delay(const struct engine *e, const struct job *j, int64_t now)
+{
+    if (e->m->limits.poll_interval_given || !j->submitted_here)
+        return 0;
+    int n = images_of(j);
+    double el = (double)(now - j->submitted_mono) / 1000.0 / n;
+    double f = sb_timing_cdf(&e->timing, el);
+    if (f > 0.98)
+        return 0;
+    double q = f + (1 - f) * (budget_binds(e, now) ? 0.8 : 0.5);
+    return clamp_delay((sb_timing_quantile(&e->timing, q) - el) * n * 1000.0);
+}
+
+/*
+ * What this prediction says of the processing time (seconds an image): the
+ * provider's predict_time when given, else between the last look that found it
+ * running and the one that found it done (its middle; a little below the latter
+ * when none found it running, so that the timing does not only ever grow).
+ */
+static void learn_timing(struct engine *e, struct job *j, const struct sb_poll_result *pr, int64_t now)
+{
+    if (!j->submitted_here || !j->submitted_mono)
+        return;
+    double hi = (double)(now - j->submitted_mono) / 1000.0, lo = j->running_s;
+    double s = pr->predict_time >= 0 ? pr->predict_time : lo > 0 ? (lo + hi) / 2 : hi * 0.85;
+    if (s > hi)
+        s = hi;
+    if (s < lo)
+        s = lo;
+    int n = pr->n_outputs > 0 ? pr->n_outputs : images_of(j);
+    sb_timing_add(&e->timing, s / n);
+    e->timing_dirty = 1;
 }
 
 /*
@@ -108,9 +172,11 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             set_state(e, j, SB_JOB_RUNNING);
             set_want(j, W_POLL);
             j->poll_every = e->m->limits.poll_interval_ms;
-            set_due(e, j, mono_ms() + first_poll_delay(e));
+            j->submitted_here = 1;
+            j->running_s = 0;
+            set_due(e, j, j->submitted_mono + first_poll_delay(e, j, j->submitted_mono));
             /* Once the typical processing time is known, the first look goes straight to the result. */
-            j->fetch_result = e->api.ops->result_url && e->samples > 0;
+            j->fetch_result = e->api.ops->result_url && e->timing.samples >= 1;
             sb_req_cleanup(r);
             dispatch(e);
             return;
@@ -210,6 +276,11 @@ void start_poll(struct engine *e, struct job *j)
 static void keep_polling(struct engine *e, struct job *j, int64_t now)
 {
     j->fast = 0;
+    int64_t d = next_poll_delay(e, j, now);
+    if (d > 0) {
+        set_due(e, j, now + d);
+        return;
+    }
     set_due(e, j, now + j->poll_every);
     j->poll_every = (int64_t)((double)j->poll_every * 1.5);
     if (j->poll_every > POLL_CAP_MS)
@@ -261,6 +332,8 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
     if (pr->state == SB_PRED_RUNNING) {
         j->fetch_result = 0;
         j->queue_position = pr->queue_position;
+        if (j->submitted_here)
+            j->running_s = (double)(now - j->submitted_mono) / 1000.0;
         keep_polling(e, j, now);
     } else if (pr->state == SB_PRED_READY) {
         /*
@@ -293,9 +366,7 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
         if (pr->skipped)
             sb_warn("job %s: %d output entr%s of the answer %s no http(s) URL: passed over", j->row.id,
                     pr->skipped, SB_ONE(pr->skipped, "y", "ies"), SB_ONE(pr->skipped, "is", "are"));
-        double sample = pr->predict_time >= 0 ? pr->predict_time * 1000.0 : (double)(now - j->submitted_mono);
-        e->ema_ms = e->samples ? 0.8 * e->ema_ms + 0.2 * sample : sample;
-        e->samples++;
+        learn_timing(e, j, pr, now);
         j->row.predict_time = pr->predict_time;
         free(j->row.output_urls);
         j->row.output_urls = str_array(pr->outputs, pr->n_outputs);

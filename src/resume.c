@@ -375,6 +375,13 @@ int engine_open(struct run *r, struct engine *e)
                 "lists them all", m->path, rep.invalid - SB_SYNC_SHOWN, SB_S(rep.invalid - SB_SYNC_SHOWN),
                 SB_ONE(rep.invalid - SB_SYNC_SHOWN, "s", ""), m->path);
     sb_sync_report_clear(&rep);
+    /* The processing time earlier runs learned for this provider and model, aged; else the prior. */
+    if (sb_store_get_timing(e->st, sb_provider_name(m->provider), m->model, &e->timing) == SB_OK)
+        sb_timing_age(&e->timing, sb_now_ms());
+    else
+        sb_timing_prior(&e->timing);
+    sb_debug("%s: processing time per image: median %.2fs, 90%% within %.2fs (%.0f samples learned)", m->path,
+             sb_timing_quantile(&e->timing, 0.5), sb_timing_quantile(&e->timing, 0.9), e->timing.samples);
     if (e->folds_case && (rc = case_twins(e)) != SB_EXIT_OK)
         return rc;
     e->uploads = sb_map_new();

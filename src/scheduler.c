@@ -250,6 +250,7 @@ void pump(struct engine *e)
         }
         int64_t wait = sb_rl_take(&e->run->rl[e->m->provider], now);
         if (wait > 0) {
+            e->run->limited_at[e->m->provider] = now;
             if (now + wait < next)
                 next = now + wait;
             break;

@@ -10,6 +10,7 @@
 #include "sb_store.h"
 #include "sb_log.h"
 #include "sb_provider.h"
+#include "sb_timing.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -195,6 +196,9 @@ static const char *migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'the charge ledger is append-only'); END;"
     "CREATE TRIGGER charges_no_delete BEFORE DELETE ON charges"
     "  BEGIN SELECT RAISE(ABORT, 'the charge ledger is append-only'); END;",
+    /* 8: what runs learned of each provider's and model's processing time (sb_timing.h). */
+    "CREATE TABLE IF NOT EXISTS timings(provider TEXT NOT NULL, model TEXT NOT NULL, hist TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL, PRIMARY KEY(provider, model));",
 };
 
 /* The oldest schema a read-only open can read (3 only dropped an index). */
@@ -1199,5 +1203,41 @@ int sb_store_lock(const char *path, int *fd, char *err, size_t errlen)
         *fd = -1;
     }
     free(lock);
+    return rc;
+}
+
+int sb_store_get_timing(struct sb_store *st, const char *provider, const char *model, struct sb_timing *t)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(st->db, "SELECT hist, updated_at FROM timings WHERE provider=? AND model=?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return SB_ENOENT; /* an older schema, read-only */
+    sqlite3_bind_text(q, 1, provider, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, model, -1, SQLITE_STATIC);
+    int rc = SB_ENOENT;
+    if (sqlite3_step(q) == SQLITE_ROW &&
+        sb_timing_decode((const char *)sqlite3_column_text(q, 0), t) == SB_OK) {
+        t->updated_at = sqlite3_column_int64(q, 1);
+        rc = SB_OK;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+int sb_store_put_timing(struct sb_store *st, const char *provider, const char *model, const struct sb_timing *t)
+{
+    sqlite3_stmt *q;
+    char *hist = sb_timing_encode(t);
+    int rc = SB_EIO;
+    if (hist && sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO timings(provider, model, hist, updated_at)"
+                                   " VALUES(?,?,?,?)", -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, provider, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, hist, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 4, t->updated_at > 0 ? t->updated_at : sb_now_ms());
+        rc = sqlite3_step(q) == SQLITE_DONE ? SB_OK : storage_full(st) ? SB_EFULL : SB_EIO;
+        sqlite3_finalize(q);
+    }
+    free(hist);
     return rc;
 }

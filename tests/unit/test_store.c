@@ -1,5 +1,6 @@
 /* store: schema and migrations, sync (keep, re-queue, report removed), transitions, upload cache. */
 #include "sb_store.h"
+#include "sb_timing.h"
 #include "sb_sync.h"
 #include "sb_log.h"
 #include "t.h"
@@ -219,6 +220,31 @@ int main(void)
     CHECK(access(db, F_OK) != 0);
     CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
     CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), SB_SCHEMA_VERSION);
+    /* The timing a run learned, per provider and model: nothing yet, then what was put. */
+    {
+        struct sb_timing t, back;
+        struct sb_store *ts = NULL;
+        CHECK_INT(sb_store_open(db, 0, &ts, err, sizeof err), SB_OK);
+        CHECK_INT(sb_store_get_timing(ts, "atlascloud", "m1", &back), SB_ENOENT);
+        sb_timing_prior(&t);
+        for (int i = 0; i < 20; i++)
+            sb_timing_add(&t, 4.0);
+        CHECK_INT(sb_store_put_timing(ts, "atlascloud", "m1", &t), SB_OK);
+        CHECK_INT(sb_store_get_timing(ts, "atlascloud", "m1", &back), SB_OK);
+        CHECK(back.samples > 19 && back.samples < 20);
+        CHECK(back.updated_at == t.updated_at);
+        CHECK_INT(sb_store_get_timing(ts, "runcomfy", "m1", &back), SB_ENOENT);
+        CHECK_INT(sb_store_put_timing(ts, "atlascloud", "m1", &t), SB_OK); /* replaced, one row */
+        CHECK_INT(q(db, "SELECT count(*) FROM timings"), 1);
+        sb_store_close(ts);
+        sqlite3 *h;
+        sqlite3_open(db, &h);
+        sqlite3_exec(h, "UPDATE timings SET hist='garbage'", NULL, NULL, NULL);
+        sqlite3_close(h);
+        CHECK_INT(sb_store_open(db, 1, &ts, err, sizeof err), SB_OK);
+        CHECK_INT(sb_store_get_timing(ts, "atlascloud", "m1", &back), SB_ENOENT); /* unreadable: none */
+        sb_store_close(ts);
+    }
     char *mode = qs(db, "PRAGMA journal_mode");
     CHECK_STR(mode, "wal");
     free(mode);
@@ -453,7 +479,7 @@ int main(void)
     sqlite3_open(db, &h);
     sqlite3_exec(h, "UPDATE meta SET value='2' WHERE key='schema_version'; CREATE INDEX jobs_state ON jobs(state);"
                  "DROP TABLE files; DROP INDEX jobs_replaced; ALTER TABLE jobs DROP COLUMN replaced_outputs;"
-                 "ALTER TABLE jobs DROP COLUMN uncertain_submits; DROP TABLE charges;"
+                 "ALTER TABLE jobs DROP COLUMN uncertain_submits; DROP TABLE charges; DROP TABLE timings;"
                  /* What an older state knew of costs: a job's cost, a possible duplicate. */
                  "UPDATE jobs SET cost=0.064, prediction_id='p-b', output_urls='[\"https://x/1\",\"https://x/2\"]',"
                  " finished_at=5000 WHERE id='b';"
@@ -486,6 +512,7 @@ int main(void)
     CHECK_INT(sb_store_open(db, 0, &st, err, sizeof err), SB_OK);
     CHECK_INT(q(db, "SELECT value FROM meta WHERE key='schema_version'"), SB_SCHEMA_VERSION);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='files'"), 1);
+    CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='timings'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_state'"), 0);
     CHECK_INT(q(db, "SELECT count(*) FROM sqlite_master WHERE name='jobs_order'"), 1);
     CHECK_INT(q(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name='replaced_outputs'"), 1);
