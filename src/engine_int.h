@@ -53,6 +53,7 @@
  * this many times in a row; then even such an answer waits its back-off.
  */
 #define MAX_FAST_CALLS 3
+#define POLL_WAIT_MS 10000     /* a poll this late past its due time goes before uploads and submits */
 
 enum call_kind { CALL_UPLOAD, CALL_SUBMIT, CALL_POLL, CALL_NKINDS };
 
@@ -100,7 +101,9 @@ struct job {
     int uploads_left;
     int64_t poll_every;
     int submitted_here;     /* its prediction was made in this run: its time is a sample */
-    double running_s;       /* seconds after the submit a poll last found it running, 0 when none */
+    double running_s;       /* seconds after the submit a poll (as sent) last found it running, 0: none */
+    double done_s;          /* ... and the first that found it finished, 0: none yet */
+    int64_t poll_sent_mono; /* when its last poll went out */
     int64_t submitted_mono; /* when the prediction id arrived (monotonic ms) */
     int polled;             /* a poll of this run was answered: job_timeout may end it now */
     int fetch_result;       /* the next poll reads the result (providers with a result call) */
@@ -244,7 +247,6 @@ struct engine {
     int n_dirty;
     double commit_last_ms;
     char commit_err[SB_ERRLEN];
-    int rr;
     uv_timer_t wake;
     int cost_stop, fatal, finished;
     int storage_stop;                    /* no room for outputs or the state: the errno, or 0 */

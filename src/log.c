@@ -160,6 +160,16 @@ static char *redact_userinfo(const char *in, char *out, size_t outlen)
     return out;
 }
 
+/* The time of a log line: ISO 8601, UTC, with milliseconds. */
+static void log_time(char ts[40])
+{
+    int64_t now = sb_now_ms();
+    sb_iso8601(now, ts);
+    size_t n = strlen(ts);
+    if (n && ts[n - 1] == 'Z')
+        snprintf(ts + n - 1, 40 - (n - 1), ".%03dZ", (int)(now % 1000 + 1000) % 1000);
+}
+
 static void vlog(enum sb_log_level lvl, const struct sb_log_fields *f, const char *fmt, va_list ap)
 {
     if (lvl == SB_LOG_WARN)
@@ -173,8 +183,8 @@ static void vlog(enum sb_log_level lvl, const struct sb_log_fields *f, const cha
     struct sb_buf line;
     sb_buf_init(&line, 64u << 10);
     if (g_fmt == SB_LOG_JSON) {
-        char ts[32];
-        sb_iso8601(sb_now_ms(), ts);
+        char ts[40];
+        log_time(ts);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "time", ts);
         cJSON_AddStringToObject(o, "level", level_name[lvl]);
@@ -201,8 +211,8 @@ static void vlog(enum sb_log_level lvl, const struct sb_log_fields *f, const cha
         cJSON_Delete(o);
     } else {
         if (g_stamp) {
-            char ts[32];
-            sb_iso8601(sb_now_ms(), ts);
+            char ts[40];
+            log_time(ts);
             sb_buf_puts(&line, ts);
             sb_buf_puts(&line, " ");
         }

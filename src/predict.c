@@ -66,11 +66,30 @@ void begin_submit(struct engine *e, struct job *j)
  */
 #define POLL_FLOOR_MS 250
 
-/* Calls wait for the rate limiter now, or the API refused some lately (429). */
+/*
+ * Whether the request budget binds: calls waited for the rate limiter (or the API
+ * refused some, 429) in the last 3 s, and the calls the provider's unfinished jobs
+ * still need (about two each) are more than 3 s of the rate. A small batch, or the end
+ * of a large one, has calls to spare: its polls may come sooner.
+ */
 static int budget_binds(const struct engine *e, int64_t now)
 {
-    int64_t at = e->run->limited_at[e->m->provider];
-    return at && now - at < 3000;
+    const struct run *r = e->run;
+    int p = e->m->provider;
+    int64_t at = r->limited_at[p];
+    if (!at || now - at >= 3000)
+        return 0;
+    double rate = r->rl[p].rate > 0 ? r->rl[p].rate : r->rl[p].ceiling;
+    if (rate <= 0)
+        return 1; /* refused with no rate known: every call counts */
+    long left = 0;
+    for (int k = 0; k < r->n; k++) {
+        const struct engine *o = r->engines[k];
+        if ((int)o->m->provider == p)
+            left += o->m->n_jobs - o->count[SB_JOB_SUCCEEDED] - o->count[SB_JOB_FAILED] -
+                    o->count[SB_JOB_CANCELLED];
+    }
+    return 2.0 * (double)left > 3.0 * rate;
 }
 
 static int images_of(const struct job *j)
@@ -100,10 +119,13 @@ static int64_t next_poll_delay(const struct engine *e, const struct job *j, int6
     int n = images_of(j);
     double el = (double)(now - j->submitted_mono) / 1000.0 / n;
     double f = sb_timing_cdf(&e->timing, el);
-    if (f > 0.98)
-        return 0;
-    double q = f + (1 - f) * (budget_binds(e, now) ? 0.8 : 0.5);
-    return clamp_delay((sb_timing_quantile(&e->timing, q) - el) * n * 1000.0);
+    double s = 0;
+    if (f <= 0.98)
+        s = sb_timing_quantile(&e->timing, f + (1 - f) * (budget_binds(e, now) ? 0.8 : 0.5)) - el;
+    /* Past most of what was seen the distribution knows little: the wait grows with the time gone. */
+    if (s < 0.3 * el)
+        s = 0.3 * el;
+    return clamp_delay(s * n * 1000.0);
 }
 
 /*
@@ -116,7 +138,10 @@ static void learn_timing(struct engine *e, struct job *j, const struct sb_poll_r
 {
     if (!j->submitted_here || !j->submitted_mono)
         return;
-    double hi = (double)(now - j->submitted_mono) / 1000.0, lo = j->running_s;
+    (void)now;
+    /* When the look that found it done went out (a result call: the status call's before it). */
+    double hi = j->done_s > 0 ? j->done_s : (double)(j->poll_sent_mono - j->submitted_mono) / 1000.0;
+    double lo = j->running_s;
     double s = pr->predict_time >= 0 ? pr->predict_time : lo > 0 ? (lo + hi) / 2 : hi * 0.85;
     if (s > hi)
         s = hi;
@@ -173,10 +198,14 @@ static void submit_done(struct sb_req *r, CURLcode rc)
             set_want(j, W_POLL);
             j->poll_every = e->m->limits.poll_interval_ms;
             j->submitted_here = 1;
-            j->running_s = 0;
+            j->running_s = j->done_s = 0;
             set_due(e, j, j->submitted_mono + first_poll_delay(e, j, j->submitted_mono));
-            /* Once the typical processing time is known, the first look goes straight to the result. */
-            j->fetch_result = e->api.ops->result_url && e->timing.samples >= 1;
+            /*
+             * Looks are timed to find the prediction done: each goes straight to the result
+             * (a provider with a result call answers it with the state when unfinished), one
+             * call where the status call would take two.
+             */
+            j->fetch_result = e->api.ops->result_url != NULL;
             sb_req_cleanup(r);
             dispatch(e);
             return;
@@ -269,6 +298,7 @@ void start_poll(struct engine *e, struct job *j)
                                 : e->api.ops->poll_url(&e->api, j->row.prediction_id);
     j->tries++;
     e->calls[CALL_POLL]++;
+    j->poll_sent_mono = mono_ms();
     job_request(e, j, url, NULL, poll_done);
 }
 
@@ -277,6 +307,9 @@ static void keep_polling(struct engine *e, struct job *j, int64_t now)
 {
     j->fast = 0;
     int64_t d = next_poll_delay(e, j, now);
+    sb_debug("job %s: still running %.2fs after its submit; next look in %lldms", j->row.id,
+             j->submitted_mono ? (double)(now - j->submitted_mono) / 1000.0 : 0.0,
+             (long long)(d > 0 ? d : j->poll_every));
     if (d > 0) {
         set_due(e, j, now + d);
         return;
@@ -330,12 +363,13 @@ static void poll_read(struct engine *e, struct job *j, struct sb_poll_result *pr
     if (pr->unknown_status)
         unknown_status(e, j, pr->status);
     if (pr->state == SB_PRED_RUNNING) {
-        j->fetch_result = 0;
         j->queue_position = pr->queue_position;
         if (j->submitted_here)
-            j->running_s = (double)(now - j->submitted_mono) / 1000.0;
+            j->running_s = (double)(j->poll_sent_mono - j->submitted_mono) / 1000.0;
         keep_polling(e, j, now);
     } else if (pr->state == SB_PRED_READY) {
+        if (j->submitted_here && !j->done_s)
+            j->done_s = (double)(j->poll_sent_mono - j->submitted_mono) / 1000.0;
         /*
          * Finished, and no outputs listed. After the status call's "completed" the
          * result is fetched at once; the result call answering so (or a provider
@@ -395,6 +429,8 @@ static void poll_done(struct sb_req *r, CURLcode rc)
     if (oc.not_ready || (oc.v == V_FAIL && (r->status == 404 || r->status == 400) && j->submitted_mono &&
                          now - j->submitted_mono < EARLY_404_MS)) {
         j->tries = 0;
+        if (j->submitted_here)
+            j->running_s = (double)(j->poll_sent_mono - j->submitted_mono) / 1000.0;
         keep_polling(e, j, now);
         sb_req_cleanup(r);
         dispatch(e);

@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 
 static char *request_url(const struct sb_api *p, const char *id, const char *what)
@@ -90,6 +91,25 @@ static const struct sb_status_word rc_words[] = {
 };
 
 /* Reads a status or a result answer: both carry "status". */
+/* An ISO 8601 time in UTC ("2026-11-21T00:00:09Z", seconds' fractions allowed): seconds since the epoch, or -1. */
+static double iso_seconds(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!rest)
+        return -1;
+    double frac = 0;
+    if (*rest == '.') {
+        char *end;
+        frac = strtod(rest, &end);
+        rest = end;
+    }
+    if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)
+        return -1;
+    return (double)timegm(&tm) + frac;
+}
+
 static int rc_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, size_t errlen)
 {
     sb_poll_result_init(out);
@@ -108,6 +128,10 @@ static int rc_parse_poll(const cJSON *j, struct sb_poll_result *out, char *err, 
         sb_poll_take_outputs(out, cJSON_IsString(one) || cJSON_IsArray(one) ? one : many, NULL);
         if (out->n_outputs == 0)
             out->state = SB_PRED_READY; /* the status call's "completed", or a result without output yet */
+        /* From its creation to its end, as the provider timed it: what polls are timed from. */
+        double from = iso_seconds(sb_json_str(j, "created_at")), to = iso_seconds(sb_json_str(j, "finished_at"));
+        if (from > 0 && to >= from && to - from < 86400)
+            out->predict_time = to - from;
     } else if (out->state == SB_PRED_FAILED) {
         sb_poll_take_error(out, j);
     }

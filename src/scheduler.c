@@ -1,7 +1,7 @@
 /*
  * scheduler.c decides what runs next, once per loop turn (pump): pending jobs
  * taken into work in manifest order while slots and the budget allow, calls
- * dispatched to the rate limiter in turns (uploads, submits, polls), jobs whose
+ * dispatched to the rate limiter (uploads and submits first, polls as they fall due), jobs whose
  * due time came looked at, and the wake timer set for the next one.
  */
 #include "engine_int.h"
@@ -255,35 +255,36 @@ void pump(struct engine *e)
                 next = now + wait;
             break;
         }
-        for (int tries = 0; tries < 3; tries++) {
-            int k = e->rr++ % 3;
-            if (k == 0 && e->q_up) {
-                struct upload *u = e->q_up;
-                e->q_up = u->qnext;
-                if (!e->q_up)
-                    e->q_up_tail = NULL;
-                u->queued = 0;
-                start_upload(e, u);
-                break;
+        /*
+         * Whose turn it is. Uploads, then submits, keep the pipeline full; a poll goes
+         * when neither waits, or when it has waited POLL_WAIT_MS past its due time
+         * (each poll frees a slot for the next submit, and none starves). Filling the
+         * pipeline first leaves the polls of the jobs still processing for the end of
+         * the batch, when there is nothing left to submit: the makespan under a rate
+         * limit comes within one processing time of the calls' bound.
+         */
+        int poll_first = e->q_poll && now - e->q_poll->due >= POLL_WAIT_MS;
+        if (e->q_up && !poll_first) {
+            struct upload *u = e->q_up;
+            e->q_up = u->qnext;
+            if (!e->q_up)
+                e->q_up_tail = NULL;
+            u->queued = 0;
+            start_upload(e, u);
+        } else if (e->q_submit && !poll_first) {
+            struct job *j = dequeue_job(&e->q_submit, &e->q_submit_tail);
+            if (over_budget(e, 0)) {
+                /* Submits that may have been billed unseen took the room: this one waits for a later run. */
+                if (!e->cost_stop)
+                    cost_warning(e);
+                e->cost_stop = 1;
+                set_state(e, j, SB_JOB_PENDING);
+                release(e, j);
+                continue;
             }
-            if (k == 1 && e->q_submit) {
-                struct job *j = dequeue_job(&e->q_submit, &e->q_submit_tail);
-                if (over_budget(e, 0)) {
-                    /* Submits that may have been billed unseen took the room: this one waits for a later run. */
-                    if (!e->cost_stop)
-                        cost_warning(e);
-                    e->cost_stop = 1;
-                    set_state(e, j, SB_JOB_PENDING);
-                    release(e, j);
-                    break;
-                }
-                begin_submit(e, j);
-                break;
-            }
-            if (k == 2 && e->q_poll) {
-                start_poll(e, dequeue_job(&e->q_poll, &e->q_poll_tail));
-                break;
-            }
+            begin_submit(e, j);
+        } else if (e->q_poll) {
+            start_poll(e, dequeue_job(&e->q_poll, &e->q_poll_tail));
         }
     }
     flush(e);

@@ -1,6 +1,6 @@
 /*
  * timing.c keeps the histogram of processing times (sb_timing.h). Bin i covers
- * [E * R^i, E * R^(i+1)) seconds, E = 0.25 and R = 1.1; the first bin takes
+ * [E * R^i, E * R^(i+1)) seconds, E = 0.25 and R = 1.04; the first bin takes
  * anything shorter, the last anything longer.
  */
 #include "sb_timing.h"
@@ -13,7 +13,7 @@
 #include <cjson/cJSON.h>
 
 #define EDGE0 0.25
-#define RATIO 1.1
+#define RATIO 1.04
 #define DECAY 0.995                 /* each new sample: the others weigh this much */
 #define HALF_LIFE_MS (7LL * 24 * 3600 * 1000)
 

@@ -114,6 +114,7 @@ static struct {
     const char *key;
     int64_t latency_ms, slow_ms, early404_ms, expire_after_ms;
     double rate_limit, fail_rate;
+    int64_t epoch_ms;   /* the wall clock (ms since the epoch) when now_ms() was 0 */
     int retry_after, retry_after_date, outputs, variants;
     unsigned dialect;            /* D_* features of --dialect */
     int echo_auth;               /* 401 answers repeat the Authorization header they refused */
@@ -177,6 +178,8 @@ struct sleeper {
 };
 static pthread_mutex_t sleep_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct sleeper *sleepers;
+
+static void iso_ms(int64_t ms, char out[48]);
 
 static int64_t now_ms(void)
 {
@@ -1085,8 +1088,12 @@ static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, c
                 cJSON_AddItemToObject(o, "images", urls);
             }
             cJSON_AddItemToObject(j, "output", o);
-            cJSON_AddStringToObject(j, "created_at", "2026-11-21T00:00:00Z");
-            cJSON_AddStringToObject(j, "finished_at", "2026-11-21T00:00:01Z");
+            /* As RunComfy times it: its creation and its end (the mock's clock is since its start). */
+            char at[48];
+            iso_ms(g.epoch_ms + p->created_ms, at);
+            cJSON_AddStringToObject(j, "created_at", at);
+            iso_ms(g.epoch_ms + p->done_ms, at);
+            cJSON_AddStringToObject(j, "finished_at", at);
         }
     }
     if (fault == K_GARBAGE) {
@@ -1455,9 +1462,25 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     pthread_mutex_unlock(&g.mu);
 }
 
+/* A time on the mock's clock as ISO 8601 UTC with milliseconds. */
+static void iso_ms(int64_t ms, char out[48])
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 48, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
 int main(int argc, char **argv)
 {
     unsigned idle_timeout = 120;
+    {
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        g.epoch_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 - now_ms();
+    }
     unsigned port = 0;
     int threads = 2;
     const char *port_file = NULL, *tls_cert = NULL, *tls_key = NULL, *public_origin = NULL;
