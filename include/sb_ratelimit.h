@@ -1,7 +1,9 @@
 /*
  * The run's request budget: a token bucket shared by every API call (uploads,
- * submits, polls). It holds at most one token, so no 1 s window sees more than
- * rate + 1 calls. A 429 halves the rate (at most once a second) and pauses all
+ * submits, polls), filled at 98% of the configured rate. It holds one token and
+ * what a timer firing up to 2 ms late owes the next call, so no 1 s window sees
+ * more than the configured rate (a server counting in a sliding window refuses
+ * the call past it). A 429 halves the rate (at most once a second) and pauses all
  * calls for its Retry-After; the rate then grows back by a tenth of the
  * ceiling per calm second. The ceiling is the configured rate; a run with no
  * configured rate (0, unlimited) has none until its first 429, and from then

@@ -15,11 +15,21 @@
 #                                       reached in production; the proxy's CPU is not counted
 # Work files go under BENCH_DIR (default /dev/shm: tmpfs, so the figures compare the
 # runners rather than a disk). Not a test: figures depend on the machine.
+#   SET=makespan|cpu|all (default all): the makespan set first (scripts/bench_makespan.sh:
+#   wall time under a rate limit against the bound of the calls the batch needs, beside a
+#   rate-limited Python runner), then this CPU set (zero processing time, no rate limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Measured as users build it (RelWithDebInfo, -O2), in its own directory whatever build/ is.
 BUILD_DIR=build-bench BUILD_TYPE=RelWithDebInfo bash scripts/setup.sh >/dev/null
 bash scripts/apt-install.sh python3 python3-aiohttp python3-yaml time sqlite3 >/dev/null
+SET=${SET:-all}
+if [ "$SET" = makespan ] || [ "$SET" = all ]; then
+    echo "== makespan under the rate limit"
+    bash scripts/bench_makespan.sh
+    [ "$SET" = makespan ] && exit 0
+    echo "== CPU per job (no processing time, no rate limit)"
+fi
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
 CONC=${CONC:-256}
 # Runs of each runner per size, alternated; medians are printed. Unless REPEAT is set:

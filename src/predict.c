@@ -56,8 +56,9 @@ void begin_submit(struct engine *e, struct job *j)
 }
 
 /*
- * When to look at a prediction. With limits.poll_interval given, as before: after
- * it, then backing off. Otherwise from what was learned of the provider's
+ * When to look at a prediction. With limits.poll_interval given: after it, or after
+ * the time learned (below) when that is longer and something was learned, then
+ * backing off from it. Otherwise from what was learned of the provider's
  * processing time (sb_timing.h, kept in the state; a first run starts from the
  * prior of 2 to 3 s an image): when the request budget binds, each call must
  * count, and the first look waits for the time 90% of predictions take, a look
@@ -105,10 +106,13 @@ static int64_t clamp_delay(double ms)
 
 static int64_t first_poll_delay(const struct engine *e, const struct job *j, int64_t now)
 {
-    if (e->m->limits.poll_interval_given)
-        return e->m->limits.poll_interval_ms;
+    const struct sb_limits *l = &e->m->limits;
+    /* poll_interval given: the least wait; the timing counts once learned (not its prior). */
+    if (l->poll_interval_given && e->timing.samples < 1)
+        return l->poll_interval_ms;
     double q = budget_binds(e, now) ? 0.9 : 0.6;
-    return clamp_delay(sb_timing_quantile(&e->timing, q) * images_of(j) * 1000.0);
+    int64_t d = clamp_delay(sb_timing_quantile(&e->timing, q) * images_of(j) * 1000.0);
+    return l->poll_interval_given && d < l->poll_interval_ms ? l->poll_interval_ms : d;
 }
 
 /* After a look found it running: the next one, or 0 when the timing says nothing (past what was seen). */

@@ -15,6 +15,8 @@
 #define EDGE0 0.25
 #define RATIO 1.04
 #define DECAY 0.995                 /* each new sample: the others weigh this much */
+#define PRIOR_WEIGHT 2.0            /* the prior weighs as two samples ... */
+#define PRIOR_FADE 0.6              /* ... and this much less with each sample learned */
 #define HALF_LIFE_MS (7LL * 24 * 3600 * 1000)
 
 static double edge(int i)
@@ -30,27 +32,43 @@ static int bin_of(double s)
     return i < 0 ? 0 : i >= SB_TIMING_BINS ? SB_TIMING_BINS - 1 : i;
 }
 
+/* The prior's share of bin i: 2 to 3 s, evenly over the bins holding them. */
+static double prior_share(int i)
+{
+    int lo = bin_of(2.0), hi = bin_of(3.0 - 1e-9);
+    return i >= lo && i <= hi ? 1.0 / (hi - lo + 1) : 0;
+}
+
+/* Bin i's weight, the prior's part included. */
+static double weight(const struct sb_timing *t, int i)
+{
+    return t->w[i] + t->prior * prior_share(i);
+}
+
+static void sum(struct sb_timing *t)
+{
+    t->total = t->prior;
+    for (int i = 0; i < SB_TIMING_BINS; i++)
+        t->total += t->w[i];
+}
+
 void sb_timing_prior(struct sb_timing *t)
 {
     memset(t, 0, sizeof *t);
-    int lo = bin_of(2.0), hi = bin_of(3.0 - 1e-9);
-    for (int i = lo; i <= hi; i++)
-        t->w[i] = 2.0 / (hi - lo + 1);
-    t->total = 2.0;
+    t->prior = PRIOR_WEIGHT;
+    sum(t);
 }
 
 void sb_timing_add(struct sb_timing *t, double seconds)
 {
     if (!isfinite(seconds) || seconds < 0)
         return;
-    t->total = 0;
-    for (int i = 0; i < SB_TIMING_BINS; i++) {
+    for (int i = 0; i < SB_TIMING_BINS; i++)
         t->w[i] *= DECAY;
-        t->total += t->w[i];
-    }
     t->w[bin_of(seconds)] += 1.0;
-    t->total += 1.0;
+    t->prior *= PRIOR_FADE;
     t->samples = t->samples * DECAY + 1.0;
+    sum(t);
     t->updated_at = sb_now_ms();
 }
 
@@ -61,10 +79,10 @@ double sb_timing_cdf(const struct sb_timing *t, double seconds)
     int b = bin_of(seconds);
     double below = 0;
     for (int i = 0; i < b; i++)
-        below += t->w[i];
+        below += weight(t, i);
     double lo = b == 0 ? 0 : edge(b), hi = edge(b + 1);
     double frac = seconds <= lo ? 0 : seconds >= hi ? 1 : (seconds - lo) / (hi - lo);
-    double c = (below + t->w[b] * frac) / t->total;
+    double c = (below + weight(t, b) * frac) / t->total;
     return c > 1 - 1e-12 ? 1 : c;
 }
 
@@ -74,16 +92,15 @@ double sb_timing_quantile(const struct sb_timing *t, double q)
         return 2.5;
     double want = q * t->total, acc = 0;
     for (int i = 0; i < SB_TIMING_BINS; i++) {
-        if (t->w[i] <= 0)
+        double w = weight(t, i);
+        if (w <= 0)
             continue;
-        if (acc + t->w[i] >= want) {
-            double lo = i == 0 ? 0 : edge(i), hi = edge(i + 1);
-            return lo + (hi - lo) * (want - acc) / t->w[i];
-        }
-        acc += t->w[i];
+        if (acc + w >= want)
+            return edge(i + 1); /* the end of the bin: at least that share is done by then */
+        acc += w;
     }
     for (int i = SB_TIMING_BINS - 1; i >= 0; i--)
-        if (t->w[i] > 0)
+        if (weight(t, i) > 0)
             return edge(i + 1);
     return 2.5;
 }
@@ -93,15 +110,12 @@ void sb_timing_age(struct sb_timing *t, int64_t now_ms)
     if (t->updated_at <= 0 || now_ms <= t->updated_at)
         return;
     double f = pow(0.5, (double)(now_ms - t->updated_at) / (double)HALF_LIFE_MS);
-    struct sb_timing prior;
-    sb_timing_prior(&prior);
-    t->total = 0;
-    for (int i = 0; i < SB_TIMING_BINS; i++) {
-        /* What decays gives way to the prior, never to nothing. */
-        t->w[i] = t->w[i] * f + prior.w[i] * (1 - f);
-        t->total += t->w[i];
-    }
+    /* What decays gives way to the prior, never to nothing. */
+    for (int i = 0; i < SB_TIMING_BINS; i++)
+        t->w[i] *= f;
+    t->prior = t->prior * f + PRIOR_WEIGHT * (1 - f);
     t->samples *= f;
+    sum(t);
     t->updated_at = now_ms;
 }
 
@@ -111,6 +125,7 @@ char *sb_timing_encode(const struct sb_timing *t)
     cJSON *w = cJSON_AddArrayToObject(o, "w");
     for (int i = 0; i < SB_TIMING_BINS; i++)
         cJSON_AddItemToArray(w, cJSON_CreateNumber(round(t->w[i] * 1e6) / 1e6));
+    cJSON_AddNumberToObject(o, "prior", round(t->prior * 1e6) / 1e6);
     cJSON_AddNumberToObject(o, "samples", round(t->samples * 1e6) / 1e6);
     cJSON_AddNumberToObject(o, "edge0", EDGE0);
     cJSON_AddNumberToObject(o, "ratio", RATIO);
@@ -124,25 +139,31 @@ int sb_timing_decode(const char *text, struct sb_timing *t)
     cJSON *o = text ? cJSON_Parse(text) : NULL;
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "w");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, "samples");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prior");
     const cJSON *e0 = cJSON_GetObjectItemCaseSensitive(o, "edge0");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "ratio");
     int ok = cJSON_IsArray(w) && cJSON_GetArraySize(w) == SB_TIMING_BINS && cJSON_IsNumber(n) &&
-             cJSON_IsNumber(e0) && e0->valuedouble == EDGE0 && cJSON_IsNumber(r) && r->valuedouble == RATIO;
+             cJSON_IsNumber(p) && cJSON_IsNumber(e0) && e0->valuedouble == EDGE0 && cJSON_IsNumber(r) &&
+             r->valuedouble == RATIO;
     struct sb_timing x;
     memset(&x, 0, sizeof x);
     for (int i = 0; ok && i < SB_TIMING_BINS; i++) {
         const cJSON *v = cJSON_GetArrayItem(w, i);
         ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= 0 && v->valuedouble < 1e9;
-        if (ok) {
+        if (ok)
             x.w[i] = v->valuedouble;
-            x.total += x.w[i];
-        }
     }
-    ok = ok && x.total > 0 && isfinite(n->valuedouble) && n->valuedouble >= 0;
+    ok = ok && isfinite(n->valuedouble) && n->valuedouble >= 0 && isfinite(p->valuedouble) &&
+         p->valuedouble >= 0 && p->valuedouble <= PRIOR_WEIGHT;
+    if (ok) {
+        x.samples = n->valuedouble;
+        x.prior = p->valuedouble;
+        sum(&x);
+        ok = x.total > 0;
+    }
     cJSON_Delete(o);
     if (!ok)
         return SB_EINVAL;
-    x.samples = n->valuedouble;
     *t = x;
     return SB_OK;
 }

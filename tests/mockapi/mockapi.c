@@ -1063,7 +1063,8 @@ static enum MHD_Result handle_rc_request(struct MHD_Connection *c, enum ep ep, c
             cJSON_AddStringToObject(j, "instance_id", "i-mock");
         }
     } else {
-        const char *st[] = {"in_queue", "in_progress", NULL, pick(cancelled, 2)};
+        /* An unfinished request's result answers its state: words the status call gives, new ones too. */
+        const char *st[] = {coin(D_UNKNOWN) ? "preparing" : "in_queue", "in_progress", NULL, pick(cancelled, 2)};
         if ((phase == 0 || phase == 1) && coin(D_NOTREADY)) {
             /* A result asked for too early: 400 with error_code 400005 (RunComfy's CLI keeps polling). */
             cJSON_Delete(j);

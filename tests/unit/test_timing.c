@@ -26,10 +26,19 @@ int main(void)
     CHECK(q90 >= 6.0 && q90 <= 6.6);  /* the bin holding 6 s ends within 10% of it */
     CHECK(sb_timing_cdf(&t, 6.6) > 0.95);
     CHECK(sb_timing_cdf(&t, 3.0) < 0.05);
-    /* Quantiles grow with q; the cdf of a quantile gives q back. */
+    /* Quantiles grow with q; at least q is done by the q-quantile. */
     for (double q = 0.05; q < 1; q += 0.05) {
         CHECK(sb_timing_quantile(&t, q) <= sb_timing_quantile(&t, q + 0.05) + 1e-9);
-        CHECK(fabs(sb_timing_cdf(&t, sb_timing_quantile(&t, q)) - q) < 0.01);
+        CHECK(sb_timing_cdf(&t, sb_timing_quantile(&t, q)) >= q - 1e-9);
+    }
+    /* A few samples push the prior aside: after 5 at 4.5 s, the 60% mark is past 4.5 s. */
+    {
+        struct sb_timing f;
+        sb_timing_prior(&f);
+        for (int i = 0; i < 5; i++)
+            sb_timing_add(&f, 4.5);
+        CHECK(sb_timing_quantile(&f, 0.6) >= 4.5 && sb_timing_quantile(&f, 0.6) < 4.8);
+        CHECK(sb_timing_quantile(&f, 0.1) >= 4.5); /* the prior weighs under a tenth */
     }
     /* It follows a change: 300 samples of 1 s later, 1 s is the median. */
     for (int i = 0; i < 300; i++)
@@ -52,7 +61,7 @@ int main(void)
     CHECK(fabs(sb_timing_quantile(&u, 0.5) - sb_timing_quantile(&t, 0.5)) < 1e-3);
     CHECK(fabs(u.samples - t.samples) < 1e-3);
     free(text);
-    const char *bad[] = {NULL, "", "[]", "{}", "{\"w\":[1,2],\"samples\":1,\"edge0\":0.25,\"ratio\":1.04}",
+    const char *bad[] = {NULL, "", "[]", "{}", "{\"w\":[1,2],\"samples\":1,\"prior\":0,\"edge0\":0.25,\"ratio\":1.04}",
                          "{\"w\":\"x\",\"samples\":1,\"edge0\":0.25,\"ratio\":1.04}", "not json"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK_INT(sb_timing_decode(bad[i], &u), SB_EINVAL);
@@ -77,5 +86,6 @@ int main(void)
     sb_timing_age(&t, t.updated_at + 20 * week);
     CHECK(sb_timing_quantile(&t, 0.5) < 3);  /* months later, the prior again */
     CHECK(t.total > 1.9 && t.total < 2.1);
+    CHECK(t.prior > 1.9);
     return t_done("test_timing");
 }
