@@ -1,7 +1,7 @@
 /*
  * What a run learns of a provider's processing time, per model, and keeps in the
  * state for the next run: a histogram of seconds per output image on log-spaced
- * bins (4% apart, from 0.25 s to about 50 min), each new sample weighing a little
+ * bins (4% apart, from 0.05 s to about 50 min), each new sample weighing a little
  * more than the last (older ones decay), and whole histograms decaying with age
  * between runs. Polls are timed from its quantiles (predict.c).
  */
@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define SB_TIMING_BINS 240
+#define SB_TIMING_BINS 280
 
 struct sb_timing {
     double w[SB_TIMING_BINS];  /* weight of each bin: the samples learned */

@@ -65,7 +65,7 @@ void begin_submit(struct engine *e, struct job *j)
  * that found it running for the time 80% of the rest take; when it does not
  * bind, the 60% and 50% marks, for less latency.
  */
-#define POLL_FLOOR_MS 250
+#define POLL_FLOOR_MS 100
 
 /*
  * Whether the request budget binds: calls waited for the rate limiter (or the API
@@ -111,8 +111,10 @@ static int64_t first_poll_delay(const struct engine *e, const struct job *j, int
     if (l->poll_interval_given && e->timing.samples < 1)
         return l->poll_interval_ms;
     double q = budget_binds(e, now) ? 0.9 : 0.6;
-    int64_t d = clamp_delay(sb_timing_quantile(&e->timing, q) * images_of(j) * 1000.0);
-    return l->poll_interval_given && d < l->poll_interval_ms ? l->poll_interval_ms : d;
+    double d = sb_timing_quantile(&e->timing, q) * images_of(j) * 1000.0;
+    if (l->poll_interval_given)
+        return d > (double)l->poll_interval_ms ? clamp_delay(d) : l->poll_interval_ms;
+    return clamp_delay(d);
 }
 
 /* After a look found it running: the next one, or 0 when the timing says nothing (past what was seen). */

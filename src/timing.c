@@ -1,6 +1,6 @@
 /*
  * timing.c keeps the histogram of processing times (sb_timing.h). Bin i covers
- * [E * R^i, E * R^(i+1)) seconds, E = 0.25 and R = 1.04; the first bin takes
+ * [E * R^i, E * R^(i+1)) seconds, E = 0.05 and R = 1.04; the first bin takes
  * anything shorter, the last anything longer.
  */
 #include "sb_timing.h"
@@ -12,7 +12,7 @@
 
 #include <cjson/cJSON.h>
 
-#define EDGE0 0.25
+#define EDGE0 0.05
 #define RATIO 1.04
 #define DECAY 0.995                 /* each new sample: the others weigh this much */
 #define PRIOR_WEIGHT 2.0            /* the prior weighs as two samples ... */

@@ -61,8 +61,8 @@ int main(void)
     CHECK(fabs(sb_timing_quantile(&u, 0.5) - sb_timing_quantile(&t, 0.5)) < 1e-3);
     CHECK(fabs(u.samples - t.samples) < 1e-3);
     free(text);
-    const char *bad[] = {NULL, "", "[]", "{}", "{\"w\":[1,2],\"samples\":1,\"prior\":0,\"edge0\":0.25,\"ratio\":1.04}",
-                         "{\"w\":\"x\",\"samples\":1,\"edge0\":0.25,\"ratio\":1.04}", "not json"};
+    const char *bad[] = {NULL, "", "[]", "{}", "{\"w\":[1,2],\"samples\":1,\"prior\":0,\"edge0\":0.05,\"ratio\":1.04}",
+                         "{\"w\":\"x\",\"samples\":1,\"edge0\":0.05,\"ratio\":1.04}", "not json"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK_INT(sb_timing_decode(bad[i], &u), SB_EINVAL);
     /* Bins of another layout are not read as these. */
