@@ -137,4 +137,16 @@ int sb_parse_duration_ms(const char *s, int64_t *out);
  */
 const char *sb_closest(const char *s, const char *const *list);
 
+/*
+ * A job as the queue keeps it: what the manifest's checking reading hands on and
+ * the store's sync writes (here, so that neither includes the other).
+ */
+struct sb_kept_job {
+    const char *id;
+    const char *fingerprint;
+    const char *invalid;      /* why it cannot run, or NULL */
+    const char *spec;         /* sb_jobspec_json of the job */
+    int images_requested;
+};
+
 #endif

@@ -141,14 +141,7 @@ int sb_manifest_parse_with(const char *name, const char *dir, const char *text, 
  */
 int sb_manifest_each_job(struct sb_manifest *m, sb_job_fn fn, void *ud, char *err, size_t errlen);
 
-/* What the store keeps of a job, as the checking reading left it. */
-struct sb_kept_job {
-    const char *id;
-    const char *fingerprint;
-    const char *invalid;      /* why it cannot run, or NULL */
-    const char *spec;         /* sb_jobspec_json of the job */
-    int images_requested;
-};
+/* struct sb_kept_job (sb_common.h): what the store keeps of a job, as the checking reading left it. */
 typedef int (*sb_kept_fn)(const struct sb_kept_job *k, int index, void *ud);
 
 /*

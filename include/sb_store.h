@@ -125,19 +125,11 @@ int sb_store_lock(const char *path, int *fd, char *err, size_t errlen);
  * Any failure rolls everything back (sb_store_sync_abort, which end does itself).
  */
 struct sb_store_sync;
-/* A job as the queue keeps it. */
-struct sb_queued_job {
-    const char *id;
-    const char *fingerprint;
-    const char *invalid;      /* why it cannot run, or NULL */
-    const char *spec;         /* sb_jobspec_json of the job */
-    int images_requested;
-};
 enum sb_sync_outcome { SB_SYNC_ADDED, SB_SYNC_KEPT, SB_SYNC_CHANGED };
 int sb_store_sync_begin(struct sb_store *st, struct sb_store_sync **out, char *err, size_t errlen);
 /* Adds, keeps or re-queues (a new fingerprint) one job at its place seq; *failed_now is 1 when
  * it fails now as invalid input (it did not before). */
-int sb_store_sync_job(struct sb_store_sync *x, const struct sb_queued_job *j, int64_t seq,
+int sb_store_sync_job(struct sb_store_sync *x, const struct sb_kept_job *j, int64_t seq,
                       enum sb_sync_outcome *how, int *failed_now, char *err, size_t errlen);
 /* Records a local file read and hashed (or marks one still in use seen), for the next run. */
 int sb_store_sync_file(struct sb_store_sync *x, const struct sb_localfile *f);

@@ -707,7 +707,7 @@ fail:
     return SB_EIO;
 }
 
-int sb_store_sync_job(struct sb_store_sync *x, const struct sb_queued_job *j, int64_t seq,
+int sb_store_sync_job(struct sb_store_sync *x, const struct sb_kept_job *j, int64_t seq,
                       enum sb_sync_outcome *how, int *failed_now, char *err, size_t errlen)
 {
     struct sb_store *st = x->st;

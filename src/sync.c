@@ -31,10 +31,9 @@ void sb_sync_report_clear(struct sb_sync_report *r)
 static int sync_kept(const struct sb_kept_job *k, int i, void *ud)
 {
     struct sync_ctx *c = ud;
-    struct sb_queued_job q = {k->id, k->fingerprint, k->invalid, k->spec, k->images_requested};
     enum sb_sync_outcome how;
     int failed_now;
-    int rc = sb_store_sync_job(c->x, &q, i, &how, &failed_now, c->err, c->errlen);
+    int rc = sb_store_sync_job(c->x, k, i, &how, &failed_now, c->err, c->errlen);
     if (rc != SB_OK)
         return rc;
     struct sb_sync_report *rep = c->rep;
