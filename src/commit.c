@@ -124,8 +124,13 @@ static void send_submits(struct engine *e, struct job *list)
         struct job *j = list;
         list = j->send_next;
         j->send_next = NULL;
-        if (e->run->auth_abort && !e->fatal) {
-            /* Known not sent: nothing can have been created, so back to pending. */
+        if ((e->run->auth_abort || e->run->stopping) && !e->fatal) {
+            /*
+             * Known not sent: nothing can have been created, so back to pending. A stop
+             * starts nothing new: a submit whose intent committed after it began (the
+             * commit can outlast the grace period on a loaded machine) is not sent, else
+             * its answer could be abandoned and the job resubmitted, flagged, next run.
+             */
             job_call_dropped(j);
             set_state(e, j, SB_JOB_PENDING);
             release(e, j);
