@@ -55,7 +55,19 @@ struct sb_check {
     sb_check_report_fn report;
     void *ud;
     int errors;
+    /* Told the type each checked param wants (SB_PARAM_*), when set: sb_param_type asks. */
+    void (*expects)(struct sb_check *c, const char *key, int type);
+    const char *asked;
+    int answer;
 };
+enum { SB_PARAM_ANY = 0, SB_PARAM_NUMBER = 1, SB_PARAM_BOOL = 2, SB_PARAM_UNCHECKED = 3 };
+/*
+ * The type a model wants for a param: a number, a boolean, anything (a string, or a
+ * param it does not know), or SB_PARAM_UNCHECKED for a model seedbatch does not know.
+ */
+int sb_param_type(enum sb_provider p, const char *model, const char *key);
+/* A boolean param: whether it is present and true. */
+int sb_check_flag(struct sb_check *c, const cJSON *params, const char *key);
 void SB_PRINTF(4, 5) sb_check_report(struct sb_check *c, int is_error, const char *key, const char *fmt, ...);
 /* Whether s is in a NULL-terminated list. */
 int sb_in_list(const char *s, const char *const *list);

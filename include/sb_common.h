@@ -121,6 +121,12 @@ char *sb_dirname(const char *path);
 char *sb_path_join(const char *dir, const char *rel);
 /* Creates a directory and its parents (mode 0755). */
 int sb_mkdirs(const char *path, char *err, size_t errlen);
+/*
+ * Opens the folder rel ("a/b") under the folder open as dirfd, making its parts when
+ * create is set, following no link (ELOOP) and refusing "." and ".." (EINVAL): a
+ * descriptor, or -1 with errno.
+ */
+int sb_openat_dir(int dirfd, const char *rel, int create);
 /* True when s is a valid job id / file name stem: [A-Za-z0-9._-]{1,128}, no leading dot. */
 int sb_valid_id(const char *s);
 

@@ -20,8 +20,10 @@ struct sb_download {
     int fd;
     int dirfd;                 /* the output directory (the caller's; names are relative to it) */
     const char *dir;           /* its path, for messages */
-    char *part;                /* <stem>.part */
-    char *stem;
+    char *part;                /* <stem>.part, in dirfd */
+    char *stem;                /* the name without its folder */
+    char *subdir;              /* the folder under the caller's directory (its stem had a "/"), or NULL; */
+    int own_dirfd;             /* ... then dirfd is it, opened here */
     char *final_name;          /* <stem>.<ext> once done */
     unsigned char head[16];
     unsigned char tail[16];    /* the last bytes received, for the end-of-image check */
@@ -39,7 +41,8 @@ struct sb_download {
 /*
  * Starts fetching url into stem.part in the directory open as dirfd (dir is its
  * path, for messages, and must outlive d); done runs on the loop when the
- * transfer has ended: failed is set, or every byte is in the .part file.
+ * transfer has ended: failed is set, or every byte is in the .part file. A stem
+ * with folders ("shoes/sku1_1") has them made as needed; none may be a link.
  */
 int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url, int dirfd, const char *dir,
                       const char *stem, size_t max_bytes, sb_download_done_fn done);

@@ -71,6 +71,8 @@ struct sb_jobspec {
     int line, column;         /* where the job is written */
     char fingerprint[65];
     char *invalid;            /* why the job cannot run (a bad image), or NULL */
+    char *output_name;        /* its outputs' path under output_dir without ".{ext}", {k} for the
+                                 output's number (output_name); NULL: "<id>_{k}" */
 };
 
 struct sb_manifest {
@@ -81,6 +83,7 @@ struct sb_manifest {
     char *model;
     struct sb_model_info model_info;
     char *output_dir;         /* resolved against dir */
+    char *output_name;        /* the manifest's output_name, as written; NULL for the default */
     char *api_key_file;       /* resolved against dir, or NULL */
     struct sb_limits limits;
     struct sb_media media;

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/apt-install.sh \
   build-essential cmake pkg-config ca-certificates \
-  libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libsqlite3-dev libcsv-dev \
+  libuv1-dev libcurl4-openssl-dev libcjson-dev libyaml-dev libsqlite3-dev libcsv-dev libunistring-dev \
   libssl-dev libstb-dev libwebp-dev libtiff-dev zlib1g-dev libmimalloc-dev \
   libmicrohttpd-dev
 

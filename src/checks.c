@@ -89,6 +89,8 @@ void sb_check_enum(struct sb_check *c, const cJSON *params, const char *key, con
 
 int sb_check_int(struct sb_check *c, const cJSON *params, const char *key, int lo, int hi, int *out)
 {
+    if (c->expects)
+        c->expects(c, key, SB_PARAM_NUMBER);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(params, key);
     if (!v)
         return 0;
@@ -99,6 +101,36 @@ int sb_check_int(struct sb_check *c, const cJSON *params, const char *key, int l
     }
     *out = (int)d;
     return 1;
+}
+
+int sb_check_flag(struct sb_check *c, const cJSON *params, const char *key)
+{
+    if (c->expects)
+        c->expects(c, key, SB_PARAM_BOOL);
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, key));
+}
+
+static void no_report(void *ud, int is_error, const char *key, const char *msg)
+{
+    (void)ud, (void)is_error, (void)key, (void)msg;
+}
+
+static void note_type(struct sb_check *c, const char *key, int type)
+{
+    if (strcmp(key, c->asked) == 0)
+        c->answer = type;
+}
+
+int sb_param_type(enum sb_provider p, const char *model, const char *key)
+{
+    struct sb_model_info mi;
+    sb_model_lookup(p, model, &mi);
+    struct sb_check c = {no_report, NULL, 0, note_type, key, SB_PARAM_ANY};
+    cJSON *none = cJSON_CreateObject();
+    int max_images = 1, implied = 0;
+    sb_providers[p]->check_params(&c, model, &mi, none, 1, &max_images, &implied);
+    cJSON_Delete(none);
+    return c.answer == SB_PARAM_ANY && !mi.known ? SB_PARAM_UNCHECKED : c.answer;
 }
 
 void sb_check_unknown(struct sb_check *c, const cJSON *params, const char *model, const char *const *known)
@@ -133,7 +165,7 @@ int sb_check_job_params(enum sb_provider p, const char *model, const char *promp
                         const cJSON *params, int n_images, int *images_requested,
                         sb_check_report_fn rep, void *ud)
 {
-    struct sb_check c = {rep, ud, 0};
+    struct sb_check c = {rep, ud, 0, NULL, NULL, 0};
     struct sb_model_info mi;
     sb_model_lookup(p, model, &mi);
     *images_requested = 1;

@@ -84,7 +84,12 @@ int sb_download_finish(struct sb_download *d)
         free(final);
         goto fail;
     }
-    d->final_name = final;
+    if (d->subdir) {
+        d->final_name = sb_concat(d->subdir, "/", final, NULL);
+        free(final);
+    } else {
+        d->final_name = final;
+    }
     return 0;
 fail:
     d->failed = 1;
@@ -148,8 +153,29 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     free(d->part);
     free(d->stem);
     sb_freep(&d->final_name);
+    sb_freep(&d->subdir);
+    if (d->own_dirfd)
+        close(d->dirfd);
+    d->own_dirfd = 0;
     d->dirfd = dirfd;
     d->dir = dir;
+    const char *slash = strrchr(stem, '/');
+    if (slash) {
+        d->subdir = sb_strndup(stem, (size_t)(slash - stem));
+        int sub = sb_openat_dir(dirfd, d->subdir, 1);
+        if (sub < 0) {
+            d->write_errno = errno;
+            snprintf(d->error, sizeof d->error, "cannot make the folder %s/%s: %s", dir, d->subdir,
+                     errno == ELOOP ? "a part of it is a link or not a folder" : strerror(errno));
+            d->failed = 1;
+            d->retryable = errno == EMFILE || errno == ENFILE;
+            d->stem = d->part = NULL;
+            return SB_EIO;
+        }
+        d->dirfd = sub;
+        d->own_dirfd = 1;
+        stem = slash + 1;
+    }
     d->stem = sb_strdup(stem);
     d->part = sb_concat(stem, ".part", NULL);
     d->headlen = d->total = 0;
@@ -160,14 +186,15 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     d->error[0] = '\0';
     d->done = done;
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-    d->fd = openat(dirfd, d->part, flags, 0644);
+    d->fd = openat(d->dirfd, d->part, flags, 0644);
     if (d->fd < 0 && errno == EEXIST) { /* a leftover from an interrupted run, or a planted link */
-        unlinkat(dirfd, d->part, 0);
-        d->fd = openat(dirfd, d->part, flags, 0644);
+        unlinkat(d->dirfd, d->part, 0);
+        d->fd = openat(d->dirfd, d->part, flags, 0644);
     }
     if (d->fd < 0) {
         d->write_errno = errno;
-        snprintf(d->error, sizeof d->error, "cannot create %s/%s: %s", dir, d->part, strerror(errno));
+        snprintf(d->error, sizeof d->error, "cannot create %s/%s%s%s: %s", dir, d->subdir ? d->subdir : "",
+                 d->subdir ? "/" : "", d->part, strerror(errno));
         d->failed = 1;
         d->retryable = errno == EMFILE || errno == ENFILE; /* files in use now, free later */
         return SB_EIO;
@@ -175,7 +202,7 @@ int sb_download_start(struct sb_download *d, struct sb_loop *l, const char *url,
     if (sb_req_init(&d->req, l, url, &o) != SB_OK) {
         close(d->fd);
         d->fd = -1;
-        unlinkat(dirfd, d->part, 0);
+        unlinkat(d->dirfd, d->part, 0);
         snprintf(d->error, sizeof d->error, "out of memory");
         d->failed = 1;
         return SB_ENOMEM;
@@ -204,5 +231,9 @@ void sb_download_cleanup(struct sb_download *d)
     free(d->part);
     free(d->stem);
     free(d->final_name);
-    d->part = d->stem = d->final_name = NULL;
+    free(d->subdir);
+    d->part = d->stem = d->final_name = d->subdir = NULL;
+    if (d->own_dirfd)
+        close(d->dirfd);
+    d->own_dirfd = 0;
 }

@@ -11,7 +11,9 @@
 #include "sb_jw.h"
 #include "sb_log.h"
 #include "sb_provider.h"
+#include "sb_rows.h"
 #include "sb_signals.h"
+#include "sb_template.h"
 
 #include <errno.h>
 #include <glob.h>
@@ -354,9 +356,14 @@ out:
 
 /* ---- interpretation ---- */
 
-struct tvars {          /* foreach template values */
-    const char *path, *name, *stem, *ext, *dir;
+struct tvars {          /* what a job template's placeholders stand for */
+    const char *path, *name, *stem, *ext, *dir; /* foreach: the match (path NULL otherwise) */
     int index;
+    struct sb_row *row;     /* from: the catalogue row, */
+    const char *from;       /* ... its file as written */
+    const char *out_id;     /* output_name: the job's id ({k} and {ext} are filled in per output) */
+    int strict;             /* a name it does not know is an error (output_name), not text */
+    char num[16];
 };
 
 struct mctx {
@@ -381,6 +388,8 @@ struct mctx {
     struct sb_map *warned;     /* "line:col:message" -> its struct warning, while checking */
     struct warning **warnings; /* ... in the order first seen */
     int n_warnings;
+    struct sb_map *outs;       /* output path template -> (line cast to pointer), while checking */
+    struct sb_map *dirs_seen;  /* output subdirectories found not to be links, while checking */
 };
 
 /* A warning for a place in the manifest, said once with the number of jobs it was for. */
@@ -663,45 +672,95 @@ static cJSON *to_json(struct mctx *c, const struct ynode *n)
     return o;
 }
 
-/* Replaces {path} {name} {stem} {ext} {dir} {index}; other braces stay as written. */
-static char *expand(const char *s, const struct tvars *v)
+#define NAME_IS(lit) (len == sizeof(lit) - 1 && memcmp(name, lit, len) == 0)
+
+/* The columns of a CSV row, for an unknown name's message. */
+static void row_columns(const struct sb_row *r, const char *name, size_t len, char *why, size_t whylen)
 {
-    if (!v)
-        return sb_strdup(s);
     struct sb_buf b;
-    sb_buf_init(&b, SB_YAML_MAX_SCALAR * 4);
-    while (*s) {
-        const char *rep = NULL;
-        size_t skip = 0;
-        char num[16];
-        if (*s == '{') {
-            static const char *names[] = {"{path}", "{name}", "{stem}", "{ext}", "{dir}", "{index}"};
-            for (int i = 0; i < 6 && !rep; i++) {
-                size_t l = strlen(names[i]);
-                if (strncmp(s, names[i], l) == 0) {
-                    skip = l;
-                    switch (i) {
-                    case 0: rep = v->path; break;
-                    case 1: rep = v->name; break;
-                    case 2: rep = v->stem; break;
-                    case 3: rep = v->ext; break;
-                    case 4: rep = v->dir; break;
-                    default: snprintf(num, sizeof num, "%d", v->index); rep = num; break;
-                    }
-                }
-            }
-        }
-        if (rep) {
-            sb_buf_puts(&b, rep);
-            s += skip;
-        } else {
-            sb_buf_append(&b, s, 1);
-            s++;
+    sb_buf_init(&b, 4096);
+    const char **names = sb_calloc((size_t)r->n + 1, sizeof *names);
+    for (int i = 0; i < r->n; i++) {
+        sb_buf_printf(&b, "%s%s", i ? ", " : "", r->names[i]);
+        names[i] = r->names[i];
+    }
+    char *want = sb_strndup(name, len);
+    const char *near = sb_closest(want, names);
+    if (near)
+        snprintf(why, whylen, "no such column: did you mean %s? (columns: %s)", near, b.data ? b.data : "");
+    else
+        snprintf(why, whylen, "no such column (columns: %s)", b.data ? b.data : "");
+    free(want);
+    free(names);
+    sb_buf_free(&b);
+}
+
+/* A placeholder's value for one job (sb_template.h): a foreach match's parts, a row's columns, the id. */
+static int tvar_lookup(void *ud, const char *name, size_t len, struct sb_tvalue *out, char *why, size_t whylen)
+{
+    struct tvars *v = ud;
+    if (v->out_id) {
+        if (NAME_IS("k") || NAME_IS("ext"))
+            return SB_TL_KEEP;
+        if (NAME_IS("id")) {
+            *out = (struct sb_tvalue){v->out_id, SB_TV_TEXT};
+            return SB_TL_FOUND;
         }
     }
-    if (!b.data)
-        sb_buf_append(&b, "", 0);
-    return b.data;
+    if (v->row) {
+        int rc = sb_row_lookup(v->row, name, len, out, why, whylen);
+        if (rc == SB_TL_UNKNOWN && !v->row->obj) {
+            row_columns(v->row, name, len, why, whylen);
+            return SB_TL_ERROR;
+        }
+        if (rc == SB_TL_UNKNOWN) {
+            snprintf(why, whylen, "no such key in the row's object");
+            return SB_TL_ERROR;
+        }
+        return rc;
+    }
+    if (!v->path)
+        return SB_TL_UNKNOWN;
+    const char *rep = NULL;
+    if (NAME_IS("path"))
+        rep = v->path;
+    else if (NAME_IS("name"))
+        rep = v->name;
+    else if (NAME_IS("stem"))
+        rep = v->stem;
+    else if (NAME_IS("ext"))
+        rep = v->ext;
+    else if (NAME_IS("dir"))
+        rep = v->dir;
+    if (rep) {
+        *out = (struct sb_tvalue){rep, SB_TV_TEXT};
+        return SB_TL_FOUND;
+    }
+    if (NAME_IS("index")) {
+        snprintf(v->num, sizeof v->num, "%d", v->index);
+        *out = (struct sb_tvalue){v->num, SB_TV_NUMBER};
+        return SB_TL_FOUND;
+    }
+    return SB_TL_UNKNOWN;
+}
+
+/*
+ * A job template's string for one job. Without a template (a plain job) it stays as
+ * written; a foreach entry keeps braces that name nothing it knows (they are text);
+ * a catalogue row must know every name. NULL after an error, told at node at.
+ */
+static char *expand(struct mctx *c, const struct ynode *at, const char *s, struct tvars *v, int flags,
+                    enum sb_tv_type *type)
+{
+    if (type)
+        *type = SB_TV_TEXT;
+    if (!v)
+        return sb_strdup(s);
+    char why[SB_ERRLEN];
+    char *r = sb_template_expand(s, tvar_lookup, v, flags | (v->row || v->strict ? 0 : SB_T_KEEP_UNKNOWN), type, why, sizeof why);
+    if (!r)
+        merr(c, at, "%s", why); /* a row's job is labelled with its file and line */
+    return r;
 }
 
 struct report_ctx {
@@ -800,14 +859,169 @@ static char *prefix_url(struct mctx *c, const struct ynode *at, const char *path
     return b.data;
 }
 
+/* Whether s is one placeholder alone, "{...}". */
+static int single_placeholder(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 2 && s[0] == '{' && s[1] != '{' && s[n - 1] == '}' && strcspn(s + 1, "{}\n") == n - 2;
+}
+
+/* A param's value from a placeholder alone, typed as its source or as the model wants it. */
+static cJSON *typed_value(struct mctx *c, const char *key, const char *text, enum sb_tv_type type)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(text, &end);
+    int number = text[0] && !strchr(" \t\n", text[0]) && *end == '\0' && errno == 0 && isfinite(d);
+    int boolean = strcmp(text, "true") == 0 || strcmp(text, "false") == 0;
+    int want = key ? sb_param_type(c->m->provider, c->m->model, key) : SB_PARAM_ANY;
+    if (number && (type == SB_TV_NUMBER || want == SB_PARAM_NUMBER || want == SB_PARAM_UNCHECKED))
+        return cJSON_CreateNumber(d);
+    if (boolean && (type == SB_TV_BOOL || want == SB_PARAM_BOOL || want == SB_PARAM_UNCHECKED))
+        return cJSON_CreateBool(text[0] == 't');
+    return cJSON_CreateString(text);
+}
+
+/* Puts nv in it's place in obj, under it's key (cJSON_ReplaceItemViaPointer does not give it the key). */
+static void replace_item(cJSON *obj, cJSON *it, cJSON *nv)
+{
+    if (it->string)
+        nv->string = strdup(it->string); /* freed by cJSON with the item (its allocator is free) */
+    cJSON_ReplaceItemViaPointer(obj, it, nv);
+}
+
+/*
+ * Fills the placeholders in a job's own params (strings at any depth). A param that is
+ * one placeholder alone takes its value's type, or the model's ("3" for max_images is
+ * 3), and is left out when the value is empty (the defaults' then apply).
+ */
+static void expand_params(struct mctx *c, const struct ynode *at, cJSON *obj, struct tvars *v, int top)
+{
+    cJSON *it = obj->child;
+    while (it) {
+        cJSON *next = it->next;
+        const struct ynode *kn = top && it->string ? map_key(at, it->string) : NULL;
+        if (cJSON_IsString(it) && sb_template_has(it->valuestring)) {
+            int alone = single_placeholder(it->valuestring);
+            enum sb_tv_type type;
+            char *val = expand(c, kn ? kn : at, it->valuestring, v, 0, &type);
+            if (!val) {
+                ;
+            } else if (alone && !val[0] && cJSON_IsObject(obj)) {
+                cJSON_DetachItemViaPointer(obj, it);
+                cJSON_Delete(it);
+            } else if (alone) {
+                cJSON *nv = typed_value(c, top ? it->string : NULL, val, type);
+                replace_item(obj, it, nv);
+            } else {
+                replace_item(obj, it, cJSON_CreateString(val));
+            }
+            free(val);
+        } else if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
+            expand_params(c, kn ? kn : at, it, v, 0);
+        }
+        it = next;
+    }
+}
+
+/*
+ * The job's output path template (output_name with its placeholders filled but {k} and
+ * {ext}), checked: under output_dir whatever the values (no absolute path, no "..",
+ * no hidden or empty part, no folder that is a link), one path per output (it has {k}
+ * when the job asks for several), and no two jobs sharing one. NULL for the default.
+ */
+static char *output_stem(struct mctx *c, const struct ynode *jn, struct sb_jobspec *j, struct tvars *v)
+{
+    const struct ynode *on = map_get(jn, "output_name");
+    const char *tmpl = on ? get_str(c, on, "output_name") : c->m->output_name;
+    if (!tmpl)
+        return NULL;
+    const struct ynode *at = on ? on : jn;
+    size_t tl = strlen(tmpl);
+    if (tl < 6 || strcmp(tmpl + tl - 6, ".{ext}") != 0) {
+        merr(c, at, "output_name \"%s\" must end in .{ext} (the extension of the image's format)", tmpl);
+        return NULL;
+    }
+    struct tvars ov = v ? *v : (struct tvars){0};
+    ov.out_id = j->id;
+    ov.strict = 1;
+    char *t = sb_strndup(tmpl, tl - 6);
+    char *stem = expand(c, at, t, &ov, SB_T_NO_EMPTY, NULL);
+    free(t);
+    if (!stem)
+        return NULL;
+    const char *where = v && v->row ? v->from : NULL;
+    char why[300] = "";
+    if (stem[0] == '/')
+        snprintf(why, sizeof why, "is an absolute path");
+    for (const char *p = stem; !why[0] && *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            snprintf(why, sizeof why, "has an empty folder name");
+        else if (p[0] == '.')
+            snprintf(why, sizeof why, "has a part starting with a dot (\"%.*s\")", (int)(n > 40 ? 40 : n), p);
+        else if (n > 200)
+            snprintf(why, sizeof why, "has a part longer than 200 bytes");
+        p += n + (p[n] == '/');
+        if (!why[0] && !*p && p[-1] == '/')
+            snprintf(why, sizeof why, "ends in a folder");
+    }
+    if (!why[0] && j->images_requested > 1 && !strstr(stem, "{k}"))
+        snprintf(why, sizeof why, "has no {k}, but the job asks for %d images: they would write one file",
+                 j->images_requested);
+    if (why[0]) {
+        merr(c, at, "output_name gives \"%s.{ext}\", which %s", stem, why);
+        free(stem);
+        return NULL;
+    }
+    if (c->checking) {
+        void *prev = c->outs ? sb_map_get(c->outs, stem) : NULL;
+        if (prev) {
+            merr(c, at, "output_name gives job %s the output paths \"%s.{ext}\" of an earlier job (line %d)%s%s",
+                 j->id, stem, (int)(intptr_t)prev, where ? ", row in " : "", where ? where : "");
+            free(stem);
+            return NULL;
+        }
+        if (!c->outs)
+            c->outs = sb_map_new();
+        sb_map_put(c->outs, stem, (void *)(intptr_t)jn->line);
+        /* A folder that already exists as a link would take outputs elsewhere. */
+        for (char *slash = strchr(stem, '/'); slash; slash = strchr(slash + 1, '/')) {
+            *slash = '\0';
+            if (!c->dirs_seen)
+                c->dirs_seen = sb_map_new();
+            if (!sb_map_get(c->dirs_seen, stem)) {
+                char *full = sb_path_join(c->m->output_dir, stem);
+                struct stat st;
+                int link = lstat(full, &st) == 0 && !S_ISDIR(st.st_mode);
+                free(full);
+                if (link) {
+                    merr(c, at, "output_name puts outputs in %s/%s, which exists and is not a folder (a link "
+                         "is not followed)", c->m->output_dir, stem);
+                    *slash = '/';
+                    free(stem);
+                    return NULL;
+                }
+                sb_map_put(c->dirs_seen, stem, (void *)1);
+            }
+            *slash = '/';
+        }
+    }
+    return stem;
+}
+
 static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
-                    const struct ynode *defaults_node, const struct tvars *v, int ordinal)
+                    const struct ynode *defaults_node, struct tvars *v, int ordinal)
 {
     struct sb_manifest *m = c->m;
-    char label[160];
+    char label[300];
     int errors_before = c->errors;
+    int in_row = v && v->row;
 
-    snprintf(label, sizeof label, "#%d", ordinal);
+    if (in_row)
+        snprintf(label, sizeof label, "#%d (%.100s:%d)", ordinal, v->from, v->row->line);
+    else
+        snprintf(label, sizeof label, "#%d", ordinal);
     c->job = label;
     const struct ynode *idn = map_get(jn, "id"), *pn = map_get(jn, "prompt");
     const struct ynode *imn = map_get(jn, "images"), *parn = map_get(jn, "params");
@@ -820,10 +1034,15 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
     if (idn) {
         const char *s = get_str(c, idn, "id");
         if (s) {
-            j.id = expand(s, v);
+            j.id = expand(c, idn, s, v, SB_T_NO_EMPTY, NULL);
             j.id_given = 1;
-            snprintf(label, sizeof label, "%.150s", j.id);
-            if (!sb_valid_id(j.id))
+            if (in_row && j.id)
+                snprintf(label, sizeof label, "%.150s (%.100s:%d)", j.id, v->from, v->row->line);
+            else if (j.id)
+                snprintf(label, sizeof label, "%.150s", j.id);
+            if (j.id && !j.id[0])
+                merr(c, idn, "id is empty after its template");
+            else if (j.id && !sb_valid_id(j.id))
                 merr(c, idn, "id \"%s\" is not valid: use 1 to 128 of A-Z a-z 0-9 . _ - , not starting with a dot", j.id);
         }
     }
@@ -832,7 +1051,7 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
     } else {
         const char *s = get_str(c, pn, "prompt");
         if (s)
-            j.prompt = expand(s, v);
+            j.prompt = expand(c, pn, s, v, SB_T_NO_EMPTY, NULL);
     }
     if (!imn) {
         merr(c, jn, "images is required (1 to %d reference images)", SB_MAX_REF_IMAGES);
@@ -847,8 +1066,11 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
             const char *s = get_str(c, in, "an image");
             if (!s)
                 continue;
+            char *spec = expand(c, in, s, v, SB_T_NO_EMPTY, NULL);
+            if (!spec)
+                continue;
             struct sb_image_ref *r = &j.images[j.n_images++];
-            r->spec = expand(s, v);
+            r->spec = spec;
             char why[SB_ERRLEN];
             if (strstr(r->spec, "://")) {
                 /* A second reading is of the very text checked (its hash is compared at the
@@ -886,6 +1108,10 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
             merr(c, parn, "params must be a mapping, not %s", type_name(parn));
         } else {
             cJSON *own = to_json(c, parn);
+            /* Only rows: a foreach entry's params have always been sent as written (their
+               fingerprints, and so what is paid for, stay as they were). */
+            if (v && v->row)
+                expand_params(c, parn, own, v, 1);
             cJSON *it = own->child;
             while (it) {
                 cJSON *next = it->next;
@@ -914,6 +1140,7 @@ static void add_job(struct mctx *c, const struct ynode *jn, const cJSON *default
             sb_fingerprint(m->provider, m->model, j.prompt, params, j.images, j.n_images, j.fingerprint);
         if (!j.id)
             j.id = sb_strndup(j.fingerprint, 12);
+        j.output_name = output_stem(c, jn, &j, v);
         void *prev = c->ids ? sb_map_get(c->ids, j.id) : NULL;
         if (prev)
             merr(c, idn ? idn : jn, "job id %s is used twice (first at line %d)%s", j.id,
@@ -1034,7 +1261,8 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
             const char *dot = strrchr(name, '.');
             char *stem = dot && dot != name ? sb_strndup(name, (size_t)(dot - name)) : sb_strdup(name);
             const char *ps = strrchr(pr, '/');
-            struct tvars v = {path, name, stem, dot && dot != name ? dot + 1 : "", ps && ps[1] ? ps + 1 : pr, ++index};
+            struct tvars v = {.path = path, .name = name, .stem = stem, .ext = dot && dot != name ? dot + 1 : "",
+                              .dir = ps && ps[1] ? ps + 1 : pr, .index = ++index};
             add_job(c, jn, defaults, defaults_node, &v, ++*ordinal);
             free(stem);
         }
@@ -1050,6 +1278,52 @@ static void add_foreach(struct mctx *c, const struct ynode *jn, const cJSON *def
         globfree(&g);
     }
     free(full);
+}
+
+struct from_ctx {
+    struct mctx *c;
+    const struct ynode *jn, *fn, *defaults_node;
+    const cJSON *defaults;
+    const char *from;
+    int *ordinal;
+};
+
+static int from_row(struct sb_row *r, void *ud)
+{
+    struct from_ctx *x = ud;
+    struct tvars v = {.row = r, .from = x->from};
+    add_job(x->c, x->jn, x->defaults, x->defaults_node, &v, ++*x->ordinal);
+    return x->c->stopped;
+}
+
+static void from_bad_row(int line, const char *why, void *ud)
+{
+    struct from_ctx *x = ud;
+    ++*x->ordinal;
+    merr(x->c, x->fn, "%s:%d: %s", x->from, line, why);
+}
+
+/* Expands one from entry: a job per row of a catalogue file, in file order. */
+static void add_from(struct mctx *c, const struct ynode *jn, const cJSON *defaults,
+                     const struct ynode *defaults_node, int *ordinal)
+{
+    const struct ynode *fn = map_get(jn, "from");
+    const char *from = get_str(c, fn, "from");
+    if (!from)
+        return;
+    if (!sb_rows_format_known(from)) {
+        merr(c, fn, "from: %s is not a .csv, .tsv or .jsonl file", from);
+        return;
+    }
+    char *path = sb_path_join(c->m->dir, from);
+    struct from_ctx x = {c, jn, fn, defaults_node, defaults, from, ordinal};
+    char err[SB_ERRLEN];
+    int before = *ordinal;
+    if (sb_rows_read(path, from_row, from_bad_row, &x, err, sizeof err) != SB_OK)
+        merr(c, fn, "from: %s", err);
+    else if (*ordinal == before)
+        merr(c, fn, "from: %s has no rows", from);
+    free(path);
 }
 
 static void read_limits(struct mctx *c, const struct ynode *n)
@@ -1137,7 +1411,7 @@ static int interpret_settings(struct mctx *c, const struct ynode *root)
 {
     static const char *keys[] = {"version", "provider", "model", "output_dir", "defaults", "limits",
                                  "price_per_image", "media", "jobs", "api_key_file", "allow_unknown_model",
-                                 NULL};
+                                 "output_name", NULL};
     struct sb_manifest *m = c->m;
     const struct ynode *v;
 
@@ -1205,6 +1479,10 @@ static int interpret_settings(struct mctx *c, const struct ynode *root)
             m->output_dir = sb_path_join(m->dir, s);
         }
     }
+    if ((v = map_get(root, "output_name")) && get_str(c, v, "output_name")) {
+        free(m->output_name);
+        m->output_name = sb_strdup(v->value);
+    }
     if ((v = map_get(root, "api_key_file")) && get_str(c, v, "api_key_file"))
         m->api_key_file = sb_path_join(m->dir, v->value);
     if ((v = map_get(root, "price_per_image")))
@@ -1252,7 +1530,7 @@ static const struct ynode *interpret_config(struct mctx *c, const struct ynode *
 /* One item of the jobs list: a job, or a foreach entry that expands to several. */
 static void job_item(struct mctx *c, const struct ynode *jn)
 {
-    static const char *jkeys[] = {"id", "prompt", "images", "params", "foreach", NULL};
+    static const char *jkeys[] = {"id", "prompt", "images", "params", "foreach", "from", "output_name", NULL};
     if (jn->type != Y_MAP) {
         merr(c, jn, "each job must be a mapping with prompt and images");
         return;
@@ -1269,7 +1547,11 @@ static void job_item(struct mctx *c, const struct ynode *jn)
     c->job = NULL;
     if (c->errors != before)
         return;
-    if (map_get(jn, "foreach"))
+    if (map_get(jn, "foreach") && map_get(jn, "from"))
+        merr(c, map_get(jn, "from"), "a job takes its values from foreach (files) or from (rows), not both");
+    else if (map_get(jn, "from"))
+        add_from(c, jn, c->defaults, c->defaults_node, &c->ordinal);
+    else if (map_get(jn, "foreach"))
         add_foreach(c, jn, c->defaults, c->defaults_node, &c->ordinal);
     else
         add_job(c, jn, c->defaults, c->defaults_node, NULL, ++c->ordinal);
@@ -1296,6 +1578,7 @@ void sb_jobspec_clear(struct sb_jobspec *j)
     free(j->id);
     free(j->prompt);
     free(j->invalid);
+    free(j->output_name);
     cJSON_Delete(j->params);
     memset(j, 0, sizeof *j);
 }
@@ -1319,6 +1602,7 @@ void sb_manifest_free(struct sb_manifest *m)
     free(m->dir);
     free(m->model);
     free(m->output_dir);
+    free(m->output_name);
     free(m->api_key_file);
     free(m->media.url_prefix);
     free(m->media.root);
@@ -1530,6 +1814,10 @@ static void end_checking(struct mctx *c, int tell)
     c->n_unusable = 0;
     sb_map_free(c->ids, NULL);
     c->ids = NULL;
+    sb_map_free(c->outs, NULL);
+    c->outs = NULL;
+    sb_map_free(c->dirs_seen, NULL);
+    c->dirs_seen = NULL;
 }
 
 /*
@@ -1805,6 +2093,10 @@ char *sb_jobspec_json(const struct sb_jobspec *j)
         sb_buf_puts(&b, ",\"invalid\":");
         sb_jw_str(&b, j->invalid);
     }
+    if (j->output_name) {
+        sb_buf_puts(&b, ",\"out\":");
+        sb_jw_str(&b, j->output_name);
+    }
     sb_buf_append(&b, "}", 1);
     return b.data;
 }
@@ -1846,6 +2138,7 @@ int sb_jobspec_from_json(struct sb_manifest *m, const char *id, const char *json
     j->id = sb_strdup(id);
     j->prompt = jstr(o, "prompt");
     j->invalid = jstr(o, "invalid");
+    j->output_name = jstr(o, "out");
     j->params = cJSON_Duplicate(par, 1);
     int n = cJSON_GetArraySize(imgs);
     j->images = sb_calloc(n ? (size_t)n : 1, sizeof *j->images);

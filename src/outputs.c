@@ -138,6 +138,26 @@ static void download_done(struct sb_download *d)
     dispatch(e);
 }
 
+/* Output k's path under output_dir without its extension: the template with {k} filled, or <id>_<k>. */
+static char *out_stem(const char *tmpl, const char *id, int k)
+{
+    char num[16];
+    snprintf(num, sizeof num, "%d", k + 1);
+    if (!tmpl)
+        return sb_concat(id, "_", num, NULL);
+    struct sb_buf b;
+    sb_buf_init(&b, SIZE_MAX / 2);
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{k}", 3) == 0) {
+            sb_buf_puts(&b, num);
+            p += 3;
+        } else {
+            sb_buf_append(&b, p++, 1);
+        }
+    }
+    return b.data;
+}
+
 /* Starts the downloads of the outputs not yet written, from the output URLs the poll gave. */
 void start_downloads(struct engine *e, struct job *j, char *const *urls, int n)
 {
@@ -151,6 +171,7 @@ void start_downloads(struct engine *e, struct job *j, char *const *urls, int n)
     j->tries++;
     j->call.e = e;
     int started = 0;
+    const char *tmpl = j->spec ? j->spec->output_name : NULL; /* output_name, or NULL for <id>_{k} */
     for (int k = 0; k < n && k < j->n_out; k++) {
         if (j->outputs[k] || j->dl[k].running || j->dl[k].received)
             continue;
@@ -158,12 +179,12 @@ void start_downloads(struct engine *e, struct job *j, char *const *urls, int n)
         s->job = j;
         s->k = k;
         s->d.fd = -1;
-        char stem[200];
-        snprintf(stem, sizeof stem, "%s_%d", j->row.id, k + 1);
+        char *stem = out_stem(tmpl, j->row.id, k);
         s->running = 1;
-        if (!urls[k] ||
-            sb_download_start(&s->d, e->run->http, urls[k], e->outdir_fd, e->m->output_dir, stem,
-                              MAX_OUTPUT_BYTES, download_done) != SB_OK) {
+        int rc = urls[k] ? sb_download_start(&s->d, e->run->http, urls[k], e->outdir_fd, e->m->output_dir, stem,
+                                             MAX_OUTPUT_BYTES, download_done) : SB_EINVAL;
+        free(stem);
+        if (rc != SB_OK) {
             s->running = 0;
             int full = urls[k] && sb_errno_storage(s->d.write_errno);
             if (full)
@@ -218,21 +239,42 @@ void start_downloads_kept(struct engine *e, struct job *j)
     cJSON_Delete(a);
 }
 
-/* Whether name is one of job id's output names, <id>_<k>.<ext>: nothing else is ever removed. */
-static int is_output_name(const char *id, const char *name)
+/*
+ * Whether name can be an output's path as seedbatch writes them: relative, no part
+ * empty or starting with a dot, ending in an image extension. Nothing else is ever
+ * removed, whatever a damaged state says.
+ */
+static int is_output_path(const char *name)
 {
-    size_t n = strlen(id), digits = 0, ext = 0;
-    if (strncmp(name, id, n) != 0 || name[n] != '_')
+    if (!name[0] || name[0] == '/')
         return 0;
-    const char *p = name + n + 1;
-    while (p[digits] >= '0' && p[digits] <= '9')
-        digits++;
-    if (!digits || p[digits] != '.')
-        return 0;
-    p += digits + 1;
-    while (p[ext] >= 'a' && p[ext] <= 'z')
-        ext++;
-    return ext >= 1 && ext <= 4 && p[ext] == '\0';
+    for (const char *p = name; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || p[0] == '.')
+            return 0;
+        p += n + (p[n] == '/');
+    }
+    const char *dot = strrchr(name, '.');
+    static const char *exts[] = {".png", ".jpeg", ".jpg", ".webp", NULL};
+    return dot && !strchr(dot, '/') && sb_in_list(dot, exts);
+}
+
+/* Removes an output at path under the folder open as dirfd, no link followed on the way. */
+static int unlink_output(int dirfd, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return unlinkat(dirfd, path, 0);
+    char *dir = sb_strndup(path, (size_t)(slash - path));
+    int fd = sb_openat_dir(dirfd, dir, 0);
+    free(dir);
+    if (fd < 0)
+        return -1;
+    int rc = unlinkat(fd, slash + 1, 0);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
 }
 
 static int in_list(const cJSON *list, const char *name)
@@ -251,9 +293,9 @@ static void remove_replaced(const char *id, const char *outputs, const char *rep
     cJSON *old = replaced ? cJSON_ParseWithOpts(replaced, NULL, 1) : NULL;
     const cJSON *x;
     cJSON_ArrayForEach(x, old) {
-        if (!cJSON_IsString(x) || !is_output_name(id, x->valuestring) || in_list(now, x->valuestring))
+        if (!cJSON_IsString(x) || !is_output_path(x->valuestring) || in_list(now, x->valuestring))
             continue;
-        if (unlinkat(e->outdir_fd, x->valuestring, 0) == 0) {
+        if (unlink_output(e->outdir_fd, x->valuestring) == 0) {
             e->replaced_removed++;
             sb_debug("job %s: removed %s/%s, an output of its earlier version", id, e->m->output_dir,
                      x->valuestring);

@@ -214,11 +214,11 @@ static void atlas_check_params(struct sb_check *c, const char *model, const stru
 {
     (void)implied;
     /* Either makes an answer a polling runner cannot use: refused for every Atlas model. */
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_base64_output")))
+    if (sb_check_flag(c, params, "enable_base64_output"))
         sb_check_report(c, 1, "enable_base64_output", "enable_base64_output: true makes the outputs base64 text "
                         "in the answer instead of URLs to download; seedbatch downloads every output itself: "
                         "remove it");
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "enable_sync_mode")))
+    if (sb_check_flag(c, params, "enable_sync_mode"))
         sb_check_report(c, 1, "enable_sync_mode", "enable_sync_mode: true makes the submit wait for the images "
                         "with no prediction id until then, so an answer lost on the way cannot be found again "
                         "and a retry pays twice; seedbatch polls instead: remove it");

@@ -492,6 +492,38 @@ int sb_mkdirs(const char *path, char *err, size_t errlen)
     return SB_OK;
 }
 
+int sb_openat_dir(int dirfd, const char *rel, int create)
+{
+    char *p = sb_strdup(rel);
+    int fd = dup(dirfd), err = 0;
+    for (char *part = p, *next; fd >= 0 && part && *part; part = next) {
+        next = strchr(part, '/');
+        if (next)
+            *next++ = '\0';
+        if (!*part || strcmp(part, ".") == 0 || strcmp(part, "..") == 0) {
+            err = EINVAL;
+            break;
+        }
+        if (create && mkdirat(fd, part, 0755) != 0 && errno != EEXIST) {
+            err = errno;
+            break;
+        }
+        int sub = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0)
+            err = errno == ENOTDIR ? ELOOP : errno;
+        close(fd);
+        fd = sub;
+    }
+    free(p);
+    if (err && fd >= 0)
+        close(fd);
+    if (err || fd < 0) {
+        errno = err ? err : errno;
+        return -1;
+    }
+    return fd;
+}
+
 int sb_valid_id(const char *s)
 {
     size_t n = 0;

@@ -25,6 +25,7 @@ static int t_copy_job(const struct sb_manifest *m, const struct sb_jobspec *j, i
     c->id = j->id ? strdup(j->id) : NULL;
     c->prompt = j->prompt ? strdup(j->prompt) : NULL;
     c->invalid = j->invalid ? strdup(j->invalid) : NULL;
+    c->output_name = j->output_name ? strdup(j->output_name) : NULL;
     c->params = cJSON_Duplicate(j->params, 1);
     c->images = calloc(j->n_images ? (size_t)j->n_images : 1, sizeof *c->images);
     for (int k = 0; k < j->n_images; k++) {

@@ -428,6 +428,117 @@ static void test_foreach_leaves_outputs_out(void)
     dir = saved;
 }
 
+/* Jobs from catalogue rows: placeholders, filters, typed params, output_name, and each refusal. */
+static void test_from_rows(void)
+{
+    t_write(dir, "cat.csv", "\xEF\xBB\xBFsku,title,cat,photo,n,flag\r\n"
+                            "A1,\"Jacket, \"\"Alpine\"\"\",Coats & Jackets,p/1/front.jpg,2,true\r\n"
+                            "b 2,Bild \xC3\x9C,Wohnen,https://cdn.example.com/b.png,,false\r\n");
+    struct sb_manifest *m = ACCEPTED(HEAD "output_name: \"{cat|slug}/{id}_{k}.{ext}\"\n"
+                                          "jobs:\n  - from: cat.csv\n    id: \"{sku|slug}-{title|slug}\"\n"
+                                          "    prompt: \"Row {row}: the {title} {{as is}}\"\n"
+                                          "    images: [\"{photo}\", logo.png]\n"
+                                          "    params: {max_images: \"{n}\", note: \"{n}\", deep: [\"{sku|lower}\"]}\n", 2);
+    if (m) {
+        struct sb_jobspec *j = t_jobs(m);
+        CHECK_STR(j[0].id, "a1-jacket-alpine");
+        CHECK_STR(j[0].prompt, "Row 1: the Jacket, \"Alpine\" {as is}");
+        CHECK_STR(j[0].images[0].spec, "p/1/front.jpg");
+        CHECK(j[0].images[0].file != NULL);
+        CHECK_STR(j[1].images[0].url, "https://cdn.example.com/b.png");
+        CHECK_STR(j[1].id, "b-2-bild-u");
+        CHECK_STR(j[0].output_name, "coats-jackets/a1-jacket-alpine_{k}");
+        CHECK_STR(j[1].output_name, "wohnen/b-2-bild-u_{k}");
+        char *canon = sb_canonical_json(j[0].params);
+        /* max_images is a number for the model: "2" is 2; note is any text: it stays "2". */
+        CHECK_STR(canon, "{\"deep\":[\"a1\"],\"max_images\":2,\"note\":\"2\"}");
+        free(canon);
+        CHECK_INT(j[0].images_requested, 2);
+        /* An empty value for a param that is one placeholder leaves it out. */
+        canon = sb_canonical_json(j[1].params);
+        CHECK_STR(canon, "{\"deep\":[\"b 2\"]}");
+        free(canon);
+        t_manifest_free(m);
+    }
+    /* JSONL: values keep their type, {a.b} reaches into objects. */
+    t_write(dir, "cat.jsonl", "{\"sku\": 7, \"p\": {\"n\": 3, \"img\": \"logo.png\"}, \"b64\": false}\n");
+    m = ACCEPTED(HEAD "jobs:\n  - from: cat.jsonl\n    id: \"s{sku}\"\n    prompt: \"x\"\n"
+                      "    images: [\"{p.img}\"]\n    params: {max_images: \"{p.n}\", enable_base64_output: \"{b64}\"}\n", 1);
+    if (m) {
+        char *canon = sb_canonical_json(t_jobs(m)[0].params);
+        CHECK_STR(canon, "{\"enable_base64_output\":false,\"max_images\":3}");
+        free(canon);
+        CHECK(t_jobs(m)[0].output_name == NULL);
+        t_manifest_free(m);
+    }
+    /* Each refusal names the manifest's place, the data file and its line. */
+    REFUSED(HEAD "jobs:\n  - from: cat.csv\n    prompt: \"the {titel}\"\n    images: [logo.png]\n",
+            "m.yaml:6:13: job #1 (cat.csv:2): {titel}: no such column: did you mean title? "
+            "(columns: sku, title, cat, photo, n, flag)");
+    REFUSED(HEAD "jobs:\n  - from: cat.csv\n    id: \"{n}\"\n    prompt: x\n    images: [logo.png]\n",
+            "m.yaml:6:9: job #2 (cat.csv:3): {n} is empty");
+    t_write(dir, "bad.csv", "a,b\n1,2\n3\n4,5,6\n");
+    REFUSED(HEAD "jobs:\n  - from: bad.csv\n    prompt: \"{a}\"\n    images: [logo.png]\n",
+            "2 errors, the first: m.yaml:5:11: bad.csv:3: has 1 field where the header has 2");
+    REFUSED(HEAD "jobs:\n  - from: nope.csv\n    prompt: x\n    images: [logo.png]\n", "m.yaml:5:11: from: ");
+    REFUSED(HEAD "jobs:\n  - from: cat.xls\n    prompt: x\n    images: [logo.png]\n",
+            "from: cat.xls is not a .csv, .tsv or .jsonl file");
+    REFUSED(HEAD "jobs:\n  - from: cat.csv\n    foreach: \"p/*/front.jpg\"\n    prompt: x\n    images: [logo.png]\n",
+            "not both");
+    t_write(dir, "empty.csv", "a,b\n");
+    REFUSED(HEAD "jobs:\n  - from: empty.csv\n    prompt: x\n    images: [logo.png]\n", "from: empty.csv has no rows");
+    /* output_name: under output_dir whatever the values, one path per output and per job. */
+    t_write(dir, "esc.csv", "sku,dir\n1,../up\n2,/abs\n3,ok/.hidden\n4,fine\n");
+    REFUSED(HEAD "jobs:\n  - from: esc.csv\n    id: \"e{sku}\"\n    output_name: \"{dir}/{id}_{k}.{ext}\"\n"
+                 "    prompt: x\n    images: [logo.png]\n",
+            "3 errors, the first: m.yaml:7:18: job e1 (esc.csv:2): output_name gives \"../up/e1_{k}.{ext}\", which "
+            "has a part starting with a dot (\"..\")");
+    REFUSED(HEAD "jobs:\n  - from: esc.csv\n    id: \"e{sku}\"\n    output_name: \"{row|slug}{dir}/{k}.{ext}\"\n"
+                 "    prompt: x\n    images: [logo.png]\n", "which has a part starting with a dot");
+    REFUSED(HEAD "output_name: \"/tmp/{id}_{k}.{ext}\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
+            "which is an absolute path");
+    REFUSED(HEAD "output_name: \"{id}_{k}.png\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
+            "must end in .{ext}");
+    REFUSED(HEAD "output_name: \"{nope}/{id}_{k}.{ext}\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
+            "{nope}: no such name");
+    REFUSED(HEAD "output_name: \"{id}.{ext}\"\njobs:\n  - id: two\n    prompt: x\n    images: [logo.png]\n"
+                 "    params: {max_images: 2}\n",
+            "has no {k}, but the job asks for 2 images");
+    t_manifest_free(ACCEPTED(HEAD "output_name: \"{id}.{ext}\"\njobs:\n  - id: one\n    prompt: x\n"
+                                  "    images: [logo.png]\n    params: {max_images: 1}\n", 1));
+    REFUSED(HEAD "jobs:\n  - from: cat.csv\n    output_name: \"all/{k}.{ext}\"\n    prompt: x\n    images: [logo.png]\n",
+            "output_name gives job ");
+    REFUSED(HEAD "jobs:\n  - from: cat.csv\n    output_name: \"all/{k}.{ext}\"\n    prompt: x\n    images: [logo.png]\n",
+            "the output paths \"all/{k}.{ext}\" of an earlier job (line 5), row in cat.csv");
+    /* A folder under output_dir that is a link is not written through. */
+    char *out = sb_asprintf("%s/linked.out", dir), *link = sb_asprintf("%s/linked.out/shoes", dir);
+    CHECK_INT(mkdir(out, 0755), 0);
+    CHECK_INT(symlink("/tmp", link), 0);
+    REFUSED(HEAD "output_dir: linked.out\noutput_name: \"shoes/{id}_{k}.{ext}\"\njobs:\n  - prompt: x\n"
+                 "    images: [logo.png]\n", "which exists and is not a folder (a link is not followed)");
+    free(out);
+    free(link);
+    /* An edited row changes that job's fingerprint alone. */
+    m = ACCEPTED(HEAD "jobs:\n  - from: cat.csv\n    id: \"{sku|slug}\"\n    prompt: \"{title}\"\n"
+                      "    images: [logo.png]\n", 2);
+    char fp0[65] = "", fp1[65] = "";
+    if (m) {
+        memcpy(fp0, t_jobs(m)[0].fingerprint, 65);
+        memcpy(fp1, t_jobs(m)[1].fingerprint, 65);
+        t_manifest_free(m);
+    }
+    t_write(dir, "cat.csv", "sku,title,cat,photo,n,flag\n"
+                            "A1,\"Jacket, \"\"Alpine\"\"\",Coats & Jackets,p/1/front.jpg,2,true\n"
+                            "b 2,Bild \xC3\x9C (new),Wohnen,https://cdn.example.com/b.png,,false\n");
+    m = ACCEPTED(HEAD "jobs:\n  - from: cat.csv\n    id: \"{sku|slug}\"\n    prompt: \"{title}\"\n"
+                      "    images: [logo.png]\n", 2);
+    if (m) {
+        CHECK_STR(t_jobs(m)[0].fingerprint, fp0);
+        CHECK(strcmp(t_jobs(m)[1].fingerprint, fp1) != 0);
+        t_manifest_free(m);
+    }
+}
+
 int main(void)
 {
     sb_log_setup(SB_LOG_TEXT, SB_LOG_ERROR + 1); /* the errors are asserted, not printed */
@@ -446,6 +557,7 @@ int main(void)
     test_streaming();
     test_foreach_in_glob_named_dir();
     test_foreach_leaves_outputs_out();
+    test_from_rows();
     CHECK_INT(t_rmdir(dir), 0);
     return t_done("manifest");
 }
