@@ -152,6 +152,7 @@ static int engine_report(struct engine *e)
 {
     struct sb_manifest *m = e->m;
     write_results(e);
+    write_report(e);
     int c[SB_JOB_NSTATES];
     count_states(e, c);
     double el = (double)(mono_ms() - e->run->started) / 1000.0;

@@ -14,6 +14,7 @@
 #include "sb_plan.h"
 #include "sb_provider.h"
 #include "sb_ratelimit.h"
+#include "sb_report.h"
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
@@ -391,6 +392,7 @@ void start_downloads(struct engine *e, struct job *j, char *const *urls, int n);
 void start_downloads_kept(struct engine *e, struct job *j);
 void remove_replaced_outputs(struct engine *e);
 int write_results(struct engine *e);
+void write_report(struct engine *e);
 
 /* commit.c */
 void storage_full(struct engine *e, const char *where, int err);

@@ -10,6 +10,7 @@
 #include "sb_manifest.h"
 #include "sb_plan.h"
 #include "sb_provider.h"
+#include "sb_report.h"
 #include "sb_results.h"
 #include "sb_signals.h"
 #include "sb_store.h"
@@ -35,7 +36,7 @@
 #endif
 
 /* The commands, as bits of the options' table. */
-enum { C_RUN = 1, C_VALIDATE = 2, C_STATUS = 4, C_CANCEL = 8, C_RESULTS = 16, C_ALL = 31 };
+enum { C_RUN = 1, C_VALIDATE = 2, C_STATUS = 4, C_CANCEL = 8, C_RESULTS = 16, C_REPORT = 32, C_ALL = 63 };
 
 static const struct command {
     const char *name;
@@ -59,11 +60,15 @@ static const struct command {
      "where it can; jobs not yet submitted never will be."},
     {"results", C_RESULTS, "rewrite results.jsonl from the state database",
      "Writes <output_dir>/results.jsonl again from the state, e.g. after it was deleted."},
+    {"report", C_REPORT, "write the review page, report.html, from the state",
+     "Writes <output_dir>/report.html (every run writes it at its end) from the state, also\n"
+     "during a run: one self-contained page with a card per job, its prompt, reference\n"
+     "images and outputs side by side, its error and cost; filters and a search."},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
 enum { O_STATE = 256, O_CONC, O_RPS, O_DRY, O_RETRY, O_PROGRESS, O_LOGFMT, O_QUIET, O_DEBUG, O_MAXCOST,
-       O_CHARGES, O_JSON, O_FAILED, O_HELP, O_VERSION };
+       O_CHARGES, O_JSON, O_FAILED, O_HELP, O_VERSION, O_OUT };
 
 /* Every option: the commands it applies to, and its line of help. */
 static const struct opt {
@@ -87,6 +92,7 @@ static const struct opt {
     {"charges", no_argument, O_CHARGES, 0, C_STATUS, "", "write the charge ledger as CSV on stdout"},
     {"json", no_argument, O_JSON, 0, C_STATUS, "", "one JSON document per manifest on stdout"},
     {"failed", no_argument, O_FAILED, 0, C_STATUS, "", "list the failed jobs only"},
+    {"out", required_argument, O_OUT, 'o', C_REPORT, " FILE", "write the page to FILE instead of <output_dir>/report.html"},
     {"log-format", required_argument, O_LOGFMT, 0, C_ALL, " FMT", "log lines on stderr: text or json"},
     {"quiet", no_argument, O_QUIET, 'q', C_ALL, "", "warnings and errors only; no progress line"},
     {"debug", no_argument, O_DEBUG, 'v', C_ALL, "", "log every request and answer header (the key redacted)"},
@@ -147,6 +153,7 @@ struct options {
     const struct command *cmd;
     const char *command;
     const char *state;
+    const char *out;        /* report --out */
     int concurrency;      /* 0 = manifest's */
     double rps;           /* < 0 = manifest's */
     int dry_run;
@@ -263,6 +270,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         case O_FAILED:
             o->failed_only = 1;
             break;
+        case O_OUT:
+            o->out = optarg;
+            break;
         case O_RETRY:
             /* --retry-failed=KIND, or --retry-failed KIND when the next word is a kind. */
             if (!optarg && optind < argc && is_kind(argv[optind]))
@@ -310,6 +320,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         return usage_error("%s needs at least one manifest", o->command);
     if ((o->json != 0) + (o->charges != 0) + (o->failed_only != 0) > 1)
         return usage_error("%s", "--json, --charges and --failed are different views: give one");
+    if (o->out && o->n_manifests > 1)
+        return usage_error("%s", "--out names one page: give one manifest with it");
     if (o->state && o->n_manifests > 1)
         return usage_error("%s", "--state names one state database: give one manifest with it");
     /* One file named twice (m.yaml ./m.yaml): said as such, not as two manifests sharing a state. */
@@ -521,6 +533,33 @@ static int stopped_early(int signum)
     return SB_EXIT_TEMPFAIL;
 }
 
+/*
+ * The review page of each manifest, from its state read-only (a run may be going: the
+ * page shows where it is). No state yet: every job pending, so that a page is there.
+ */
+static int cmd_report(const struct options *o, struct sb_manifest **ms)
+{
+    int rc = SB_EXIT_OK;
+    for (int i = 0; i < o->n_manifests; i++) {
+        char *path = state_path(o, ms[i]);
+        struct sb_store *st = NULL;
+        char err[SB_ERRLEN];
+        if (open_state_ro(path, &st) != SB_OK) {
+            rc = SB_EXIT_USAGE;
+        } else if (sb_report_write(ms[i], st, 0, o->out, err, sizeof err) != SB_OK) {
+            sb_error("%s: %s", ms[i]->path, err);
+            rc = SB_EXIT_FAILED;
+        } else if (o->out) {
+            printf("%s written (%d job%s)\n", o->out, ms[i]->n_jobs, SB_S(ms[i]->n_jobs));
+        } else {
+            printf("%s/report.html written (%d job%s)\n", ms[i]->output_dir, ms[i]->n_jobs, SB_S(ms[i]->n_jobs));
+        }
+        sb_store_close(st);
+        free(path);
+    }
+    return rc;
+}
+
 static int cmd_results(const struct options *o, struct sb_manifest **ms)
 {
     int rc = SB_EXIT_OK;
@@ -673,6 +712,8 @@ int main(int argc, char **argv)
         rc = cmd_run(&o, ms);
     } else if (strcmp(o.command, "results") == 0) {
         rc = cmd_results(&o, ms);
+    } else if (strcmp(o.command, "report") == 0) {
+        rc = cmd_report(&o, ms);
     } else if (strcmp(o.command, "cancel") == 0) {
         struct sb_engine_opts eo = {o.state, NULL, SB_PROGRESS_NEVER, -1};
         rc = sb_engine_cancel(ms, o.n_manifests, &eo);

@@ -340,3 +340,15 @@ int write_results(struct engine *e)
     }
     return 0;
 }
+
+/* report.html from the state, at the end of a run (not while a commit has the database). */
+void write_report(struct engine *e)
+{
+    char err[SB_ERRLEN];
+    if (e->commit_inflight || !e->st || e->fatal)
+        return;
+    if (sb_report_write(e->m, e->st, 1, NULL, err, sizeof err) != SB_OK)
+        sb_error("report.html: %s", err);
+    else
+        sb_debug("%s/report.html written", e->m->output_dir);
+}

@@ -2,7 +2,11 @@
 #include "sb_common.h"
 #include "t.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -56,9 +60,45 @@ static void test_escape_concat(void)
     CHECK_INT(one[0], 0);
 }
 
+/* Output folders: made as needed, never through a link, never up. */
+static void test_openat_dir(void)
+{
+    char *dir = t_tmpdir();
+    int root = open(dir, O_RDONLY | O_DIRECTORY);
+    int fd = sb_openat_dir(root, "a/b c/d", 1);
+    CHECK(fd >= 0);
+    struct stat st;
+    char *made = sb_asprintf("%s/a/b c/d", dir);
+    CHECK(stat(made, &st) == 0 && S_ISDIR(st.st_mode));
+    if (fd >= 0)
+        close(fd);
+    fd = sb_openat_dir(root, "a/b c", 0); /* existing, not made */
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    CHECK_INT(sb_openat_dir(root, "a/none", 0), -1);
+    CHECK_INT(errno, ENOENT);
+    char *link = sb_asprintf("%s/a/ln", dir);
+    CHECK_INT(symlink("/tmp", link), 0);
+    CHECK_INT(sb_openat_dir(root, "a/ln/x", 1), -1);
+    CHECK_INT(errno, ELOOP);
+    CHECK_INT(sb_openat_dir(root, "a/../a", 1), -1);
+    CHECK_INT(errno, EINVAL);
+    CHECK_INT(sb_openat_dir(root, "a//b", 1), -1);
+    CHECK_INT(errno, EINVAL);
+    t_write(dir, "a/file", "x");
+    CHECK_INT(sb_openat_dir(root, "a/file/y", 1), -1);
+    CHECK_INT(errno, ELOOP); /* not a folder: refused as a link is */
+    close(root);
+    free(link);
+    free(made);
+    CHECK_INT(t_rmdir(dir), 0);
+}
+
 int main(void)
 {
     test_escape_concat();
+    test_openat_dir();
     struct sb_buf b;
     sb_buf_init(&b, 10);
     CHECK_INT(sb_buf_puts(&b, "hello"), SB_OK);
