@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the demo batch (jobs/demo.yaml) end to end against the bundled mock API:
 # no key or network needed. Starts the mock on a free loopback port, validates,
-# shows the plan and cost quote, runs the batch, and shows status and results.
+# shows the plan and cost quote, runs the batch, and shows status, results and the
+# review page (report.html).
 # Outputs land in jobs/demo.out/ (removed first, so each demo starts afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,5 @@ echo "== jobs/demo.out/"
 ls jobs/demo.out
 echo "== first line of jobs/demo.out/results.jsonl"
 head -1 jobs/demo.out/results.jsonl
+echo "== the review page: open jobs/demo.out/report.html in a browser"
+grep -c 'data-job=' jobs/demo.out/report.html | sed 's/$/ job cards/'

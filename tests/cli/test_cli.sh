@@ -66,9 +66,23 @@ run "$SEEDBATCH" run "$JOBS/demo.yaml" "$JOBS/marketing.yaml" "$JOBS/../jobs/dem
 expect_in "$T/err" "$JOBS/demo.yaml is given twice (as $JOBS/demo.yaml and $JOBS/../jobs/demo.yaml)" "one manifest given twice: message"
 
 # --- validate: the bundled examples ---
-for f in demo ecommerce marketing runcomfy; do
+for f in demo catalog ecommerce marketing runcomfy; do
     run "$SEEDBATCH" validate "$JOBS/$f.yaml"; expect_rc 0 "validate $f"
 done
+run "$SEEDBATCH" validate "$JOBS/catalog.yaml"
+expect_in "$T/out" "catalog.yaml: ok: 3 jobs, 4 local files, up to 4 output images" "the catalogue example: a job per row"
+# A catalogue's problems: every row's, each with the manifest's place, the data file and its line.
+mkdir -p "$T/cat"
+"$GEN_IMAGE" png 32 32 "$T/cat/a.png"
+printf 'sku,title,n\nA,ok,1\nB,,1\nC,"two\nlines",x\nD,short\n,nameless,1\n' > "$T/cat/c.csv"
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\njobs:\n' > "$T/cat/m.yaml"
+printf '  - from: c.csv\n    id: "{sku}"\n    prompt: "A {title} {{x}}"\n    images: [a.png]\n    params: {max_images: "{n}"}\n' >> "$T/cat/m.yaml"
+run "$SEEDBATCH" validate "$T/cat/m.yaml"; expect_rc 2 "validate a catalogue with bad rows"
+expect_in "$T/err" "m.yaml:7:13: job B (c.csv:3): {title} is empty" "an empty value: its row"
+expect_in "$T/err" "m.yaml:9:14: job C (c.csv:4): max_images must be an integer from 1 to 15" "a param of a row spanning two lines"
+expect_in "$T/err" "m.yaml:5:11: c.csv:6: has 2 fields where the header has 3" "a short row"
+expect_in "$T/err" "m.yaml:6:9: job #5 (c.csv:7): {sku} is empty" "an empty id"
+expect_eq "$(grep -c 'error: ' "$T/err")" 5 "one error per problem, the summary besides"
 run "$SEEDBATCH" validate "$JOBS/demo.yaml"
 expect_in "$T/out" "ok: 4 jobs, 5 local files, up to 9 output images" "validate demo summary"
 run "$SEEDBATCH" validate "$JOBS/demo.yaml" "$JOBS/marketing.yaml"; expect_rc 0 "validate two manifests"

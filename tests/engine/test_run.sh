@@ -64,12 +64,12 @@ jobs:
 YAML
 start_mock --key "$KEY"; use_mock
 run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "replaced outputs: first run"
-expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.png a_1_1.png a_1_2.png a_2.png a_3.png c_1.png c_2.png results.jsonl " "replaced outputs: first outputs"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.png a_1_1.png a_1_2.png a_2.png a_3.png c_1.png c_2.png report.html results.jsonl " "replaced outputs: first outputs"
 echo mine > "$D/out/a_notes.txt"
 # a: one jpeg now; c: a prompt the provider rejects; a_1 (whose names start like a's) unchanged.
 sed -i 's/prompt: "three", images: \(.*\), params: .*}$/prompt: "one", images: \1, params: {max_images: 1, output_format: jpeg}}/; s/prompt: "two"/prompt: "mock:fail two"/' "$D/m.yaml"
 run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 1 "replaced outputs: second run"
-expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.png c_2.png results.jsonl " "replaced outputs: a's earlier files gone, a_1's and c's kept"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.png c_2.png report.html results.jsonl " "replaced outputs: a's earlier files gone, a_1's and c's kept"
 expect_eq "$(results_field "$D/out/results.jsonl" a outputs)" '["a_1.jpg"]' "replaced outputs: results list the new one"
 expect_in "$T/err" "m.yaml: 3 outputs of earlier versions of changed jobs removed" "replaced outputs: said"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT id || '=' || replaced_outputs FROM jobs WHERE replaced_outputs IS NOT NULL")" 'c=["c_1.png","c_2.png"]' "replaced outputs: c's kept until it succeeds"
@@ -78,7 +78,7 @@ expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT id || '=' || replaced_
 sqlite3 "$D/out/.seedbatch/state.db" "UPDATE jobs SET replaced_outputs='[\"c_1.png\",\"c_2.png\",\"a_notes.txt\",\"../m.yaml\"]' WHERE id='c'"
 sed -i 's/prompt: "mock:fail two", images: \(.*\), params: .*}$/prompt: "two again", images: \1, params: {max_images: 1, output_format: jpeg}}/' "$D/m.yaml"
 run "$SEEDBATCH" run --progress never "$D/m.yaml"; expect_rc 0 "replaced outputs: third run"
-expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.jpg results.jsonl " "replaced outputs: c's earlier files gone, nothing else"
+expect_eq "$(cd "$D/out" && ls | tr '\n' ' ')" "a_1.jpg a_1_1.png a_1_2.png a_notes.txt c_1.jpg report.html results.jsonl " "replaced outputs: c's earlier files gone, nothing else"
 [ -f "$D/m.yaml" ] && pass || fail "replaced outputs: a name outside the output directory was removed"
 expect_eq "$(sqlite3 "$D/out/.seedbatch/state.db" "SELECT count(*) FROM jobs WHERE replaced_outputs IS NOT NULL")" 0 "replaced outputs: lists cleared"
 stop_mock
