@@ -32,6 +32,8 @@ struct page {
     double spend;
     char page_dir[PATH_MAX];       /* the real directory the page is in */
     char out_real[PATH_MAX];       /* output_dir, real */
+    char *out_rel;                 /* output_dir relative to the page ("" when the page is in it) */
+    struct sb_map *refs;           /* a local reference's path -> its path relative to the page */
     struct sb_buf b;
     int fd;
     int failed;                    /* errno of a failed write */
@@ -203,9 +205,13 @@ static void put_card(struct page *p, const struct card *c)
                 info = f->info;
             else
                 probe_file(c->file[k], &info);
-            char *rel = relative_to(p->page_dir, c->file[k]);
+            /* Jobs share their references: each one's path is found once. */
+            char *rel = sb_map_get(p->refs, c->file[k]);
+            if (!rel) {
+                rel = relative_to(p->page_dir, c->file[k]);
+                sb_map_put(p->refs, c->file[k], rel);
+            }
             put_thumb(p, rel, 0, &info, alt, c->spec[k]);
-            free(rel);
         } else if (c->url[k]) {
             put_thumb(p, c->url[k], 1, NULL, alt, c->url[k]);
         } else {
@@ -224,7 +230,7 @@ static void put_card(struct page *p, const struct card *c)
         char *full = sb_path_join(p->out_real, o->valuestring);
         struct sb_imageinfo info = {0};
         probe_file(full, &info);
-        char *rel = relative_to(p->page_dir, full);
+        char *rel = sb_concat(p->out_rel, o->valuestring, NULL);
         snprintf(alt, sizeof alt, "output %d", ++n_out);
         put_thumb(p, rel, 0, &info, alt, o->valuestring);
         free(rel);
@@ -426,6 +432,14 @@ int sb_report_write(struct sb_manifest *m, struct sb_store *st, int synced, cons
     }
     if (!realpath(m->output_dir, p.out_real)) /* no run yet: outputs are named all the same */
         snprintf(p.out_real, sizeof p.out_real, "%s", m->output_dir);
+    if (strcmp(p.out_real, p.page_dir) == 0) {
+        p.out_rel = sb_strdup("");
+    } else {
+        char *r = relative_to(p.page_dir, p.out_real);
+        p.out_rel = sb_concat(r, "/", NULL);
+        free(r);
+    }
+    p.refs = sb_map_new();
     const char *base = strrchr(path, '/');
     tmp = sb_asprintf("%s/.%s.tmp", dir, base ? base + 1 : path);
     for (int pass = 0; pass < 2; pass++) {
@@ -474,6 +488,8 @@ out:
     if (rc != SB_OK && tmp)
         unlink(tmp);
     sb_buf_free(&p.b);
+    sb_map_free(p.refs, free);
+    free(p.out_rel);
     free(tmp);
     free(dir);
     free(path);
