@@ -481,6 +481,11 @@ int sb_report_write(struct sb_manifest *m, struct sb_store *st, int synced, cons
         sb_seterr(err, errlen, "cannot rename %s into place: %s", tmp, strerror(errno));
         goto out;
     }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd); /* the rename, durable (a filesystem that cannot is told about by the run) */
+        close(dfd);
+    }
     rc = SB_OK;
 out:
     if (p.fd >= 0)

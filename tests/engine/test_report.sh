@@ -148,6 +148,13 @@ expect_eq "$(grep -c 'data-job=' "$R")" 4 "rewritten with its cards"
 run "$SEEDBATCH" report -o "$T/elsewhere/r.html" "$D/m.yaml"; expect_rc 0 "report --out"
 expect_in "$T/elsewhere/r.html" 'href="../cat/out/shoes-bags/s1_2.jpg"' "an output linked from the other folder"
 expect_in "$T/elsewhere/r.html" 'src="../cat/photos/s1.jpg"' "a reference linked from the other folder"
+# No room for the page: said, exit 1, no page and no temporary file left (a 4 KiB tmpfs).
+mkdir -p "$T/tiny"
+unshare -m bash -c "mount -t tmpfs -o size=4k tmpfs '$T/tiny' && '$SEEDBATCH' report -o '$T/tiny/r.html' '$D/m.yaml' \
+    >/dev/null 2>'$T/tiny.err'; echo \$? > '$T/tiny.rc'; ls -A '$T/tiny' > '$T/tiny.ls'"
+expect_eq "$(cat "$T/tiny.rc")" 1 "a full disk: exit 1"
+expect_in "$T/tiny.err" "cannot write $T/tiny/.r.html.tmp: No space left on device" "a full disk: said"
+expect_eq "$(cat "$T/tiny.ls")" "" "a full disk: nothing left behind"
 run "$SEEDBATCH" report -o "$T/x.html" "$D/m.yaml" "$D/m.yaml"; expect_rc 2 "--out with two manifests"
 expect_in "$T/err" "--out names one page: give one manifest with it" "said why"
 
