@@ -21,11 +21,14 @@
 #include <unistd.h>
 
 #define FLUSH_AT (64u << 10)
+/* Cards whose images load with the page: more than a tall window shows. */
+#define REPORT_EAGER_CARDS 12
 
 struct page {
     struct sb_manifest *m;
     struct sb_store *st;
     int counting;                  /* the first reading: counts only */
+    int cards_put;                 /* cards written so far */
     int counts[SB_JOB_NSTATES];
     int jobs;
     long images;
@@ -153,28 +156,54 @@ static int probe_file(const char *path, struct sb_imageinfo *info)
     return rc;
 }
 
-/* One thumbnail: the image linked to itself, its size written in when known. */
+static void put_url(struct page *p, const char *href, int is_url)
+{
+    if (is_url)
+        put_text(p, href);
+    else
+        put_path_url(p, href);
+}
+
+/* An img element's attributes after its source. */
+static void put_img_rest(struct page *p, const struct sb_imageinfo *info, const char *alt)
+{
+    put(p, "\" loading=\"lazy\" decoding=\"async\"");
+    if (info && info->width > 0 && info->height > 0)
+        sb_buf_printf(&p->b, " width=\"%d\" height=\"%d\"", info->width, info->height);
+    put(p, " alt=\"");
+    put_text(p, alt);
+    put(p, "\">");
+}
+
+/*
+ * One thumbnail: the image linked to itself, its size written in when known. Chromium
+ * loads every image of a page opened from the disk at once, loading="lazy" or not
+ * (1,000 cards: 3 s before the first paint, docs/benchmarks.md): past the first
+ * cards, the image's source waits in data-src for the page's script to set it as
+ * its card comes near the window, and a browser without JavaScript shows the copy in
+ * <noscript>.
+ */
 static void put_thumb(struct page *p, const char *href, int is_url, const struct sb_imageinfo *info,
                       const char *alt, const char *title)
 {
     put(p, "<a title=\"");
     put_text(p, title);
     put(p, "\" href=\"");
-    if (is_url)
-        put_text(p, href);
-    else
-        put_path_url(p, href);
-    put(p, "\"><img src=\"");
-    if (is_url)
-        put_text(p, href);
-    else
-        put_path_url(p, href);
-    put(p, "\" loading=\"lazy\" decoding=\"async\"");
-    if (info && info->width > 0 && info->height > 0)
-        sb_buf_printf(&p->b, " width=\"%d\" height=\"%d\"", info->width, info->height);
-    put(p, " alt=\"");
-    put_text(p, alt);
-    put(p, "\"></a>");
+    put_url(p, href, is_url);
+    if (p->cards_put < REPORT_EAGER_CARDS) {
+        put(p, "\"><img src=\"");
+        put_url(p, href, is_url);
+        put_img_rest(p, info, alt);
+    } else {
+        put(p, "\"><img data-src=\"");
+        put_url(p, href, is_url);
+        put_img_rest(p, info, alt);
+        put(p, "<noscript><img src=\"");
+        put_url(p, href, is_url);
+        put_img_rest(p, info, alt);
+        put(p, "</noscript>");
+    }
+    put(p, "</a>");
 }
 
 static void put_card(struct page *p, const struct card *c)
@@ -267,6 +296,7 @@ static void put_card(struct page *p, const struct card *c)
     if (r && r->possible_duplicate)
         put(p, " &middot; <b class=\"dup\">possible duplicate</b>");
     put(p, "</p>\n</article>\n");
+    p->cards_put++;
 }
 
 static void add_card(struct page *p, const struct card *c)
@@ -343,6 +373,7 @@ static const char style[] =
     ":root{color-scheme:light dark;--bg:#f6f6f4;--card:#fff;--line:#ddd;--muted:#666}\n"
     "@media (prefers-color-scheme:dark){:root{--bg:#161616;--card:#222;--line:#3a3a3a;--muted:#aaa}}\n"
     "[hidden]{display:none!important}\n"
+    "html:not(.js) img[data-src]{display:none}\n"
     "body{margin:0;font:14px/1.4 system-ui,sans-serif;background:var(--bg)}\n"
     "header{padding:16px 24px;border-bottom:1px solid var(--line);background:var(--card)}\n"
     "h1{font-size:18px;margin:0 0 6px}h2{font-size:15px;margin:0;display:inline;word-break:break-all}\n"
@@ -366,6 +397,12 @@ static const char style[] =
 /* Status filters and a search over each card's text; without JavaScript every card shows. */
 static const char script[] =
     "<script>\n"
+    "(function(){var lazy=[].slice.call(document.querySelectorAll('img[data-src]'));\n"
+    "function show(i){i.src=i.getAttribute('data-src');i.removeAttribute('data-src')}\n"
+    "if(!('IntersectionObserver' in window)){lazy.forEach(show)}else{\n"
+    "var io=new IntersectionObserver(function(es){es.forEach(function(e){if(e.isIntersecting){"
+    "show(e.target);io.unobserve(e.target)}})},{rootMargin:'1000px 0px'});\n"
+    "lazy.forEach(function(i){io.observe(i)})}})();\n"
     "(function(){var c=document.getElementById('controls');c.hidden=false;\n"
     "var cards=[].slice.call(document.querySelectorAll('[data-job]'));\n"
     "function apply(){var on={};[].forEach.call(c.querySelectorAll('input[type=checkbox]'),"
@@ -383,6 +420,7 @@ static void put_head(struct page *p)
     sb_iso8601(sb_now_ms(), when);
     put(p, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
+           "<script>document.documentElement.className='js'</script>\n"
            "<meta name=\"generator\" content=\"seedbatch " SB_VERSION "\">\n<title>");
     put_text(p, p->m->path);
     put(p, " &middot; seedbatch report</title>\n");

@@ -59,23 +59,28 @@ expect_in "$R" 'src="https://example.com/ref.png"' "a remote reference shown by 
 expect_in "$R" 'width="96" height="64"' "sizes written in from the headers"
 expect_in "$R" "invalid_input</b>: image 1: $D/photos/tiny.png: 10x100 pixels" "the failed job's error"
 
-# The page in Chromium: a copy beside it with a check appended, run once the images load.
-cat > "$T/check.js" <<'EOF'
+# The page in Chromium: a copy beside it with a check appended, run once the images shown
+# have loaded (past the first cards they get their source from the page's script as
+# they come near the window).
+cat > "$T/check.js" <<'JS'
 <script>
 window.addEventListener('load', function () {
   var tries = 0;
   (function wait() {
-    var local = [].slice.call(document.querySelectorAll('img')).filter(function (i) {
-      return !/^https?:/.test(i.getAttribute('src')); });
-    var pending = local.filter(function (i) { return !i.complete; });
-    if (pending.length && tries++ < 50) { setTimeout(wait, 100); return; }
+    var shown = [].slice.call(document.querySelectorAll('img')).filter(function (i) {
+      return getComputedStyle(i).display != 'none'; });
+    var local = shown.filter(function (i) { return !/^https?:/.test(i.getAttribute('src') || ''); });
+    var pending = local.filter(function (i) { return !i.getAttribute('src') || !i.complete; });
+    if (pending.length && tries++ < 80) { setTimeout(wait, 100); return; }
     var bad = local.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
-    var b = document.body;
+    var b = document.body, controls = document.getElementById('controls');
     b.setAttribute('data-local-images', local.length);
-    b.setAttribute('data-broken', bad.map(function (i) { return i.getAttribute('src'); }).join(' '));
-    b.setAttribute('data-controls-hidden', document.getElementById('controls').hidden);
+    b.setAttribute('data-broken', bad.map(function (i) { return i.getAttribute('src') || 'no-src'; }).join(' '));
+    b.setAttribute('data-controls-hidden', controls.hidden);
+    if (controls.hidden) return;
     b.setAttribute('data-shown-before', document.getElementById('shown').textContent);
     var box = document.querySelector('#controls input[value=failed]');
+    if (!box) return;
     box.checked = false;
     box.dispatchEvent(new Event('input', {bubbles: true}));
     var q = document.getElementById('q');
@@ -86,30 +91,33 @@ window.addEventListener('load', function () {
   })();
 });
 </script>
-EOF
-sed '/<\/body>/e cat '"$T/check.js" "$R" > "$D/out/check.html"
+JS
 CHROME=(chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,4000
-        --virtual-time-budget=8000)
-"${CHROME[@]}" --dump-dom "file://$D/out/check.html" > "$T/dom.html" 2>"$T/chrome.err"
-attr() { /usr/bin/python3 - "$T/dom.html" "$1" <<'PY'
+        --virtual-time-budget=10000)
+# browser_check PAGE DOM [nojs]: PAGE's DOM in Chromium, with the check, into DOM. With nojs, as a
+# browser without JavaScript reads it: the page's scripts left out and what <noscript> holds
+# read as markup (headless Chromium cannot turn scripts off and still dump or draw a page).
+browser_check() {
+    /usr/bin/python3 - "$1" "$T/check.js" "${3:-}" > "$(dirname "$1")/check.html" <<'PY'
+import re, sys
+page, check, nojs = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
+if nojs:
+    page = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    page = re.sub(r"</?noscript>", "", page)
+print(page.replace("</body>", check + "</body>"), end="")
+PY
+    "${CHROME[@]}" --dump-dom "file://$(dirname "$1")/check.html" > "$2" 2>>"$T/chrome.err"
+}
+attr() { # attr DOM NAME: an attribute the check set on the body
+    /usr/bin/python3 - "$1" "$2" <<'PY'
 import re, sys
 m = re.search(r'<body[^>]*\s%s="([^"]*)"' % re.escape(sys.argv[2]), open(sys.argv[1]).read())
 print(m.group(1) if m else "(none)")
 PY
 }
-expect_eq "$(attr data-local-images)" 9 "nine local thumbnails (six references, three outputs)"
-expect_eq "$(attr data-broken)" "" "every local thumbnail loads in Chromium"
-expect_eq "$(attr data-controls-hidden)" false "filters shown with JavaScript"
-expect_eq "$(attr data-shown-before)" "4 of 4 shown" "all shown at first"
-expect_eq "$(attr data-hidden-failed)" 1 "the failed filter hides the failed card"
-expect_eq "$(attr data-shown-search)" "1 of 4 shown" "the search finds one card"
-
-# Without JavaScript (a copy whose policy refuses its script: headless Chromium's own switch
-# leaves nothing to dump) every card shows and the filters stay hidden.
-sed "s|<head>|<head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">|" "$R" \
-    > "$D/out/nojs.html"
-"${CHROME[@]}" --dump-dom "file://$D/out/nojs.html" > "$T/dom-nojs.html" 2>>"$T/chrome.err"
-/usr/bin/python3 - "$T/dom-nojs.html" "$D/out" > "$T/nojs.txt" <<'PY'
+# cards DOM DIR: cards, hidden cards, filters hidden, links, and the links to no file under DIR.
+cards() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
 import html.parser, os, sys, urllib.parse
 class P(html.parser.HTMLParser):
     cards = hidden = 0
@@ -131,7 +139,18 @@ missing = [l for l in p.links if not l.startswith("http")
            and not os.path.isfile(os.path.join(sys.argv[2], urllib.parse.unquote(l)))]
 print(p.cards, p.hidden, p.controls_hidden, len(p.links), "missing:", " ".join(missing))
 PY
-expect_eq "$(cat "$T/nojs.txt")" "4 0 True 20 missing: " "no JavaScript: 4 cards, none hidden, 20 links, each a file"
+}
+browser_check "$R" "$T/dom.html"
+expect_eq "$(attr "$T/dom.html" data-local-images)" 9 "nine local thumbnails (six references, three outputs)"
+expect_eq "$(attr "$T/dom.html" data-broken)" "" "every local thumbnail loads in Chromium"
+expect_eq "$(attr "$T/dom.html" data-controls-hidden)" false "filters shown with JavaScript"
+expect_eq "$(attr "$T/dom.html" data-shown-before)" "4 of 4 shown" "all shown at first"
+expect_eq "$(attr "$T/dom.html" data-hidden-failed)" 1 "the failed filter hides the failed card"
+expect_eq "$(attr "$T/dom.html" data-shown-search)" "1 of 4 shown" "the search finds one card"
+browser_check "$R" "$T/dom-nojs.html" nojs
+expect_eq "$(cards "$T/dom-nojs.html" "$D/out")" "4 0 True 20 missing: " \
+    "no JavaScript: 4 cards, none hidden, filters hidden, 20 links, each a file"
+expect_eq "$(attr "$T/dom-nojs.html" data-broken)" "" "no JavaScript: every thumbnail loads"
 
 # A screenshot that is not blank: the page's colours, and the thumbnails' many more.
 "${CHROME[@]/--window-size=1280,4000/--window-size=1280,900}" --screenshot="$T/shot.png" "file://$R" \
@@ -175,4 +194,22 @@ rm -rf "$D/out/shoes-bags" && ln -s "$T/outside" "$D/out/shoes-bags"
 run "$SEEDBATCH" validate "$D/m.yaml"; expect_rc 2 "validate refuses a linked folder"
 expect_in "$T/err" "output_name puts outputs in $D/out/shoes-bags, which exists and is not a folder" "said where"
 expect_eq "$(ls "$T/outside" | wc -l)" 0 "nothing written through the link"
+
+# A page of 30 cards: past the first twelve, thumbnails get their source as they come near
+# the window; every one loads with JavaScript and, from <noscript>, without, none twice.
+M=$T/many
+mkdir -p "$M/p"
+for i in $(seq 1 30); do "$GEN_IMAGE" jpeg 48 32 "$M/p/p$i.jpg" "$i"; done
+printf 'version: 1\nprovider: atlascloud\nmodel: bytedance/seedream-v5.0-lite/edit-sequential\n' > "$M/m.yaml"
+printf 'limits: {requests_per_second: 50, poll_interval: 200ms}\ndefaults: {max_images: 1}\n' >> "$M/m.yaml"
+printf 'jobs:\n  - foreach: "p/*.jpg"\n    id: "{stem}"\n    prompt: "Edit {name}"\n    images: ["{path}"]\n' >> "$M/m.yaml"
+run "$SEEDBATCH" run "$M/m.yaml"; expect_rc 0 "30 jobs"
+expect_eq "$(grep -o '<img data-src=' "$M/m.out/report.html" | wc -l)" 36 "18 cards' two thumbnails wait for the script"
+browser_check "$M/m.out/report.html" "$T/many.html"
+expect_eq "$(attr "$T/many.html" data-local-images)" 60 "sixty thumbnails"
+expect_eq "$(attr "$T/many.html" data-broken)" "" "each loads as its card comes near"
+browser_check "$M/m.out/report.html" "$T/many-nojs.html" nojs
+expect_eq "$(attr "$T/many-nojs.html" data-local-images)" 60 "no JavaScript: sixty thumbnails, none twice"
+expect_eq "$(attr "$T/many-nojs.html" data-broken)" "" "no JavaScript: each loads"
+
 finish
