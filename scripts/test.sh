@@ -9,11 +9,11 @@ bash scripts/setup.sh
 # What the tests use besides: the fuzzers' compiler, the Python peer and the independent
 # server, fault injection (libfiu, faketime, a FAT image through FUSE), valgrind, an HTTP/2
 # proxy, sqlite3 and openssl, tmux for the terminal, man and bash completion for the install,
-# Chromium (and PIL) for the review page.
+# Chromium (driven over its DevTools protocol from Python, PIL for its screenshot) for the review page.
 bash scripts/apt-install.sh \
   clang libclang-rt-14-dev python3 python3-aiohttp python3-yaml fiu-utils faketime time valgrind \
   nghttp2-proxy strace procps fusefat dosfstools sqlite3 openssl curl git tmux man-db groff-base \
-  bash-completion dpkg-dev file chromium python3-pil
+  bash-completion dpkg-dev file chromium python3-pil python3-websocket
 JOBS=$(nproc)
 # The shell tests spend most of their time waiting on the mock's simulated processing:
 # one more at a time than there are cores keeps the machine busy.

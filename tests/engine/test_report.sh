@@ -5,8 +5,8 @@
 # without JavaScript: the cards and their statuses, every thumbnail and link a file the
 # browser loads, the filters, and a screenshot that is not blank.
 . "$(dirname "$0")/../lib.sh"
-command -v chromium >/dev/null && /usr/bin/python3 -c 'import PIL' 2>/dev/null ||
-    bash "$SOURCE_DIR/scripts/apt-install.sh" chromium python3-pil >/dev/null
+command -v chromium >/dev/null && /usr/bin/python3 -c "import PIL, websocket" 2>/dev/null ||
+    bash "$SOURCE_DIR/scripts/apt-install.sh" chromium python3-pil python3-websocket >/dev/null
 KEY=test-key
 D=$T/cat
 mkdir -p "$D/photos"
@@ -59,66 +59,25 @@ expect_in "$R" 'src="https://example.com/ref.png"' "a remote reference shown by 
 expect_in "$R" 'width="96" height="64"' "sizes written in from the headers"
 expect_in "$R" "invalid_input</b>: image 1: $D/photos/tiny.png: 10x100 pixels" "the failed job's error"
 
-# The page in Chromium: a copy beside it with a check appended, run once the images shown
-# have loaded (past the first cards they get their source from the page's script as
-# they come near the window).
-cat > "$T/check.js" <<'JS'
-<script>
-window.addEventListener('load', function () {
-  var tries = 0;
-  (function wait() {
-    var shown = [].slice.call(document.querySelectorAll('img')).filter(function (i) {
-      return getComputedStyle(i).display != 'none'; });
-    var local = shown.filter(function (i) { return !/^https?:/.test(i.getAttribute('src') || ''); });
-    var pending = local.filter(function (i) { return !i.getAttribute('src') || !i.complete; });
-    if (pending.length && tries++ < 80) { setTimeout(wait, 100); return; }
-    var bad = local.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
-    var b = document.body, controls = document.getElementById('controls');
-    b.setAttribute('data-local-images', local.length);
-    b.setAttribute('data-broken', bad.map(function (i) { return i.getAttribute('src') || 'no-src'; }).join(' '));
-    b.setAttribute('data-controls-hidden', controls.hidden);
-    if (controls.hidden) return;
-    b.setAttribute('data-shown-before', document.getElementById('shown').textContent);
-    var box = document.querySelector('#controls input[value=failed]');
-    if (!box) return;
-    box.checked = false;
-    box.dispatchEvent(new Event('input', {bubbles: true}));
-    var q = document.getElementById('q');
-    b.setAttribute('data-hidden-failed', document.querySelectorAll('[data-job][hidden]').length);
-    q.value = 'ALPINE';
-    q.dispatchEvent(new Event('input', {bubbles: true}));
-    b.setAttribute('data-shown-search', document.getElementById('shown').textContent);
-  })();
-});
-</script>
-JS
-CHROME=(chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,4000
-        --virtual-time-budget=10000)
-# browser_check PAGE DOM [nojs]: PAGE's DOM in Chromium, with the check, into DOM. With nojs, as a
-# browser without JavaScript reads it: the page's scripts left out and what <noscript> holds
-# read as markup (headless Chromium cannot turn scripts off and still dump or draw a page).
-browser_check() {
-    /usr/bin/python3 - "$1" "$T/check.js" "${3:-}" > "$(dirname "$1")/check.html" <<'PY'
-import re, sys
-page, check, nojs = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
-if nojs:
-    page = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
-    page = re.sub(r"</?noscript>", "", page)
-print(page.replace("</body>", check + "</body>"), end="")
-PY
-    "${CHROME[@]}" --dump-dom "file://$(dirname "$1")/check.html" > "$2" 2>>"$T/chrome.err"
-}
-attr() { # attr DOM NAME: an attribute the check set on the body
-    /usr/bin/python3 - "$1" "$2" <<'PY'
-import re, sys
-m = re.search(r'<body[^>]*\s%s="([^"]*)"' % re.escape(sys.argv[2]), open(sys.argv[1]).read())
-print(m.group(1) if m else "(none)")
-PY
-}
+# The page in Chromium, driven over the DevTools protocol in real time (tests/engine/browser.py):
+# with JavaScript, and with it turned off as a person's browser can (<noscript> then shows).
+BROWSER=(/usr/bin/python3 "$SOURCE_DIR/tests/engine/browser.py")
+# The thumbnails a person sees that are files (not remote), and those of them not (yet) loaded.
+SHOWN="[...document.images].filter(i => getComputedStyle(i).display != 'none' && !/^https?:/.test(i.getAttribute('src') || ''))"
+LOADED="$SHOWN.every(i => i.getAttribute('src') && i.complete)"
+BROKEN="$SHOWN.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src') || 'no-src').join(' ')"
+UNCHECK_FAILED="(() => { const b = document.querySelector('#controls input[value=failed]'); b.checked = false;
+  b.dispatchEvent(new Event('input', {bubbles: true})); return document.querySelectorAll('[data-job][hidden]').length })()"
+SEARCH="(() => { const q = document.getElementById('q'); q.value = 'ALPINE';
+  q.dispatchEvent(new Event('input', {bubbles: true})); return document.getElementById('shown').textContent })()"
+"${BROWSER[@]}" "file://$R" --until "$LOADED" "$SHOWN.length" "$BROKEN" "document.getElementById('controls').hidden" \
+    "document.getElementById('shown').textContent" "$UNCHECK_FAILED" "$SEARCH" > "$T/js.txt" 2>>"$T/chrome.err"
+expect_eq "$(tr '\n' '|' < "$T/js.txt")" '9|""|false|"4 of 4 shown"|1|"1 of 4 shown"|' \
+    "with JavaScript: nine local thumbnails (six references, three outputs) all loaded, the filters shown, the failed filter hides the failed card, the search finds one"
 # cards DOM DIR: cards, hidden cards, filters hidden, links, and the links to no file under DIR.
 cards() {
     /usr/bin/python3 - "$1" "$2" <<'PY'
-import html.parser, os, sys, urllib.parse
+import html.parser, json, os, sys, urllib.parse
 class P(html.parser.HTMLParser):
     cards = hidden = 0
     controls_hidden = None
@@ -134,27 +93,20 @@ class P(html.parser.HTMLParser):
             if k in a and tag in ("img", "a"):
                 self.links.append(a[k])
 p = P()
-p.feed(open(sys.argv[1]).read())
+p.feed(json.loads(open(sys.argv[1]).readline()))
 missing = [l for l in p.links if not l.startswith("http")
            and not os.path.isfile(os.path.join(sys.argv[2], urllib.parse.unquote(l)))]
 print(p.cards, p.hidden, p.controls_hidden, len(p.links), "missing:", " ".join(missing))
 PY
 }
-browser_check "$R" "$T/dom.html"
-expect_eq "$(attr "$T/dom.html" data-local-images)" 9 "nine local thumbnails (six references, three outputs)"
-expect_eq "$(attr "$T/dom.html" data-broken)" "" "every local thumbnail loads in Chromium"
-expect_eq "$(attr "$T/dom.html" data-controls-hidden)" false "filters shown with JavaScript"
-expect_eq "$(attr "$T/dom.html" data-shown-before)" "4 of 4 shown" "all shown at first"
-expect_eq "$(attr "$T/dom.html" data-hidden-failed)" 1 "the failed filter hides the failed card"
-expect_eq "$(attr "$T/dom.html" data-shown-search)" "1 of 4 shown" "the search finds one card"
-browser_check "$R" "$T/dom-nojs.html" nojs
-expect_eq "$(cards "$T/dom-nojs.html" "$D/out")" "4 0 True 20 missing: " \
+"${BROWSER[@]}" "file://$R" --nojs --until "$LOADED" "document.documentElement.outerHTML" "$SHOWN.length" "$BROKEN" \
+    > "$T/nojs.txt" 2>>"$T/chrome.err"
+expect_eq "$(cards "$T/nojs.txt" "$D/out")" "4 0 True 20 missing: " \
     "no JavaScript: 4 cards, none hidden, filters hidden, 20 links, each a file"
-expect_eq "$(attr "$T/dom-nojs.html" data-broken)" "" "no JavaScript: every thumbnail loads"
+expect_eq "$(sed -n '2,3p' "$T/nojs.txt" | tr '\n' '|')" '9|""|' "no JavaScript: the nine thumbnails load"
 
 # A screenshot that is not blank: the page's colours, and the thumbnails' many more.
-"${CHROME[@]/--window-size=1280,4000/--window-size=1280,900}" --screenshot="$T/shot.png" "file://$R" \
-    >/dev/null 2>>"$T/chrome.err"
+"${BROWSER[@]}" "file://$R" --size 1280x900 --until "$LOADED" --screenshot "$T/shot.png" >/dev/null 2>>"$T/chrome.err"
 colours=$(/usr/bin/python3 -c 'import sys; from PIL import Image
 im = Image.open(sys.argv[1]).convert("RGB"); print(im.size[0], im.size[1], len(set(im.getdata())) > 500)' "$T/shot.png")
 expect_eq "$colours" "1280 900 True" "the screenshot shows the page and its images"
@@ -164,6 +116,14 @@ rm "$R"
 run "$SEEDBATCH" report "$D/m.yaml"; expect_rc 0 "report"
 expect_in "$T/out" "$D/out/report.html written (4 jobs)" "report says where"
 expect_eq "$(grep -c 'data-job=' "$R")" 4 "rewritten with its cards"
+expect_in "$R" '<p class="meta">1 attempt &middot; $0.064 &middot; 0.1 s</p>' "attempts, cost and time of a card"
+expect_in "$R" '<span>4 jobs</span><span class="n-succeeded">2 succeeded</span><span class="n-failed">1 failed</span><span class="n-cancelled">1 cancelled</span><span>3 images written</span><span>spend $0.10</span>' \
+    "the header: jobs per status, images, spend"
+# A job the state flags possible_duplicate says so on its card.
+sqlite3 "$D/out/.seedbatch/state.db" "UPDATE jobs SET possible_duplicate=1 WHERE id='s2'"
+run "$SEEDBATCH" report "$D/m.yaml"; expect_rc 0 "report after a flag"
+expect_eq "$(grep -c 'possible duplicate' "$R")" 1 "one card flagged possible duplicate"
+expect_in "$R" '$0.032 &middot; 0.1 s &middot; <b class="dup">possible duplicate</b>' "on s2's card"
 run "$SEEDBATCH" report -o "$T/elsewhere/r.html" "$D/m.yaml"; expect_rc 0 "report --out"
 expect_in "$T/elsewhere/r.html" 'href="../cat/out/shoes-bags/s1_2.jpg"' "an output linked from the other folder"
 expect_in "$T/elsewhere/r.html" 'src="../cat/photos/s1.jpg"' "a reference linked from the other folder"
@@ -196,7 +156,7 @@ expect_in "$T/err" "output_name puts outputs in $D/out/shoes-bags, which exists 
 expect_eq "$(ls "$T/outside" | wc -l)" 0 "nothing written through the link"
 
 # A page of 30 cards: past the first twelve, thumbnails get their source as they come near
-# the window; every one loads with JavaScript and, from <noscript>, without, none twice.
+# the window (scrolled to the end, all have); without JavaScript each shows once, from <noscript>.
 M=$T/many
 mkdir -p "$M/p"
 for i in $(seq 1 30); do "$GEN_IMAGE" jpeg 48 32 "$M/p/p$i.jpg" "$i"; done
@@ -205,11 +165,16 @@ printf 'limits: {requests_per_second: 50, poll_interval: 200ms}\ndefaults: {max_
 printf 'jobs:\n  - foreach: "p/*.jpg"\n    id: "{stem}"\n    prompt: "Edit {name}"\n    images: ["{path}"]\n' >> "$M/m.yaml"
 run "$SEEDBATCH" run "$M/m.yaml"; expect_rc 0 "30 jobs"
 expect_eq "$(grep -o '<img data-src=' "$M/m.out/report.html" | wc -l)" 36 "18 cards' two thumbnails wait for the script"
-browser_check "$M/m.out/report.html" "$T/many.html"
-expect_eq "$(attr "$T/many.html" data-local-images)" 60 "sixty thumbnails"
-expect_eq "$(attr "$T/many.html" data-broken)" "" "each loads as its card comes near"
-browser_check "$M/m.out/report.html" "$T/many-nojs.html" nojs
-expect_eq "$(attr "$T/many-nojs.html" data-local-images)" 60 "no JavaScript: sixty thumbnails, none twice"
-expect_eq "$(attr "$T/many-nojs.html" data-broken)" "" "no JavaScript: each loads"
+WAITING="document.querySelectorAll('img[data-src]').length"
+SOURCED="[...document.images].filter(i => i.getAttribute('src')).every(i => i.complete)"
+"${BROWSER[@]}" "file://$M/m.out/report.html" --size 1280x900 --until "$SOURCED" "$WAITING > 0" \
+    "(window.scrollTo(0, document.body.scrollHeight), true)" "wait:$WAITING == 0 && $LOADED" "$SHOWN.length" \
+    "$BROKEN" > "$T/many.txt" 2>>"$T/chrome.err"
+expect_eq "$(tr '\n' '|' < "$T/many.txt")" 'true|true|true|60|""|' \
+    "with JavaScript: cards far below wait; scrolled to the end, all sixty thumbnails load"
+"${BROWSER[@]}" "file://$M/m.out/report.html" --nojs --until "$LOADED" "$SHOWN.length" "$BROKEN" "$WAITING" \
+    > "$T/many-nojs.txt" 2>>"$T/chrome.err"
+expect_eq "$(tr '\n' '|' < "$T/many-nojs.txt")" '60|""|36|' \
+    "no JavaScript: sixty thumbnails, each loaded and none twice (the waiting ones hidden)"
 
 finish
