@@ -171,6 +171,11 @@ int sb_store_in_transaction(const struct sb_store *st);
 
 /* Reads one job; SB_ENOENT when absent. */
 int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out);
+/*
+ * The row of this version of a job (st may be NULL): 1 with out filled when the state has
+ * the job with this fingerprint, else 0 (a row for another version does not describe it).
+ */
+int sb_store_get_version(struct sb_store *st, const char *id, const char *fingerprint, struct sb_jobrow *out);
 /* Calls fn for every job in manifest order (removed ones last). Stops when fn returns non-zero. */
 int sb_store_each_job(struct sb_store *st, int (*fn)(const struct sb_jobrow *r, void *ud), void *ud);
 

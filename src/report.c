@@ -350,11 +350,7 @@ static int job_card(const struct sb_manifest *m, const struct sb_jobspec *js, in
     struct page *p = ud;
     struct sb_jobrow row;
     (void)m, (void)index;
-    int have = p->st && sb_store_get_job(p->st, js->id, &row) == SB_OK;
-    if (have && strcmp(row.fingerprint, js->fingerprint) != 0) {
-        sb_jobrow_clear(&row);
-        have = 0;
-    }
+    int have = sb_store_get_version(p->st, js->id, js->fingerprint, &row);
     struct card c = {.id = js->id, .prompt = js->prompt, .invalid = js->invalid, .row = have ? &row : NULL};
     for (int k = 0; k < js->n_images && k < SB_MAX_REF_IMAGES; k++) {
         c.spec[k] = js->images[k].spec;

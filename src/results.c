@@ -248,12 +248,7 @@ static int manifest_line(const struct sb_manifest *m, const struct sb_jobspec *j
     struct writer *w = ud;
     struct sb_jobrow row;
     (void)m, (void)index;
-    int have = w->st && sb_store_get_job(w->st, js->id, &row) == SB_OK;
-    if (have && strcmp(row.fingerprint, js->fingerprint) != 0) {
-        /* A row for another version of the job does not describe this one. */
-        sb_jobrow_clear(&row);
-        have = 0;
-    }
+    int have = sb_store_get_version(w->st, js->id, js->fingerprint, &row);
     const char *names[SB_MAX_REF_IMAGES];
     struct jobtext j = {js->id, js->prompt, js->invalid, names, 0};
     for (int k = 0; k < js->n_images && k < SB_MAX_REF_IMAGES; k++)

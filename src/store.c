@@ -486,6 +486,17 @@ void sb_jobrow_clear(struct sb_jobrow *r)
     memset(r, 0, sizeof *r);
 }
 
+int sb_store_get_version(struct sb_store *st, const char *id, const char *fingerprint, struct sb_jobrow *out)
+{
+    if (!st || sb_store_get_job(st, id, out) != SB_OK)
+        return 0;
+    if (strcmp(out->fingerprint, fingerprint) != 0) {
+        sb_jobrow_clear(out);
+        return 0;
+    }
+    return 1;
+}
+
 int sb_store_get_job(struct sb_store *st, const char *id, struct sb_jobrow *out)
 {
     sqlite3_stmt *s = st->get_job;
