@@ -954,6 +954,9 @@ static char *output_stem(struct mctx *c, const struct ynode *jn, struct sb_jobsp
     char why[300] = "";
     if (stem[0] == '/')
         snprintf(why, sizeof why, "is an absolute path");
+    for (const char *p = stem; !why[0] && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            snprintf(why, sizeof why, "holds a control character (a line break?)");
     for (const char *p = stem; !why[0] && *p;) {
         size_t n = strcspn(p, "/");
         if (n == 0)

@@ -497,6 +497,9 @@ static void test_from_rows(void)
                  "    prompt: x\n    images: [logo.png]\n", "which has a part starting with a dot");
     REFUSED(HEAD "output_name: \"/tmp/{id}_{k}.{ext}\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
             "which is an absolute path");
+    t_write(dir, "nl.csv", "sku,cat\n1,\"two\nlines\"\n");
+    REFUSED(HEAD "jobs:\n  - from: nl.csv\n    id: \"n{sku}\"\n    output_name: \"{cat}/{id}_{k}.{ext}\"\n"
+                 "    prompt: x\n    images: [logo.png]\n", "which holds a control character (a line break?)");
     REFUSED(HEAD "output_name: \"{id}_{k}.png\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
             "must end in .{ext}");
     REFUSED(HEAD "output_name: \"{nope}/{id}_{k}.{ext}\"\njobs:\n  - prompt: x\n    images: [logo.png]\n",
