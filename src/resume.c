@@ -54,7 +54,7 @@ static int shares_state(struct run *r, struct engine *e)
     return SB_EXIT_OK;
 }
 
-/* On an output directory that folds case: jobs whose ids differ only in case are refused. */
+/* On an output directory that folds case: jobs whose output paths (ids) differ only in case are refused. */
 static int case_twins(struct engine *e)
 {
     char *a, *b;
@@ -68,7 +68,7 @@ static int case_twins(struct engine *e)
         snprintf(more, sizeof more, " (and %d more such group%s)", groups - 1, SB_S(groups - 1));
     sb_error("%s: jobs %s and %s would write the same output files%s: %s is on a filesystem that does "
              "not tell upper from lower case in names (such as FAT, exFAT or an SMB share); give them ids "
-             "that differ in more than case; nothing was sent",
+             "(or output_name paths) that differ in more than case; nothing was sent",
              e->m->path, a, b, more, e->m->output_dir);
     free(a);
     free(b);

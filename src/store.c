@@ -1004,12 +1004,15 @@ int sb_store_case_twins(struct sb_store *st, char **a, char **b, int *groups)
     sqlite3_stmt *s;
     *a = *b = NULL;
     *groups = 0;
-    /* One row a group, in manifest order; SQLite's lower() folds ASCII letters only,
-       which is all an id may hold. */
+    /* One row a group, in manifest order, by the outputs' path without {k} and the
+       extension: the job's output_name ("out" in its spec) or its id. SQLite's lower()
+       folds ASCII letters only, which is all an id may hold (and all a slug holds). */
     if (sqlite3_prepare_v2(st->db,
                            "SELECT group_concat(id, '/') FROM"
-                           " (SELECT id, seq FROM jobs WHERE in_manifest=1 ORDER BY seq)"
-                           " GROUP BY lower(id) HAVING count(*) > 1 ORDER BY min(seq)",
+                           " (SELECT id, seq, lower(coalesce(CASE WHEN json_valid(spec) THEN"
+                           " json_extract(spec, '$.out') END, id || '_{k}')) AS path"
+                           " FROM jobs WHERE in_manifest=1 ORDER BY seq)"
+                           " GROUP BY path HAVING count(*) > 1 ORDER BY min(seq)",
                            -1, &s, NULL) != SQLITE_OK) {
         sb_error("%s: cannot read the job ids: %s", st->path, sqlite3_errmsg(st->db));
         return SB_EIO;

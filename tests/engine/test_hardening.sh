@@ -358,6 +358,14 @@ if [ -n "$UNMOUNT" ]; then
     expect_rc 0 "ids that differ in more than case, on the same directory"
     expect_eq "$(ls "$D/fat/out" | grep -c '_1\.jpg$')" 5 "5 jobs, an output each"
     expect_eq "$(stat_of submissions)" 5 "one submission a job"
+    # output_name paths that differ only in case (a catalogue's categories) are refused the same way.
+    cases fat/two p1 p2 > "$D/m2.yaml"
+    sed -i 's|{id: p1, |{id: p1, output_name: "Shoes/x_{k}.{ext}", |; s|{id: p2, |{id: p2, output_name: "shoes/X_{k}.{ext}", |' "$D/m2.yaml"
+    mkdir -p "$D/st2"
+    run "$SEEDBATCH" run --state "$D/st2/state.db" "$D/m2.yaml"
+    expect_rc 2 "output paths that differ only in case on a case-folding output directory"
+    expect_in "$T/err" "$D/m2.yaml: jobs p1 and p2 would write the same output files: $D/fat/two/out is on a filesystem" "the pair named"
+    expect_eq "$(stat_of submissions)" 5 "nothing more sent"
     stop_mock
     umount "$D/fat" && UNMOUNT=""
 else
