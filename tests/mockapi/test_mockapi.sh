@@ -165,13 +165,14 @@ expect_eq "$(stat_of faults.slow)" 1 "slow counted"; expect_eq "$(stat_of faults
 stop_mock
 
 # Failed predictions (HTTP 200, status failed, error_code 1039), early 404, outputs N, expiry.
-start_mock --latency 0 --early-404 2000 --outputs 3 --expire-after 5000
+# (The 404 window is 3 s, looked at right after the submit: room for a loaded machine.)
+start_mock --latency 0 --early-404 3000 --outputs 3 --expire-after 5000
 req POST /api/v1/model/uploadMedia -F "file=@$T/a.png"; U=$(upload_url)
 submit "{\"model\":\"$SEQ\",\"prompt\":\"please mock:fail\",\"images\":[\"$U\"]}"; IDF=$(pred_id)
 submit "{\"model\":\"$SEQ\",\"prompt\":\"fine\",\"images\":[\"$U\"]}"; IDS=$(pred_id)
-submit "{\"model\":\"$SEQ\",\"prompt\":\"gone mock:expire\",\"images\":[\"$U\"]}"; IDE=$(pred_id)
 req GET "/api/v1/model/prediction/$IDS"; expect_eq "$(cat "$T/code")" 404 "404 shortly after submit"
-sleep 2.1
+submit "{\"model\":\"$SEQ\",\"prompt\":\"gone mock:expire\",\"images\":[\"$U\"]}"; IDE=$(pred_id)
+sleep 3.1
 force "$IDS" done # restarts its expiry clock: 5 s from now (room for a loaded machine)
 req GET "/api/v1/model/prediction/$IDF"; expect_eq "$(cat "$T/code")" 200 "failed prediction is HTTP 200"
 expect_eq "$(json_get "$T/body" data.status)" failed "failed status"
